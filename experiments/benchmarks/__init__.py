@@ -1,0 +1,1 @@
+"""Speed benchmarks against a PyTorch CPU baseline measured in the same run."""

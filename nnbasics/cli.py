@@ -1,0 +1,161 @@
+"""The `nnbasics` command.
+
+    nnbasics list
+    nnbasics run EXPERIMENT [--quick] [--workdir DIR] [--force] [--quiet] [--config.KEY=VALUE ...]
+    nnbasics reproduce [--quick] [--only a,b] [--root runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from nnbasics.progress import set_quiet
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    rest, overrides = [], []
+    it = iter(argv)
+    for a in it:
+        if a.startswith("--config.") or a.startswith("config."):
+            if "=" not in a:  # "--config.key value"
+                try:
+                    a = f"{a}={next(it)}"
+                except StopIteration:
+                    pass
+            overrides.append(a)
+        else:
+            rest.append(a)
+    return rest, overrides
+
+
+def _preset(args: argparse.Namespace) -> str:
+    if getattr(args, "smoke", False):
+        return "smoke"
+    if getattr(args, "full", False):
+        return "full"
+    return "quick" if getattr(args, "quick", False) else getattr(args, "default_preset", "full")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nnbasics",
+        description="Neural network basics and CNNs in JAX/Flax: run the lecture's experiments.",
+        epilog="Config values are overridden with --config.KEY=VALUE (e.g. --config.optimizer.learning_rate=0.05).",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list experiments, models and data sets")
+    s.add_argument("--json", action="store_true")
+
+    def presets(sp, default="full"):
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
+        g.add_argument("--full", action="store_true", help="the full preset")
+        g.add_argument("--smoke", action="store_true", help="a seconds-long preset (for tests)")
+        sp.set_defaults(default_preset=default)
+
+    s = sub.add_parser("run", help="run one experiment")
+    s.add_argument("experiment")
+    presets(s)
+    s.add_argument("--workdir", help="where results go (default runs/EXPERIMENT[-quick])")
+    s.add_argument("--force", action="store_true", help="run again even if a finished run is in the workdir")
+    s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    s = sub.add_parser("reproduce", help="run every experiment and write one report")
+    presets(s, default="quick")
+    s.add_argument("--only", default="", help="comma-separated experiment names")
+    s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    s = sub.add_parser("config", help="print an experiment's config (after overrides) as JSON")
+    s.add_argument("experiment")
+    presets(s)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, overrides = _split_overrides(argv)
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    set_quiet(args.quiet)
+    from nnbasics import experiment as exp
+    from nnbasics.config import ConfigError
+    from nnbasics.registry import UnknownNameError
+
+    if overrides and args.command not in ("run", "reproduce", "config"):
+        parser.error(f"--config overrides are only valid with run, reproduce and config, got {overrides}")
+    try:
+        if args.command == "list":
+            return _list(args.json)
+        if args.command == "config":
+            cfg = exp.get_config(args.experiment, _preset(args), overrides)
+            print(json.dumps(cfg.to_dict(), indent=2, default=str))
+            return 0
+        if args.command == "run":
+            res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force)
+            wd = args.workdir or exp.default_workdir(args.experiment, _preset(args))
+            _print_claims([res])
+            print(f"\nresults: {os.path.join(wd, 'report.md')}")
+            return 0 if all(c["verdict"] == "pass" for c in res["claims"]) else 1
+        if args.command == "reproduce":
+            only = [o.strip() for o in args.only.split(",")] if args.only else None
+            results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides)
+            _print_claims(results)
+            print(f"\nreport: {path}")
+            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
+    except (UnknownNameError, ConfigError, exp.WorkdirConflict) as e:
+        print(f"nnbasics: error: {e}", file=sys.stderr)
+        return 2
+    except FloatingPointError as e:  # TrainingDiverged
+        print(f"nnbasics: training diverged: {e}", file=sys.stderr)
+        return 3
+    return 0
+
+
+def _print_claims(results) -> None:
+    from nnbasics.report import measured_text
+
+    for r in results:
+        for c in r["claims"]:
+            mark = "PASS" if c["verdict"] == "pass" else "FAIL"
+            print(f"[{mark}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} | {measured_text(c['measured'])}")
+
+
+def _list(as_json: bool) -> int:
+    from nnbasics import experiment as exp
+    from nnbasics.data import dataset_names
+    from nnbasics.models import model_names
+
+    names = exp.experiment_names()
+    info = {
+        "experiments": {n: exp.describe(n) for n in names},
+        "models": model_names(),
+        "datasets": dataset_names(),
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print("experiments:")
+    width = max((len(n) for n in names), default=0)
+    for n, d in info["experiments"].items():
+        print(f"  {n:<{width}}  {d}")
+    print("models:\n  " + ", ".join(info["models"]))
+    print("data sets:\n  " + ", ".join(info["datasets"]))
+    return 0
+
+
+def experiment_main(module_file: str) -> None:
+    """`python -m experiments.NAME [--quick] ...` is `nnbasics run NAME ...`."""
+    name = os.path.splitext(os.path.basename(module_file))[0]
+    sys.exit(main(["run", name, *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

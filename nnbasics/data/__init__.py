@@ -1,0 +1,99 @@
+"""Data sets by name. Embedded sets need no network and live on the device as arrays.
+
+`load_dataset(name, **kwargs)` returns an `ArrayDataset`. Every module in this package registers
+its sets with `@register("name")`; modules are imported on first use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pathlib
+import pkgutil
+from typing import Any, Callable
+
+import numpy as np
+
+from nnbasics.registry import Registry
+
+DATASETS: Registry[Callable[..., "ArrayDataset"]] = Registry("data set")
+_loaded = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ArrayDataset:
+    """An in-memory data set: train and test arrays (NumPy), and what they are."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int  # 0 for regression
+    task: str = "classification"  # classification | regression
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(self.x_train) != len(self.y_train) or len(self.x_test) != len(self.y_test):
+            raise ValueError(f"{self.name}: inputs and targets differ in length")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def num_train(self) -> int:
+        return len(self.x_train)
+
+    @property
+    def num_test(self) -> int:
+        return len(self.x_test)
+
+    def subset(self, num_train: int | None = None, seed: int = 0) -> "ArrayDataset":
+        """A class-balanced-by-chance random subset of the training set (test set unchanged)."""
+        if num_train is None or num_train >= self.num_train:
+            return self
+        if num_train <= 0:
+            raise ValueError(f"num_train must be positive, got {num_train}")
+        idx = np.random.default_rng(seed).permutation(self.num_train)[:num_train]
+        return dataclasses.replace(self, x_train=self.x_train[idx], y_train=self.y_train[idx])
+
+
+def register(name: str, **info: Any):
+    """Decorator: register a data set loader `(**kwargs) -> ArrayDataset` under `name`."""
+    return DATASETS.register(name, **info)
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for mod in pkgutil.iter_modules(__path__):
+        if not mod.name.startswith("_") and mod.name != "tfds":
+            importlib.import_module(f"{__name__}.{mod.name}")
+
+
+def load_dataset(name: str, **kwargs: Any) -> ArrayDataset:
+    """Load the registered data set `name` (embedded, no network)."""
+    _load_all()
+    return DATASETS.get(name)(**kwargs)
+
+
+def dataset_names() -> list[str]:
+    _load_all()
+    return DATASETS.names()
+
+
+def check_dataset(name: str) -> None:
+    _load_all()
+    DATASETS.check(name)
+
+
+def cache_dir() -> pathlib.Path:
+    """Where generated data sets are cached ($NNBASICS_CACHE or ~/.cache/nnbasics)."""
+    root = os.environ.get("NNBASICS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnbasics")
+    path = pathlib.Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

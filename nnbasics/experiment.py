@@ -1,0 +1,231 @@
+"""Finding and running experiments: the work-directory contract and run reuse.
+
+An experiment is a module `experiments/NAME.py` with
+- `get_config(preset: str = "full") -> ConfigDict` (presets: "full", "quick", "smoke"; smoke is
+  a seconds-long version for the test suite),
+- `run(config, workdir) -> list[claim dict]` (see `nnbasics.claims.claim`),
+- optionally `SWEEPS = {"name": [ {dotted key: value}, ... ]}`, `validate(config)`, `TOPIC`, `ORDER`.
+This module imports `experiments` by name at run time only; the library itself never depends
+on any experiment.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import pathlib
+import pkgutil
+import shutil
+import time
+from types import ModuleType
+from typing import Any, Iterable, Mapping
+
+import ml_collections
+
+from nnbasics import config as config_lib
+from nnbasics import report, workdir as workdir_lib
+from nnbasics.progress import log
+from nnbasics.registry import UnknownNameError, unknown_name_message
+
+PRESETS = ("full", "quick", "smoke")
+EXPERIMENTS_PACKAGE = "experiments"
+
+
+def experiment_names() -> list[str]:
+    """Every experiment module in the `experiments` package, in lecture order."""
+    pkg = importlib.import_module(EXPERIMENTS_PACKAGE)
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and not m.name.startswith("_")]
+    mods = {n: importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{n}") for n in names}
+    names = [n for n, m in mods.items() if hasattr(m, "get_config") and hasattr(m, "run")]
+    return sorted(names, key=lambda n: (getattr(mods[n], "ORDER", 1000), n))
+
+
+def load_experiment(name: str) -> ModuleType:
+    names = experiment_names()
+    if name not in names:
+        raise UnknownNameError(unknown_name_message("experiment", name, names))
+    return importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{name}")
+
+
+def describe(name: str) -> str:
+    doc = inspect.getdoc(load_experiment(name)) or ""
+    return doc.splitlines()[0] if doc else ""
+
+
+def get_config(name: str, preset: str = "full", overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """The experiment's config for `preset` with command-line overrides applied and checked."""
+    if preset not in PRESETS:
+        raise config_lib.ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
+    mod = load_experiment(name)
+    cfg = mod.get_config(preset)
+    cfg = config_lib.apply_overrides(cfg, overrides)
+    validate(name, cfg)
+    return cfg
+
+
+def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
+    """Common checks (names in registries, positive rates and sizes, seeds) and the experiment's own."""
+    from nnbasics import optim
+    from nnbasics.data import check_dataset
+    from nnbasics.models import model_names
+
+    def walk(node: Any, path: str = "") -> None:
+        for k in node.keys():
+            v = node[k]
+            p = f"{path}{k}"
+            if isinstance(v, ml_collections.ConfigDict):
+                if k == "optimizer" or k.endswith("optimizer"):
+                    try:
+                        optim.validate(v.to_dict())
+                    except (ValueError, KeyError) as e:
+                        raise config_lib.ConfigError(f"config.{p}: {e}") from e
+                walk(v, p + ".")
+            elif k in ("learning_rate",) and v is not None and not float(v) > 0:
+                raise config_lib.ConfigError(f"config.{p} must be > 0, got {v}")
+            elif k in ("batch_size", "steps", "eval_every") and v is not None and int(v) <= 0:
+                raise config_lib.ConfigError(f"config.{p} must be a positive integer, got {v}")
+            elif k == "seeds":
+                seeds = list(v) if v is not None else []
+                if not seeds:
+                    raise config_lib.ConfigError(f"config.{p} must be a non-empty list of integers, e.g. '(0, 1)'")
+                if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+                    raise config_lib.ConfigError(f"config.{p} must hold integers, got {seeds}")
+            elif k in ("data", "dataset") and isinstance(v, str):
+                try:
+                    check_dataset(v)
+                except UnknownNameError as e:
+                    raise config_lib.ConfigError(f"config.{p}: {e}") from e
+            elif k == "model" and isinstance(v, str):
+                if v not in model_names():
+                    raise config_lib.ConfigError(f"config.{p}: {unknown_name_message('model', v, model_names())}")
+
+    walk(cfg)
+    mod = load_experiment(name)
+    if hasattr(mod, "validate"):
+        try:
+            mod.validate(cfg)
+        except (ValueError, KeyError) as e:
+            if isinstance(e, config_lib.ConfigError):
+                raise
+            raise config_lib.ConfigError(str(e)) from e
+
+
+def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs") -> pathlib.Path:
+    return pathlib.Path(root) / (name if preset == "full" else f"{name}-{preset}")
+
+
+class WorkdirConflict(RuntimeError):
+    """The work directory holds a finished run of a different config."""
+
+
+def _config_json(cfg: ml_collections.ConfigDict) -> Any:
+    import json
+
+    return json.loads(workdir_lib.to_json(cfg.to_dict()))
+
+
+def run_experiment(
+    name: str,
+    preset: str = "full",
+    overrides: Iterable[str] = (),
+    workdir: str | os.PathLike | None = None,
+    force: bool = False,
+    config: ml_collections.ConfigDict | None = None,
+) -> dict[str, Any]:
+    """Run (or reuse) one experiment; returns the claims.json document.
+
+    A finished run with the same config in `workdir` is reused unless `force`. A finished run
+    of a different config is never overwritten silently: that needs `force`."""
+    mod = load_experiment(name)
+    cfg = config if config is not None else get_config(name, preset, overrides)
+    if config is not None:
+        validate(name, cfg)
+    wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset)
+    claims_path = wd_path / "claims.json"
+    config_path = wd_path / "config.json"
+    cfg_json = _config_json(cfg)
+    if claims_path.exists() and not force:
+        old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
+        if old_cfg == cfg_json:
+            log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
+            return workdir_lib.read_json(claims_path)
+        raise WorkdirConflict(
+            f"{wd_path} holds a finished run of {name} with a different config; "
+            "choose another --workdir or pass --force to replace it"
+        )
+    wd_path.mkdir(parents=True, exist_ok=True)
+    # Start clean, but keep what an earlier (interrupted or replaced) run wrote.
+    for stale in ("metrics.jsonl", "claims.json", "report.md"):
+        p = wd_path / stale
+        if p.exists():
+            os.replace(p, wd_path / f"{stale}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+    if (wd_path / "figures").exists():
+        shutil.rmtree(wd_path / "figures")
+    wd = workdir_lib.Workdir(wd_path)
+    workdir_lib.atomic_write_json(config_path, cfg_json)
+    t0 = time.perf_counter()
+    claims = mod.run(cfg, wd)
+    seconds = time.perf_counter() - t0
+    if not isinstance(claims, list) or not all(isinstance(c, Mapping) and "verdict" in c for c in claims):
+        raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.claims.claim")
+    result = {
+        "experiment": name,
+        "preset": preset,
+        "seconds": round(seconds, 2),
+        "claims": list(claims),
+        "figures": list(wd.list_figures()),
+        "versions": _versions(),
+    }
+    doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
+    workdir_lib.atomic_write_text(wd_path / "report.md", report.experiment_report(result, result["figures"], doc))
+    workdir_lib.atomic_write_json(claims_path, result)  # last: its presence marks the run finished
+    return result
+
+
+def _versions() -> dict[str, str]:
+    import platform
+
+    import flax
+    import jax
+    import optax
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "backend": jax.default_backend(),
+        "devices": str(jax.device_count()),
+    }
+
+
+def reproduce(
+    preset: str = "quick",
+    only: Iterable[str] | None = None,
+    root: str | os.PathLike = "runs",
+    force: bool = False,
+    overrides: Iterable[str] = (),
+) -> tuple[list[dict[str, Any]], pathlib.Path]:
+    """Run every experiment (or `only` these) and write the combined report.md in `root`."""
+    names = experiment_names()
+    if only:
+        only = [o for o in only if o]
+        for o in only:
+            if o not in names:
+                raise UnknownNameError(unknown_name_message("experiment", o, names))
+        names = [n for n in names if n in only]
+    root = pathlib.Path(root)
+    results, dirs = [], []
+    for i, name in enumerate(names):
+        log(f"[{i + 1}/{len(names)}] {name}")
+        wd = default_workdir(name, preset, root)
+        res = run_experiment(name, preset, overrides, workdir=wd, force=force)
+        ok = sum(c["verdict"] == "pass" for c in res["claims"])
+        log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s)")
+        results.append(res)
+        dirs.append(os.path.relpath(wd, root))
+    text = report.combined_report(results, dirs)
+    workdir_lib.atomic_write_text(root / "report.md", text)
+    workdir_lib.atomic_write_json(root / "claims.json", {"experiments": results})
+    return results, root / "report.md"

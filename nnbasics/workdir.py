@@ -1,0 +1,147 @@
+"""The work-directory contract: config.json, metrics.jsonl, claims.json, figures/*.png, report.md.
+
+Every file but the append-only metrics log is written atomically (temp file + rename), so an
+interrupted run never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import tempfile
+from typing import Any, Iterable
+
+import numpy as np
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "to_dict"):
+        return o.to_dict()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _clean(o: Any) -> Any:
+    """Replace NaN/inf by None-safe strings so the JSON stays standard."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return str(o)
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def to_json(obj: Any, indent: int | None = 2) -> str:
+    return json.dumps(_clean(json.loads(json.dumps(obj, default=_default))), indent=indent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync, then rename over `path`."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, to_json(obj) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+class MetricsWriter:
+    """Append-only JSON lines; every line is flushed so a crash keeps what was written."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(to_json(row, indent=None) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All complete lines of a metrics.jsonl (a torn last line is skipped)."""
+    rows = []
+    p = pathlib.Path(path)
+    if not p.exists():
+        return rows
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+class Workdir:
+    """A run's directory, with helpers for the files of the contract."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.metrics = MetricsWriter(self.path / "metrics.jsonl")
+        self.figures: list[str] = []
+
+    @classmethod
+    def of(cls, workdir: "str | os.PathLike | Workdir") -> "Workdir":
+        return workdir if isinstance(workdir, Workdir) else cls(workdir)
+
+    def __truediv__(self, other: str) -> pathlib.Path:
+        return self.path / other
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def save_figure(self, fig: Any, name: str, dpi: int = 110) -> str:
+        """Save a matplotlib figure atomically as figures/<name>.png and close it."""
+        import io
+
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        plt.close(fig)
+        rel = f"figures/{name}.png"
+        atomic_write_bytes(self.path / rel, buf.getvalue())
+        if rel not in self.figures:
+            self.figures.append(rel)
+        return rel
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def list_figures(self) -> Iterable[str]:
+        d = self.path / "figures"
+        return sorted(f"figures/{p.name}" for p in d.glob("*.png")) if d.exists() else []
