@@ -1,0 +1,137 @@
+"""ResNets and plain nets: exact parameter counts, shortcuts, pluggable norm and activation."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nnbasics.models import get_model, model_info, model_names
+from nnbasics.models import resnet as R
+
+
+def n_params(model, shape) -> int:
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False))
+    return int(sum(np.prod(p.shape) for p in jax.tree.leaves(shapes["params"])))
+
+
+def cifar_count(depth: int, shortcut: str = "A", width: int = 16) -> int:
+    """The CIFAR ResNet's parameters counted by hand from the paper's description (sec. 4.2)."""
+    n = (depth - 2) // 6
+    w = [width, 2 * width, 4 * width]
+    convs = 27 * w[0]  # 3x3x3 stem
+    bns = 2 * w[0]
+    cin = w[0]
+    for c in w:
+        for _ in range(n):
+            convs += 9 * cin * c + 9 * c * c
+            bns += 4 * c
+            if shortcut == "B" and cin != c:
+                convs += cin * c
+                bns += 2 * c
+            cin = c
+    return convs + bns + w[2] * 10 + 10
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_cifar_counts(depth):
+    assert n_params(get_model(f"resnet{depth}"), (32, 32, 3)) == cifar_count(depth) == R.REFERENCE_PARAMS[f"resnet{depth}"]
+    # the paper's rounded numbers (0.27M, 0.46M, 0.66M, 0.85M, 1.7M)
+    paper = R.PAPER_PARAMS[f"resnet{depth}"]
+    assert abs(cifar_count(depth) - paper) / paper < 0.02
+    # a plain net has the same layers (option A shortcuts have no parameters)
+    assert n_params(get_model(f"plain{depth}"), (32, 32, 3)) == cifar_count(depth)
+
+
+def test_cifar_option_b_and_width():
+    assert n_params(get_model("resnet20", shortcut="B"), (32, 32, 3)) == cifar_count(20, "B") == 272_474
+    assert n_params(get_model("resnet20", width=4), (32, 32, 3)) == cifar_count(20, width=4)
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50, 101, 152])
+def test_imagenet_counts_equal_torchvision(depth):
+    torchvision = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 60_192_808}[depth]
+    assert n_params(get_model(f"resnet{depth}", num_classes=1000), (224, 224, 3)) == torchvision
+    assert model_info(f"resnet{depth}")["reference_params"] == torchvision
+
+
+def test_every_resnet_has_a_plain_twin():
+    names = model_names()
+    for d in (*R.CIFAR_DEPTHS, *R.IMAGENET_SPECS):
+        assert f"resnet{d}" in names and f"plain{d}" in names
+
+
+def test_pad_shortcut():
+    x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
+    s = R.pad_shortcut(x, 7, 2)
+    assert s.shape == (2, 2, 2, 7)
+    np.testing.assert_array_equal(s[..., 2:5], x[:, ::2, ::2, :])
+    assert float(jnp.abs(s[..., :2]).sum() + jnp.abs(s[..., 5:]).sum()) == 0.0
+
+
+def _zero_kernels(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.zeros_like(v) if "kernel" in jax.tree_util.keystr(p) and "proj" not in jax.tree_util.keystr(p) else v,
+        params,
+    )
+
+
+@pytest.mark.parametrize("block", [R.BasicBlock, R.BottleneckBlock])
+def test_residual_block_is_identity_when_branch_is_zero(block):
+    """F(x) = 0 gives relu(x + 0) = relu(x) for a residual block and relu(0) = 0 for a plain one."""
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
+    feats = 16 if block is R.BasicBlock else 4
+    for residual in (True, False):
+        m = block(feats, residual=residual, norm="none")
+        params = _zero_kernels(m.init(jax.random.key(1), x)["params"])
+        y = m.apply({"params": params}, x)
+        np.testing.assert_allclose(y, jax.nn.relu(x) if residual else jnp.zeros_like(x), atol=1e-6)
+
+
+def test_projection_shortcut_where_shape_changes():
+    x = jnp.ones((1, 8, 8, 16))
+    p = R.BasicBlock(32, strides=2, shortcut="B").init(jax.random.key(0), x)["params"]
+    assert p["proj_conv"]["kernel"].shape == (1, 1, 16, 32)
+    p = R.BasicBlock(16, strides=1, shortcut="B").init(jax.random.key(0), x)["params"]
+    assert "proj_conv" not in p
+    p = R.BasicBlock(32, strides=2, shortcut="A").init(jax.random.key(0), x)["params"]
+    assert "proj_conv" not in p
+
+
+def test_train_mode_updates_batch_stats_and_sows_responses():
+    m = get_model("resnet20", width=4)
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    v = m.init(jax.random.key(1), x, train=False)
+    y, upd = m.apply(v, x, train=True, mutable=["batch_stats", "intermediates"])
+    assert y.shape == (4, 10) and bool(jnp.isfinite(y).all())
+    assert len(jax.tree.leaves(upd["intermediates"])) == 18  # two 3x3 responses per block, 9 blocks
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), v["batch_stats"], upd["batch_stats"])
+    assert all(jax.tree.leaves(changed))
+
+
+def test_norm_and_activation_are_pluggable():
+    x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
+    plain = get_model("plain20", width=4, norm="none", activation="tanh")
+    v = plain.init(jax.random.key(1), x)
+    assert set(v) == {"params"}
+    y = plain.apply(v, x)
+    # a factory: GroupNorm with 2 groups (no running statistics either)
+    gn = get_model("resnet20", width=4, norm=lambda train: functools.partial(nn.GroupNorm, num_groups=2))
+    v = gn.init(jax.random.key(1), x)
+    assert set(v) == {"params"} and "scale" in v["params"]["stem_norm"]
+    assert gn.apply(v, x).shape == y.shape == (2, 10)
+    with pytest.raises(ValueError, match="6n"):
+        R.cifar_resnet(21)
+
+
+def test_imagenet_resnet_forward_small_input():
+    """Global average pooling lets the ImageNet ResNets run on a 32x32 input."""
+    m = get_model("resnet18", num_classes=5)
+    x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
+    v = m.init(jax.random.key(1), x)
+    y = m.apply(v, x)
+    assert y.shape == (1, 5) and bool(jnp.isfinite(y).all())
