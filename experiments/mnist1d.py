@@ -12,7 +12,6 @@ on the regenerated data set (4000 train / 1000 test), several seeds in one vmapp
 from __future__ import annotations
 
 import ml_collections
-import numpy as np
 
 from nnbasics import claims as C
 from nnbasics.data import load_dataset
@@ -78,7 +77,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         steps, acc = res.curve("test_accuracy")
         band(ax, steps, 100 * acc, label=f"{name} (published {PUBLISHED[name]:.0f}%)")
         ax.axhline(PUBLISHED[name], color=ax.lines[-1].get_color(), ls=":", lw=1)
-    ax.set(xlabel="training step", ylabel="test accuracy (%)", title="MNIST-1D: test accuracy (mean, min-max over seeds)")
+    ax.set(xlabel="training step", ylabel="test accuracy (%)",
+           title="MNIST-1D: test accuracy (mean, min-max over seeds)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
     workdir.save_figure(fig, "test_accuracy")

@@ -125,7 +125,8 @@ def _print_claims(results) -> None:
     for r in results:
         for c in r["claims"]:
             mark = "PASS" if c["verdict"] == "pass" else "FAIL"
-            print(f"[{mark}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} | {measured_text(c['measured'])}")
+            print(f"[{mark}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} "
+                  f"| {measured_text(c['measured'])}")
 
 
 def _list(as_json: bool) -> int:

@@ -24,7 +24,8 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from nnbasics import config as config_lib
-from nnbasics import report, workdir as workdir_lib
+from nnbasics import report
+from nnbasics import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
 
@@ -101,6 +102,7 @@ def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
                     raise config_lib.ConfigError(f"config.{p}: {unknown_name_message('model', v, model_names())}")
 
     walk(cfg)
+    _check_batch_fits_data(cfg)
     mod = load_experiment(name)
     if hasattr(mod, "validate"):
         try:
@@ -109,6 +111,26 @@ def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
             if isinstance(e, config_lib.ConfigError):
                 raise
             raise config_lib.ConfigError(str(e)) from e
+
+
+def _check_batch_fits_data(cfg: ml_collections.ConfigDict) -> None:
+    """A batch larger than the training set is an error (checked on the loaded data set)."""
+    if not isinstance(cfg.get("data"), str) or cfg.get("batch_size") is None:
+        return
+    from nnbasics.data import load_dataset
+
+    kwargs = cfg.get("data_kwargs")
+    data = load_dataset(cfg.data, **(kwargs.to_dict() if kwargs is not None else {}))
+    n = data.num_train
+    if cfg.get("num_train") is not None:
+        n = min(n, int(cfg.num_train))
+    sizes = cfg.batch_size if isinstance(cfg.batch_size, (tuple, list)) else (cfg.batch_size,)
+    for b in sizes:
+        if int(b) > n:
+            raise config_lib.ConfigError(
+                f"config.batch_size={b} is larger than the training set of {cfg.data!r} ({n} examples); "
+                f"use a batch size between 1 and {n}"
+            )
 
 
 def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs") -> pathlib.Path:

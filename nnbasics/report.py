@@ -60,7 +60,9 @@ def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: st
     return "\n".join(parts)
 
 
-def combined_report(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str], title: str = "nnbasics reproduction") -> str:
+def combined_report(
+    results: Sequence[Mapping[str, Any]], workdirs: Sequence[str], title: str = "nnbasics reproduction"
+) -> str:
     """The reproduce report: totals, one claims table, and each experiment's figures."""
     total = sum(len(r["claims"]) for r in results)
     ok = sum(c["verdict"] == "pass" for r in results for c in r["claims"])

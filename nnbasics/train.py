@@ -350,7 +350,8 @@ def fit(
         def one(st):
             out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, loss, tc.eval_batch_size, mesh).items()}
             if tc.eval_train:
-                out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, loss, tc.eval_batch_size, mesh).items()})
+                full = evaluate(st, xtr, ytr, loss, tc.eval_batch_size, mesh)
+                out.update({f"train_full_{k}": v for k, v in full.items()})
             for name, f in extra.items():
                 out[name] = f(st)
             return out
@@ -392,7 +393,8 @@ def fit(
             if "accuracy" in metrics:
                 row["train_accuracy"] = np.mean(np.asarray(metrics["accuracy"]), axis=1).tolist()
             for k, v in ev.items():
-                row[k] = np.asarray(v, np.float64).reshape(len(members), -1).squeeze(-1).tolist() if np.ndim(v) <= 1 else np.asarray(v).tolist()
+                v = np.asarray(v, np.float64)
+                row[k] = v.tolist() if v.ndim <= 1 else v.reshape(len(members), -1).tolist()
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
             if metrics_writer is not None:

@@ -42,7 +42,8 @@ def _resize(crop: np.ndarray, size: int) -> np.ndarray:
     """Area-average downsampling to size x size (box filter over the source pixels)."""
     h = crop.shape[0]
     edges = np.linspace(0, h, size + 1)
-    lo, hi = np.floor(edges[:-1]).astype(int), np.maximum(np.ceil(edges[1:]).astype(int), np.floor(edges[:-1]).astype(int) + 1)
+    lo = np.floor(edges[:-1]).astype(int)
+    hi = np.maximum(np.ceil(edges[1:]).astype(int), lo + 1)
     rows = np.stack([crop[a:b].mean(axis=0) for a, b in zip(lo, hi)])
     return np.stack([rows[:, a:b].mean(axis=1) for a, b in zip(lo, hi)], axis=1)
 

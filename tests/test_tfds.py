@@ -1,0 +1,52 @@
+"""tfds data sets through data_source + grain, under tfds.testing.mock_data (no TensorFlow, no network)."""
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from nnbasics.data import load_dataset  # noqa: E402
+from nnbasics.data.tfds import DatasetNotPrepared, batches, data_source, pipeline, random_crop_flip  # noqa: E402
+from nnbasics.registry import UnknownNameError  # noqa: E402
+
+
+@pytest.mark.parametrize("name,shape", [("mnist", (28, 28, 1)), ("fashion_mnist", (28, 28, 1)),
+                                        ("cifar10", (32, 32, 3)), ("cifar100", (32, 32, 3))])
+def test_load_arrays_under_mock_data(name, shape):
+    with tfds.testing.mock_data(num_examples=12):
+        d = load_dataset(name)
+    assert d.x_train.shape == (12, *shape) and d.x_train.dtype == np.float32
+    assert 0.0 <= d.x_train.min() and d.x_train.max() <= 1.0
+    assert d.y_train.dtype == np.int32 and d.num_classes in (10, 100)
+
+
+def test_pipeline_shards_shuffles_and_resumes():
+    with tfds.testing.mock_data(num_examples=40):
+        src = data_source("mnist", "train")
+        a = pipeline(src, 4, seed=1, shard_index=0, shard_count=2, num_epochs=1)
+        b = pipeline(src, 4, seed=1, shard_index=1, shard_count=2, num_epochs=1)
+        assert len(a) == 5 and a[0]["image"].shape == (4, 28, 28, 1)
+        # deterministic given the seed; shards see different records
+        again = pipeline(src, 4, seed=1, shard_index=0, shard_count=2, num_epochs=1)
+        np.testing.assert_array_equal(a[3]["image"], again[3]["image"])
+        assert not np.array_equal(a[0]["image"], b[0]["image"])
+        it = batches("mnist", "train", 4, seed=3, shard_index=0, shard_count=1)
+        first = [next(it)["label"] for _ in range(3)]
+        resumed = batches("mnist", "train", 4, seed=3, start_step=2, shard_index=0, shard_count=1)
+        np.testing.assert_array_equal(next(resumed)["label"], first[2])
+
+
+def test_missing_dataset_is_a_clear_error_without_download(tmp_path):
+    with pytest.raises(DatasetNotPrepared, match="(?s)not prepared.*tfds build cifar10"):
+        load_dataset("cifar10", data_dir=str(tmp_path))
+    assert not any(tmp_path.rglob("*.array_record*"))
+    with pytest.raises(UnknownNameError, match="did you mean 'cifar10'"):
+        data_source("cifar11", "train", str(tmp_path))
+
+
+def test_random_crop_flip_keeps_shape_and_content():
+    img = np.arange(32 * 32 * 3, dtype=np.float32).reshape(32, 32, 3)
+    out = random_crop_flip(np.random.default_rng(0), img)
+    assert out.shape == img.shape
+    np.testing.assert_array_equal(random_crop_flip(np.random.default_rng(5), img),
+                                  random_crop_flip(np.random.default_rng(5), img))

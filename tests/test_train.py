@@ -1,0 +1,144 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nnbasics import optim
+from nnbasics.data import ArrayDataset, load_dataset
+from nnbasics.models import get_model
+from nnbasics.train import (
+    TrainConfig,
+    TrainingDiverged,
+    batch_indices,
+    create_state,
+    evaluate,
+    fit,
+    forward,
+    train_step,
+)
+from nnbasics.workdir import MetricsWriter, read_metrics
+
+
+def _linear_data(n=64, d=3, seed=0):
+    r = np.random.default_rng(seed)
+    x = r.standard_normal((n, d)).astype(np.float32)
+    y = (x @ np.array([[1.0], [-2.0], [0.5]], np.float32) + 0.3).astype(np.float32)
+    return ArrayDataset("lin", x, y, x, y, num_classes=0, task="regression")
+
+
+def test_train_step_equals_hand_written_sgd():
+    d = _linear_data()
+    model = get_model("logistic", num_classes=1)
+    tx = optim.make_optimizer({"name": "sgd", "learning_rate": 0.1})
+    state = create_state(model, tx, jax.random.key(0), jnp.asarray(d.x_train[:1]))
+    w = np.asarray(state.params["head"]["kernel"], np.float64)
+    b = np.asarray(state.params["head"]["bias"], np.float64)
+    x, y = d.x_train.astype(np.float64), d.y_train.astype(np.float64)
+    # hand-written: L = mean((xw + b - y)^2) -> dL/dw = 2/N x^T r, dL/db = 2/N sum r
+    r = x @ w + b - y
+    w_new = w - 0.1 * 2 / len(x) * x.T @ r
+    b_new = b - 0.1 * 2 / len(x) * r.sum(0)
+    new_state, metrics = train_step(state, jnp.asarray(d.x_train), jnp.asarray(d.y_train), loss="mse")
+    np.testing.assert_allclose(new_state.params["head"]["kernel"], w_new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_state.params["head"]["bias"], b_new, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics["loss"], np.mean(r**2), rtol=1e-5)
+    assert int(new_state.step) == 1
+
+
+def test_batch_indices_are_epoch_permutations():
+    idx = batch_indices([0, 1], start=0, length=10, n=50, batch_size=10)
+    assert idx.shape == (2, 10, 10)
+    for m in range(2):
+        for e in range(2):  # 5 batches per epoch
+            epoch = idx[m, 5 * e:5 * e + 5].ravel()
+            assert sorted(epoch.tolist()) == list(range(50))
+    assert not np.array_equal(idx[0], idx[1])  # seeds shuffle differently
+    # resuming mid-way gives the same batches
+    np.testing.assert_array_equal(batch_indices([0], 3, 4, 50, 10)[0], idx[0, 3:7])
+
+
+def test_fit_learns_blobs_and_seeds_vmap_equals_separate_runs():
+    d = load_dataset("blobs", n_train=200, n_test=200, std=0.5)
+    model = get_model("mlp", num_classes=3, hidden=(16,))
+    base = dict(steps=60, batch_size=20, eval_every=30, optimizer={"name": "adam", "learning_rate": 0.02})
+    both = fit(model, d, TrainConfig(seeds=(0, 1), **base))
+    assert both.final("test_accuracy").min() > 0.9
+    for i, s in enumerate((0, 1)):
+        one = fit(model, d, TrainConfig(seeds=(s,), **base))
+        a, b = jax.tree.leaves(both.member_state(i).params), jax.tree.leaves(one.member_state(0).params)
+        for x, y in zip(a, b):
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in both.history] == [30, 60]
+
+
+def test_learning_rate_grid_member_equals_single_run():
+    d = load_dataset("blobs", n_train=100, n_test=50)
+    model = get_model("mlp", num_classes=3, hidden=(8,))
+    base = dict(steps=20, batch_size=10, eval_every=20, seeds=(0,))
+    opt = {"name": "momentum", "learning_rate": 0.05}
+    grid = fit(model, d, TrainConfig(learning_rates=(0.01, 0.1), optimizer=opt, **base))
+    single = fit(model, d, TrainConfig(optimizer={"name": "momentum", "learning_rate": 0.1}, **base))
+    assert grid.members == [{"seed": 0, "learning_rate": 0.01}, {"seed": 0, "learning_rate": 0.1}]
+    for x, y in zip(jax.tree.leaves(grid.member_state(1).params), jax.tree.leaves(single.member_state(0).params)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_fresh_key_every_step_and_off_at_eval():
+    model = get_model("mlp", num_classes=2, hidden=(64,), dropout=0.5)
+    tx = optim.make_optimizer({"name": "sgd", "learning_rate": 0.0 + 1e-9})
+    x = jnp.ones((4, 5))
+    s0 = create_state(model, tx, jax.random.key(0), x)
+    s1 = s0.replace(step=s0.step + 1)
+    a, _ = forward(s0, s0.params, x, train=True)
+    b, _ = forward(s1, s1.params, x, train=True)
+    assert not np.allclose(a, b)  # a different dropout mask at the next step
+    e1, _ = forward(s0, s0.params, x, train=False)
+    e2, _ = forward(s1, s1.params, x, train=False)
+    np.testing.assert_array_equal(e1, e2)
+    # evaluation equals the network with dropout removed
+    plain = get_model("mlp", num_classes=2, hidden=(64,), dropout=0.0)
+    np.testing.assert_allclose(e1, plain.apply({"params": s0.params}, x), rtol=1e-6)
+
+
+def test_evaluate_pads_and_masks():
+    d = load_dataset("blobs", n_train=50, n_test=37)
+    model = get_model("mlp", num_classes=3, hidden=(8,))
+    st = create_state(model, optim.make_optimizer({}), jax.random.key(1), jnp.asarray(d.x_test[:1]))
+    m = evaluate(st, jnp.asarray(d.x_test), jnp.asarray(d.y_test), batch_size=10)
+    logits = model.apply({"params": st.params}, d.x_test)
+    acc = np.mean(np.argmax(logits, -1) == d.y_test)
+    import optax
+
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, d.y_test).mean()
+    np.testing.assert_allclose(m["accuracy"], acc, rtol=1e-6)
+    np.testing.assert_allclose(m["loss"], loss, rtol=1e-5)
+
+
+def test_nan_stops_with_step_and_keeps_metrics(tmp_path):
+    d = _linear_data()
+    model = get_model("mlp", num_classes=1, hidden=(32, 32))
+    writer = MetricsWriter(tmp_path / "metrics.jsonl")
+    tc = TrainConfig(steps=400, batch_size=16, eval_every=2, seeds=(0,), loss="mse",
+                     optimizer={"name": "sgd", "learning_rate": 0.6})
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(seed 0"):
+        fit(model, d, tc, metrics_writer=writer, tag="diverge")
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows and all(np.isfinite(r["train_loss"][0]) for r in rows)
+
+
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(batch_size=5000), "larger than the training set"),
+        (dict(seeds=()), "non-empty"),
+        (dict(steps=0), "steps must be"),
+        (dict(optimizer={"name": "adam", "learning_rate": 0.0}), "learning_rate must be > 0"),
+        (dict(optimizer={"name": "adamm"}), "did you mean 'adam'"),
+        (dict(loss="hinge"), "unknown loss"),
+    ],
+)
+def test_invalid_values_rejected_before_compiling(kw, match):
+    d = load_dataset("blobs", n_train=100, n_test=10)
+    model = get_model("mlp", num_classes=3)
+    with pytest.raises((ValueError, KeyError), match=match):
+        fit(model, d, TrainConfig(**{**dict(steps=5, batch_size=10), **kw}))

@@ -1,0 +1,41 @@
+import json
+import math
+
+import numpy as np
+
+from nnbasics import claims as C
+from nnbasics.workdir import MetricsWriter, Workdir, atomic_write_json, read_metrics
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": np.float32(1.5), "y": np.arange(3), "z": float("nan")})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 1.5, "y": [0, 1, 2], "z": "nan"}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_metrics_append_and_torn_line_skipped(tmp_path):
+    w = MetricsWriter(tmp_path / "m.jsonl")
+    w.write({"step": 1})
+    w.write({"step": 2})
+    with open(tmp_path / "m.jsonl", "a") as f:
+        f.write('{"step": 3')  # a crash mid-line
+    assert [r["step"] for r in read_metrics(tmp_path / "m.jsonl")] == [1, 2]
+
+
+def test_save_figure(tmp_path):
+    from nnbasics.plotting import subplots
+
+    wd = Workdir(tmp_path)
+    fig, (ax,) = subplots()
+    ax.plot([0, 1], [1, 0])
+    rel = wd.save_figure(fig, "line")
+    assert rel == "figures/line.png" and (tmp_path / rel).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_claim_verdicts_are_computed():
+    ok = C.claim("a", "x", "s", "1 +- 0.5", {"v": 1.2}, C.within(1.2, 1, 0.5))
+    bad = C.claim("b", "x", "s", "1 +- 0.5", {"v": 2.0}, C.within(2.0, 1, 0.5))
+    nan = C.claim("c", "x", "s", ">= 0", {"v": math.nan}, True)
+    assert (ok["verdict"], bad["verdict"], nan["verdict"]) == ("pass", "fail", "fail")
+    assert C.at_least(3, 3) and not C.at_least(math.nan, 0) and C.at_most(1, 2)
+    assert C.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "total": 3}
