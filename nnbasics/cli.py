@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     presets(s)
     s.add_argument("--workdir", help="where results go (default runs/EXPERIMENT[-quick])")
     s.add_argument("--force", action="store_true", help="run again even if a finished run is in the workdir")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (automatic when one is found)")
+    s.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                   help="checkpoint training every N steps (0: at the end of each training run)")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
@@ -86,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     set_quiet(args.quiet)
     from nnbasics import experiment as exp
+    from nnbasics.checkpoint import CheckpointMismatch
     from nnbasics.config import ConfigError
     from nnbasics.registry import UnknownNameError
 
@@ -99,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(cfg.to_dict(), indent=2, default=str))
             return 0
         if args.command == "run":
-            res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force)
+            if args.checkpoint_every is not None and args.checkpoint_every < 0:
+                raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+            res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
+                                     resume=args.resume, checkpoint_every=args.checkpoint_every)
             wd = args.workdir or exp.default_workdir(args.experiment, _preset(args))
             _print_claims([res])
             print(f"\nresults: {os.path.join(wd, 'report.md')}")
@@ -110,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_claims(results)
             print(f"\nreport: {path}")
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
-    except (UnknownNameError, ConfigError, exp.WorkdirConflict) as e:
+    except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch) as e:
         print(f"nnbasics: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # TrainingDiverged

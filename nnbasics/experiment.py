@@ -154,11 +154,17 @@ def run_experiment(
     workdir: str | os.PathLike | None = None,
     force: bool = False,
     config: ml_collections.ConfigDict | None = None,
+    resume: bool = False,
+    checkpoint_every: int | None = None,
 ) -> dict[str, Any]:
     """Run (or reuse) one experiment; returns the claims.json document.
 
     A finished run with the same config in `workdir` is reused unless `force`. A finished run
-    of a different config is never overwritten silently: that needs `force`."""
+    of a different config is never overwritten silently: that needs `force`. With
+    `checkpoint_every` (steps; 0 = at the end of each training run) or a `checkpoint_every` key in
+    the config, training is checkpointed under workdir/checkpoints; an interrupted run found
+    there is resumed automatically (or with `resume`), continuing with exactly the batches and
+    metric rows an uninterrupted run would have."""
     mod = load_experiment(name)
     cfg = config if config is not None else get_config(name, preset, overrides)
     if config is not None:
@@ -177,14 +183,32 @@ def run_experiment(
             "choose another --workdir or pass --force to replace it"
         )
     wd_path.mkdir(parents=True, exist_ok=True)
-    # Start clean, but keep what an earlier (interrupted or replaced) run wrote.
-    for stale in ("metrics.jsonl", "claims.json", "report.md"):
-        p = wd_path / stale
-        if p.exists():
-            os.replace(p, wd_path / f"{stale}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+    ckpt_dir = wd_path / "checkpoints"
+    interrupted = ckpt_dir.exists() and not claims_path.exists() and any(ckpt_dir.iterdir())
+    resuming = (interrupted or resume) and not force and ckpt_dir.exists()
+    if resuming:
+        old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
+        if old_cfg is not None and old_cfg != cfg_json:
+            raise WorkdirConflict(
+                f"{wd_path} holds an interrupted run of {name} with a different config; "
+                "choose another --workdir or pass --force to start over"
+            )
+        log(f"{name}: resuming the interrupted run in {wd_path}")
+    else:
+        # Start clean, but keep what an earlier (interrupted or replaced) run wrote.
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for stale in ("metrics.jsonl", "claims.json", "report.md"):
+            p = wd_path / stale
+            if p.exists():
+                os.replace(p, wd_path / f"{stale}.{stamp}.old")
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
     if (wd_path / "figures").exists():
         shutil.rmtree(wd_path / "figures")
     wd = workdir_lib.Workdir(wd_path)
+    every = checkpoint_every if checkpoint_every is not None else cfg.get("checkpoint_every")
+    if every is not None or resuming:
+        wd.enable_checkpoints(int(every or 0))
     workdir_lib.atomic_write_json(config_path, cfg_json)
     t0 = time.perf_counter()
     claims = mod.run(cfg, wd)

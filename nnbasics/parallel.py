@@ -61,10 +61,20 @@ def shard_batch_constraint(tree: Any, mesh: Mesh | None) -> Any:
 
 
 def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Place a pytree on every device of the mesh (no-op without a mesh)."""
+    """Place a pytree of host arrays on every device of the mesh (no-op without a mesh).
+
+    With several processes every process must pass the same values (each fills its own devices)."""
     if mesh is None:
         return tree
-    return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(a):
+        a = np.asarray(a)
+        return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+
+    return jax.tree.map(put, tree)
 
 
 CLUSTER_ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -193,6 +194,8 @@ class TrainConfig:
     eval_train: bool = False  # also evaluate on the whole training set at every eval point
     stop_on_nan: bool = True
     data_parallel: bool = True
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end) when checkpointing is on
+    keep_checkpoints: int = 2
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "TrainConfig":
@@ -299,12 +302,18 @@ def fit(
     tag: str | None = None,
     mesh: Any = "auto",
     eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+    checkpoint_dir: str | None = None,
 ) -> TrainResult:
     """Train `model` on an on-device data set (an ArrayDataset or anything with x_train,
     y_train, x_test, y_test) for `tc.steps` steps, one vmapped member per (seed, lr).
 
     `eval_fns` adds metrics computed at each eval point: name -> f(state) -> scalar (per member).
-    Raises TrainingDiverged (after writing the metrics so far) if a loss becomes NaN or inf."""
+    Raises TrainingDiverged (after writing the metrics so far) if a loss becomes NaN or inf.
+
+    Checkpointing is on when `checkpoint_dir` is given or the metrics writer carries one (a
+    workdir's does when its run is checkpointed): Orbax saves every `tc.checkpoint_every` steps
+    and at the end, under checkpoint_dir/tag, and a later call resumes from the latest checkpoint
+    with exactly the batches, dropout keys and metric rows an uninterrupted run would have."""
     validate_train_config(tc, num_train=len(data.x_train))
     if mesh == "auto":
         mesh = parallel.default_mesh() if tc.data_parallel else None
@@ -313,23 +322,24 @@ def fit(
     base_lr = float(optim.resolve(tc.optimizer)["learning_rate"])
     tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps))
     loss = tc.loss
-    ydtype = jnp.int32 if loss == "cross_entropy" else jnp.float32
-    x_train = parallel.replicate(jnp.asarray(data.x_train, jnp.float32), mesh)
-    y_train = parallel.replicate(jnp.asarray(data.y_train, ydtype), mesh)
-    x_test = parallel.replicate(jnp.asarray(data.x_test, jnp.float32), mesh)
-    y_test = parallel.replicate(jnp.asarray(data.y_test, ydtype), mesh)
+    ydtype = np.int32 if loss == "cross_entropy" else np.float32
+    x_train = parallel.replicate(np.asarray(data.x_train, np.float32), mesh)
+    y_train = parallel.replicate(np.asarray(data.y_train, ydtype), mesh)
+    x_test = parallel.replicate(np.asarray(data.x_test, np.float32), mesh)
+    y_test = parallel.replicate(np.asarray(data.y_test, ydtype), mesh)
     n, bs = x_train.shape[0], int(tc.batch_size)
 
-    keys = jnp.stack([jax.random.key_data(jax.random.key(m["seed"])) for m in members])
-    scales = jnp.asarray([m["learning_rate"] / base_lr for m in members], jnp.float32)
+    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"]))) for m in members])
+    scales = np.asarray([m["learning_rate"] / base_lr for m in members], np.float32)
 
     def init_member(key_data, scale):
         key = jax.random.wrap_key_data(key_data)
-        return create_state(model, tx, jax.random.fold_in(key, 0), x_train[:1], lr_scale=scale)
+        return create_state(model, tx, jax.random.fold_in(key, 0), sample, lr_scale=scale)
 
+    sample = jnp.zeros((1, *data.x_train.shape[1:]), jnp.float32)
     t0 = time.perf_counter()
-    state = jax.jit(jax.vmap(init_member))(keys, scales)
-    state = parallel.replicate(state, mesh)
+    out_sharding = parallel.replicated(mesh) if mesh is not None else None
+    state = jax.jit(jax.vmap(init_member), out_shardings=out_sharding)(keys, scales)
     member_seeds = [m["seed"] for m in members]
 
     def member_chunk(state, idx, xs, ys):
@@ -362,12 +372,36 @@ def fit(
     total, every = int(tc.steps), int(tc.eval_every)
     compile_seconds = 0.0
     step = 0
+    is_main = jax.process_index() == 0
+    ckpt = None
+    if checkpoint_dir is None and metrics_writer is not None:
+        checkpoint_dir = getattr(metrics_writer, "checkpoint_dir", None)
+        if checkpoint_dir is not None:
+            tc = dataclasses.replace(tc, checkpoint_every=getattr(metrics_writer, "checkpoint_every", 0))
+    if checkpoint_dir is not None:
+        from nnbasics.checkpoint import Checkpointer
+
+        fp = {
+            "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()), "members": members, "optimizer": optim.resolve(tc.optimizer),
+            "steps": total, "eval_every": every, "batch_size": bs, "loss": loss,
+            "data": [getattr(data, "name", "?"), list(np.shape(data.x_train)), list(np.shape(data.x_test))],
+            "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
+        }
+        ckpt = Checkpointer(os.path.join(str(checkpoint_dir), tag or "run"), fp, tc.keep_checkpoints)
+        restored = ckpt.restore(state)
+        if restored is not None:
+            state, history = restored
+            step = int(history[-1]["step"]) if history else 0
+            if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
+                metrics_writer.truncate(tag, step)
+    last_saved = step
     bar = progress(total, desc=tag or "train")
+    bar.update(step)
     try:
         while step < total:
             length = min(every, total - step)
             tc0 = time.perf_counter()
-            idx = parallel.replicate(jnp.asarray(batch_indices(member_seeds, step, length, n, bs)), mesh)
+            idx = parallel.replicate(batch_indices(member_seeds, step, length, n, bs), mesh)
             state, metrics = run_chunk(state, idx, x_train, y_train)
             losses = np.asarray(metrics["loss"])  # (members, length): the one host sync per chunk
             if step == 0:
@@ -397,11 +431,16 @@ def fit(
                 row[k] = v.tolist() if v.ndim <= 1 else v.reshape(len(members), -1).tolist()
             row["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(row)
-            if metrics_writer is not None:
+            if metrics_writer is not None and is_main:
                 metrics_writer.write(row)
+            if ckpt is not None and (step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)):
+                ckpt.save(state, history)
+                last_saved = step
             bar.update(length)
     finally:
         bar.close()
+        if ckpt is not None:
+            ckpt.close()
     jax.block_until_ready(state)
     return TrainResult(history, state, members, time.perf_counter() - t0, compile_seconds)
 

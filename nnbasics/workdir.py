@@ -78,11 +78,23 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 class MetricsWriter:
-    """Append-only JSON lines; every line is flushed so a crash keeps what was written."""
+    """Append-only JSON lines; every line is flushed so a crash keeps what was written.
+
+    `checkpoint_dir` / `checkpoint_every`, when set (by `Workdir.enable_checkpoints`), tell the
+    training loop to checkpoint there and resume from there."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_dir: pathlib.Path | None = None
+        self.checkpoint_every: int = 0
+
+    def truncate(self, run: str | None, step: int) -> None:
+        """Drop the rows of `run` after `step` (they are recomputed when a run resumes), atomically."""
+        rows = read_metrics(self.path)
+        keep = [r for r in rows if not (r.get("run") == run and int(r.get("step", 0)) > step)]
+        if len(keep) != len(rows) or (self.path.exists() and not self.path.read_text().endswith("\n")):
+            atomic_write_text(self.path, "".join(to_json(r, indent=None) + "\n" for r in keep))
 
     def write(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
@@ -138,6 +150,11 @@ class Workdir:
         if rel not in self.figures:
             self.figures.append(rel)
         return rel
+
+    def enable_checkpoints(self, every: int = 0) -> None:
+        """Checkpoint training under checkpoints/ every `every` steps (0: at the end of each fit)."""
+        self.metrics.checkpoint_dir = self.path / "checkpoints"
+        self.metrics.checkpoint_every = int(every)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.path / name, obj)

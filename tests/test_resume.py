@@ -1,0 +1,93 @@
+"""Checkpoints and resume: a run killed with SIGKILL and resumed equals an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from nnbasics.workdir import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGS = ["run", "mnist1d", "--smoke", "--quiet", "--checkpoint-every", "100", "--config.steps=600",
+        "--config.models=('mlp','cnn')"]
+
+
+def _cmd(wd, *extra):
+    return [sys.executable, "-m", "nnbasics.cli", *ARGS, "--workdir", str(wd), *extra]
+
+
+def _env():
+    return {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def _rows(wd):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(wd / "metrics.jsonl")]
+
+
+def _final_params(wd, tag):
+    import orbax.checkpoint as ocp
+
+    path = wd / "checkpoints" / tag
+    step = max(int(p.name) for p in path.iterdir() if p.name.isdigit())
+    with ocp.CheckpointManager(path.absolute()) as mgr:
+        state = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+    import jax
+
+    return step, [np.asarray(a) for a in jax.tree.leaves(state["params"])]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
+    ref, killed = tmp_path / "ref", tmp_path / "killed"
+    subprocess.run(_cmd(ref), cwd=ROOT, env=_env(), check=False, capture_output=True, timeout=600)
+    assert (ref / "claims.json").exists()
+
+    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if len(read_metrics(killed / "metrics.jsonl")) >= 8:  # the mlp is done, the cnn half-way
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "claims.json").exists()
+
+    out = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    assert _rows(killed) == _rows(ref)  # no duplicate, missing or different metric lines
+    for tag in ("mlp", "cnn"):
+        s_ref, p_ref = _final_params(ref, tag)
+        s_res, p_res = _final_params(killed, tag)
+        assert s_ref == s_res == 600
+        for a, b in zip(p_ref, p_res):
+            np.testing.assert_array_equal(a, b)
+    a = json.loads((ref / "claims.json").read_text())["claims"]
+    b = json.loads((killed / "claims.json").read_text())["claims"]
+    for ca, cb in zip(a, b):
+        for k in ca["measured"]:
+            if "seconds" not in k:
+                assert ca["measured"][k] == cb["measured"][k]
+
+
+def test_checkpoint_of_a_different_model_is_refused(tmp_path):
+    from nnbasics.checkpoint import CheckpointMismatch
+    from nnbasics.data import load_dataset
+    from nnbasics.models import get_model
+    from nnbasics.train import TrainConfig, fit
+
+    d = load_dataset("blobs", n_train=100, n_test=20)
+    tc = TrainConfig(steps=20, batch_size=10, eval_every=10)
+    fit(get_model("mlp", num_classes=3, hidden=(8,)), d, tc, checkpoint_dir=str(tmp_path), tag="m")
+    again = fit(get_model("mlp", num_classes=3, hidden=(8,)), d, tc, checkpoint_dir=str(tmp_path), tag="m")
+    assert [r["step"] for r in again.history] == [10, 20]  # restored, nothing retrained
+    differs = "(?s)different run.*model: checkpoint has.*hidden = \\(8,\\).*this run has.*hidden = \\(16,\\)"
+    with pytest.raises(CheckpointMismatch, match=differs):
+        fit(get_model("mlp", num_classes=3, hidden=(16,)), d, tc, checkpoint_dir=str(tmp_path), tag="m")
+    with pytest.raises(CheckpointMismatch, match="batch_size"):
+        fit(get_model("mlp", num_classes=3, hidden=(8,)), d, TrainConfig(steps=20, batch_size=20, eval_every=10),
+            checkpoint_dir=str(tmp_path), tag="m")
