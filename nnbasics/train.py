@@ -382,7 +382,8 @@ def fit(
         from nnbasics.checkpoint import Checkpointer
 
         fp = {
-            "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()), "members": members, "optimizer": optim.resolve(tc.optimizer),
+            "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()), "members": members,
+            "optimizer": optim.resolve(tc.optimizer),
             "steps": total, "eval_every": every, "batch_size": bs, "loss": loss,
             "data": [getattr(data, "name", "?"), list(np.shape(data.x_train)), list(np.shape(data.x_test))],
             "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
@@ -433,7 +434,8 @@ def fit(
             history.append(row)
             if metrics_writer is not None and is_main:
                 metrics_writer.write(row)
-            if ckpt is not None and (step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)):
+            due = step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)
+            if ckpt is not None and due:
                 ckpt.save(state, history)
                 last_saved = step
             bar.update(length)
