@@ -47,6 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Config values are overridden with --config.KEY=VALUE (e.g. --config.optimizer.learning_rate=0.05).",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    g = p.add_argument_group("multi-host (JAX's distributed runtime; automatic under SLURM / TPU pods)")
+    g.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize() first")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("list", help="list experiments, models and data sets")
@@ -77,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
+    s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
+    s.add_argument("experiment")
+    s.add_argument("--sweep", required=True, help="the sweep's name (see `nnbasics list --sweeps`)")
+    s.add_argument("--shard", default=None, help="I/N: run every N-th point from point I (one machine of N)")
+    presets(s)
+    s.add_argument("--root", default="runs")
+    s.add_argument("--force", action="store_true")
+    s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+
+    s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
+    s.add_argument("directory")
+
     s = sub.add_parser("config", help="print an experiment's config (after overrides) as JSON")
     s.add_argument("experiment")
     presets(s)
@@ -89,13 +106,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(rest)
     set_quiet(args.quiet)
+    if args.multihost or args.coordinator:
+        from nnbasics.parallel import initialize_distributed
+
+        initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
+        if args.process_id not in (None, 0):
+            set_quiet(True)
     from nnbasics import experiment as exp
     from nnbasics.checkpoint import CheckpointMismatch
     from nnbasics.config import ConfigError
     from nnbasics.registry import UnknownNameError
 
-    if overrides and args.command not in ("run", "reproduce", "config"):
-        parser.error(f"--config overrides are only valid with run, reproduce and config, got {overrides}")
+    if overrides and args.command not in ("run", "reproduce", "config", "sweep"):
+        parser.error(f"--config overrides are only valid with run, reproduce, sweep and config, got {overrides}")
     try:
         if args.command == "list":
             return _list(args.json)
@@ -112,13 +135,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_claims([res])
             print(f"\nresults: {os.path.join(wd, 'report.md')}")
             return 0 if all(c["verdict"] == "pass" for c in res["claims"]) else 1
+        if args.command == "sweep":
+            from nnbasics import sweep as sweep_lib
+
+            out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
+                                               args.root, args.force)
+            _print_claims(results)
+            print(f"\nsweep directory: {out} (merge with: nnbasics collect {out})")
+            return 0
+        if args.command == "collect":
+            from nnbasics import sweep as sweep_lib
+
+            path, rows = sweep_lib.collect(args.directory)
+            print(path.read_text())
+            return 0
         if args.command == "reproduce":
             only = [o.strip() for o in args.only.split(",")] if args.only else None
             results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides)
             _print_claims(results)
             print(f"\nreport: {path}")
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
-    except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch) as e:
+    except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError) as e:
         print(f"nnbasics: error: {e}", file=sys.stderr)
         return 2
     except FloatingPointError as e:  # TrainingDiverged

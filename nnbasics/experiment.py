@@ -194,7 +194,7 @@ def run_experiment(
                 "choose another --workdir or pass --force to start over"
             )
         log(f"{name}: resuming the interrupted run in {wd_path}")
-    else:
+    elif workdir_lib.is_main_process():
         # Start clean, but keep what an earlier (interrupted or replaced) run wrote.
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for stale in ("metrics.jsonl", "claims.json", "report.md"):
@@ -203,7 +203,7 @@ def run_experiment(
                 os.replace(p, wd_path / f"{stale}.{stamp}.old")
         if ckpt_dir.exists():
             shutil.rmtree(ckpt_dir)
-    if (wd_path / "figures").exists():
+    if (wd_path / "figures").exists() and workdir_lib.is_main_process():
         shutil.rmtree(wd_path / "figures")
     wd = workdir_lib.Workdir(wd_path)
     every = checkpoint_every if checkpoint_every is not None else cfg.get("checkpoint_every")

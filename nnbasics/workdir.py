@@ -47,8 +47,18 @@ def to_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(_clean(json.loads(json.dumps(obj, default=_default))), indent=indent)
 
 
+def is_main_process() -> bool:
+    """Only process 0 of a multi-host run writes results."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    return jax is None or jax.process_index() == 0
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync, then rename over `path`."""
+    """Write `data` to a temp file beside `path`, fsync, then rename over `path` (process 0 only)."""
+    if not is_main_process():
+        return
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -97,6 +107,8 @@ class MetricsWriter:
             atomic_write_text(self.path, "".join(to_json(r, indent=None) + "\n" for r in keep))
 
     def write(self, row: dict[str, Any]) -> None:
+        if not is_main_process():
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(to_json(row, indent=None) + "\n")
             f.flush()
