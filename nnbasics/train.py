@@ -264,6 +264,27 @@ def batch_indices(seeds: Sequence[int], start: int, length: int, n: int, batch_s
 
 
 @dataclasses.dataclass
+class StreamingData:
+    """A data set too large for the device: host batches from a pipeline (e.g. grain over tfds).
+
+    `batches(start_step)` yields this process's part of each global batch as
+    {"image": (B_local, ...), "label": (B_local,)} from step `start_step` on (so a resumed run
+    continues with the batches an uninterrupted run would have seen); `x_test`, `y_test` are a
+    (small) evaluation set kept on the device. Every member (seed) sees the same batches."""
+
+    name: str
+    batches: Callable[[int], Any]
+    x_test: np.ndarray
+    y_test: np.ndarray
+    input_shape: tuple[int, ...]
+    steps_per_transfer: int = 8  # host batches stacked into one device transfer
+
+    @property
+    def x_train(self) -> np.ndarray:  # for shape checks only: one example
+        return np.zeros((1, *self.input_shape), np.float32)
+
+
+@dataclasses.dataclass
 class TrainResult:
     """History (one row per eval point, values per member) and the final stacked state."""
 
@@ -314,7 +335,10 @@ def fit(
     workdir's does when its run is checkpointed): Orbax saves every `tc.checkpoint_every` steps
     and at the end, under checkpoint_dir/tag, and a later call resumes from the latest checkpoint
     with exactly the batches, dropout keys and metric rows an uninterrupted run would have."""
-    validate_train_config(tc, num_train=len(data.x_train))
+    streaming = isinstance(data, StreamingData)
+    validate_train_config(tc, num_train=None if streaming else len(data.x_train))
+    if streaming and tc.eval_train:
+        raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
     if mesh == "auto":
         mesh = parallel.default_mesh() if tc.data_parallel else None
     parallel.check_divisible(int(tc.batch_size), mesh)
@@ -323,8 +347,11 @@ def fit(
     tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps))
     loss = tc.loss
     ydtype = np.int32 if loss == "cross_entropy" else np.float32
-    x_train = parallel.replicate(np.asarray(data.x_train, np.float32), mesh)
-    y_train = parallel.replicate(np.asarray(data.y_train, ydtype), mesh)
+    if streaming:
+        x_train = y_train = jnp.zeros((0,), jnp.float32)  # unused
+    else:
+        x_train = parallel.replicate(np.asarray(data.x_train, np.float32), mesh)
+        y_train = parallel.replicate(np.asarray(data.y_train, ydtype), mesh)
     x_test = parallel.replicate(np.asarray(data.x_test, np.float32), mesh)
     y_test = parallel.replicate(np.asarray(data.y_test, ydtype), mesh)
     n, bs = x_train.shape[0], int(tc.batch_size)
@@ -352,6 +379,32 @@ def fit(
     @functools.partial(jax.jit, donate_argnums=(0,))
     def run_chunk(state, idx, xs, ys):
         return jax.vmap(member_chunk, in_axes=(0, 0, None, None))(state, idx, xs, ys)
+
+    def member_stream(state, xs, ys):
+        def body(st, batch):
+            xb, yb = parallel.shard_batch_constraint(batch, mesh)
+            return train_step(st, xb, yb, loss)
+
+        return jax.lax.scan(body, state, (xs, ys))
+
+    @functools.partial(jax.jit, donate_argnums=(0,))
+    def run_stream_chunk(state, xs, ys):
+        return jax.vmap(member_stream, in_axes=(0, None, None))(state, xs, ys)
+
+    stream_iter = None
+
+    def next_stream_chunk(start: int, length: int):
+        nonlocal stream_iter
+        if stream_iter is None:
+            stream_iter = iter(data.batches(start))
+        got = [next(stream_iter) for _ in range(length)]
+        xs = np.stack([np.asarray(b["image"], np.float32) for b in got])
+        ys = np.stack([np.asarray(b["label"], ydtype) for b in got])
+        if mesh is None:
+            return jnp.asarray(xs), jnp.asarray(ys)
+        sharding = parallel.batch_sharding(mesh, batch_axis=1)
+        return (jax.make_array_from_process_local_data(sharding, xs),
+                jax.make_array_from_process_local_data(sharding, ys))
 
     extra = dict(eval_fns or {})
 
@@ -402,8 +455,18 @@ def fit(
         while step < total:
             length = min(every, total - step)
             tc0 = time.perf_counter()
-            idx = parallel.replicate(batch_indices(member_seeds, step, length, n, bs), mesh)
-            state, metrics = run_chunk(state, idx, x_train, y_train)
+            if streaming:  # several transfers of a few batches each, then one eval
+                parts, done = [], 0
+                while done < length:
+                    k = min(int(data.steps_per_transfer), length - done)
+                    xs, ys = next_stream_chunk(step + done, k)
+                    state, m = run_stream_chunk(state, xs, ys)
+                    parts.append(m)
+                    done += k
+                metrics = {key: np.concatenate([np.asarray(m[key]) for m in parts], axis=1) for key in parts[0]}
+            else:
+                idx = parallel.replicate(batch_indices(member_seeds, step, length, n, bs), mesh)
+                state, metrics = run_chunk(state, idx, x_train, y_train)
             losses = np.asarray(metrics["loss"])  # (members, length): the one host sync per chunk
             if step == 0:
                 compile_seconds = time.perf_counter() - tc0

@@ -202,3 +202,37 @@ def load_arrays(
     xtr, ytr = read("train")
     xte, yte = read(info.test_split)
     return ArrayDataset(name, xtr, ytr, xte, yte, num_classes=info.num_classes, info={"source": "tfds"})
+
+
+def streaming(
+    name: str,
+    batch_size: int,
+    data_dir: str | None = None,
+    seed: int = 0,
+    augment: bool = False,
+    eval_limit: int | None = 10000,
+) -> Any:
+    """A `nnbasics.train.StreamingData` over a tfds set: each process streams its own shard of
+    every global batch (batch_size / process count examples), and the test split (at most
+    `eval_limit` examples) is the on-device evaluation set."""
+    import jax
+
+    from nnbasics.train import StreamingData
+
+    info = TFDS_DATASETS.get(name)
+    if info is None:
+        raise UnknownNameError(unknown_name_message("tfds data set", name, list(TFDS_DATASETS)))
+    procs = jax.process_count()
+    if batch_size % procs:
+        raise ValueError(f"batch_size={batch_size} must divide over {procs} processes")
+    src = data_source(name, info.test_split, data_dir)
+    n = len(src) if eval_limit is None else min(eval_limit, len(src))
+    x_test = np.stack([normalize(src[i][info.image_key]) for i in range(n)])
+    y_test = np.array([src[i][info.label_key] for i in range(n)], np.int32)
+    return StreamingData(
+        name=name,
+        batches=lambda start: batches(name, "train", batch_size // procs, data_dir, seed, start, augment),
+        x_test=x_test,
+        y_test=y_test,
+        input_shape=tuple(x_test.shape[1:]),
+    )
