@@ -217,6 +217,8 @@ def run_experiment(
         raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.claims.claim")
     result = {
         "experiment": name,
+        "topic": getattr(mod, "TOPIC", "other"),
+        "doc": " ".join((inspect.getdoc(mod) or "").split("\n\n")[0].split()),
         "preset": preset,
         "seconds": round(seconds, 2),
         "claims": list(claims),
@@ -254,24 +256,39 @@ def reproduce(
     overrides: Iterable[str] = (),
 ) -> tuple[list[dict[str, Any]], pathlib.Path]:
     """Run every experiment (or `only` these) and write the combined report.md in `root`."""
-    names = experiment_names()
+    all_names = experiment_names()
+    names = [n for n in all_names if getattr(load_experiment(n), "REPRODUCE", True)]
     if only:
         only = [o for o in only if o]
         for o in only:
-            if o not in names:
-                raise UnknownNameError(unknown_name_message("experiment", o, names))
-        names = [n for n in names if n in only]
+            if o not in all_names:
+                raise UnknownNameError(unknown_name_message("experiment", o, all_names))
+        names = [n for n in all_names if n in only]
     root = pathlib.Path(root)
     results, dirs = [], []
     for i, name in enumerate(names):
         log(f"[{i + 1}/{len(names)}] {name}")
         wd = default_workdir(name, preset, root)
-        res = run_experiment(name, preset, overrides, workdir=wd, force=force)
+        try:
+            res = run_experiment(name, preset, overrides, workdir=wd, force=force)
+        except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict):
+            raise
+        except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others
+            import traceback
+
+            from nnbasics.claims import claim
+
+            log(traceback.format_exc())
+            res = {"experiment": name, "topic": getattr(load_experiment(name), "TOPIC", "other"), "preset": preset,
+                   "seconds": 0.0, "figures": [], "error": f"{type(e).__name__}: {e}",
+                   "claims": [claim("runs", "the experiment runs to completion", "nnbasics", "no error",
+                                    {}, False, error=f"{type(e).__name__}: {e}")]}
         ok = sum(c["verdict"] == "pass" for c in res["claims"])
         log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s)")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
     text = report.combined_report(results, dirs)
     workdir_lib.atomic_write_text(root / "report.md", text)
+    workdir_lib.atomic_write_text(root / "report.html", report.combined_html(results, dirs, str(root)))
     workdir_lib.atomic_write_json(root / "claims.json", {"experiments": results})
     return results, root / "report.md"

@@ -81,3 +81,94 @@ def combined_report(
             parts += [f"![{f}]({wd}/{f})" for f in figs]
             parts.append("")
     return "\n".join(parts)
+
+
+TOPICS = [
+    ("basics", "Neurons, layers, activations and backpropagation"),
+    ("optimization", "Optimization"),
+    ("convolution", "Convolution, pooling and receptive fields"),
+    ("architectures", "Architectures and residual learning"),
+    ("normalization", "Normalization and normalizer-free networks"),
+    ("other", "Other experiments"),
+]
+
+
+def summary_paragraph(result: Mapping[str, Any]) -> str:
+    """What the numbers show, one sentence per claim, written from the measurements."""
+    claims = result["claims"]
+    ok = sum(c["verdict"] == "pass" for c in claims)
+    parts = [f"{ok} of {len(claims)} claims pass."]
+    for c in claims:
+        verdict = "as expected" if c["verdict"] == "pass" else "which does NOT meet the expectation"
+        parts.append(f"{c['claim']}: measured {measured_text(c['measured'])} against {c['expected']}, {verdict}.")
+    return " ".join(parts)
+
+
+def _esc(text: Any) -> str:
+    import html
+
+    return html.escape(str(text))
+
+
+def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str], root: str,
+                  title: str = "nnbasics reproduction") -> str:
+    """A self-contained HTML report: summary table, then one section per lecture topic with each
+    experiment's paragraph and its figures embedded as base64 PNGs."""
+    import base64
+    import os
+
+    total = sum(len(r["claims"]) for r in results)
+    ok = sum(c["verdict"] == "pass" for r in results for c in r["claims"])
+    rows = []
+    for r in results:
+        for c in r["claims"]:
+            cls = "pass" if c["verdict"] == "pass" else "fail"
+            rows.append(
+                f"<tr class='{cls}'><td>{_esc(r['experiment'])}</td><td>{_esc(c['claim'])}</td>"
+                f"<td>{_esc(c['source'])}</td><td>{_esc(c['expected'])}</td>"
+                f"<td>{_esc(measured_text(c['measured']))}</td><td>{_esc(c['verdict'])}</td>"
+                f"<td>{r.get('seconds', 0):.0f}</td></tr>"
+            )
+    sections = []
+    by_topic: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
+    for r, wd in zip(results, workdirs):
+        topic = r.get("topic") if r.get("topic") in dict(TOPICS) else "other"
+        by_topic.setdefault(topic, []).append((r, wd))
+    for key, heading in TOPICS:
+        if key not in by_topic:
+            continue
+        sections.append(f"<h2>{_esc(heading)}</h2>")
+        for r, wd in by_topic[key]:
+            sections.append(f"<h3 id='{_esc(r['experiment'])}'>{_esc(r['experiment'])}</h3>")
+            if r.get("doc"):
+                sections.append(f"<p class='doc'>{_esc(r['doc'])}</p>")
+            sections.append(f"<p>{_esc(summary_paragraph(r))}</p>")
+            for f in r.get("figures", []):
+                path = os.path.join(root, wd, f)
+                if os.path.exists(path):
+                    with open(path, "rb") as fh:
+                        data = base64.b64encode(fh.read()).decode("ascii")
+                    sections.append(f"<figure><img alt='{_esc(f)}' src='data:image/png;base64,{data}'>"
+                                    f"<figcaption>{_esc(r['experiment'])}: {_esc(f)}</figcaption></figure>")
+    failed = [f"<li><code>{_esc(r['experiment'])}/{_esc(c['id'])}</code>: expected {_esc(c['expected'])}, "
+              f"measured {_esc(measured_text(c['measured']))}</li>"
+              for r in results for c in r["claims"] if c["verdict"] != "pass"]
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}"
+        "tr.pass td:nth-child(6){color:#070;font-weight:bold}tr.fail td:nth-child(6){color:#b00;font-weight:bold}"
+        "figure{display:inline-block;margin:8px}img{max-width:100%;border:1px solid #eee}"
+        "figcaption{font-size:12px;color:#666}.doc{color:#444;font-style:italic}"
+    )
+    return "\n".join([
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>",
+        f"<title>{_esc(title)}</title><style>{style}</style></head><body>",
+        f"<h1>{_esc(title)}</h1><p><b>{ok} of {total}</b> claims pass over {len(results)} experiments.</p>",
+        ("<h2>Failed claims</h2><ul>" + "".join(failed) + "</ul>") if failed else "",
+        "<h2>Summary</h2><table><tr><th>experiment</th><th>claim</th><th>source</th><th>expected</th>"
+        "<th>measured</th><th>verdict</th><th>seconds</th></tr>",
+        *rows,
+        "</table>",
+        *sections,
+        "</body></html>",
+    ])
