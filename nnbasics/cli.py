@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
     s.add_argument("directory")
 
+    s = sub.add_parser("readme", help="rewrite the README's results table from a reproduce run")
+    s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
+    s.add_argument("--readme", default="README.md")
+
     s = sub.add_parser("config", help="print an experiment's config (after overrides) as JSON")
     s.add_argument("experiment")
     presets(s)
@@ -142,6 +146,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                args.root, args.force)
             _print_claims(results)
             print(f"\nsweep directory: {out} (merge with: nnbasics collect {out})")
+            return 0
+        if args.command == "readme":
+            from nnbasics.report import update_readme
+            from nnbasics.workdir import atomic_write_text, read_json
+
+            path = os.path.join(args.root, "claims.json")
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"{path} not found: run `nnbasics reproduce --quick --root {args.root}` first")
+            results = read_json(path)["experiments"]
+            with open(args.readme, encoding="utf-8") as f:
+                text = f.read()
+            atomic_write_text(args.readme, update_readme(text, results))
+            print(f"updated the results table in {args.readme} from {path}")
             return 0
         if args.command == "collect":
             from nnbasics import sweep as sweep_lib

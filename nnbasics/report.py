@@ -172,3 +172,37 @@ def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str],
         *sections,
         "</body></html>",
     ])
+
+
+README_BEGIN = "<!-- results:begin -->"
+README_END = "<!-- results:end -->"
+
+
+def readme_results_section(results: Sequence[Mapping[str, Any]], note: str = "") -> str:
+    """The README's results table, generated from a reproduce run's claims."""
+    total = sum(len(r["claims"]) for r in results)
+    ok = sum(c["verdict"] == "pass" for r in results for c in r["claims"])
+    seconds = sum(float(r.get("seconds", 0)) for r in results)
+    versions = next((r.get("versions") for r in results if r.get("versions")), {}) or {}
+    lines = [
+        f"{ok} of {total} claims pass over {len(results)} experiments "
+        f"(`nnbasics reproduce --quick`, {seconds / 60:.1f} min of experiment time, "
+        f"jax {versions.get('jax', '?')}, backend {versions.get('backend', '?')}){note}.",
+        "",
+        "| experiment | claim | expected | measured | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        for c in r["claims"]:
+            lines.append(f"| {_cell(r['experiment'])} | {_cell(c['claim'])} | {_cell(c['expected'])} "
+                         f"| {_cell(measured_text(c['measured']))} | {c['verdict']} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str = "") -> str:
+    """`readme` with the text between the results markers replaced by a fresh table."""
+    if README_BEGIN not in readme or README_END not in readme:
+        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} section")
+    head, rest = readme.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    return f"{head}{README_BEGIN}\n{readme_results_section(results, note)}\n{README_END}{tail}"

@@ -39,3 +39,13 @@ def test_claim_verdicts_are_computed():
     assert (ok["verdict"], bad["verdict"], nan["verdict"]) == ("pass", "fail", "fail")
     assert C.at_least(3, 3) and not C.at_least(math.nan, 0) and C.at_most(1, 2)
     assert C.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "total": 3}
+
+
+def test_readme_results_table_is_rewritten_between_markers():
+    from nnbasics.report import update_readme
+
+    res = [{"experiment": "e", "seconds": 60, "versions": {"jax": "0.1", "backend": "cpu"},
+            "claims": [C.claim("a", "x works", "s", "1 +- 0.5", {"v": 1.2}, True)]}]
+    text = update_readme("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nrest\n", res)
+    assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
+    assert "1 of 1 claims pass" in text and "| e | x works | 1 +- 0.5 | v = 1.2 | pass |" in text
