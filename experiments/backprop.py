@@ -1,0 +1,249 @@
+"""Backpropagation by hand: layer-by-layer chain rule for an MLP and a conv net equals jax.grad.
+
+An L-layer MLP and a small conv net (3x3 convs, stride 1 and 2, PReLU slopes per channel) on a
+batch of 8x8 `digits`, with a hand-written forward pass that stores each layer's input and a
+hand-written backward pass (`nnbasics.analysis.backprop`), for sigmoid, tanh, ReLU, leaky ReLU
+(alpha 0.02) and PReLU. The gradients are compared with `jax.grad` of the same network built from
+the library's ops (`lax.conv` convolution, optax cross-entropy); one SGD step with each is
+compared with `optax.sgd`, and a short full-batch training run with each is compared step by step.
+
+    nnbasics run backprop --quick
+    nnbasics run backprop --config.mlp_sizes='(64, 16, 16, 16, 16, 16, 16, 16, 16, 16, 10)'
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from nnbasics import claims as C
+from nnbasics.analysis import backprop as B
+from nnbasics.analysis.momentum_theory import float64
+from nnbasics.data import load_dataset
+from nnbasics.plotting import subplots
+
+TOPIC = "basics"
+ORDER = 32
+SOURCE = "lecture slides 'Backpropagation' (forward pass, backward pass, chain rule per layer)"
+
+SWEEPS = {
+    "depth": [{"mlp_sizes": (64,) + (32,) * d + (10,)} for d in (1, 4, 9)],
+}
+
+
+def get_config(preset: str = "full") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = "digits"
+    c.batch = 64  # examples in the gradient check
+    c.activations = B.ACTIVATION_NAMES
+    c.mlp_sizes = (64, 32, 32, 32, 32, 32, 10)  # L = 6 dense layers
+    c.conv_channels = (8, 16)
+    c.conv_strides = (1, 2)
+    c.seed = 0
+    c.learning_rate = 0.1
+    c.tolerance = 1e-5  # relative gradient error
+    c.step_tolerance = 1e-6  # absolute parameter difference after one SGD step
+    c.train_examples = 512
+    c.train_steps = 300
+    c.train_activation = "relu"
+    c.train_learning_rate = 0.05
+    c.train_tolerance = 1e-10  # relative loss difference; the run is in float64, where rounding
+    # differences stay ~1e-14 (in float32 they grow along the run, to ~1e-4 after 300 steps)
+    if preset == "smoke":
+        c.activations = ("sigmoid", "prelu")
+        c.mlp_sizes = (64, 16, 16, 10)
+        c.conv_channels = (4,)
+        c.conv_strides = (2,)
+        c.train_steps = 10
+        c.train_examples = 128
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    for a in config.activations:
+        if a not in B.ACTIVATION_NAMES:
+            from nnbasics.registry import unknown_name_message
+
+            raise ValueError("config.activations: " + unknown_name_message("activation", a, list(B.ACTIVATION_NAMES)))
+    if config.train_activation not in B.ACTIVATION_NAMES:
+        raise ValueError(f"config.train_activation must be one of {', '.join(B.ACTIVATION_NAMES)}")
+    if len(config.mlp_sizes) < 2 or config.mlp_sizes[0] != 64:
+        raise ValueError(
+            f"config.mlp_sizes must start with the 64 digit pixels and have >= 2 entries, got {config.mlp_sizes}"
+        )
+    if len(config.conv_channels) != len(config.conv_strides) or not config.conv_channels:
+        raise ValueError("config.conv_channels and config.conv_strides must be non-empty and of equal length")
+    if any(s not in (1, 2) for s in config.conv_strides):
+        raise ValueError(f"config.conv_strides must be 1 or 2, got {config.conv_strides}")
+    if not 0 < config.batch <= 1000 or not 0 < config.train_examples <= 1400:
+        raise ValueError("config.batch must be in 1..1000 and config.train_examples in 1..1400")
+
+
+def _check(layers, params, x, y, lr):
+    """Hand and autodiff gradients, and one SGD step with each (the hand step written out,
+    the autodiff step through optax.sgd); one compiled program."""
+
+    @jax.jit
+    def go(params, x, y):
+        loss, gh = B.loss_and_gradients(layers, params, x, y)
+        ref_loss, ga = jax.value_and_grad(B.reference_loss)(params, layers, x, y)
+        tx = optax.sgd(lr)
+        upd, _ = tx.update(ga, tx.init(params), params)
+        return loss, ref_loss, gh, ga, B.sgd_step(params, gh, lr), optax.apply_updates(params, upd)
+
+    return go(params, x, y)
+
+
+def _train(layers, params, x, y, lr, steps):
+    """Full-batch gradient descent with the hand-written backward pass and with jax.grad + optax."""
+    tx = optax.sgd(lr)
+
+    @jax.jit
+    def go(params, x, y):
+        def hand(p, _):
+            loss, g = B.loss_and_gradients(layers, p, x, y)
+            return B.sgd_step(p, g, lr), loss
+
+        def auto(carry, _):
+            p, s = carry
+            loss, g = jax.value_and_grad(B.reference_loss)(p, layers, x, y)
+            u, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, u), s), loss
+
+        _, lh = jax.lax.scan(hand, params, None, length=steps)
+        _, la = jax.lax.scan(auto, (params, tx.init(params)), None, length=steps)
+        return lh, la
+
+    return [np.asarray(v, np.float64) for v in go(params, x, y)]
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data)
+    n = int(config.batch)
+    x_img = jnp.asarray(data.x_train[:n])
+    y = jnp.asarray(data.y_train[:n])
+    x_flat = x_img.reshape(n, -1)
+    lr = float(config.learning_rate)
+
+    nets = {
+        "mlp": (lambda act: B.mlp_layers(config.mlp_sizes, act), x_flat, (x_flat.shape[1],)),
+        "conv": (lambda act: B.conv_layers(config.conv_channels, config.conv_strides, data.num_classes, act),
+                 x_img, x_img.shape[1:]),
+    }
+    results: dict[str, dict[str, dict]] = {k: {} for k in nets}
+    for net, (build, x, shape) in nets.items():
+        for act in config.activations:
+            layers = build(act)
+            params = B.init_params(layers, int(config.seed), tuple(shape))
+            loss, ref_loss, gh, ga, p_hand, p_auto = _check(layers, params, x, y, lr)
+            results[net][act] = {
+                "rel": B.max_relative_error(gh, ga),
+                "step": B.max_abs_difference(p_hand, p_auto),
+                "loss_diff": abs(float(loss) - float(ref_loss)),
+                "layer_norms": [(float(np.linalg.norm(np.asarray(g["W"]))), float(np.linalg.norm(np.asarray(r["W"]))))
+                             for g, r, layer in zip(gh, ga, layers) if "W" in r],
+                "prelu_rel": max((e["alpha"] for e in B.relative_errors(gh, ga) if "alpha" in e), default=0.0),
+            }
+
+    # A short training run with each backward pass (full batch, the train activation's MLP), in
+    # float64 so that the comparison is not blurred by float32 rounding accumulating over steps.
+    m = int(config.train_examples)
+    layers = B.mlp_layers(config.mlp_sizes, config.train_activation)
+    params = B.init_params(layers, int(config.seed), (64,))
+    with float64():
+        xt = jnp.asarray(data.x_train[:m], jnp.float64).reshape(m, -1)
+        yt = jnp.asarray(data.y_train[:m])
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        loss_hand, loss_auto = _train(layers, params, xt, yt, float(config.train_learning_rate),
+                                      int(config.train_steps))
+    train_rel = float(np.max(np.abs(loss_hand - loss_auto) / np.abs(loss_auto)))
+
+    _figures(config, workdir, results, loss_hand, loss_auto)
+
+    tol, stol = float(config.tolerance), float(config.step_tolerance)
+    out = []
+    conv_title = f"conv net ({len(config.conv_channels)} 3x3 convs, strides {tuple(config.conv_strides)})"
+    for net, title in (("mlp", f"{len(config.mlp_sizes) - 1}-layer MLP"), ("conv", conv_title)):
+        r = results[net]
+        worst = max(v["rel"] for v in r.values())
+        measured = {f"max_rel_error_{net}": worst}
+        measured.update({f"rel_error_{act}": v["rel"] for act, v in r.items()})
+        if "prelu" in r:
+            measured["rel_error_prelu_slope"] = r["prelu"]["prelu_rel"]
+        out.append(C.claim(
+            f"{net}_gradients_match",
+            f"Hand-written backprop through a {title} gives jax.grad's gradients for "
+            f"{', '.join(config.activations)}",
+            SOURCE,
+            f"relative error <= {tol:g} for every parameter tensor and activation",
+            measured,
+            C.at_most(worst, tol),
+        ))
+    steps = {f"max_abs_param_diff_{net}": max(v["step"] for v in results[net].values()) for net in results}
+    out.append(C.claim(
+        "sgd_step_matches",
+        "One SGD step with the hand-written gradients gives the same parameters as jax.grad + optax.sgd",
+        SOURCE,
+        f"max |difference| <= {stol:g} over all parameters, activations and both nets (learning rate {lr:g})",
+        {**steps, "learning_rate": lr},
+        all(C.at_most(v, stol) for v in steps.values()),
+    ))
+    out.append(C.claim(
+        "training_matches",
+        f"Training the MLP ({config.train_activation}) with hand-written backprop follows the jax.grad run "
+        "step by step",
+        SOURCE,
+        f"float64 loss curves within {float(config.train_tolerance):g} relative at every one of {config.train_steps} "
+        "full-batch steps; the loss falls",
+        {"max_rel_loss_diff": train_rel, "loss_start": loss_auto[0], "loss_end_hand": loss_hand[-1],
+         "loss_end_autodiff": loss_auto[-1], "learning_rate": float(config.train_learning_rate)},
+        C.at_most(train_rel, float(config.train_tolerance)) and C.at_most(loss_hand[-1], 0.5 * loss_hand[0]),
+    ))
+    return out
+
+
+def _figures(config, workdir, results, loss_hand, loss_auto) -> None:
+    fig, axes = subplots(1, 3, size=(4.6, 3.8), layout="constrained")
+    ax = axes[0]
+    for i, (act, v) in enumerate(results["mlp"].items()):
+        hand = [h for h, _ in v["layer_norms"]]
+        ref = [r for _, r in v["layer_norms"]]
+        layers = np.arange(1, len(ref) + 1)
+        ax.semilogy(layers, ref, "-", color=f"C{i}", label=f"{act} (jax.grad)")
+        ax.semilogy(layers, hand, "o", color=f"C{i}", mfc="none", ms=7)
+    ax.plot([], [], "ko", mfc="none", label="hand-written (circles)")
+    ax.set(xlabel="layer l (1 = input side)", ylabel="||dL/dW^(l)||", title="MLP gradient norm per layer at init")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+
+    ax = axes[1]
+    acts = list(results["mlp"])
+    xs = np.arange(len(acts))
+    for j, net in enumerate(results):
+        vals = [max(results[net][a]["rel"], 1e-12) for a in acts]
+        ax.bar(xs + (j - 0.5) * 0.38, vals, width=0.38, label=net)
+    ax.axhline(float(config.tolerance), color="r", ls="--", label=f"tolerance {float(config.tolerance):g}")
+    ax.set_yscale("log")
+    ax.set_ylim(1e-9, 1e-3)
+    ax.set_xticks(xs, acts, rotation=30)
+    ax.set(ylabel="max relative error vs jax.grad", title="Hand-written vs autodiff gradients")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    steps = np.arange(1, len(loss_hand) + 1)
+    ax.plot(steps, loss_auto, "-", lw=3, alpha=0.5, label="jax.grad + optax.sgd")
+    ax.plot(steps, loss_hand, "k--", lw=1, label="hand-written backprop")
+    ax.set(xlabel="full-batch step", ylabel="training loss (cross-entropy)",
+           title=f"Training the MLP ({config.train_activation}, float64)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    workdir.save_figure(fig, "backprop")
+
+
+if __name__ == "__main__":
+    from nnbasics.cli import experiment_main
+
+    experiment_main(__file__)

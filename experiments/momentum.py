@@ -1,0 +1,273 @@
+"""Why momentum really works (Goh 2017): optimal step, momentum and rates on a quadratic, measured.
+
+On a convex quadratic with condition number kappa (eigenvalues log-spaced in [1, kappa], random
+rotation), gradient descent with the optimal step converges at (kappa-1)/(kappa+1) per step and
+heavy-ball momentum with the optimal step and momentum at (sqrt(kappa)-1)/(sqrt(kappa)+1). The
+optimizers are the library's own (`nnbasics.optim`, i.e. optax), run in float64 with `lax.scan`;
+the measured rate is exp(slope) of log ||w_k - w*||. The lecture's step 0.02 with momentum 0.99 is
+shown oscillating, and momentum is shown stable at a step where gradient descent diverges.
+
+    nnbasics run momentum --quick
+    nnbasics run momentum --config.kappas='(10, 100, 1000, 10000)'
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+import numpy as np
+
+from nnbasics import claims as C
+from nnbasics.analysis import momentum_theory as M
+from nnbasics.optim import make_optimizer
+from nnbasics.plotting import subplots
+
+TOPIC = "optimization"
+ORDER = 31
+SOURCE = "Goh 2017, Why Momentum Really Works (Distill); lecture slide 'Why Momentum Really Works'"
+
+SWEEPS = {
+    "dim": [{"dim": d} for d in (2, 20, 100)],
+    "lecture_beta": [{"lecture_beta": b} for b in (0.5, 0.9, 0.99)],
+}
+
+
+def get_config(preset: str = "full") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.kappas = (10, 100, 1000)
+    c.dim = 20  # dimension of the quadratic
+    c.seed = 0  # rotation of the quadratic and start point
+    c.decades = 150.0  # run each optimizer until its error has fallen by this many powers of ten
+    c.tolerance = 0.02  # relative, on the slope of log error (log rate)
+    c.lecture_alpha = 0.02  # the lecture's (and Goh's first figure's) step size
+    c.lecture_beta = 0.99  # ... and momentum
+    c.lecture_eigenvalues = (0.1, 10.0)  # a 2-D valley to show it on
+    c.lecture_steps = 600  # steps drawn in the oscillation figure
+    c.big_step_factor = 3.0  # step = factor / lmax: GD diverges beyond 2, momentum 0.9 is stable to 3.8
+    c.big_step_beta = 0.9
+    if preset == "smoke":
+        c.kappas = (10, 100)
+        c.dim = 5
+        c.decades = 20.0
+        c.lecture_steps = 100
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if 100 not in tuple(config.kappas):
+        raise ValueError(f"config.kappas must include 100 (the claims report kappa=100), got {config.kappas}")
+    if any(not float(k) > 1 for k in config.kappas):
+        raise ValueError(f"every kappa must be > 1, got {config.kappas}")
+    if int(config.dim) < 2:
+        raise ValueError(f"config.dim must be >= 2, got {config.dim}")
+    if not 0 <= float(config.lecture_beta) < 1 or not 0 <= float(config.big_step_beta) < 1:
+        raise ValueError("config.lecture_beta and config.big_step_beta must be in [0, 1)")
+    if len(config.lecture_eigenvalues) != 2 or min(config.lecture_eigenvalues) <= 0:
+        raise ValueError(f"config.lecture_eigenvalues must be two positive numbers, got {config.lecture_eigenvalues}")
+    if float(config.decades) < 5 or float(config.decades) > 250:
+        raise ValueError(f"config.decades must be in [5, 250] (float64 range), got {config.decades}")
+
+
+def _errors(quad: M.Quadratic, opt: dict, w0: np.ndarray, steps: int) -> np.ndarray:
+    return np.linalg.norm(M.run_on_quadratic(quad, make_optimizer(opt), w0, steps), axis=1)
+
+
+def _slope_error(measured: float, theory: float) -> float:
+    """Relative error of the measured log rate (the slope of log error) against theory."""
+    return abs(math.log(measured) / math.log(theory) - 1.0)
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    tol = float(config.tolerance)
+    kappas = [float(k) for k in config.kappas]
+    res: dict[float, dict] = {}
+    for kappa in kappas:
+        quad = M.make_quadratic(kappa, int(config.dim), seed=int(config.seed))
+        w0 = M.start_point(quad, seed=int(config.seed) + 1)
+        a_gd, r_gd = M.gd_optimal(quad.lmin, quad.lmax)
+        a_m, b_m, r_m = M.momentum_optimal(quad.lmin, quad.lmax)
+        e_gd = _errors(quad, {"name": "sgd", "learning_rate": a_gd}, w0, M.steps_for(r_gd, config.decades))
+        e_m = _errors(
+            quad, {"name": "momentum", "learning_rate": a_m, "momentum": b_m}, w0, M.steps_for(r_m, config.decades)
+        )
+        res[kappa] = {
+            "quad": quad, "e_gd": e_gd, "e_m": e_m, "theory_gd": r_gd, "theory_m": r_m,
+            "alpha_gd": a_gd, "alpha_m": a_m, "beta_m": b_m,
+            "rate_gd": M.measured_rate(e_gd), "rate_m": M.measured_rate(e_m),
+        }
+
+    # The lecture's alpha = 0.02, beta = 0.99 on a 2-D valley (axis-aligned, so coordinates = modes).
+    lam = np.asarray(sorted(config.lecture_eigenvalues), np.float64)
+    valley = M.Quadratic(A=np.diag(lam), eigenvalues=lam, eigenvectors=np.eye(2))
+    la, lb = float(config.lecture_alpha), float(config.lecture_beta)
+    w_start = np.array([1.0, 1.0]) / math.sqrt(2.0)
+    theory_lecture = M.momentum_rate(la, lb, lam)
+    ws_lec = M.run_on_quadratic(
+        valley, make_optimizer({"name": "momentum", "learning_rate": la, "momentum": lb}), w_start,
+        max(int(config.lecture_steps), M.steps_for(theory_lecture, min(config.decades, 100.0))),
+    )
+    ws_lec_gd = M.run_on_quadratic(valley, make_optimizer({"name": "sgd", "learning_rate": la}), w_start,
+                                   len(ws_lec) - 1)
+    n_show = int(config.lecture_steps)
+    rate_lecture = M.measured_rate(np.linalg.norm(ws_lec, axis=1))
+    theory_lecture_gd = M.gd_rate(la, lam)
+    rate_lecture_gd = M.measured_rate(np.linalg.norm(ws_lec_gd, axis=1))
+    osc_m = M.sign_changes(ws_lec[: n_show + 1, 0])
+    osc_gd = M.sign_changes(ws_lec_gd[: n_show + 1, 0])
+
+    # A step beyond gradient descent's stability limit 2 / lmax (kappa = 100 quadratic).
+    q100 = res[100.0]["quad"]
+    w0 = M.start_point(q100, seed=int(config.seed) + 1)
+    a_big = float(config.big_step_factor) / q100.lmax
+    bb = float(config.big_step_beta)
+    theory_big_gd = M.gd_rate(a_big, q100.eigenvalues)
+    theory_big_m = M.momentum_rate(a_big, bb, q100.eigenvalues)
+    e_big_gd = _errors(q100, {"name": "sgd", "learning_rate": a_big}, w0, 200)
+    e_big_m = _errors(q100, {"name": "momentum", "learning_rate": a_big, "momentum": bb}, w0,
+                      M.steps_for(theory_big_m, config.decades))
+    rate_big_gd, rate_big_m = M.measured_rate(e_big_gd, 0.2), M.measured_rate(e_big_m)
+
+    _figures(config, workdir, res, valley, ws_lec[: n_show + 1], ws_lec_gd[: n_show + 1], la, lb)
+
+    def kkey(k: float) -> str:
+        return f"kappa{int(k)}"
+
+    out = []
+    for which, name, formula in (
+        ("gd", "gradient descent", "(kappa-1)/(kappa+1)"),
+        ("m", "momentum", "(sqrt(kappa)-1)/(sqrt(kappa)+1)"),
+    ):
+        label = "gd" if which == "gd" else "momentum"
+        measured, ok = {}, True
+        for k in kappas:
+            r, t = res[k][f"rate_{which}"], res[k][f"theory_{which}"]
+            err = _slope_error(r, t)
+            measured[f"rate_{label}_{kkey(k)}"] = r
+            measured[f"theory_{label}_{kkey(k)}"] = t
+            measured[f"slope_rel_error_{label}_{kkey(k)}"] = err
+            ok = ok and C.at_most(err, tol)
+        if which == "m":
+            for k in kappas:  # steps GD needs per step of momentum, for the same error reduction
+                measured[f"speedup_{kkey(k)}"] = math.log(res[k]["rate_m"]) / math.log(res[k]["rate_gd"])
+        out.append(C.claim(
+            f"{label}_optimal_rate",
+            f"With the optimal step{' and momentum' if which == 'm' else ''}, {name} converges at rate {formula}",
+            SOURCE,
+            f"measured slope of log error within {100 * tol:g}% of log(theory rate), kappa in "
+            f"{{{', '.join(str(int(k)) for k in kappas)}}}",
+            measured,
+            ok,
+        ))
+
+    err_lec = _slope_error(rate_lecture, theory_lecture)
+    out.append(C.claim(
+        "lecture_step_oscillates",
+        f"With the lecture's step {la:g} and momentum {lb:g} the iterates oscillate (complex roots) and converge "
+        "at rate sqrt(beta), whatever the curvature; plain gradient descent at the same step does not oscillate",
+        SOURCE,
+        f"rate within {100 * tol:g}% (slope) of {theory_lecture:.5f}; >= 4 sign changes of the slow coordinate in "
+        f"{n_show} steps for momentum, 0 for gradient descent",
+        {
+            "rate_momentum_lecture": rate_lecture, "theory_momentum_lecture": theory_lecture,
+            "slope_rel_error": err_lec, "sign_changes_momentum": osc_m, "sign_changes_gd": osc_gd,
+            "rate_gd_lecture": rate_lecture_gd, "theory_gd_lecture": theory_lecture_gd,
+        },
+        C.at_most(err_lec, tol) and C.at_least(osc_m, 4) and C.at_most(osc_gd, 0),
+    ))
+    out.append(C.claim(
+        "momentum_allows_larger_steps",
+        f"Momentum allows a larger range of step sizes: at step {config.big_step_factor:g}/lmax gradient descent "
+        f"diverges while momentum {bb:g} converges (stable up to 2(1+beta)/lmax)",
+        SOURCE,
+        "measured gradient-descent rate > 1 and momentum rate < 1, each within "
+        f"{100 * tol:g}% (slope) of theory",
+        {
+            "step": a_big, "rate_gd": rate_big_gd, "theory_gd": theory_big_gd,
+            "rate_momentum": rate_big_m, "theory_momentum": theory_big_m,
+        },
+        C.at_least(rate_big_gd, 1.0 + 1e-9) and C.at_most(rate_big_m, 1.0 - 1e-9)
+        and C.at_most(_slope_error(rate_big_gd, theory_big_gd), tol)
+        and C.at_most(_slope_error(rate_big_m, theory_big_m), tol),
+    ))
+    return out
+
+
+def _figures(config, workdir, res, valley, ws_m, ws_gd, la, lb) -> None:
+    kappas = sorted(res)
+    # 1. 1 - rate against kappa: theory lines and measured points.
+    fig, axes = subplots(1, 2, size=(5.2, 4), layout="constrained")
+    ks = np.logspace(0.3, 4.2, 200)
+    ax = axes[0]
+    ax.loglog(ks, 1 - (ks - 1) / (ks + 1), color="C0", label="gradient descent, theory 1-(k-1)/(k+1)")
+    ax.loglog(ks, 1 - (np.sqrt(ks) - 1) / (np.sqrt(ks) + 1), color="C1", label="momentum, theory")
+    ax.loglog(kappas, [1 - res[k]["rate_gd"] for k in kappas], "o", color="C0", ms=8,
+              label="gradient descent, measured")
+    ax.loglog(kappas, [1 - res[k]["rate_m"] for k in kappas], "s", color="C1", ms=8, label="momentum, measured")
+    ax.set(xlabel="condition number kappa", ylabel="1 - rate (error reduction per step)",
+           title="Optimal rates on a quadratic")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    # 2. error curves at kappa = 100.
+    ax = axes[1]
+    r = res[100.0]
+    n = min(len(r["e_gd"]), 4 * len(r["e_m"]))
+    ax.semilogy(np.arange(n), r["e_gd"][:n], color="C0", label=f"GD, step {r['alpha_gd']:.4f}")
+    ax.semilogy(np.arange(len(r["e_m"])), r["e_m"], color="C1",
+                label=f"momentum, step {r['alpha_m']:.4f}, beta {r['beta_m']:.3f}")
+    k = np.arange(n)
+    ax.semilogy(k, r["e_gd"][0] * r["theory_gd"] ** k, "k:", lw=1, label="theory rate^k")
+    ax.semilogy(k[: len(r["e_m"])], r["e_m"][0] * r["theory_m"] ** k[: len(r["e_m"])], "k:", lw=1)
+    ax.set(xlabel="iteration k", ylabel="||w_k - w*||", title="kappa = 100: error per iteration (float64)",
+           xlim=(0, n))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    workdir.save_figure(fig, "rates")
+
+    # 3. the lecture's alpha, beta on a 2-D valley: paths and the slow coordinate.
+    fig, axes = subplots(1, 2, size=(5.2, 4), layout="constrained")
+    ax = axes[0]
+    lim = 1.1 * np.abs(np.concatenate([ws_m, ws_gd])).max(axis=0)
+    gx, gy = np.meshgrid(np.linspace(-lim[0], lim[0], 200), np.linspace(-lim[1], lim[1], 200))
+    z = 0.5 * (valley.eigenvalues[0] * gx**2 + valley.eigenvalues[1] * gy**2)
+    ax.contour(gx, gy, z, levels=np.geomspace(z.max() * 1e-3, z.max(), 10), colors="0.55", linewidths=0.8)
+    ax.plot(ws_gd[:, 0], ws_gd[:, 1], ".-", color="C0", ms=2, lw=0.8, label=f"gradient descent, step {la:g}")
+    ax.plot(ws_m[:, 0], ws_m[:, 1], ".-", color="C1", ms=2, lw=0.8, label=f"momentum {lb:g}, step {la:g}")
+    ax.plot([0], [0], "k*", ms=10, label="minimum")
+    ax.set(xlabel=f"w1 (curvature {valley.eigenvalues[0]:g})", ylabel=f"w2 (curvature {valley.eigenvalues[1]:g})",
+           title="Lecture's step and momentum: paths")
+    ax.legend(fontsize=8, loc="lower right")
+    ax = axes[1]
+    k = np.arange(len(ws_m))
+    ax.plot(k, ws_gd[:, 0], color="C0", label="gradient descent: w1")
+    ax.plot(k, ws_m[:, 0], color="C1", label="momentum: w1 (oscillates)")
+    ax.plot(k, ws_m[0, 0] * np.sqrt(lb) ** k, "k:", lw=1, label="+- sqrt(beta)^k envelope")
+    ax.plot(k, -ws_m[0, 0] * np.sqrt(lb) ** k, "k:", lw=1)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set(xlabel="iteration k", ylabel="w1 (low-curvature direction)", title="Momentum creates its own oscillations")
+    ax.legend(fontsize=8)
+    workdir.save_figure(fig, "lecture_oscillation")
+
+    # 4. Goh's map of the rate over (step, momentum) for kappa = 100.
+    q = res[100.0]["quad"]
+    alphas = np.linspace(1e-4, 2 * 2 / q.lmax, 160)
+    betas = np.linspace(0.0, 0.999, 120)
+    rates = M.momentum_rate_grid(alphas, betas, q.lmin, q.lmax)
+    fig, (ax,) = subplots(size=(6, 4.2), layout="constrained")
+    im = ax.pcolormesh(alphas * q.lmax, betas, np.minimum(rates, 1.2), cmap="viridis_r", shading="auto")
+    fig.colorbar(im, ax=ax, label="convergence rate (>= 1: diverges; clipped at 1.2)")
+    ax.contour(alphas * q.lmax, betas, rates, levels=[1.0], colors="w", linewidths=1)
+    r = res[100.0]
+    ax.plot([r["alpha_m"] * q.lmax], [r["beta_m"]], "r*", ms=12, label=f"optimum, rate {r['theory_m']:.3f}")
+    ax.plot([r["alpha_gd"] * q.lmax], [0.0], "o", color="orange", ms=8,
+            label=f"GD optimum (beta 0), rate {r['theory_gd']:.3f}")
+    ax.set(xlabel="step size x lmax", ylabel="momentum beta",
+           title="kappa = 100: rate of momentum (white: stability edge)")
+    ax.legend(fontsize=8, loc="lower left")
+    workdir.save_figure(fig, "rate_map")
+
+
+if __name__ == "__main__":
+    from nnbasics.cli import experiment_main
+
+    experiment_main(__file__)

@@ -1,0 +1,1 @@
+"""Analyses of the lecture's ideas: theory checked against measurement (momentum, backprop, ...)."""
