@@ -446,8 +446,9 @@ def fit(
         if restored is not None:
             state, history = restored
             step = int(history[-1]["step"]) if history else 0
-            if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
-                metrics_writer.truncate(tag, step)
+        # rows of this run written after the checkpoint (or before a first one) are recomputed
+        if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
+            metrics_writer.truncate(tag, step)
     last_saved = step
     bar = progress(total, desc=tag or "train")
     bar.update(step)
