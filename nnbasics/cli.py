@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list experiments, models and data sets")
     s.add_argument("--json", action="store_true")
 
+    s = sub.add_parser("models", help="table of every model: input shape, parameters, multiply-adds, receptive field")
+    s.add_argument("--json", action="store_true", help="a list of {name, input_shape, params, macs, ...}")
+    s.add_argument("names", nargs="*", help="only these models")
+
     def presets(sp, default="full"):
         g = sp.add_mutually_exclusive_group()
         g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
@@ -126,6 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "list":
             return _list(args.json)
+        if args.command == "models":
+            from nnbasics.models import MODELS, model_names
+
+            for n in args.names:
+                if n not in model_names():
+                    MODELS.get(n)  # raises with the closest names
+            from nnbasics.models_table import models_table
+
+            print(models_table(as_json=args.json, names=args.names or None))
+            return 0
         if args.command == "config":
             cfg = exp.get_config(args.experiment, _preset(args), overrides)
             print(json.dumps(cfg.to_dict(), indent=2, default=str))

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = dict(
     decay_steps=(),  # for schedule="step": steps at which the rate is multiplied by decay_factor
     decay_factor=0.1,
     grad_clip_norm=0.0,  # 0 disables global-norm clipping
+    agc_clip=0.0,  # adaptive gradient clipping (NFNets) threshold lambda; 0 disables it
+    agc_eps=1e-3,
 )
 
 
@@ -125,6 +127,8 @@ def validate(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"optimizer.momentum must be in [0, 1), got {c['momentum']}")
     if float(c["grad_clip_norm"]) < 0:
         raise ValueError(f"optimizer.grad_clip_norm must be >= 0, got {c['grad_clip_norm']}")
+    if float(c["agc_clip"]) < 0 or float(c["agc_eps"]) <= 0:
+        raise ValueError(f"optimizer.agc_clip must be >= 0 and agc_eps > 0, got {c['agc_clip']}, {c['agc_eps']}")
     return c
 
 
@@ -134,10 +138,17 @@ def learning_rate_schedule(cfg: Mapping[str, Any] | None, total_steps: int) -> o
 
 
 def make_optimizer(cfg: Mapping[str, Any] | None, total_steps: int = 1) -> optax.GradientTransformation:
-    """An optax chain: [clip] -> [coupled weight decay] -> optimizer with its schedule."""
+    """An optax chain: [AGC] -> [clip] -> [coupled weight decay] -> optimizer with its schedule.
+
+    AGC (Brock et al. 2021) acts on the raw gradients, unit-wise, and leaves the final classifier
+    unclipped as in the paper (see `nnbasics.agc`)."""
     c = validate(cfg)
     lr = learning_rate_schedule(c, total_steps)
     parts = []
+    if float(c["agc_clip"]) > 0:
+        from nnbasics.agc import agc
+
+        parts.append(agc(float(c["agc_clip"]), float(c["agc_eps"])))
     if float(c["grad_clip_norm"]) > 0:
         parts.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
     if float(c["weight_decay"]) > 0 and c["name"] != "adamw":
