@@ -146,9 +146,9 @@ def make_optimizer(cfg: Mapping[str, Any] | None, total_steps: int = 1) -> optax
     lr = learning_rate_schedule(c, total_steps)
     parts = []
     if float(c["agc_clip"]) > 0:
-        from nnbasics.agc import agc
+        from nnbasics.agc import agc, is_classifier
 
-        parts.append(agc(float(c["agc_clip"]), float(c["agc_eps"])))
+        parts.append(agc(float(c["agc_clip"]), float(c["agc_eps"]), exclude=is_classifier))
     if float(c["grad_clip_norm"]) > 0:
         parts.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
     if float(c["weight_decay"]) > 0 and c["name"] != "adamw":
