@@ -1,0 +1,160 @@
+"""Optimizers: the library's named optimizers equal optax's own, the learning-rate scaling used
+for vmapped grids is exact, the 2-D test functions and 0th/1st/2nd-order methods are right, and
+the `optimizers` experiment keeps the claims contract."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from nnbasics.analysis import momentum_theory as M
+from nnbasics.analysis import test_functions as T
+from nnbasics.analysis import zeroth_second_order as Z
+from nnbasics.optim import make_optimizer
+
+HYPER = {"momentum": 0.8, "b1": 0.85, "b2": 0.99, "eps": 1e-7, "decay": 0.95, "weight_decay": 0.01}
+OPTAX = {
+    "sgd": lambda lr: optax.sgd(lr),
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.8),
+    "nesterov": lambda lr: optax.sgd(lr, momentum=0.8, nesterov=True),
+    "rmsprop": lambda lr: optax.rmsprop(lr, decay=0.95, eps=1e-7),
+    "adam": lambda lr: optax.adam(lr, b1=0.85, b2=0.99, eps=1e-7),
+    "adamw": lambda lr: optax.adamw(lr, b1=0.85, b2=0.99, eps=1e-7, weight_decay=0.01),
+}
+
+
+def _updates(tx, params, grads_seq, scale=1.0):
+    state = tx.init(params)
+    out = []
+    for g in grads_seq:
+        u, state = tx.update(g, state, params)
+        u = jax.tree.map(lambda a: scale * a, u)
+        params = optax.apply_updates(params, u)
+        out.append(params)
+    return out
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    params = {"w": jnp.asarray(rng.standard_normal((3, 2)), jnp.float32), "b": jnp.asarray(rng.standard_normal(2),
+                                                                                            jnp.float32)}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape), jnp.float32), params) for _ in range(4)]
+    return params, grads
+
+
+@pytest.mark.parametrize("name", list(OPTAX))
+def test_named_optimizer_equals_optax_and_scales_with_the_learning_rate(name, problem):
+    params, grads = problem
+    wd = HYPER["weight_decay"] if name == "adamw" else 0.0
+    cfg = {**HYPER, "name": name, "weight_decay": wd}
+    lr = 0.05
+    ours = _updates(make_optimizer({**cfg, "learning_rate": lr}), params, grads)
+    ref = _updates(OPTAX[name](lr), params, grads)
+    scaled = _updates(make_optimizer({**cfg, "learning_rate": 1.0}), params, grads, scale=lr)  # the grid trick
+    for a, b, c in zip(ours, ref, scaled):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-6, atol=1e-7)
+            np.testing.assert_allclose(c[k], b[k], rtol=1e-6, atol=1e-7)
+
+
+def test_test_functions_have_their_minima_and_a_saddle():
+    for name in ("valley", "beale", "saddle"):
+        tf = T.get_test_function(name)
+        values, grads = jax.jit(jax.vmap(jax.value_and_grad(tf.fn)))(jnp.asarray(tf.minima, jnp.float32))
+        np.testing.assert_allclose(values, tf.f_min, atol=1e-6)
+        np.testing.assert_allclose(grads, 0.0, atol=1e-5)
+    sad = T.get_test_function("saddle")
+    h = np.asarray(jax.jit(jax.hessian(sad.fn))(jnp.zeros(2)))
+    assert np.sort(np.linalg.eigvalsh(h)).tolist() == pytest.approx([-1.0, 2.0])
+    with pytest.raises(KeyError, match="did you mean"):
+        T.get_test_function("vally")
+
+
+def test_optimizer_paths_follow_the_closed_form_and_a_python_loop():
+    lam = jnp.array([1.0, 10.0])
+
+    def fn(w):
+        return 0.5 * jnp.sum(lam * w**2)
+
+    lrs = np.array([0.01, 0.05, 0.15])
+    txs = {"sgd": make_optimizer({"name": "sgd", "learning_rate": 1.0}),
+           "adam": make_optimizer({"name": "adam", "learning_rate": 1.0})}
+    out = T.optimizer_paths(fn, txs, (1.0, 1.0), lrs, 20)
+    paths, values = out["sgd"]
+    k = np.arange(21)[:, None]
+    for i, lr in enumerate(lrs):
+        np.testing.assert_allclose(paths[i], (1 - lr * np.asarray(lam)) ** k, rtol=1e-4, atol=1e-6)
+    # Adam at one rate, stepped by hand with make_optimizer(learning_rate=lr).
+    tx = make_optimizer({"name": "adam", "learning_rate": 0.05})
+    w, s = jnp.ones(2), None
+    s = tx.init(w)
+    for step in range(20):
+        u, s = tx.update(jax.grad(fn)(w), s, w)
+        w = optax.apply_updates(w, u)
+        np.testing.assert_allclose(out["adam"][0][1, step + 1], w, rtol=1e-5, atol=1e-6)
+    assert values.shape == (3, 21)
+
+
+def test_convergence_bookkeeping():
+    v = np.array([5.0, 0.5, 2.0, 0.01, 0.001, 0.002])
+    assert T.steps_to_tolerance(v, 0.0, 0.6) == 1.0
+    assert T.steps_to_converge(v, 0.0, 0.6) == 3.0
+    assert T.steps_to_converge(v, 0.0, 1e-4) == math.inf
+    vals = np.array([[1.0, 0.1, 0.01], [1.0, 1e-3, 1e-4], [1.0, np.nan, np.nan]])
+    assert T.best_member(vals, 0.0, 0.05) == 1
+    assert T.best_member(vals, 0.0, 1e-9) == 1  # nobody settles: lowest final value
+
+
+def test_zeroth_first_second_order_on_a_quadratic():
+    quad = M.make_quadratic(10.0, dim=4, seed=0)
+    w0 = M.start_point(quad)
+    with M.float64():
+        A = jnp.asarray(quad.A)
+
+        def f(w):
+            return 0.5 * w @ (A @ w)
+
+        nt = np.asarray(Z.newton(f, jnp.asarray(w0), 2))
+        alpha, rate = M.gd_optimal(quad.lmin, quad.lmax)
+        gd = np.asarray(Z.gradient_descent(f, jnp.asarray(w0), alpha, 100))
+        rs = np.asarray(Z.random_search(f, jnp.asarray(w0), np.random.default_rng(0).standard_normal((3000, 4))))
+    assert nt[1] <= 1e-25 * nt[0]  # Newton is exact in one step on a quadratic
+    assert Z.iterations_to_tolerance(nt, 0.0, 1e-12) == 1
+    assert gd[-1] <= rate ** (2 * 100) * gd[0] * (1 + 1e-9)  # f falls at least at rate^2 per step
+    assert np.all(np.diff(rs) <= 0)  # random search only accepts improvements
+    assert Z.iterations_to_tolerance(rs, 0.0, 1e-8) < 3000
+    assert Z.iterations_to_tolerance(gd, 0.0, 1e-8) < Z.iterations_to_tolerance(rs, 0.0, 1e-8)
+
+
+def test_optimizers_experiment_smoke(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    doc = run_experiment("optimizers", "smoke", workdir=tmp_path)
+    ids = [c["id"] for c in doc["claims"]]
+    assert ids == [
+        "momentum_faster_on_test_functions", "adaptive_escape_saddle", "sgd_faster_per_epoch",
+        "momentum_faster_same_lr", "gradient_variance_slope", "order_of_information",
+    ]
+    for c in doc["claims"]:
+        assert c["verdict"] in ("pass", "fail")
+        for v in c["measured"].values():
+            assert isinstance(v, float) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
+    slope = doc["claims"][4]["measured"]["slope"]
+    assert -1.5 < slope < -0.5
+    assert {"test_function_paths.png", "mnist1d.png", "orders.png"} <= {p.split("/")[-1] for p in doc["figures"]}
+
+
+def test_config_validation():
+    from nnbasics.config import ConfigError
+    from nnbasics.experiment import get_config
+
+    with pytest.raises(ConfigError, match="same_learning_rate"):
+        get_config("optimizers", "quick", ["--config.same_learning_rate=0.5"])
+    with pytest.raises(ConfigError, match="optimizers.momentum"):
+        get_config("optimizers", "quick", ["--config.optimizers.momentum.momentum=1.5"])
