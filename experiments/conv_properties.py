@@ -455,8 +455,11 @@ def deformation_claim(config, workdir, crops) -> dict:
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
-    out = [param_count_claim(config, workdir), toeplitz_claim(config, workdir)]
-    out += equivariance_claims(config, workdir)
+    out = [param_count_claim(config, workdir)]
+    # Exact identities: full float32 convolutions (GPUs default to TF32 and TPUs to bfloat16 passes).
+    with jax.default_matmul_precision("highest"):
+        out.append(toeplitz_claim(config, workdir))
+        out += equivariance_claims(config, workdir)
     crops = photo_crops(max(config.n_crops, config.n_deform), config.crop_size, config.seed)
     out.append(pooling_claim(config, workdir, crops[: config.n_crops]))
     out.append(channel_pooling_claim(config, workdir))

@@ -124,7 +124,7 @@ def dilation_claim(config, workdir, maps) -> dict:
 
 def jacobian_rank(f, n_params: int, seed: int) -> int:
     p = normal(np.random.default_rng(seed), (n_params,))
-    return int(np.linalg.matrix_rank(np.asarray(jax.jacobian(f)(p), np.float64), tol=1e-4))
+    return int(np.linalg.matrix_rank(np.asarray(jax.jit(jax.jacobian(f))(p), np.float64), tol=1e-4))
 
 
 def stacked_3x3_claim(config, workdir, maps) -> dict:
@@ -143,8 +143,9 @@ def stacked_3x3_claim(config, workdir, maps) -> dict:
     # Linear (no ReLU) stacks are one bigger conv: check it on an image.
     x = normal(rng, (2, 16, 16, c))
     k1, k2 = ws[1], ws[2]
-    two = conv_general(conv_general(x, k1, 1, "VALID"), k2, 1, "VALID")
-    one = conv_general(x, compose_kernels(k1, k2), 1, "VALID")
+    with jax.default_matmul_precision("highest"):  # an identity: full float32 on GPU/TPU too
+        two, one = jax.jit(lambda x, k1, k2: (conv_general(conv_general(x, k1, 1, "VALID"), k2, 1, "VALID"),
+                                              conv_general(x, compose_kernels(k1, k2), 1, "VALID")))(x, k1, k2)
     compose_err = float(jnp.linalg.norm(two - one) / jnp.linalg.norm(two))
     # Degrees of freedom of the composite kernels (single channel): the rank of the Jacobian of
     # the map from the stacked kernels to the composite kernel.
@@ -161,7 +162,7 @@ def stacked_3x3_claim(config, workdir, maps) -> dict:
     dof5 = jacobian_rank(comp((3, 3), (3, 3)), 18, config.seed)
     dof7 = jacobian_rank(comp((3, 3), (3, 3), (3, 3)), 27, config.seed)
     dof_sep = jacobian_rank(comp((3, 1), (1, 3)), 6, config.seed)
-    sep = np.asarray(comp((3, 1), (1, 3))(normal(np.random.default_rng(config.seed), (6,)))).reshape(3, 3)
+    sep = np.asarray(jax.jit(comp((3, 1), (1, 3)))(normal(np.random.default_rng(config.seed), (6,)))).reshape(3, 3)
     sep_rank = int(np.linalg.matrix_rank(sep, tol=1e-5 * np.abs(sep).max()))
     ok = (
         analytic == [5, 7] and measured == [5, 7] and C.at_most(compose_err, 1e-5)

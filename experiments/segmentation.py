@@ -58,7 +58,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     elif preset == "smoke":
         c.scenes.n_train, c.scenes.n_test = 16, 4
         c.scenes.size = 16
-        c.model.channels = 4
+        c.model.channels, c.model.depth = 4, 2
         c.fcn.steps, c.fcn.batch_size = 3, 2
         c.patch.steps, c.patch.batch_size = 3, 16
         c.large_size, c.n_large = 24, 1
@@ -217,8 +217,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     speedup = t_patch / t_fcn
 
     # 4. The patch classifier's weights, run as a fully convolutional net on whole images.
-    as_fcn = unchunk(fcn_logits(patch_params, xte_chunks))
-    per_patch = unchunk(patch_logits(patch_params, xte_chunks))
+    with jax.default_matmul_precision("highest"):  # an identity: full float32 on GPU/TPU too
+        as_fcn = unchunk(fcn_logits(patch_params, xte_chunks))
+        per_patch = unchunk(patch_logits(patch_params, xte_chunks))
     same_fn_err = float(np.max(np.abs(as_fcn - per_patch)))
 
     # 5. The FCN on larger scenes than it was trained on.

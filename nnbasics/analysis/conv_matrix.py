@@ -138,19 +138,21 @@ def compose_kernels(*kernels: np.ndarray) -> np.ndarray:
 
     Kernels are (*k, Cin, Cout) (lax's cross-correlation); the result has spatial size
     sum(k) - (len - 1) per axis: two 3x3 layers are one 5x5 layer, three are one 7x7 layer.
-    composite[c, i, o] = sum_{a + b = c, m} k1[a, i, m] k2[b, m, o]. Works with NumPy and JAX arrays
-    (so `jax.jacobian` can count its degrees of freedom)."""
+    composite[c, i, o] = sum_{a + b = c, m} k1[a, i, m] k2[b, m, o]: a full convolution of the
+    kernels, computed with one `lax.conv` per pair (traceable, so `jax.jacobian` can count the
+    composite's degrees of freedom)."""
     import jax.numpy as jnp
+    from jax import lax
 
-    out = kernels[0]
+    out = jnp.asarray(kernels[0])
     for k in kernels[1:]:
+        k = jnp.asarray(k)
         nd = k.ndim - 2
-        ka, kb = out.shape[:nd], k.shape[:nd]
-        size = tuple(a + b - 1 for a, b in zip(ka, kb))
-        acc = jnp.zeros((*size, out.shape[-2], k.shape[-1]), jnp.result_type(out, k))
-        for a in itertools.product(*(range(n) for n in ka)):
-            block = jnp.einsum("im,...mo->...io", out[a], k)  # (*kb, Cin, Cout)
-            idx = tuple(slice(ai, ai + bi) for ai, bi in zip(a, kb))
-            acc = acc.at[idx].add(block)
-        out = acc
+        spec = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+        x = jnp.moveaxis(out, -2, 0)  # (Cin, *ka, M): the first kernel as a batch of Cin images
+        flipped = jnp.flip(k, axis=tuple(range(nd)))  # cross-correlation with the flip = convolution
+        pads = [(n - 1, n - 1) for n in k.shape[:nd]]
+        y = lax.conv_general_dilated(x, flipped, (1,) * nd, pads, dimension_numbers=spec,
+                                     precision=lax.Precision.HIGHEST)
+        out = jnp.moveaxis(y, 0, -2)  # (*size, Cin, Cout)
     return out
