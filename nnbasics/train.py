@@ -211,6 +211,9 @@ class TrainConfig:
         return cls(**kw)
 
 
+PRNG_IMPL = "rbg"  # the key implementation of training runs (initialization and dropout)
+
+
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step (and seed)."""
 
@@ -356,17 +359,23 @@ def fit(
     y_test = parallel.replicate(np.asarray(data.y_test, ydtype), mesh)
     n, bs = x_train.shape[0], int(tc.batch_size)
 
-    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"]))) for m in members])
+    # "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU
+    # (ResNet-20's init: ~3 s instead of ~20 s of CPU), and each seed still gives fixed numbers.
+    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"], impl=PRNG_IMPL))) for m in members])
     scales = np.asarray([m["learning_rate"] / base_lr for m in members], np.float32)
 
     def init_member(key_data, scale):
-        key = jax.random.wrap_key_data(key_data)
+        key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
         return create_state(model, tx, jax.random.fold_in(key, 0), sample, lr_scale=scale)
 
     sample = jnp.zeros((1, *data.x_train.shape[1:]), jnp.float32)
     t0 = time.perf_counter()
-    out_sharding = parallel.replicated(mesh) if mesh is not None else None
-    state = jax.jit(jax.vmap(init_member), out_shardings=out_sharding)(keys, scales)
+    init_one = jax.jit(init_member)  # compiled once, called per member: cheaper than vmapping the init
+    state = jax.tree.map(lambda *a: jnp.stack(a), *[init_one(k, s) for k, s in zip(keys, scales)])
+    if mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
+        raw = jax.device_get(state.replace(rng=jax.random.key_data(state.rng)))
+        raw = parallel.replicate(raw, mesh)
+        state = raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
     member_seeds = [m["seed"] for m in members]
 
     def member_chunk(state, idx, xs, ys):
