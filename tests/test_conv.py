@@ -1,0 +1,193 @@
+"""The fast convolution paths equal lax.conv_general_dilated: outputs and gradients (input and
+kernel) over random shapes, strides, paddings, dilations and groups, 1-D and 2-D, under jit,
+vmap, grad and a sharding mesh."""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from nnbasics.nn import conv as C
+
+SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+def reference(x, w, strides, padding, dilation, groups):
+    nd = x.ndim - 2
+    pads = C.explicit_padding(padding, x.shape[1:-1], w.shape[:nd], strides, dilation)
+    return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=SPECS[nd],
+                                    feature_group_count=groups)
+
+
+def random_case(rng: np.random.RandomState, nd: int) -> dict:
+    """A random convolution whose output is not empty."""
+    while True:
+        groups = int(rng.choice([1, 1, 2, 3]))
+        cin = groups * int(rng.randint(1, 4))
+        cout = groups * int(rng.randint(1, 4))
+        k = tuple(int(v) for v in rng.randint(1, 4, nd))
+        strides = tuple(int(v) for v in rng.randint(1, 3, nd))
+        dilation = tuple(int(v) for v in rng.randint(1, 3, nd))
+        size = tuple(int(v) for v in rng.randint(4, 10, nd))
+        padding = [["SAME", "VALID"][rng.randint(2)], [(int(rng.randint(0, 3)), int(rng.randint(0, 3))) for _ in range(nd)]][
+            rng.randint(2)]
+        batch = int(rng.choice([1, 3, 8, 10]))
+        pads = C.explicit_padding(padding, size, k, strides, dilation)
+        if all(o > 0 for o in C.output_shape(size, k, strides, pads, dilation)):
+            return {"shape": (batch, *size, cin), "kshape": (*k, cin // groups, cout), "strides": strides,
+                    "padding": padding, "dilation": dilation, "groups": groups}
+
+
+def value_and_grads(f, x, w, ct):
+    y, vjp = jax.vjp(f, x, w)
+    return (y, *vjp(ct))
+
+
+def assert_close(got, want, what=""):
+    got, want = np.asarray(got), np.asarray(want)
+    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * scale, err_msg=what)
+
+
+IMPLS = ("patches", "chunked", "auto")
+
+
+def check_case(case: dict, key: jax.Array) -> None:
+    kx, kw, kc = jax.random.split(key, 3)
+    x = jax.random.normal(kx, case["shape"])
+    w = jax.random.normal(kw, case["kshape"])
+    args = (case["strides"], case["padding"], case["dilation"], case["groups"])
+
+    @jax.jit
+    def all_paths(x, w, ct):
+        want = value_and_grads(lambda a, b: reference(a, b, *args), x, w, ct)
+        got = {i: value_and_grads(functools.partial(C.conv_general, strides=args[0], padding=args[1],
+                                                    dilation=args[2], feature_group_count=args[3], impl=i), x, w, ct)
+               for i in IMPLS}
+        return want, got
+
+    ct = jax.random.normal(kc, reference(x, w, *args).shape)
+    want, got = all_paths(x, w, ct)
+    for impl in IMPLS:
+        for name, g, r in zip(("output", "d input", "d kernel"), got[impl], want):
+            assert g.shape == r.shape
+            assert_close(g, r, f"{name} {impl} {case}")
+
+
+@pytest.mark.parametrize("nd", [1, 2])
+def test_random_convolutions_match_lax(nd):
+    rng = np.random.RandomState(nd)
+    for _ in range(5):
+        check_case(random_case(rng, nd), jax.random.key(int(rng.randint(1 << 30))))
+
+
+def chunked_vs_reference(x, w, strides, pads, dilation, chunks):
+    g = jax.random.normal(jax.random.key(2), reference(x, w, strides, pads, dilation, 1).shape)
+
+    @jax.jit
+    def both(x, w, g):
+        want = jax.vjp(lambda w_: reference(x, w_, strides, pads, dilation, 1), w)[1](g)[0]
+        got = [C.weight_grad_chunked(x, g, w.shape[:2], strides, pads, dilation, chunk=c) for c in chunks]
+        return want, got
+
+    return both(x, w, g)
+
+
+def test_chunked_weight_gradient_any_batch_and_stride():
+    """Batches that chunks cannot tile evenly (prime) fall back to smaller chunks; strided and
+    dilated 2-D kernels; the sum over chunks equals one big product."""
+    assert C.chunk_size(128) == 4 and C.chunk_size(7) == 1 and C.chunk_size(6) == 3 and C.chunk_size(2) == 2
+    for batch, strides, dilation, pads in [(7, (2, 2), (1, 1), [(1, 1), (1, 1)]), (12, (1, 2), (2, 1), [(0, 2), (1, 0)])]:
+        x = jax.random.normal(jax.random.key(batch), (batch, 9, 8, 5))
+        w = jax.random.normal(jax.random.key(1), (3, 3, 5, 6))
+        chunks = (1, 3, 4, batch)
+        want, got = chunked_vs_reference(x, w, strides, pads, dilation, chunks)
+        for chunk, dw in zip(chunks, got):
+            assert_close(dw, want, f"chunk {chunk}")
+
+
+def test_vmap_over_members_and_second_order():
+    """fit() vmaps the train step over seeds: batched kernels and inputs, grads inside vmap."""
+    xs = jax.random.normal(jax.random.key(0), (2, 8, 6, 6, 3))
+    ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 3, 4))
+
+    def loss(impl):
+        return lambda x, w: jnp.sum(jnp.tanh(C.conv_general(x, w, 1, "SAME", 1, 1, impl)) ** 2)
+
+    for impl in ("chunked", "patches"):
+        got = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), (0, 1))))(xs, ws)
+        want = jax.vmap(jax.value_and_grad(loss("xla"), (0, 1)))(xs, ws)
+        for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert_close(g, r, impl)
+    # Forward-mode and second derivatives still work through the patch path (plain autodiff).
+    x1, w1 = xs[0], ws[0]
+    hvp = jax.jvp(jax.grad(loss("patches"), 1), (x1, w1), (jnp.zeros_like(x1), jnp.ones_like(w1)))[1]
+    hvp_ref = jax.jvp(jax.grad(loss("xla"), 1), (x1, w1), (jnp.zeros_like(x1), jnp.ones_like(w1)))[1]
+    assert_close(hvp, hvp_ref, "hvp")
+
+
+def test_choose_implementation_per_backend():
+    for backend in ("gpu", "tpu", "cuda", "rocm"):
+        assert C.choose_implementation(2, 1, 128, backend) == "xla"
+        assert C.choose_implementation(1, 1, 100, backend) == "xla"
+    assert C.choose_implementation(1, 1, 100, "cpu") == "patches"
+    assert C.choose_implementation(2, 1, 128, "cpu") == "chunked"
+    assert C.choose_implementation(2, 1, 2, "cpu") == "xla"  # too small a batch to chunk
+    assert C.choose_implementation(2, 4, 128, "cpu") == "xla"  # grouped: lax.conv
+    with pytest.raises(ValueError, match="unknown conv impl"):
+        C.conv_general(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="fast")
+    with pytest.raises(ValueError, match="feature_group_count"):
+        C.conv_general(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 1, 4)), feature_group_count=2)
+
+
+def test_conv_layer_matches_flax_conv():
+    """`Conv` has flax.linen.Conv's parameters and computes the same function on every path."""
+    x = jax.random.normal(jax.random.key(0), (8, 10, 10, 4))
+    ref = nn.Conv(6, (3, 3), strides=2, padding="SAME", kernel_dilation=1, feature_group_count=2)
+    variables = ref.init(jax.random.key(1), x)
+    want = ref.apply(variables, x)
+    for impl in ("auto", "xla", "patches", "chunked"):
+        layer = C.Conv(6, (3, 3), strides=2, padding="SAME", feature_group_count=2, impl=impl)
+        assert jax.tree.map(jnp.shape, layer.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+        assert_close(layer.apply(variables, x), want, impl)
+    one_d = C.Conv(3, 5, padding=[(1, 1)])
+    assert one_d.init(jax.random.key(0), jnp.zeros((2, 9, 2)))["params"]["kernel"].shape == (5, 2, 3)
+
+
+SHARDED = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from nnbasics.nn.conv import conv_general
+    assert jax.device_count() == 4, jax.devices()
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    x = jax.random.normal(jax.random.key(0), (16, 8, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    ws = jax.device_put(w, NamedSharding(mesh, P()))
+    def loss(impl):
+        return lambda x, w: jnp.sum(jnp.sin(conv_general(x, w, (2, 1), "SAME", 1, 1, impl)))
+    want = jax.value_and_grad(loss("xla"), (0, 1))(x, w)
+    for impl in ("chunked", "patches", "auto"):
+        got = jax.jit(jax.value_and_grad(loss(impl), (0, 1)))(xs, ws)
+        assert got[1][0].sharding.spec == P("data"), got[1][0].sharding
+        for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-4, atol=1e-4)
+    print("SHARDED OK")
+""")
+
+
+def test_sharded_batch_over_four_cpu_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert "SHARDED OK" in out.stdout, out.stdout + out.stderr
