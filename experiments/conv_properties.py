@@ -241,16 +241,17 @@ def equivariance_claims(config, workdir) -> list[dict]:
 
     shift = shifts[-1]
     fx, fsx = o["conv"], o["conv_shifted"][-1]
+    ch = int(np.argmax(fx[0].reshape(-1, fx.shape[-1]).std(axis=0)))  # the most varied output channel
     panels = [
         (x[0], f"input x (a photo crop), shift {tuple(shift)}"),
-        (fx[0, ..., 0], "conv net: f(x), channel 0"),
-        (fsx[0, ..., 0], "conv net: f(translate(x))"),
-        (np.abs(eq.translate(fx, shift) - fsx)[0, ..., 0], "conv: |translate(f(x)) - f(translate(x))|"),
-        (np.abs(eq.translate(o["dense"], shift) - o["dense_shifted"][-1])[0, ..., 0],
+        (fx[0, ..., ch], f"conv net: f(x), channel {ch}"),
+        (fsx[0, ..., ch], "conv net: f(translate(x))"),
+        (np.abs(eq.translate(fx, shift) - fsx)[0, ..., ch], "conv: |translate(f(x)) - f(translate(x))|"),
+        (np.abs(eq.translate(o["dense"], shift) - o["dense_shifted"][-1])[0, ..., ch],
          "dense: |translate(f(x)) - f(translate(x))|"),
     ]
     fig, axes = subplots(1, len(panels), size=(3.6, 3.6))
-    vmax = float(np.max(np.abs(np.asarray(fx[0, ..., 0])))) or 1.0
+    vmax = float(np.max(np.abs(fx[0, ..., ch]))) or 1.0
     for i, (ax, (m, title)) in enumerate(zip(axes, panels)):
         m = np.asarray(m)
         if m.ndim == 3:
@@ -330,6 +331,7 @@ def pooling_claim(config, workdir, crops) -> dict:
     ax.set(xscale="log", xlabel="pooling window (pixels, stride = window)",
            ylabel="relative change of features", title="Features under a 1-pixel shift of a photograph")
     ax.set_xticks(list(config.pool_sizes), [str(k) for k in config.pool_sizes])
+    ax.minorticks_off()
     ax.legend()
     ax.grid(alpha=0.3)
     workdir.save_figure(fig, "pooling_shift_stability")

@@ -262,7 +262,7 @@ def _maps_figure(workdir, maps) -> None:
     models = [n for n in maps if n not in demos]
     rows = [r for r in (demos, models) if r]
     ncols = max(len(r) for r in rows)
-    fig, axes = subplots(len(rows), ncols, size=(3.0, 3.3))
+    fig, axes = subplots(len(rows), ncols, size=(3.0, 3.5), layout="constrained")
     axes = axes.reshape(len(rows), ncols)
     for r, names in enumerate(rows):
         for c in range(ncols):
