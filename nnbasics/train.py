@@ -159,9 +159,9 @@ def evaluate(
         xb, yb, mb = batch
         xb, yb, mb = parallel.shard_batch_constraint((xb, yb, mb), mesh)
         out, _ = forward(state, state.params, xb, train=False)
-        if loss == "cross_entropy":
-            per = optax.softmax_cross_entropy_with_integer_labels(out, yb)
-            acc = (jnp.argmax(out, -1) == yb).astype(jnp.float32)
+        if loss == "cross_entropy":  # per example; dense (per-pixel) labels are averaged per example
+            per = optax.softmax_cross_entropy_with_integer_labels(out, yb).reshape(out.shape[0], -1).mean(1)
+            acc = (jnp.argmax(out, -1) == yb).astype(jnp.float32).reshape(out.shape[0], -1).mean(1)
         else:
             per = jnp.mean(((out - yb.reshape(out.shape)) ** 2).reshape(out.shape[0], -1), axis=1)
             acc = jnp.zeros_like(per)

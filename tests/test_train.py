@@ -142,3 +142,20 @@ def test_invalid_values_rejected_before_compiling(kw, match):
     model = get_model("mlp", num_classes=3)
     with pytest.raises((ValueError, KeyError), match=match):
         fit(model, d, TrainConfig(**{**dict(steps=5, batch_size=10), **kw}))
+
+
+def test_evaluate_per_pixel_labels():
+    import flax.linen as nn
+
+    class PixelNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3)(x)  # (N, H, W, 3) logits per pixel
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((7, 4, 4, 2)).astype(np.float32)
+    y = r.integers(0, 3, (7, 4, 4)).astype(np.int32)
+    st = create_state(PixelNet(), optim.make_optimizer({}), jax.random.key(0), jnp.asarray(x[:1]))
+    m = evaluate(st, jnp.asarray(x), jnp.asarray(y), batch_size=3)
+    logits = PixelNet().apply({"params": st.params}, x)
+    np.testing.assert_allclose(m["accuracy"], np.mean(np.argmax(logits, -1) == y), rtol=1e-6)
