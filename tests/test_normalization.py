@@ -1,0 +1,176 @@
+"""Hand-written normalizers against flax.linen (outputs and gradients), BatchNorm's two modes,
+the axis masks of the lecture's figure, SelectedNorm, Weight Standardization and the norm CNN."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from nnbasics.nn import normalization as N
+from nnbasics.registry import UnknownNameError
+
+RNG = np.random.default_rng(0)  # NumPy test data: no per-shape XLA random-number compiles
+X = jnp.asarray(RNG.standard_normal((4, 5, 5, 8)) * 3.0 + 1.0, jnp.float32)
+
+
+def normal(*shape: int) -> jax.Array:
+    return jnp.asarray(RNG.standard_normal(shape), jnp.float32)
+PAIRS = {
+    "layer": (N.LayerNorm(), nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)),
+    "instance": (N.InstanceNorm(), nn.InstanceNorm(epsilon=1e-5)),
+    "group": (N.GroupNorm(num_groups=4), nn.GroupNorm(num_groups=4, epsilon=1e-5)),
+    "batch": (N.BatchNorm(train=True, momentum=0.9), nn.BatchNorm(use_running_average=False, momentum=0.9)),
+}
+
+
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_equals_flax_outputs_and_gradients(name):
+    mine, ref = PAIRS[name]
+    vm, vr = mine.init(jax.random.key(1), X), ref.init(jax.random.key(1), X)
+    assert jax.tree.map(jnp.shape, vm) == jax.tree.map(jnp.shape, vr)
+    # non-trivial scale and bias, the same in both
+    params = {"scale": jnp.linspace(0.5, 2.0, 8), "bias": jnp.linspace(-1.0, 1.0, 8)}
+    vm = {**vm, "params": params}
+    vr = {**vr, "params": params}
+    w = normal(*X.shape)
+
+    def loss(module, v, p, x):
+        y, _ = module.apply({**v, "params": p}, x, mutable=["batch_stats"])
+        return jnp.sum(w * jnp.tanh(y))
+
+    ym, sm = mine.apply(vm, X, mutable=["batch_stats"])
+    yr, sr = ref.apply(vr, X, mutable=["batch_stats"])
+    np.testing.assert_allclose(ym, yr, atol=2e-5)
+    if name == "batch":  # running averages updated the same way
+        for k in ("mean", "var"):
+            np.testing.assert_allclose(sm["batch_stats"][k], sr["batch_stats"][k], atol=1e-5)
+    gm = jax.grad(loss, argnums=(2, 3))(mine, vm, params, X)
+    gr = jax.grad(loss, argnums=(2, 3))(ref, vr, params, X)
+    for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(gr)):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+
+
+def test_batchnorm_train_and_eval_modes():
+    bn = N.BatchNorm(train=True, momentum=0.9)
+    v = bn.init(jax.random.key(0), X)
+    np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)  # init does not update
+    y, new = bn.apply(v, X, mutable=["batch_stats"])
+    # training: this batch's statistics -> per-channel zero mean, unit variance
+    np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * X.mean(axis=(0, 1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(new["batch_stats"]["var"], 0.9 + 0.1 * X.var(axis=(0, 1, 2)), rtol=1e-5)
+    # evaluation: the running averages, so the output differs and does not depend on the batch
+    ev = N.BatchNorm(train=False)
+    v2 = {**v, **new}
+    y_eval = ev.apply(v2, X)
+    expect = (X - new["batch_stats"]["mean"]) / jnp.sqrt(new["batch_stats"]["var"] + 1e-5)
+    np.testing.assert_allclose(y_eval, expect, rtol=1e-5, atol=1e-5)
+    assert float(jnp.abs(y_eval - y).max()) > 0.1
+    np.testing.assert_allclose(ev.apply(v2, X[:1]), y_eval[:1], rtol=1e-6)  # batch-independent
+    assert float(jnp.abs(bn.apply(v, X[:2], mutable=["batch_stats"])[0] - y[:2]).max()) > 1e-2
+
+
+def test_group_norm_limits_and_bad_groups():
+    v = N.GroupNorm(num_groups=1).init(jax.random.key(0), X)
+    np.testing.assert_allclose(N.GroupNorm(num_groups=1).apply(v, X), N.LayerNorm().apply(v, X), atol=1e-5)
+    np.testing.assert_allclose(N.GroupNorm(num_groups=8).apply(v, X), N.InstanceNorm().apply(v, X), atol=1e-5)
+    np.testing.assert_allclose(N.GroupNorm(num_groups=None, group_size=2).apply(v, X),
+                               N.GroupNorm(num_groups=4).apply(v, X), atol=1e-6)
+    with pytest.raises(ValueError, match="does not divide"):
+        N.GroupNorm(num_groups=3).init(jax.random.key(0), X)
+
+
+def test_registry_and_statistics_masks():
+    assert N.norm_names() == ["batch", "group", "instance", "layer", "none"]
+    with pytest.raises(UnknownNameError, match="did you mean 'batch'"):
+        N.make_norm("bacth", train=True)
+    shape, idx = (4, 3, 2, 6), (1, 2, 1, 3)
+    m = {k: N.statistics_mask(k, shape, idx, **({"num_groups": 3} if k == "group" else {})) for k in N.NORM_AXES}
+    n_, h, w, c = shape
+    assert m["none"].sum() == 1
+    assert m["batch"].sum() == n_ * h * w and m["batch"][:, :, :, 3].all()
+    assert m["layer"].sum() == h * w * c and m["layer"][1].all()
+    assert m["instance"].sum() == h * w and m["instance"][1, :, :, 3].all()
+    assert m["group"].sum() == h * w * 2 and m["group"][1, :, :, 2:4].all()
+    make = N.get_norm("group", train=True)
+    assert isinstance(make(name="n", num_groups=2), N.GroupNorm)
+
+
+@pytest.mark.parametrize("kind", N.KINDS)
+def test_selected_norm_equals_each_named_layer(kind):
+    sel = N.SelectedNorm(num_groups=4)
+    vs = sel.init(jax.random.key(1), X, 0, True)
+    ref = N.make_norm(kind, train=True, **({"num_groups": 4} if kind == "group" else {}))
+    vr = ref.init(jax.random.key(1), X)
+    ys, ss = sel.apply(vs, X, N.KINDS.index(kind), True, mutable=["batch_stats"])
+    yr, sr = ref.apply(vr, X, mutable=["batch_stats"])
+    np.testing.assert_allclose(ys, yr, atol=2e-5)
+    if kind == "batch":
+        for k in ("mean", "var"):
+            np.testing.assert_allclose(ss["batch_stats"][k], sr["batch_stats"][k], atol=1e-5)
+        ye = sel.apply({**vs, **ss}, X, N.KINDS.index(kind), False)
+        np.testing.assert_allclose(ye, N.BatchNorm(train=False).apply({**vr, **sr}, X), atol=2e-5)
+
+
+def test_weight_standardization():
+    k = normal(3, 3, 4, 6) * 2 + 0.5
+    ws = N.standardize_kernel(k)
+    np.testing.assert_allclose(ws.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ws.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    sws = N.standardize_kernel(k, scaled=True)
+    np.testing.assert_allclose(jnp.sum(sws**2, axis=(0, 1, 2)), 1.0, atol=1e-4)  # N Var = 1
+    x = normal(2, 7, 7, 4)
+    layer = N.WSConv(6, (3, 3), scaled=True, gamma=1.7)
+    v = {"params": {"kernel": k, "bias": normal(6), "gain": jnp.ones(6)}}
+    assert jax.tree.map(jnp.shape, jax.eval_shape(lambda: layer.init(jax.random.key(0), x))) == jax.tree.map(
+        jnp.shape, v)
+    expect = lax.conv_general_dilated(x, 1.7 * N.standardize_kernel(k, scaled=True), (1, 1), "SAME",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
+    np.testing.assert_allclose(layer.apply(v, x), expect, atol=1e-5)
+    # Scaled WS preserves variance: a unit-variance input gives a unit-variance output (interior)
+    big = normal(8, 16, 16, 32)
+    vb = {"params": {"kernel": normal(3, 3, 32, 32) + 0.3, "bias": jnp.zeros(32), "gain": jnp.ones(32)}}
+    out = N.WSConv(32, (3, 3), scaled=True).apply(vb, big)[:, 1:-1, 1:-1]
+    assert 0.9 < float(out.var()) < 1.1
+
+
+def _named_output(kind: str, ws: bool, selected_params: dict, x: jax.Array) -> jax.Array:
+    """The named-normalizer CNN's training-mode output with its parameters taken from the selected one."""
+    from nnbasics.models import get_model
+
+    named = get_model("norm_cnn", norm=kind, widths=(8, 16), convs_per_stage=1, num_groups=4, weight_standardization=ws)
+    shapes = jax.eval_shape(lambda: named.init(jax.random.key(0), x, train=True))  # shapes only
+
+    def take(path, _):
+        node = selected_params
+        for p in path:
+            node = node[p.key]
+        return node
+
+    variables = {"params": jax.tree_util.tree_map_with_path(take, shapes["params"])}
+    if "batch_stats" in shapes:
+        variables["batch_stats"] = jax.tree.map(lambda a: jnp.zeros(a.shape), shapes["batch_stats"])
+    return jax.jit(lambda v: named.apply(v, x, train=True, mutable=["batch_stats"])[0])(variables)
+
+
+def test_norm_cnn_selected_equals_named():
+    from nnbasics.models import get_model
+
+    x = normal(4, 8, 8, 1)
+    sel = get_model("norm_cnn", norm="selected", widths=(8, 16), convs_per_stage=1, num_groups=4)
+    key = jax.random.key(1, impl="rbg")  # rbg: XLA's RngBitGenerator compiles far faster than threefry on CPU
+    vs = jax.jit(lambda k: sel.init(k, x, kind=0, ws=False))(key)
+    apply_sel = jax.jit(lambda v, kind, ws: sel.apply(v, x, train=True, kind=kind, ws=ws, mutable=["batch_stats"])[0])
+    for kind, ws in (("batch", False), ("group", True), ("none", True)):
+        params = vs["params"]
+        if kind != "none":  # the named CNN has no conv bias under a normalizer: zero the selected one's
+            params = {k: ({**v, "bias": jnp.zeros_like(v["bias"])} if k.startswith("conv") else v)
+                      for k, v in params.items()}
+        ys = apply_sel({**vs, "params": params}, N.KINDS.index(kind), ws)
+        yn = _named_output(kind, ws, params, x)
+        np.testing.assert_allclose(ys, yn, atol=2e-4, rtol=1e-3, err_msg=f"{kind} ws={ws}")
