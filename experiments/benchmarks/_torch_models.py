@@ -110,7 +110,7 @@ def resnet_trainer(batch: int = 128, channels_last: bool = True, seed: int = 0):
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return run, model
 

@@ -53,9 +53,15 @@ def spread(values) -> str:
     return f"{np.median(v):.2f} (range {v.min():.2f}-{v.max():.2f})"
 
 
-def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xla: bool = False) -> dict:
-    """Alternate nnbasics and PyTorch runs; returns {model: {"nnbasics": [...], "torch": [...], ...}}."""
+def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xla: bool = False,
+            torch_threads: int = 1) -> dict:
+    """Alternate nnbasics and PyTorch runs; returns {model: {"nnbasics": [...], "torch": [...], ...}}.
+
+    PyTorch runs with `torch_threads` threads: 1 is its fastest setting for these tiny layers (with
+    2 threads its per-op synchronization dominates), so the ratio is conservative."""
     import torch
+
+    torch.set_num_threads(torch_threads)
 
     from nnbasics.data import load_dataset
 
@@ -94,11 +100,12 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--steps", type=int, default=STEPS)
     p.add_argument("--xla", action="store_true", help="also time the CNN with impl='xla' (lax.conv)")
+    p.add_argument("--torch-threads", type=int, default=1)
     args = p.parse_args(argv)
     if not torch_available():
         print("torch is not installed: skipping the PyTorch comparison (pip install -e .[bench])")
         return 0
-    compare(tuple(args.models), args.repeats, args.steps, args.xla)
+    compare(tuple(args.models), args.repeats, args.steps, args.xla, args.torch_threads)
     return 0
 
 

@@ -1,0 +1,187 @@
+"""CNN training speed on the CPU: nnbasics against PyTorch, side by side in one run.
+
+1. The machine's f32 matrix-product rate (jit-compiled 1024x1024 @ 1024x1024 with XLA, and torch).
+2. ResNet-20 (CIFAR shape 32x32x3, batch 128, SGD momentum 0.9, weight decay 5e-4, BatchNorm in
+   training mode): the nnbasics train step (`nnbasics.train.train_step`, jit-compiled, the conv
+   layers on `impl="auto"` and, for comparison, `impl="xla"` = lax.conv) against the same network in
+   PyTorch CPU, NCHW and channels_last, alternated round by round. Prints images/s, the ratios
+   (median and range over rounds), the compile time of the train step, and the achieved GFLOP/s
+   (3x the forward pass's FLOPs per image: forward, input gradient, weight gradient) against the
+   measured matmul rate.
+3. The MNIST-1D CNN, 6000 steps of the reference recipe (see mnist1d_speed.py).
+
+Needs torch (`pip install -e .[bench]`); without it the benchmark says so and exits cleanly.
+
+    python -m experiments.benchmarks.cnn_speed
+    python -m experiments.benchmarks.cnn_speed --rounds 5 --steps 5 --skip-mnist1d
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from experiments.benchmarks.mnist1d_speed import spread, torch_available
+
+BATCH = 128
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 10) -> dict[str, float]:
+    """Best-of-`repeats` f32 matmul rate of XLA and of torch, in GFLOP/s."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = jax.random.normal(jax.random.key(0), (n, n))
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    ta = torch.randn(n, n)
+    tbest = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        ta @ ta
+        tbest = min(tbest, time.perf_counter() - t)
+    del jnp
+    return {"xla": 2 * n**3 / best / 1e9, "torch": 2 * n**3 / tbest / 1e9}
+
+
+def resnet20(conv_impl: str):
+    """The registered ResNet-20 (option A shortcuts, as the PyTorch twin)."""
+    from nnbasics.models import get_model, model_names
+
+    if "resnet20" not in model_names():
+        raise RuntimeError("nnbasics has no registered 'resnet20' model")
+    return get_model("resnet20", num_classes=10, conv_impl=conv_impl)
+
+
+def forward_flops(model, variables, x) -> float:
+    """FLOPs of one forward pass (XLA's cost analysis of the lax.conv version)."""
+    import jax
+
+    compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def nnbasics_trainer(conv_impl: str, batch: int = BATCH):
+    """(run(k) -> loss, compile seconds, params, variables, x) for the nnbasics ResNet-20 step."""
+    import jax
+    import jax.numpy as jnp
+
+    from nnbasics import optim
+    from nnbasics.train import create_state, train_step
+
+    model = resnet20(conv_impl)
+    x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 3))
+    y = jax.random.randint(jax.random.key(1), (batch,), 0, 10)
+    tx = optim.make_optimizer({"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4})
+    state = create_state(model, tx, jax.random.key(2), x[:2])
+    step = jax.jit(train_step, donate_argnums=0)
+    t = time.perf_counter()
+    compiled = step.lower(state, x, y).compile()
+    compile_s = time.perf_counter() - t
+    box = {"state": state}
+
+    def run(k: int) -> float:
+        st = box["state"]
+        for _ in range(k):
+            st, metrics = compiled(st, x, y)
+        box["state"] = st
+        return float(jax.block_until_ready(metrics["loss"]))
+
+    run(1)  # warm up
+    params = int(sum(jnp.size(p) for p in jax.tree.leaves(state.params)))
+    return run, compile_s, params, model, x
+
+
+def time_rounds(runners: dict, rounds: int, steps: int) -> dict[str, list[float]]:
+    """Images/s of every runner, `steps` steps per round, the runners alternating each round."""
+    out = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            t = time.perf_counter()
+            run(steps)
+            out[name].append(steps * BATCH / (time.perf_counter() - t))
+    return out
+
+
+def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
+    import jax
+    import torch
+
+    from experiments.benchmarks import _torch_models as tm
+
+    if len(os.sched_getaffinity(0)) == 1:
+        torch.set_num_threads(1)
+    rate = matmul_gflops()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, this process on "
+          f"{len(os.sched_getaffinity(0))}; ", end="")
+    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with {torch.get_num_threads()} "
+          f"threads; f32 matmul 1024^3: XLA {rate['xla']:.0f} GFLOP/s, torch {rate['torch']:.0f} GFLOP/s", flush=True)
+    impls = ["auto", "xla"] if with_xla else ["auto"]
+    runners, compile_s = {}, {}
+    for impl in impls:
+        run, compile_s[impl], params, model, x = nnbasics_trainer(impl)
+        runners[f"nnbasics[{impl}]"] = run
+    variables = model.init(jax.random.key(0), x[:1], train=False)
+    flops_per_image = 3 * forward_flops(resnet20("xla"), variables, x[:1])
+    for cl in (True, False):
+        run, tmodel = tm.resnet_trainer(BATCH, channels_last=cl)
+        run(1)
+        runners["torch[channels_last]" if cl else "torch[NCHW]"] = run
+    tparams = tm.count_params(tmodel)
+    if tparams != params:
+        print(f"WARNING: parameter counts differ: nnbasics {params}, torch {tparams}")
+    print(f"ResNet-20, batch {BATCH}: {params} parameters (torch twin {tparams}); "
+          f"{flops_per_image / 1e6:.0f} MFLOP per training image (3x forward); "
+          f"train-step compile: " + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()), flush=True)
+    ips = time_rounds(runners, rounds, steps)
+    torch_best = max(("torch[channels_last]", "torch[NCHW]"), key=lambda k: np.median(ips[k]))
+    for name, v in ips.items():
+        gf = np.median(v) * flops_per_image / 1e9
+        print(f"  {name:22s} {spread(v)} images/s, {gf:.0f} GFLOP/s = {100 * gf / rate['xla']:.0f}% of the XLA matmul "
+              f"rate", flush=True)
+    ratios = {}
+    for impl in impls:
+        r = np.array(ips[f"nnbasics[{impl}]"]) / np.array(ips[torch_best])
+        ratios[impl] = r.tolist()
+        print(f"  nnbasics[{impl}] / {torch_best} = {spread(r)}x (per round)", flush=True)
+    return {"images_per_s": ips, "ratios": ratios, "compile_s": compile_s, "matmul": rate,
+            "flops_per_image": flops_per_image, "torch_best": torch_best}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds (the spread is over rounds)")
+    p.add_argument("--steps", type=int, default=4, help="ResNet-20 train steps per runner per round")
+    p.add_argument("--mnist1d-repeats", type=int, default=1)
+    p.add_argument("--skip-mnist1d", action="store_true")
+    p.add_argument("--skip-xla", action="store_true", help="do not time the lax.conv (impl='xla') ResNet-20")
+    p.add_argument("--one-core", action="store_true",
+                   help="pin the process to one core, torch to one thread (a steadier ratio on a busy machine)")
+    args = p.parse_args(argv)
+    if args.one_core:  # before jax or torch start their thread pools
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if not torch_available():
+        print("torch is not installed: skipping the PyTorch comparison (pip install -e .[bench])")
+        return 0
+    resnet_benchmark(args.rounds, args.steps, with_xla=not args.skip_xla)
+    if not args.skip_mnist1d:
+        from experiments.benchmarks.mnist1d_speed import compare
+
+        compare(("cnn",), args.mnist1d_repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
