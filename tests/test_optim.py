@@ -70,3 +70,20 @@ def test_clipping_bounds_update_norm():
 def test_bad_optimizer_configs(bad, match):
     with pytest.raises((ValueError, KeyError), match=match):
         make_optimizer(bad)
+
+
+def test_agc_from_config_equals_the_agc_transformation():
+    from nnbasics.agc import agc, is_classifier
+
+    params = {"conv": {"kernel": jnp.ones((3, 3, 2, 4)) * 0.1}, "head": {"kernel": jnp.ones((4, 10)) * 0.1}}
+    grads = jax.tree.map(lambda p: p * 50.0, params)  # far above the clipping threshold
+    ref = optax.chain(agc(0.01, exclude=is_classifier), optax.sgd(1.0))
+    ours = make_optimizer({"name": "sgd", "learning_rate": 1.0, "agc_clip": 0.01})
+    u_ref, _ = ref.update(grads, ref.init(params), params)
+    u, _ = ours.update(grads, ours.init(params), params)
+    for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(u_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    # the conv kernel is clipped to 1% of its norm; the classifier is left alone
+    np.testing.assert_allclose(jnp.linalg.norm(u["conv"]["kernel"][..., 0]),
+                               0.01 * jnp.linalg.norm(params["conv"]["kernel"][..., 0]), rtol=1e-4)
+    np.testing.assert_allclose(u["head"]["kernel"], -grads["head"]["kernel"], rtol=1e-6)
