@@ -191,3 +191,13 @@ def test_sharded_batch_over_four_cpu_devices():
     out = subprocess.run([sys.executable, "-c", SHARDED], env=env, capture_output=True, text=True, timeout=300,
                          check=False)
     assert "SHARDED OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_speed_benchmarks_skip_cleanly_without_torch(monkeypatch, capsys):
+    from experiments.benchmarks import cnn_speed, mnist1d_speed
+
+    monkeypatch.setattr(cnn_speed, "torch_available", lambda: False)
+    monkeypatch.setattr(mnist1d_speed, "torch_available", lambda: False)
+    assert cnn_speed.main([]) == 0
+    assert mnist1d_speed.main([]) == 0
+    assert capsys.readouterr().out.count("torch is not installed") == 2

@@ -4,7 +4,8 @@
 2. ResNet-20 (CIFAR shape 32x32x3, batch 128, SGD momentum 0.9, weight decay 5e-4, BatchNorm in
    training mode): the nnbasics train step (`nnbasics.train.train_step`, jit-compiled, the conv
    layers on `impl="auto"` and, for comparison, `impl="xla"` = lax.conv) against the same network in
-   PyTorch CPU, NCHW and channels_last, alternated round by round. Prints images/s, the ratios
+   PyTorch CPU (NCHW and channels_last, all threads and one), alternated round by round; the
+   ratio is against PyTorch's fastest configuration. Prints images/s, the ratios
    (median and range over rounds), the compile time of the train step, and the achieved GFLOP/s
    (3x the forward pass's FLOPs per image: forward, input gradient, weight gradient) against the
    measured matmul rate.
@@ -135,10 +136,23 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
         runners[f"nnbasics[{impl}]"] = run
     variables = model.init(jax.random.key(0), x[:1], train=False)
     flops_per_image = 3 * forward_flops(resnet20("xla"), variables, x[:1])
-    for cl in (True, False):
+    threads = torch.get_num_threads()
+    # channels_last and NCHW, with all threads and with one: on a busy machine PyTorch's OpenMP
+    # threads can lose more to waiting than they gain, so the ratio is taken against its best.
+    configs = [(True, threads), (False, threads)] + ([(True, 1)] if threads > 1 else [])
+    for cl, nt in configs:
         run, tmodel = tm.resnet_trainer(BATCH, channels_last=cl)
-        run(1)
-        runners["torch[channels_last]" if cl else "torch[NCHW]"] = run
+        name = f"torch[{'channels_last' if cl else 'NCHW'}, {nt} thr]"
+
+        def with_threads(k, run=run, nt=nt):
+            torch.set_num_threads(nt)
+            try:
+                return run(k)
+            finally:
+                torch.set_num_threads(threads)
+
+        with_threads(1)
+        runners[name] = with_threads
     tparams = tm.count_params(tmodel)
     if tparams != params:
         print(f"WARNING: parameter counts differ: nnbasics {params}, torch {tparams}")
@@ -146,10 +160,10 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
           f"{flops_per_image / 1e6:.0f} MFLOP per training image (3x forward); "
           f"train-step compile: " + ", ".join(f"{k} {v:.1f} s" for k, v in compile_s.items()), flush=True)
     ips = time_rounds(runners, rounds, steps)
-    torch_best = max(("torch[channels_last]", "torch[NCHW]"), key=lambda k: np.median(ips[k]))
+    torch_best = max((k for k in ips if k.startswith("torch")), key=lambda k: np.median(ips[k]))
     for name, v in ips.items():
         gf = np.median(v) * flops_per_image / 1e9
-        print(f"  {name:22s} {spread(v)} images/s, {gf:.0f} GFLOP/s = {100 * gf / rate['xla']:.0f}% of the XLA matmul "
+        print(f"  {name:30s} {spread(v)} images/s, {gf:.0f} GFLOP/s = {100 * gf / rate['xla']:.0f}% of the XLA matmul "
               f"rate", flush=True)
     ratios = {}
     for impl in impls:
@@ -160,6 +174,59 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
             "flops_per_image": flops_per_image, "torch_best": torch_best}
 
 
+# (input H, Cin, Cout, stride, how many) of ResNet-20's 3x3 convolutions
+RESNET20_CONVS = [(32, 3, 16, 1, 1), (32, 16, 16, 1, 6), (32, 16, 32, 2, 1), (16, 32, 32, 1, 5), (16, 32, 64, 2, 1),
+                  (8, 64, 64, 1, 5)]
+
+
+def conv_bound(repeats: int = 5) -> dict[str, float]:
+    """Milliseconds per ResNet-20 step spent in the convolutions alone, each timed in isolation
+    (best of `repeats`): forward, input gradient and weight gradient (lax.conv and chunked). Their
+    sum bounds the images/s of any step built on these kernels, whatever the rest costs."""
+    import functools
+
+    import jax
+
+    from nnbasics.nn.conv import conv_general
+
+    def best(f, *args):
+        jax.block_until_ready(f(*args))
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            jax.block_until_ready(f(*args))
+            ts.append(time.perf_counter() - t)
+        return 1e3 * min(ts)
+
+    total = {"forward": 0.0, "input_grad": 0.0, "weight_grad_xla": 0.0, "weight_grad_chunked": 0.0}
+    flops = 0.0
+    for h, cin, cout, s, count in RESNET20_CONVS:
+        x = jax.random.normal(jax.random.key(0), (BATCH, h, h, cin))
+        w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
+        fwd = {impl: functools.partial(conv_general, strides=s, padding=[(1, 1), (1, 1)], impl=impl)
+               for impl in ("xla", "chunked")}
+        g = jax.random.normal(jax.random.key(2), fwd["xla"](x, w).shape)
+        flops += count * 2 * g.size * 9 * cin
+        t = {
+            "forward": best(jax.jit(fwd["xla"]), x, w),
+            "input_grad": best(jax.jit(lambda x, w, g, f=fwd["xla"]: jax.vjp(lambda a: f(a, w), x)[1](g)[0]), x, w, g)
+            if cin > 3 else 0.0,  # the stem needs no input gradient
+        }
+        for impl in ("xla", "chunked"):
+            f = jax.jit(lambda x, w, g, f=fwd[impl]: jax.vjp(lambda b: f(x, b), w)[1](g)[0])
+            t[f"weight_grad_{impl}"] = best(f, x, w, g)
+        print(f"  conv {h}x{h}x{cin}->{cout} stride {s} (x{count}): " + ", ".join(f"{k} {v:.1f}" for k, v in t.items())
+              + " ms", flush=True)
+        for k, v in t.items():
+            total[k] += count * v
+    conv_ms = total["forward"] + total["input_grad"] + min(total["weight_grad_xla"], total["weight_grad_chunked"])
+    print("  per step: " + ", ".join(f"{k} {v:.0f} ms" for k, v in total.items()) + f"; the convolutions alone "
+          f"({3 * flops / 1e9:.1f} GFLOP) take >= {conv_ms:.0f} ms = at most {BATCH * 1e3 / conv_ms:.0f} images/s "
+          f"({3 * flops / conv_ms / 1e6:.0f} GFLOP/s)", flush=True)
+    total["bound_images_per_s"] = BATCH * 1e3 / conv_ms
+    return total
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (the spread is over rounds)")
@@ -167,6 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--mnist1d-repeats", type=int, default=1)
     p.add_argument("--skip-mnist1d", action="store_true")
     p.add_argument("--skip-xla", action="store_true", help="do not time the lax.conv (impl='xla') ResNet-20")
+    p.add_argument("--bound", action="store_true", help="also time every ResNet-20 conv alone (the conv-only bound)")
     p.add_argument("--one-core", action="store_true",
                    help="pin the process to one core, torch to one thread (a steadier ratio on a busy machine)")
     args = p.parse_args(argv)
@@ -176,6 +244,8 @@ def main(argv=None) -> int:
         print("torch is not installed: skipping the PyTorch comparison (pip install -e .[bench])")
         return 0
     resnet_benchmark(args.rounds, args.steps, with_xla=not args.skip_xla)
+    if args.bound:
+        conv_bound()
     if not args.skip_mnist1d:
         from experiments.benchmarks.mnist1d_speed import compare
 
