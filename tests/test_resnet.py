@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from nnbasics.analysis.model_stats import random_variables
 from nnbasics.models import get_model, model_info, model_names
 from nnbasics.models import resnet as R
 
@@ -105,7 +106,7 @@ def test_projection_shortcut_where_shape_changes():
 def test_train_mode_updates_batch_stats_and_sows_responses():
     m = get_model("resnet20", width=4)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
-    v = m.init(jax.random.key(1), x, train=False)
+    v = random_variables(m, (32, 32, 3))
     y, upd = m.apply(v, x, train=True, mutable=["batch_stats", "intermediates"])
     assert y.shape == (4, 10) and bool(jnp.isfinite(y).all())
     assert len(jax.tree.leaves(upd["intermediates"])) == 18  # two 3x3 responses per block, 9 blocks
@@ -128,10 +129,38 @@ def test_norm_and_activation_are_pluggable():
         R.cifar_resnet(21)
 
 
-def test_imagenet_resnet_forward_small_input():
-    """Global average pooling lets the ImageNet ResNets run on a 32x32 input."""
-    m = get_model("resnet18", num_classes=5)
-    x = jax.random.normal(jax.random.key(0), (1, 32, 32, 3))
-    v = m.init(jax.random.key(1), x)
-    y = m.apply(v, x)
-    assert y.shape == (1, 5) and bool(jnp.isfinite(y).all())
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "plain34", "resnet56", "plain110"])
+def test_forward_small_input(name):
+    """Global average pooling lets the ImageNet ResNets run on a 32x32 input (eagerly: no compile
+    of the whole net); weights filled on the host."""
+    m = get_model(name, num_classes=5)
+    x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
+    y = m.apply(random_variables(m, (32, 32, 3)), x)
+    assert y.shape == (2, 5) and bool(jnp.isfinite(y).all()) and float(jnp.std(y)) > 0
+
+
+def test_scanned_blocks_compute_the_same_function():
+    """scan_blocks=True stacks the blocks after each stage's first (one compiled body per stage):
+    the same parameters, the same outputs, the same BatchNorm statistics and responses."""
+    a, b = get_model("resnet20", width=4), get_model("resnet20", width=4, scan_blocks=True)
+    assert n_params(a, (16, 16, 3)) == n_params(b, (16, 16, 3))
+    x = jax.random.normal(jax.random.key(0), (4, 16, 16, 3))
+    vb = random_variables(b, (16, 16, 3), seed=3)
+
+    def unroll(tree):
+        out = {}
+        for k, sub in tree.items():
+            if k.endswith("_blocks"):
+                n = jax.tree.leaves(sub)[0].shape[0]
+                for j in range(n):
+                    out[f"{k.split('_')[0]}_block{j + 2}"] = jax.tree.map(lambda t, j=j: t[j], sub["block"])
+            else:
+                out[k] = sub
+        return out
+
+    va = {c: unroll(vb[c]) for c in vb}
+    ya, ua = a.apply(va, x, train=True, mutable=["batch_stats", "intermediates"])
+    yb, ub = b.apply(vb, x, train=True, mutable=["batch_stats", "intermediates"])
+    np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
+    for u, v in zip(jax.tree.leaves(unroll(ub["batch_stats"])), jax.tree.leaves(ua["batch_stats"])):
+        np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)

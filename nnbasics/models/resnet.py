@@ -153,6 +153,27 @@ class BottleneckBlock(_Block):
         return act(self.add_shortcut(x, y, train))
 
 
+class _BlockCell(nn.Module):
+    """One block as a scan cell: (x, None) -> (block(x), None)."""
+
+    block_cls: Any
+    features: int
+    train: bool
+    kw: Any
+
+    @nn.compact
+    def __call__(self, x: jax.Array, _: Any = None) -> tuple[jax.Array, None]:
+        return self.block_cls(self.features, name="block", **self.kw)(x, self.train), None
+
+
+def _scanned_blocks(length: int) -> Any:
+    """`length` identical blocks, parameters stacked on a leading axis (one compiled body)."""
+    return nn.scan(
+        _BlockCell, variable_axes={"params": 0, "batch_stats": 0, "intermediates": 0},
+        split_rngs={"params": True, "dropout": True}, length=length,
+    )
+
+
 class ResNet(nn.Module):
     """A ResNet (or plain net with `residual=False`): stem, stages of blocks, global pool, linear.
 
@@ -169,6 +190,7 @@ class ResNet(nn.Module):
     norm: Any = "batch"
     activation: Any = "relu"
     conv_impl: str = "auto"
+    scan_blocks: bool = False  # the blocks after each stage's first as one nn.scan: compiles once per stage
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -187,12 +209,15 @@ class ResNet(nn.Module):
         else:
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}")
         block_cls = BasicBlock if self.block == "basic" else BottleneckBlock
+        kw = {"residual": self.residual, "shortcut": self.shortcut, "norm": self.norm, "activation": self.activation,
+              "conv_impl": self.conv_impl}
         for i, (n, width) in enumerate(zip(self.stage_sizes, self.widths)):
-            for j in range(n):
-                x = block_cls(
-                    width, strides=2 if (i > 0 and j == 0) else 1, residual=self.residual, shortcut=self.shortcut,
-                    norm=self.norm, activation=self.activation, conv_impl=self.conv_impl, name=f"stage{i + 1}_block{j + 1}",
-                )(x, train)
+            x = block_cls(width, strides=2 if i > 0 else 1, name=f"stage{i + 1}_block1", **kw)(x, train)
+            if n > 1 and self.scan_blocks:
+                x, _ = _scanned_blocks(n - 1)(block_cls, width, train, kw, name=f"stage{i + 1}_blocks")(x)
+            else:
+                for j in range(1, n):
+                    x = block_cls(width, name=f"stage{i + 1}_block{j + 1}", **kw)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, name="head")(x)
 
