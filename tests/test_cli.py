@@ -119,3 +119,14 @@ def test_reproduce_writes_combined_report(tmp_path, monkeypatch):
     assert calls == [("mnist1d", "smoke")]
     text = path.read_text()
     assert "1 of 1 claims pass" in text and "| mnist1d |" in text
+
+
+def test_models_command(capsys):
+    assert main(["models", "--json", "resnet20", "mnist1d_cnn"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_name = {r["name"]: r for r in rows}
+    assert set(by_name) == {"resnet20", "mnist1d_cnn"}
+    assert by_name["mnist1d_cnn"]["params"] == 5210 and by_name["resnet20"]["params"] == 269722
+    assert by_name["resnet20"]["macs"] > 0 and "input_shape" in by_name["resnet20"]
+    assert main(["models", "resnet21"]) == 2
+    assert "did you mean" in capsys.readouterr().err
