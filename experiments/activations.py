@@ -1,0 +1,400 @@
+"""Sigmoid, tanh, ReLU, leaky ReLU and PReLU: vanishing gradients, dead units, speed of training, a learned slope.
+
+The lecture's nonlinearities and their derivatives (plotted from the hand-written g'(y), which
+the tests check against jax.grad), then four measurements on the embedded `digits` set:
+(a) per-layer gradient norms of a 10-layer MLP at initialization (sigmoid's first layer gets a
+gradient orders of magnitude below ReLU's); (b) the fraction of dead ReLU units after training
+with a large learning rate; (c) epochs for a small 4-layer CNN to reach 25% training error with
+ReLU against tanh, each with its learning rate tuned on a grid (AlexNet's Figure 1: 6x on
+CIFAR-10); (d) the slopes a PReLU network learns (He et al. 2015).
+
+On this data (c) does not reproduce: with He init for ReLU, LeCun init for tanh and each rate
+tuned, tanh reaches 25% training error on digits as fast as or faster than ReLU (ratio below 1;
+a one-seed check on `photos` crops gave about 1, and raw-scale inputs made ReLU worse, not
+tanh). The claim reports the measured ratio and fails rather than moving the threshold.
+
+    nnbasics run activations --quick
+    nnbasics run activations --config.cnn.data=photos --config.cnn.steps=1200
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from nnbasics import claims as C
+from nnbasics.analysis.gradients import dead_fraction, layer_gradient_norms
+from nnbasics.data import load_dataset
+from nnbasics.models import get_model
+from nnbasics.nn import activations as A
+from nnbasics.plotting import band, subplots
+from nnbasics.train import TrainConfig, fit, steps_to_reach
+
+TOPIC = "basics"
+ORDER = 21
+ACTS = A.LECTURE_ACTIVATIONS  # sigmoid, tanh, relu, leaky_relu, prelu
+
+SWEEPS = {
+    "depth": [{"gradients.depth": d} for d in (5, 10, 20)],
+    "dead_lr": [{"dead.large_learning_rate": lr} for lr in (0.3, 0.6, 1.0)],
+    "cnn_data": [{"cnn.data": "digits"}, {"cnn.data": "photos", "cnn.steps": 1200, "cnn.eval_every": 30}],
+}
+
+
+def get_config(preset: str = "full") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = "digits"
+    c.activations = ACTS  # compared in (a); (c) is always ReLU against tanh
+    # (a) gradient norms per layer at initialization
+    c.gradients = ml_collections.ConfigDict({"depth": 10, "width": 64, "batch": 512, "seeds": tuple(range(5)), "min_orders": 2.0})
+    # (b) dead ReLU units after training with a small and a large learning rate (plain SGD)
+    c.dead = ml_collections.ConfigDict(
+        {
+            "hidden": (100, 100, 100),
+            "small_learning_rate": 0.05,
+            "large_learning_rate": 1.0,
+            "steps": 400,
+            "batch_size": 64,
+            "eval_every": 50,
+            "seeds": (0, 1, 2),
+            "min_fraction": 0.25,  # at least this fraction dead at the large rate
+            "min_ratio": 3.0,  # and this many times the fraction at the small rate
+        }
+    )
+    # (c) epochs to a training error: the 4-layer CNN with ReLU vs tanh, each with its best learning rate
+    c.cnn = ml_collections.ConfigDict(
+        {
+            "data": "digits",
+            "features": (32, 32, 64),
+            "conv_impl": "patches",  # the patch-matrix conv: fast on CPU, also when vmapped over learning rates
+            "optimizer": ml_collections.ConfigDict({"name": "momentum", "learning_rate": 0.01, "momentum": 0.9}),
+            "learning_rates": (0.01, 0.03, 0.1, 0.3),
+            "steps": 330,
+            "batch_size": 64,
+            "eval_every": 11,
+            "seeds": (0, 1, 2),
+            "train_error": 0.25,  # AlexNet's Figure 1 threshold
+            "min_ratio": 2.0,  # "several times faster"
+            "num_train": 0,  # 0: the whole training set (photos: n_train)
+        }
+    )
+    # (d) PReLU slopes learned by an MLP
+    c.prelu = ml_collections.ConfigDict(
+        {
+            "hidden": (100, 100, 100),
+            "optimizer": ml_collections.ConfigDict({"name": "momentum", "learning_rate": 0.05, "momentum": 0.9}),
+            "steps": 500,
+            "batch_size": 64,
+            "eval_every": 50,
+            "seeds": (0, 1, 2),
+            "min_mean_abs_alpha": 0.1,
+            "min_change": 0.1,
+        }
+    )
+    if preset == "quick":
+        c.gradients.seeds = (0, 1, 2)
+        c.dead.seeds = (0, 1)
+        c.dead.steps = 300
+        c.cnn.features = (16, 16, 32)
+        c.cnn.learning_rates = (0.03, 0.1, 0.3)
+        c.cnn.steps = 110  # 5 epochs; both reach 25% error within ~2
+        c.cnn.seeds = (0, 1)
+        c.prelu.seeds = (0, 1)
+        c.prelu.steps = 300
+    elif preset == "smoke":
+        c.activations = ("sigmoid", "relu")
+        c.gradients.seeds = (0,)
+        c.gradients.depth = 4
+        c.gradients.batch = 64
+        c.dead.seeds = (0,)
+        c.dead.hidden = (16, 16)
+        c.dead.steps = 10
+        c.dead.eval_every = 5
+        c.cnn.features = (4, 4, 4)
+        c.cnn.conv_impl = "xla"  # compiles faster; the run is too short for speed to matter
+        c.cnn.num_train = 256
+        c.cnn.learning_rates = (0.1,)
+        c.cnn.steps = 10
+        c.cnn.eval_every = 5
+        c.cnn.seeds = (0,)
+        c.prelu.seeds = (0,)
+        c.prelu.hidden = (8, 8)
+        c.prelu.steps = 10
+        c.prelu.eval_every = 5
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if int(config.gradients.depth) < 2:
+        raise ValueError(f"config.gradients.depth must be >= 2 (a hidden layer and a read-out), got {config.gradients.depth}")
+    if not 0 < float(config.cnn.train_error) < 1:
+        raise ValueError(f"config.cnn.train_error must be in (0, 1), got {config.cnn.train_error}")
+    if not config.cnn.learning_rates or any(not float(lr) > 0 for lr in config.cnn.learning_rates):
+        raise ValueError(f"config.cnn.learning_rates must be positive numbers, got {config.cnn.learning_rates}")
+    if not float(config.dead.small_learning_rate) < float(config.dead.large_learning_rate):
+        raise ValueError("config.dead.small_learning_rate must be below config.dead.large_learning_rate")
+    for a in config.activations:
+        A.ACTIVATIONS.check(a)
+    if "sigmoid" not in config.activations or "relu" not in config.activations:
+        raise ValueError(f"config.activations must include 'sigmoid' and 'relu' (claim a), got {config.activations}")
+    if config.cnn.data not in ("digits", "photos"):
+        raise ValueError(f"config.cnn.data must be 'digits' or 'photos', got {config.cnn.data!r}")
+
+
+def _mlp_init(act: str) -> str:
+    return "lecun" if act in ("sigmoid", "tanh") else "he"
+
+
+# ------------------------------------------------------------------------------------- parts
+
+
+def plot_functions(workdir) -> None:
+    xs = jnp.linspace(-4, 4, 401)
+    fig, axes = subplots(1, len(ACTS), size=(3.0, 2.8))
+    for ax, name in zip(axes, ACTS):
+        ax.plot(xs, A.get_activation(name)(xs), label="g(y)")
+        ax.plot(xs, A.derivative(name)(xs), label="g'(y)", ls="--")
+        extra = {"leaky_relu": " (alpha 0.02)", "prelu": " (alpha 0.25 at init)"}.get(name, "")
+        ax.set(title=name + extra, xlabel="y", ylim=(-1.2, 2.2))
+        ax.axhline(0, color="k", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("value")
+    axes[0].legend(loc="upper left")
+    fig.tight_layout()
+    workdir.save_figure(fig, "activation_functions")
+
+
+def gradient_norms(config, data) -> dict[str, np.ndarray]:
+    """(seeds, layers) kernel-gradient norms at init of the depth-L MLP, per activation."""
+    gc = config.gradients
+    x = jnp.asarray(data.x_train[: int(gc.batch)])
+    y = jnp.asarray(data.y_train[: int(gc.batch)])
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in gc.seeds])
+    out = {}
+    for act in config.activations:
+        model = get_model("mlp", num_classes=data.num_classes, hidden=(int(gc.width),) * (int(gc.depth) - 1),
+                          activation=act, init_scheme=_mlp_init(act))
+        names = [f"hidden_{i}" for i in range(int(gc.depth) - 1)] + ["head"]
+
+        def one(kd, model=model, names=names):
+            v = model.init(jax.random.wrap_key_data(kd), x[:1])
+            norms = layer_gradient_norms(model.apply, v, x, y)
+            return jnp.stack([norms[n] for n in names])
+
+        out[act] = np.asarray(jax.jit(jax.vmap(one))(keys), np.float64)
+    return out
+
+
+def dead_units_run(config, data, workdir):
+    dc = config.dead
+    x_all = jnp.asarray(data.x_train)
+    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(dc.hidden), activation="relu")
+    tc = TrainConfig(
+        steps=int(dc.steps), batch_size=int(dc.batch_size), eval_every=int(dc.eval_every), seeds=tuple(dc.seeds),
+        learning_rates=(float(dc.small_learning_rate), float(dc.large_learning_rate)),
+        optimizer={"name": "sgd", "learning_rate": float(dc.small_learning_rate)}, stop_on_nan=False,
+    )
+    res = fit(model, data, tc, metrics_writer=workdir.metrics, tag="dead_relu",
+              eval_fns={"dead_fraction": lambda st: dead_fraction(st.apply_fn, st.variables, x_all)})
+    return res
+
+
+def cnn_data(config):
+    cc = config.cnn
+    if cc.data == "photos":
+        kw = {"n_train": int(cc.num_train)} if int(cc.num_train) else {}
+        return load_dataset("photos", **kw)
+    data = load_dataset("digits")
+    return data.subset(int(cc.num_train)) if int(cc.num_train) else data
+
+
+def relu_vs_tanh(config, data, workdir) -> dict[str, dict]:
+    """Per activation: epochs to the training-error threshold for every learning rate (mean over
+    seeds; inf if a seed never gets there), the best rate, and its training-error curve."""
+    cc = config.cnn
+    steps_per_epoch = data.num_train // int(cc.batch_size)
+    tc = TrainConfig(
+        steps=int(cc.steps), batch_size=int(cc.batch_size), eval_every=int(cc.eval_every), seeds=tuple(cc.seeds),
+        learning_rates=tuple(float(v) for v in cc.learning_rates), optimizer=cc.optimizer.to_dict(), eval_train=True,
+    )
+    out = {}
+    for act in ("relu", "tanh"):
+        model = get_model("small_cnn", num_classes=data.num_classes, activation=act, features=tuple(cc.features),
+                          impl=cc.conv_impl)
+        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=f"cnn_{act}")
+        steps, acc = res.curve("train_full_accuracy")
+        err = 1 - acc  # (members, evals)
+        epochs = steps / steps_per_epoch
+        lrs = [float(v) for v in cc.learning_rates]
+        per_lr = []
+        for lr in lrs:
+            rows = [i for i, m in enumerate(res.members) if m["learning_rate"] == lr]
+            hits = [steps_to_reach(epochs, err[i], float(cc.train_error)) for i in rows]
+            per_lr.append(float(np.mean(hits)))
+        best = int(np.argmin(per_lr))
+        rows = [i for i, m in enumerate(res.members) if m["learning_rate"] == lrs[best]]
+        out[act] = {"epochs_per_lr": per_lr, "best_lr": lrs[best], "epochs": per_lr[best],
+                    "curve": (epochs, err[rows])}
+    return out
+
+
+def prelu_run(config, data, workdir):
+    pc = config.prelu
+    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(pc.hidden), activation="prelu")
+    fns = {f"alpha_{i}": (lambda st, i=i: st.params[f"PReLU_{i}"]["alpha"]) for i in range(len(pc.hidden))}
+    return fit(model, data, TrainConfig.from_config(pc), metrics_writer=workdir.metrics, tag="prelu", eval_fns=fns)
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data)
+    plot_functions(workdir)
+
+    # (a)
+    norms = gradient_norms(config, data)
+    gc = config.gradients
+    layers = np.arange(1, int(gc.depth) + 1)
+    fig, axes = subplots(1, 1, size=(6.5, 4.2))
+    acts = tuple(config.activations)
+    for act, (marker, ls) in zip(acts, [("o", "-"), ("s", "-"), ("^", "--"), ("v", ":"), ("D", "-.")]):
+        band(axes[0], layers, norms[act], label=act, marker=marker, ls=ls, ms=4)
+    axes[0].set_yscale("log")
+    axes[0].set(xlabel="layer (1 = first, next to the input)", ylabel="||dL/dW|| at initialization",
+                title=f"{gc.depth}-layer MLP on digits: gradient norm per layer")
+    axes[0].legend()
+    axes[0].grid(alpha=0.3, which="both")
+    workdir.save_figure(fig, "gradient_norms")
+    first = {a: float(np.exp(np.mean(np.log(norms[a][:, 0])))) for a in acts}  # geometric mean over seeds
+    last = {a: float(np.exp(np.mean(np.log(norms[a][:, -2])))) for a in acts}  # last hidden layer
+    orders = math.log10(first["relu"] / first["sigmoid"])
+
+    # (b)
+    dc = config.dead
+    dres = dead_units_run(config, data, workdir)
+    steps, dead = dres.curve("dead_fraction")
+    small = [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(dc.small_learning_rate)]
+    large = [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(dc.large_learning_rate)]
+    dead_small, dead_large = float(dead[small, -1].mean()), float(dead[large, -1].mean())
+    acc = dres.final("test_accuracy")
+    # (c)
+    cdata = cnn_data(config)
+    cnn = relu_vs_tanh(config, cdata, workdir)
+    ratio = cnn["tanh"]["epochs"] / cnn["relu"]["epochs"] if math.isfinite(cnn["relu"]["epochs"]) else math.nan
+    cc = config.cnn
+    note = (
+        "" if C.at_least(ratio, float(cc.min_ratio)) else
+        f" Measured ratio {ratio:.2f}: AlexNet's speed-up does not reproduce on {cc.data} with each activation's "
+        "own init and tuned learning rate."
+    )
+    # (d)
+    pres = prelu_run(config, data, workdir)
+    n_prelu = len(config.prelu.hidden)
+    alphas = np.stack([pres.final(f"alpha_{i}") for i in range(n_prelu)], 1)  # (seeds, layers)
+
+    fig, axes = subplots(1, 3, size=(4.6, 3.6))
+    ax = axes[0]
+    band(ax, steps, 100 * dead[small], label=f"learning rate {dc.small_learning_rate:g}")
+    band(ax, steps, 100 * dead[large], label=f"learning rate {dc.large_learning_rate:g}")
+    ax.set(xlabel="SGD step", ylabel="dead ReLU units (%)", title="dead units: never positive on the training set")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    thr = float(config.cnn.train_error)
+    for act in ("relu", "tanh"):
+        ep, err = cnn[act]["curve"]
+        band(ax, ep, 100 * err, label=f"{act} (lr {cnn[act]['best_lr']:g}): {cnn[act]['epochs']:.2f} epochs")
+    ax.axhline(100 * thr, color="k", ls=":", lw=1, label=f"{100 * thr:.0f}% training error")
+    ax.set(xlabel="epoch", ylabel="training error (%)", ylim=(0, 100),
+           title=f"4-layer CNN on {config.cnn.data}: best rate each")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[2]
+    for i in range(n_prelu):
+        s, a = pres.curve(f"alpha_{i}")
+        band(ax, s, a, label=f"PReLU after hidden layer {i + 1}")
+    ax.axhline(A.PRELU_INIT, color="k", ls=":", lw=1, label="initial slope 0.25")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set(xlabel="step", ylabel="learned slope alpha", title="PReLU: learned negative slopes")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    workdir.save_figure(fig, "training")
+
+    return [
+        C.claim(
+            "vanishing_gradients_sigmoid",
+            f"In a {gc.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
+            "magnitude smaller with sigmoid than with ReLU (sigmoid' <= 1/4 shrinks it at every layer)",
+            "Lecture: sigmoid 'saturation ... gradients go to zero'; Glorot & Bengio 2010",
+            f"log10(first-layer gradient norm ReLU / sigmoid) >= {gc.min_orders:g}",
+            {
+                "orders_of_magnitude_relu_over_sigmoid": orders,
+                **{f"grad_norm_first_{a}": first[a] for a in acts},
+                "first_over_last_hidden_sigmoid": first["sigmoid"] / last["sigmoid"],
+                "first_over_last_hidden_relu": first["relu"] / last["relu"],
+            },
+            C.at_least(orders, float(gc.min_orders)),
+        ),
+        C.claim(
+            "dead_relu_units",
+            "Training a ReLU MLP with a large learning rate kills units: their pre-activation is <= 0 on every "
+            "training example, so they output 0 and get no gradient",
+            "Lecture: 'if strongly in negative region, unit is dead forever (no gradient)'",
+            f"dead fraction at lr {dc.large_learning_rate:g} >= {dc.min_fraction:g} and >= {dc.min_ratio:g}x "
+            f"the fraction at lr {dc.small_learning_rate:g}",
+            {
+                "dead_fraction_large_lr": dead_large,
+                "dead_fraction_small_lr": dead_small,
+                "test_accuracy_large_lr": float(acc[large].mean()) * 100,
+                "test_accuracy_small_lr": float(acc[small].mean()) * 100,
+            },
+            C.at_least(dead_large, float(dc.min_fraction)) and C.at_least(dead_large, float(dc.min_ratio) * dead_small),
+        ),
+        C.claim(
+            "relu_faster_than_tanh",
+            f"A 4-layer CNN with ReLU reaches {100 * thr:.0f}% training error several times faster (in epochs) than "
+            f"the same CNN with tanh, each at its best learning rate of {tuple(cc.learning_rates)}, on "
+            f"{cc.data} (AlexNet measured 6x on CIFAR-10; here He init for ReLU, LeCun init for tanh).{note}",
+            "Krizhevsky, Sutskever & Hinton 2012, Figure 1; lecture 'see 6x speedup vs tanh'",
+            f"epochs(tanh) / epochs(ReLU) >= {cc.min_ratio:g} (published: 6)",
+            {
+                "epochs_ratio_tanh_over_relu": ratio,
+                "epochs_relu": cnn["relu"]["epochs"],
+                "epochs_tanh": cnn["tanh"]["epochs"],
+                "best_lr_relu": cnn["relu"]["best_lr"],
+                "best_lr_tanh": cnn["tanh"]["best_lr"],
+                "epochs_relu_per_lr": cnn["relu"]["epochs_per_lr"],
+                "epochs_tanh_per_lr": cnn["tanh"]["epochs_per_lr"],
+            },
+            C.at_least(ratio, float(cc.min_ratio)),
+        ),
+        C.claim(
+            "prelu_learns_slope",
+            "PReLU learns its negative slope: the slopes move away from their initial 0.25 and end clearly "
+            "non-zero on average over layers (per-layer values reported; a layer may also learn a slope near 0)",
+            "He et al. 2015, 'Delving deep into rectifiers', Sec. 2.1 and Table 1 (learned slopes 0.05-0.7)",
+            f"mean |alpha| over layers >= {config.prelu.min_mean_abs_alpha:g} for every seed and "
+            f"max |alpha - 0.25| >= {config.prelu.min_change:g}",
+            {
+                **{f"alpha_layer{i + 1}": float(alphas[:, i].mean()) for i in range(n_prelu)},
+                "mean_abs_alpha_min_over_seeds": float(np.abs(alphas).mean(1).min()),
+                "min_abs_alpha": float(np.abs(alphas).min()),
+                "max_change_from_init": float(np.abs(alphas - A.PRELU_INIT).max()),
+                "test_accuracy_prelu": float(pres.final("test_accuracy").mean()) * 100,
+            },
+            C.at_least(np.abs(alphas).mean(1).min(), float(config.prelu.min_mean_abs_alpha))
+            and C.at_least(np.abs(alphas - A.PRELU_INIT).max(), float(config.prelu.min_change)),
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    from nnbasics.cli import experiment_main
+
+    experiment_main(__file__)

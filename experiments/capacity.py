@@ -1,0 +1,210 @@
+"""One layer draws a line and fails on spirals; two or more layers fit them; narrow-deep beats wide-shallow at equal parameters.
+
+Softmax regression (one linear layer) against MLPs with 1, 2 and 4 hidden ReLU layers whose
+widths are chosen so that all three have the same number of parameters (about 900), trained
+with Adam on two interleaved spirals (2.5 turns), the learning rate picked per model from a grid
+by training accuracy. The lecture: "1 layer? Linear decision surface. 2+ layers? In theory, can
+represent any function. But issue is efficiency: very wide two layers vs narrow deep model? In
+practice, more layers helps."
+
+    nnbasics run capacity --quick
+    nnbasics run capacity --config.turns=1.5 --config.budget=3000
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments.perceptron_xor import plot_decision_regions
+from nnbasics import claims as C
+from nnbasics.data import load_dataset
+from nnbasics.models import get_model
+from nnbasics.models.mlp import count_params
+from nnbasics.plotting import band, subplots
+from nnbasics.train import TrainConfig, fit
+
+TOPIC = "basics"
+ORDER = 22
+
+SWEEPS = {
+    "turns": [{"turns": t} for t in (1.0, 1.5, 2.0, 2.5, 3.0)],
+    "budget": [{"budget": b} for b in (300, 900, 3000)],
+}
+
+
+def get_config(preset: str = "full") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = "spirals"
+    c.turns = 2.5
+    c.noise = 0.05
+    c.budget = 900  # parameters of every hidden-layer model (widths solved for)
+    c.depths = (1, 2, 4)  # hidden layers: 1 = wide-shallow (a 2-layer net), 4 = narrow-deep
+    c.activation = "relu"
+    c.optimizer = ml_collections.ConfigDict({"name": "adam", "learning_rate": 0.01})
+    c.learning_rates = (0.003, 0.01, 0.03)
+    c.steps = 3000
+    c.batch_size = 100
+    c.eval_every = 250
+    c.seeds = (0, 1, 2, 3, 4)
+    c.linear_max_accuracy = 75.0  # a line cannot do much better than chance (50%) on spirals
+    c.fit_min_accuracy = 90.0  # "fits": training accuracy of every model with a hidden layer
+    if preset == "quick":
+        c.seeds = (0, 1, 2)
+    elif preset == "smoke":
+        c.seeds = (0,)
+        c.depths = (1, 2)
+        c.learning_rates = (0.01,)
+        c.steps = 20
+        c.eval_every = 10
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if not config.depths or any(int(d) < 1 for d in config.depths):
+        raise ValueError(f"config.depths must list hidden-layer counts >= 1, got {config.depths}")
+    if 1 not in config.depths or len(config.depths) < 2:
+        raise ValueError("config.depths must include 1 (wide-shallow) and at least one deeper net")
+    if int(config.budget) < 50:
+        raise ValueError(f"config.budget must be at least 50 parameters, got {config.budget}")
+    if not float(config.turns) > 0:
+        raise ValueError(f"config.turns must be > 0, got {config.turns}")
+
+
+def mlp_param_count(inputs: int, hidden: tuple[int, ...], outputs: int) -> int:
+    """Weights and biases of Dense layers inputs -> hidden... -> outputs."""
+    sizes = [inputs, *hidden, outputs]
+    return sum(a * b + b for a, b in itertools.pairwise(sizes))
+
+
+def width_for_budget(inputs: int, outputs: int, depth: int, budget: int) -> int:
+    """The width w whose MLP with `depth` hidden layers of w units has the parameter count
+    closest to `budget`."""
+    best, best_gap = 1, float("inf")
+    for w in range(1, budget + 1):
+        gap = abs(mlp_param_count(inputs, (w,) * depth, outputs) - budget)
+        if gap < best_gap:
+            best, best_gap = w, gap
+        elif mlp_param_count(inputs, (w,) * depth, outputs) > budget:
+            break
+    return best
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data, turns=float(config.turns), noise=float(config.noise))
+    d_in, k = data.input_shape[0], data.num_classes
+    tc = TrainConfig.from_config(config)
+    tc.eval_train = True
+    models = {"1 layer (linear)": ()}
+    for depth in config.depths:
+        w = width_for_budget(d_in, k, int(depth), int(config.budget))
+        models[f"{int(depth) + 1} layers ({depth}x{w})"] = (w,) * int(depth)
+
+    results = {}
+    for label, hidden in models.items():
+        model = get_model("mlp", num_classes=k, hidden=hidden, activation=config.activation)
+        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=label)
+        lrs = [m["learning_rate"] for m in res.members]
+        uniq = sorted(set(lrs))
+        train = res.final("train_full_accuracy")
+        mean_by_lr = [train[[i for i, v in enumerate(lrs) if v == lr]].mean() for lr in uniq]
+        best = uniq[int(np.argmax(mean_by_lr))]
+        rows = [i for i, v in enumerate(lrs) if v == best]
+        results[label] = {
+            "hidden": hidden, "res": res, "rows": rows, "lr": best,
+            "train": 100 * float(train[rows].mean()), "test": 100 * float(res.final("test_accuracy")[rows].mean()),
+            "params": count_params(res.member_state(rows[0]).params),
+        }
+
+    labels = list(results)
+    ncols = 3
+    nrows = -(-(len(labels) + 2) // ncols)
+    fig, axes = subplots(nrows, ncols, size=(3.8, 3.7))
+    for ax, label in zip(axes[: len(labels)], labels):
+        r = results[label]
+        st = r["res"].member_state(r["rows"][0])
+
+        def predict(pts, st=st):
+            return np.argmax(np.asarray(st.apply_fn({"params": st.params}, jnp.asarray(pts))), -1)
+
+        plot_decision_regions(ax, predict, data.x_test, data.y_test,
+                              f"{label}: {r['params']} params\ntest accuracy {r['test']:.1f}%", lim=(-1.2, 1.2), n=150)
+    axes[0].legend(loc="lower left", fontsize=7)
+    ax = axes[len(labels)]
+    for label in labels:
+        r = results[label]
+        steps, acc = r["res"].curve("train_full_accuracy")
+        band(ax, steps, 100 * acc[r["rows"]], label=f"{label}, lr {r['lr']:g}")
+    ax.set(xlabel="Adam step", ylabel="training accuracy (%)", title="training accuracy (best rate each)", ylim=(40, 101))
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    ax = axes[len(labels) + 1]
+    pos = np.arange(len(labels))
+    ax.bar(pos - 0.2, [results[lab]["train"] for lab in labels], 0.4, label="train")
+    ax.bar(pos + 0.2, [results[lab]["test"] for lab in labels], 0.4, label="test")
+    ax.set_xticks(pos, [lab.split(" (")[0] + "\n(" + lab.split(" (")[1] for lab in labels], fontsize=8)
+    ax.set(ylabel="accuracy (%)", ylim=(40, 101), title=f"final accuracy (mean of {len(config.seeds)} seeds)")
+    ax.axhline(50, color="k", ls=":", lw=1)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="y")
+    for a in axes[len(labels) + 2:]:
+        a.axis("off")
+    fig.tight_layout()
+    workdir.save_figure(fig, "decision_surfaces")
+
+    lin = results[labels[0]]
+    hidden_labels = labels[1:]
+    shallow = results[hidden_labels[0]]
+    deep_label = max(hidden_labels, key=lambda lab: len(results[lab]["hidden"]))
+    deep = results[deep_label]
+    min_fit = min(results[lab]["train"] for lab in hidden_labels)
+    params = [results[lab]["params"] for lab in hidden_labels]
+    param_spread = (max(params) - min(params)) / max(params)
+    return [
+        C.claim(
+            "one_layer_fails",
+            "One linear layer draws a linear decision boundary and fails on two interleaved spirals",
+            "Lecture: 'Representational power: 1 layer? Linear decision surface'",
+            f"test accuracy <= {config.linear_max_accuracy:g}% (chance is 50%)",
+            {"test_accuracy_linear": lin["test"], "train_accuracy_linear": lin["train"]},
+            C.at_most(lin["test"], float(config.linear_max_accuracy)),
+        ),
+        C.claim(
+            "two_plus_layers_fit",
+            "Networks with a hidden layer (2 or more layers) fit the spirals",
+            "Lecture: '2+ layers? In theory, can represent any function'; Cybenko 1989, Hornik 1991",
+            f"training accuracy >= {config.fit_min_accuracy:g}% for every model with a hidden layer",
+            {
+                **{f"train_accuracy_{len(results[lab]['hidden']) + 1}_layers": results[lab]["train"]
+                   for lab in hidden_labels},
+                "train_accuracy_min": min_fit,
+            },
+            C.at_least(min_fit, float(config.fit_min_accuracy)),
+        ),
+        C.claim(
+            "deep_beats_wide",
+            f"At an equal parameter count (~{config.budget}), a narrow-deep net ({deep_label}) reaches a higher "
+            f"test accuracy than a wide-shallow one ({hidden_labels[0]})",
+            "Lecture: 'very wide two layers vs narrow deep model? In practice, more layers helps'",
+            "test accuracy deep > wide-shallow, parameter counts within 2%",
+            {
+                "test_accuracy_wide_shallow": shallow["test"],
+                "test_accuracy_narrow_deep": deep["test"],
+                "train_accuracy_wide_shallow": shallow["train"],
+                "train_accuracy_narrow_deep": deep["train"],
+                "params_wide_shallow": shallow["params"],
+                "params_narrow_deep": deep["params"],
+                "param_count_spread": param_spread,
+            },
+            C.at_least(deep["test"] - shallow["test"], 1e-9) and C.at_most(param_spread, 0.02),
+        ),
+    ]
+
+
+if __name__ == "__main__":
+    from nnbasics.cli import experiment_main
+
+    experiment_main(__file__)

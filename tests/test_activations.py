@@ -1,0 +1,136 @@
+"""Activations and their hand-written derivatives against jax.grad; PReLU's learned slope;
+per-layer gradient norms and dead-unit counts against hand computations; the activations experiment."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nnbasics.analysis.gradients import dead_fraction, dead_units, kernel_gradient_norms, layer_gradient_norms
+from nnbasics.models import get_model
+from nnbasics.nn import activations as A
+
+X = jnp.array([-3.0, -1.0, -0.25, 0.3, 1.0, 2.5])  # no exact zero: the kinks are conventions
+
+
+@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "identity", "step"])
+def test_hand_written_derivative_equals_jax_grad(name):
+    f = A.get_activation(name)
+    want = jax.vmap(jax.grad(f))(X)
+    np.testing.assert_allclose(A.derivative(name)(X), want, rtol=1e-6, atol=1e-7)
+
+
+def test_activation_values():
+    np.testing.assert_allclose(A.sigmoid(jnp.array([0.0])), [0.5])
+    np.testing.assert_allclose(A.tanh(X), 2 * A.sigmoid(2 * X) - 1, atol=1e-6)  # the lecture's identity
+    np.testing.assert_allclose(A.leaky_relu(jnp.array([-1.0, 2.0])), [-0.02, 2.0])  # alpha = 0.02
+    np.testing.assert_allclose(A.prelu(jnp.array([-2.0, 3.0]), 0.5), [-1.0, 3.0])
+    np.testing.assert_allclose(A.step(jnp.array([-1.0, 0.0, 1e-3])), [0.0, 0.0, 1.0])
+    # sigmoid' peaks at 1/4, tanh' at 1: a sigmoid layer shrinks the backward signal at least 4x
+    grid = jnp.linspace(-6, 6, 1001)
+    np.testing.assert_allclose(A.sigmoid_grad(grid).max(), 0.25, rtol=1e-6)
+    np.testing.assert_allclose(A.tanh_grad(grid).max(), 1.0, rtol=1e-6)
+
+
+def test_autodiff_fallback_for_activations_without_a_hand_written_derivative():
+    np.testing.assert_allclose(A.derivative("softplus")(X), jax.nn.sigmoid(X), rtol=1e-6)
+    with pytest.raises(KeyError, match="did you mean"):
+        A.derivative("reluu")
+
+
+def test_prelu_module_learns_alpha_with_the_right_gradient():
+    layer = A.PReLU()
+    v = layer.init(jax.random.key(0), X)
+    assert float(v["params"]["alpha"]) == pytest.approx(0.25)  # He et al.'s initial slope
+    g = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, X)))(v["params"])["alpha"]
+    np.testing.assert_allclose(g, jnp.sum(A.prelu_alpha_grad(X)), rtol=1e-6)  # sum of min(x, 0)
+    per_channel = A.PReLU(channelwise=True, init_alpha=0.1).init(jax.random.key(0), jnp.ones((2, 3)))
+    assert per_channel["params"]["alpha"].shape == (3,)
+
+
+def test_prelu_by_name_gives_each_layer_its_own_slope():
+    model = get_model("mlp", num_classes=3, hidden=(4, 4), activation="prelu")
+    params = model.init(jax.random.key(0), jnp.ones((2, 5)))["params"]
+    alphas = [k for k in params if k.startswith("PReLU")]
+    assert alphas == ["PReLU_0", "PReLU_1"]
+    # outside a module the name still works, at the initial slope
+    np.testing.assert_allclose(A.get_activation("prelu")(jnp.array([-4.0])), [-1.0])
+
+
+class _TwoLayer(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+        h = nn.relu(nn.Dense(3, name="hidden")(x))
+        return nn.Dense(2, name="head")(h)
+
+
+def test_layer_gradient_norms_match_hand_backprop():
+    model = _TwoLayer()
+    r = np.random.default_rng(1)
+    x = r.standard_normal((5, 4)).astype(np.float32)
+    y = np.array([0, 1, 1, 0, 1])
+    v = jax.jit(model.init)(jax.random.key(0), x)
+    norms = jax.jit(lambda v: layer_gradient_norms(model.apply, v, x, y))(v)
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), v["params"])
+    z = x @ p["hidden"]["kernel"] + p["hidden"]["bias"]
+    h = np.maximum(z, 0)
+    logits = h @ p["head"]["kernel"] + p["head"]["bias"]
+    prob = np.exp(logits - logits.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    d_logits = (prob - np.eye(2)[y]) / len(x)
+    g_head = h.T @ d_logits
+    g_hidden = x.T @ ((d_logits @ p["head"]["kernel"].T) * (z > 0))
+    np.testing.assert_allclose(norms["head"], np.linalg.norm(g_head), rtol=1e-5)
+    np.testing.assert_allclose(norms["hidden"], np.linalg.norm(g_hidden), rtol=1e-5)
+    # keys follow the params' own order (forward order for an eager init), not jax's sorted order
+    grads = {"head": {"kernel": jnp.ones((2, 2))}, "hidden": {"kernel": jnp.zeros((2, 2)), "bias": jnp.ones(2)}}
+    order = {"hidden": {"kernel": 0, "bias": 0}, "head": {"kernel": 0}}
+    assert list(kernel_gradient_norms(grads, order=order)) == ["hidden", "head"]
+    np.testing.assert_allclose(kernel_gradient_norms(grads)["head"], 2.0)
+
+
+def test_dead_units_counts_units_never_positive():
+    model = _TwoLayer()
+    x = jnp.abs(jax.random.normal(jax.random.key(1), (6, 4)))  # non-negative inputs
+    v = model.init(jax.random.key(0), x)
+    p = jax.tree.map(lambda a: a, v["params"])
+    k = np.array(p["hidden"]["kernel"])
+    k[:, 0] = -1.0  # unit 0: pre-activation < 0 for every non-negative input -> dead
+    k[:, 1] = 1.0  # unit 1: always positive -> alive
+    p["hidden"]["kernel"] = jnp.asarray(k)
+    p["hidden"]["bias"] = jnp.zeros(3)
+    counts = dead_units(model.apply, {"params": p}, x)
+    assert list(counts) == ["hidden"]  # the read-out is excluded
+    z = x @ p["hidden"]["kernel"]
+    want = int(jnp.sum(jnp.max(z, 0) <= 0))
+    assert int(counts["hidden"][0]) == want and want >= 1 and counts["hidden"][1] == 3
+    np.testing.assert_allclose(dead_fraction(model.apply, {"params": p}, x), want / 3)
+
+
+def test_small_cnn_is_four_layers_and_takes_any_activation():
+    model = get_model("small_cnn", num_classes=10, activation="tanh")
+    v = jax.eval_shape(model.init, jax.random.key(0), jnp.ones((1, 8, 8, 1)))  # shapes only: no compile
+    kernels = [k for k in v["params"] if "kernel" in v["params"][k]]
+    assert kernels == ["conv1", "conv2", "conv3", "head"]
+    # 3x3 convs 1->32->32->64 on 8x8 pooled to 1x1, then 64->10
+    n = sum(math.prod(a.shape) for a in jax.tree.leaves(v["params"]))
+    assert n == (9 * 1 * 32 + 32) + (9 * 32 * 32 + 32) + (9 * 32 * 64 + 64) + (64 * 10 + 10)
+    cnn = get_model("small_cnn", num_classes=5, activation="prelu", features=(4, 4, 4))
+    out, v = jax.eval_shape(cnn.init_with_output, jax.random.key(0), jnp.ones((2, 32, 32, 3)))
+    assert out.shape == (2, 5) and v["params"]["PReLU_0"]["alpha"].shape == ()
+
+
+def test_activations_experiment_smoke(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    res = run_experiment("activations", "smoke", workdir=tmp_path)
+    ids = [c["id"] for c in res["claims"]]
+    assert ids == ["vanishing_gradients_sigmoid", "dead_relu_units", "relu_faster_than_tanh", "prelu_learns_slope"]
+    for c in res["claims"]:
+        assert c["verdict"] in ("pass", "fail")
+        for v in c["measured"].values():
+            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
+    assert (tmp_path / "figures" / "activation_functions.png").exists()
