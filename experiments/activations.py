@@ -174,19 +174,23 @@ def gradient_norms(config, data) -> dict[str, np.ndarray]:
     x = jnp.asarray(data.x_train[: int(gc.batch)])
     y = jnp.asarray(data.y_train[: int(gc.batch)])
     keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in gc.seeds])
-    out = {}
-    for act in config.activations:
-        model = get_model("mlp", num_classes=data.num_classes, hidden=(int(gc.width),) * (int(gc.depth) - 1),
-                          activation=act, init_scheme=_mlp_init(act))
-        names = [f"hidden_{i}" for i in range(int(gc.depth) - 1)] + ["head"]
+    names = [f"hidden_{i}" for i in range(int(gc.depth) - 1)] + ["head"]
+    models = {
+        act: get_model("mlp", num_classes=data.num_classes, hidden=(int(gc.width),) * (int(gc.depth) - 1),
+                       activation=act, init_scheme=_mlp_init(act))
+        for act in config.activations
+    }
 
-        def one(kd, model=model, names=names):
+    @jax.jit  # every activation in one compiled program
+    def all_norms(keys):
+        def one(model, kd):
             v = model.init(jax.random.wrap_key_data(kd), x[:1])
             norms = layer_gradient_norms(model.apply, v, x, y)
             return jnp.stack([norms[n] for n in names])
 
-        out[act] = np.asarray(jax.jit(jax.vmap(one))(keys), np.float64)
-    return out
+        return {act: jax.vmap(lambda kd, m=m: one(m, kd))(keys) for act, m in models.items()}
+
+    return {act: np.asarray(v, np.float64) for act, v in all_norms(keys).items()}
 
 
 def dead_units_run(config, data, workdir):
