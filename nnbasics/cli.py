@@ -114,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(rest)
     set_quiet(args.quiet)
+    from nnbasics import enable_compilation_cache
+
+    enable_compilation_cache()
     if args.multihost or args.coordinator:
         from nnbasics.parallel import initialize_distributed
 
