@@ -89,7 +89,7 @@ class Checkpointer:
             batch_stats=restored["batch_stats"],
             opt_state=restored["opt_state"],
             step=restored["step"],
-            rng=jax.random.wrap_key_data(restored["rng"]),
+            rng=jax.random.wrap_key_data(restored["rng"], impl=jax.random.key_impl(template_state.rng)),
             lr_scale=restored["lr_scale"],
         )
         return state, meta["history"]
