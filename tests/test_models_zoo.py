@@ -56,15 +56,15 @@ def test_inception_uses_the_pool_branch():
     block = G.Inception((2, 2, 2, 2, 2, 3))
     x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
     params = MS.random_variables(block, (6, 6, 4))["params"]
-    g = jax.grad(lambda p: jnp.sum(block.apply({"params": p}, x) ** 2))(params)
+    g = jax.jit(jax.grad(lambda p: jnp.sum(block.apply({"params": p}, x) ** 2)))(params)
     assert float(jnp.abs(g["b4_proj"]["conv"]["kernel"]).sum()) > 0
-    y = block.apply({"params": params}, x)
+    y = jax.jit(block.apply)({"params": params}, x)
     assert y.shape == (1, 6, 6, 2 + 2 + 2 + 3)
 
 
 def test_local_response_norm_by_hand():
     x = jax.random.normal(jax.random.key(0), (1, 2, 2, 7))
-    out = G.local_response_norm(x, size=5, alpha=1e-1, beta=0.75, k=2.0)
+    out = jax.jit(lambda x: G.local_response_norm(x, size=5, alpha=1e-1, beta=0.75, k=2.0))(x)
     xn = np.asarray(x)
     ref = np.empty_like(xn)
     for c in range(7):
@@ -74,13 +74,13 @@ def test_local_response_norm_by_hand():
 
 
 def test_adaptive_avg_pool_like_pytorch():
-    x = jnp.arange(5 * 5, dtype=jnp.float32).reshape(1, 5, 5, 1)
-    y = np.asarray(adaptive_avg_pool(x, (3, 3)))[0, ..., 0]
+    x = np.arange(5 * 5, dtype=np.float32).reshape(1, 5, 5, 1)
+    y = np.asarray(jax.jit(lambda x: adaptive_avg_pool(x, (3, 3)))(x))[0, ..., 0]
     xn = np.asarray(x)[0, ..., 0]
     bins = [(0, 2), (1, 4), (3, 5)]  # floor(i*5/3) .. ceil((i+1)*5/3)
     ref = np.array([[xn[a:b, c:d].mean() for c, d in bins] for a, b in bins])
     np.testing.assert_allclose(y, ref, rtol=1e-6)
-    np.testing.assert_allclose(adaptive_avg_pool(jnp.ones((1, 1, 1, 2)), (7, 7)), jnp.ones((1, 7, 7, 2)))
+    np.testing.assert_allclose(adaptive_avg_pool(np.ones((1, 1, 1, 2), np.float32), (7, 7)), np.ones((1, 7, 7, 2)))
 
 
 class _Tiny(nn.Module):
@@ -133,10 +133,30 @@ def test_receptive_field_formula_and_gradient():
         fmap = inter["intermediates"]["stage3_block3"]["__call__"][0]
         return fmap[0, 12, 12].sum()
 
-    g = np.abs(np.asarray(jax.grad(unit)(x)))[0].sum(-1)
+    g = np.abs(np.asarray(jax.jit(jax.grad(unit))(x)))[0].sum(-1)
     rows, cols = np.flatnonzero(g.sum(1)), np.flatnonzero(g.sum(0))
     assert rows[-1] - rows[0] + 1 == 81 and cols[-1] - cols[0] + 1 == 81
     assert MS.receptive_field(m, (96, 96, 3)) == 81
+
+
+class _TwoConvs(nn.Module):
+    impl: str = "xla"
+    dilation: int = 1
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = Conv(2, (3, 3), padding="SAME", impl=self.impl)(x)
+        x = Conv(2, (3, 3), strides=2, padding="SAME", kernel_dilation=self.dilation, impl=self.impl)(x)
+        return x.mean(axis=(1, 2))
+
+
+@pytest.mark.parametrize("impl", ["xla", "patches"])
+def test_receptive_field_of_either_conv_implementation(impl):
+    """Two 3x3 convs see 5x5 (the lecture's 18-for-25); a dilation of 2 in the second: 7x7. The
+    patch-matrix implementation (slices, stack, matrix product) gives the same answer."""
+    assert MS.receptive_field(_TwoConvs(impl), (9, 9, 1)) == 5
+    assert MS.receptive_field(_TwoConvs(impl, dilation=2), (9, 9, 1)) == 7
+    assert MS.count_macs(_TwoConvs(impl), (8, 8, 1)) == 8 * 8 * 2 * 9 + 4 * 4 * 2 * 18
 
 
 @pytest.mark.parametrize("name,shape,batch", [
@@ -144,9 +164,10 @@ def test_receptive_field_formula_and_gradient():
 ])
 def test_forward_pass(name, shape, batch):
     """A forward pass on CPU at a small batch and input (global / adaptive pooling allow it); the
-    weights are filled on the host (no random-number program to compile). Every other model's
-    forward pass is traced abstractly by the parameter-count tests."""
-    m = get_model(name, num_classes=7)
+    weights are filled on the host (no random-number program to compile) and the classifier is
+    narrowed to 256 units (its full shapes are checked by the parameter counts). Every other
+    model's forward pass is traced abstractly by the parameter-count tests."""
+    m = get_model(name, num_classes=7, **({} if name == "googlenet" else {"hidden": 256}))
     v = MS.random_variables(m, shape)
     x = jax.random.normal(jax.random.key(0), (batch, *shape))
     y = jax.jit(m.apply)(v, x)
@@ -163,3 +184,16 @@ def test_models_table_json_and_text():
 
     text = models_table(False, ["resnet20"])
     assert "resnet20" in text and "269,722" in text and "= 269,722" in text
+
+
+def test_model_zoo_experiment_smoke(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    res = run_experiment("model_zoo", "smoke", workdir=tmp_path)
+    ids = [c["id"] for c in res["claims"]]
+    assert ids[0] == "params_equal_reference" and "params_resnet20" in ids and "macs_alexnet" in ids
+    for c in res["claims"]:
+        assert c["verdict"] == "pass", c  # counting is exact even in the smoke preset
+        assert all(isinstance(v, float) for v in c["measured"].values())
+    assert res["claims"][0]["context"][0]["lecture_top5_error"] == 15.3
+    assert (tmp_path / "models.txt").exists() and (tmp_path / "figures" / "params_vs_macs.png").exists()

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnbasics.analysis.model_stats import random_variables
+from nnbasics.analysis.model_stats import abstract_variables, random_variables
 from nnbasics.models import get_model, model_info, model_names
 from nnbasics.models import resnet as R
 
@@ -88,26 +88,26 @@ def test_residual_block_is_identity_when_branch_is_zero(block):
     feats = 16 if block is R.BasicBlock else 4
     for residual in (True, False):
         m = block(feats, residual=residual, norm="none")
-        params = _zero_kernels(m.init(jax.random.key(1), x)["params"])
-        y = m.apply({"params": params}, x)
+        params = _zero_kernels(random_variables(m, (8, 8, 16))["params"])
+        y = jax.jit(m.apply)({"params": params}, x)
         np.testing.assert_allclose(y, jax.nn.relu(x) if residual else jnp.zeros_like(x), atol=1e-6)
 
 
 def test_projection_shortcut_where_shape_changes():
-    x = jnp.ones((1, 8, 8, 16))
-    p = R.BasicBlock(32, strides=2, shortcut="B").init(jax.random.key(0), x)["params"]
-    assert p["proj_conv"]["kernel"].shape == (1, 1, 16, 32)
-    p = R.BasicBlock(16, strides=1, shortcut="B").init(jax.random.key(0), x)["params"]
-    assert "proj_conv" not in p
-    p = R.BasicBlock(32, strides=2, shortcut="A").init(jax.random.key(0), x)["params"]
-    assert "proj_conv" not in p
+    def params(block):
+        return abstract_variables(block, (8, 8, 16))["params"]
+
+    assert params(R.BasicBlock(32, strides=2, shortcut="B"))["proj_conv"]["kernel"].shape == (1, 1, 16, 32)
+    assert "proj_conv" not in params(R.BasicBlock(16, strides=1, shortcut="B"))
+    assert "proj_conv" not in params(R.BasicBlock(32, strides=2, shortcut="A"))
+    assert "proj_conv" in params(R.BasicBlock(16, strides=1, shortcut="C"))
 
 
 def test_train_mode_updates_batch_stats_and_sows_responses():
     m = get_model("resnet20", width=4)
     x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
     v = random_variables(m, (32, 32, 3))
-    y, upd = m.apply(v, x, train=True, mutable=["batch_stats", "intermediates"])
+    y, upd = jax.jit(functools.partial(m.apply, train=True, mutable=["batch_stats", "intermediates"]))(v, x)
     assert y.shape == (4, 10) and bool(jnp.isfinite(y).all())
     assert len(jax.tree.leaves(upd["intermediates"])) == 18  # two 3x3 responses per block, 9 blocks
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), v["batch_stats"], upd["batch_stats"])
@@ -117,19 +117,24 @@ def test_train_mode_updates_batch_stats_and_sows_responses():
 def test_norm_and_activation_are_pluggable():
     x = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
     plain = get_model("plain20", width=4, norm="none", activation="tanh")
-    v = plain.init(jax.random.key(1), x)
+    v = random_variables(plain, (16, 16, 3))
     assert set(v) == {"params"}
-    y = plain.apply(v, x)
+    y = jax.jit(plain.apply)(v, x)
     # a factory: GroupNorm with 2 groups (no running statistics either)
     gn = get_model("resnet20", width=4, norm=lambda train: functools.partial(nn.GroupNorm, num_groups=2))
-    v = gn.init(jax.random.key(1), x)
+    v = abstract_variables(gn, (16, 16, 3))
     assert set(v) == {"params"} and "scale" in v["params"]["stem_norm"]
-    assert gn.apply(v, x).shape == y.shape == (2, 10)
     with pytest.raises(ValueError, match="6n"):
         R.cifar_resnet(21)
+    assert y.shape == (2, 10) and bool(jnp.isfinite(y).all())
+    # the activation is the one named: a linear ("identity") block is additive in its input
+    blk = R.BasicBlock(3, residual=True, norm="none", activation="identity")
+    vb = random_variables(blk, (16, 16, 3))
+    f = jax.jit(blk.apply)
+    np.testing.assert_allclose(f(vb, 2 * x), 2 * f(vb, x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet50", "plain34", "resnet56", "plain110"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_forward_small_input(name):
     """Global average pooling lets the ImageNet ResNets run on a 32x32 input (eagerly: no compile
     of the whole net); weights filled on the host."""
@@ -164,3 +169,39 @@ def test_scanned_blocks_compute_the_same_function():
     np.testing.assert_allclose(ya, yb, rtol=1e-5, atol=1e-5)
     for u, v in zip(jax.tree.leaves(unroll(ub["batch_stats"])), jax.tree.leaves(ua["batch_stats"])):
         np.testing.assert_allclose(u, v, rtol=1e-5, atol=1e-6)
+
+
+def _check_claims(res, ids):
+    assert [c["id"] for c in res["claims"]] == ids
+    for c in res["claims"]:
+        assert c["verdict"] in ("pass", "fail")
+        assert c["measured"] and all(isinstance(v, float) for v in c["measured"].values())
+
+
+def test_residual_experiment_smoke(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    res = run_experiment("residual", "smoke", workdir=tmp_path)
+    _check_claims(res, ["plain_degrades", "resnet_does_not_degrade", "residual_responses_smaller"])
+    assert (tmp_path / "figures" / "training_loss.png").exists() and (tmp_path / "figures" / "response_std.png").exists()
+
+
+def test_cifar10_resnet_needs_prepared_data(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    from nnbasics.data.tfds import DatasetNotPrepared
+    from nnbasics.experiment import load_experiment, run_experiment
+
+    assert load_experiment("cifar10_resnet").REPRODUCE is False
+    with pytest.raises(DatasetNotPrepared, match="(?s)not prepared.*tfds build cifar10"):
+        run_experiment("cifar10_resnet", "smoke", [f"--config.data_dir={tmp_path / 'none'}"], workdir=tmp_path / "w")
+
+
+def test_cifar10_resnet_trains_on_mock_data(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from nnbasics.experiment import run_experiment
+
+    with tfds.testing.mock_data(num_examples=32):
+        res = run_experiment("cifar10_resnet", "smoke", workdir=tmp_path)
+    _check_claims(res, ["test_error_resnet20"])
+    rows = [r for r in __import__("nnbasics.workdir", fromlist=["x"]).read_metrics(tmp_path / "metrics.jsonl") if "step" in r]
+    assert [r["step"] for r in rows] == [2, 4]

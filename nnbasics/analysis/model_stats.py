@@ -234,7 +234,7 @@ class _RF:
                 # an axis survives where everything up to it is unchanged (leading axes kept)
                 if ax < len(out_shape) and tuple(in_shape[: ax + 1]) == tuple(out_shape[: ax + 1]):
                     out[ax] = w
-                elif in_shape[ax] > 1:  # flattened into other axes: the feature map is consumed
+                else:  # flattened into other axes (or squeezed away): the feature map is consumed
                     self.record(x)
                     return [None]
             return [out or None]
@@ -253,8 +253,11 @@ class _RF:
             (lc, rc), (lb, rb) = p["dimension_numbers"]
             lhs, rhs = ins[0] or {}, ins[1] or {}
             if any(a in lhs for a in lc) or any(a in rhs for a in rc):
-                self.record(lhs)
-                self.record(rhs)
+                # a dense layer over spatial positions: each output unit sees the whole extent
+                for info, var, axes in ((lhs, eqn.invars[0], lc), (rhs, eqn.invars[1], rc)):
+                    for ax, w in info.items():
+                        n = var.aval.shape[ax]
+                        self.final.append(Window(w.size + (n - 1) * w.jump, w.jump, w.start) if ax in axes else w)
                 return [None]
             lrank, rrank = len(eqn.invars[0].aval.shape), len(eqn.invars[1].aval.shape)
             lfree = [a for a in range(lrank) if a not in lc and a not in lb]
@@ -266,13 +269,13 @@ class _RF:
                 if ax not in rb:
                     out[len(lb) + len(lfree) + rfree.index(ax)] = w
             return [out or None]
-        if name == "concatenate":
-            d = p["dimension"]
-            if any(i and d in i for i in ins):
-                for i in ins:
-                    self.record(i)
-                return [None]
+        if name == "concatenate":  # along channels, or along a spatial axis as edge/reflect padding does
             return [_merge(ins, out_rank)]
+        if name == "rev":
+            return [x]
+        if name == "stack":  # a new axis at `axis`; the operands' axes from there on shift by one
+            a = p["axis"]
+            return [_merge([{ax + (ax >= a): w for ax, w in (i or {}).items()} for i in ins], out_rank)]
         subs = _subjaxprs(eqn)
         if subs and name not in ("scan", "while", "cond"):
             sub = subs[0]
@@ -307,11 +310,10 @@ def jaxpr_receptive_field(jaxpr: jcore.ClosedJaxpr, spatial_axes: Sequence[int] 
 
 
 def receptive_field(model: Any, input_shape: Sequence[int]) -> int | None:
-    """The theoretical receptive field (pixels) of the model's last spatial feature map; None if
-    the input is not an image (rank < 3)."""
-    if len(input_shape) < 2:
-        return None
-    spatial = tuple(range(1, len(input_shape)))
+    """The theoretical receptive field (pixels) of the model's last spatial feature map (a dense
+    layer over positions sees them all); input_shape (H, W, C) for images, (L,) or (L, C) for
+    signals."""
+    spatial = (1,) if len(input_shape) == 1 else tuple(range(1, len(input_shape)))
     rf = jaxpr_receptive_field(forward_jaxpr(model, input_shape), spatial)
     return None if rf is None else int(max(rf))
 
@@ -350,8 +352,8 @@ def model_stats(name: str, num_classes: int | None = None, input_shape: Sequence
     params = count_params(model, shape)
     macs = jaxpr_macs(closed)
     rf = None
-    if with_receptive_field and len(shape) >= 2:
-        r = jaxpr_receptive_field(closed, tuple(range(1, len(shape))))
+    if with_receptive_field:
+        r = jaxpr_receptive_field(closed, (1,) if len(shape) == 1 else tuple(range(1, len(shape))))
         rf = None if r is None else int(max(r))
     return ModelStats(name, shape, params, macs, rf, info.get("reference_params"))
 

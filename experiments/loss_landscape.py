@@ -1,0 +1,195 @@
+"""Loss landscapes with and without skip connections (Li et al. 2018): the shortcut-free net's surface is less convex.
+
+A ResNet and the same net without shortcuts (the CIFAR nets of He et al. 2016, trained on the
+embedded `photos` crops) are trained, then their training loss is evaluated on a 2-D grid
+around the trained weights, along two random filter-normalized directions (every filter of a
+direction rescaled to the norm of the same filter of the weights; biases and BatchNorm
+parameters zeroed; BatchNorm in evaluation mode with its running statistics, as in the paper's
+code). The grid is evaluated by one compiled program (`lax.map` over the points). Convexity is
+measured as the fraction of grid points where the 2-D surface's finite-difference Hessian has a
+negative eigenvalue (Li et al. map |lambda_min / lambda_max|; here of the 2-D slice). The quick
+preset narrows the nets (4/8/16 filters), the images (8x8 crops) and the training (1000 steps)
+to fit a 2-core CPU.
+
+    nnbasics run loss_landscape --quick
+    nnbasics run loss_landscape --config.depth=110 --config.grid_points=41
+"""
+
+from __future__ import annotations
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+
+from nnbasics import claims as C
+from nnbasics.analysis import loss_landscape as LL
+from nnbasics.data import load_dataset
+from nnbasics.models.resnet import cifar_resnet
+from nnbasics.plotting import subplots
+from nnbasics.train import TrainConfig, fit
+
+TOPIC = "architectures"
+ORDER = 52
+SOURCE = "Li, Xu, Taylor, Studer & Goldstein 2018, Visualizing the Loss Landscape of Neural Nets, Fig. 5 and Fig. 8"
+
+SWEEPS = {
+    "depth": [{"depth": d} for d in (20, 56, 110)],
+    "width": [{"width": w} for w in (4, 8, 16)],
+}
+
+
+def get_config(preset: str = "full") -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.data = "photos"
+    c.data_kwargs = ml_collections.ConfigDict({"n_train": 10000, "n_test": 1000, "size": 32})
+    c.depth = 56
+    c.width = 16
+    c.optimizer = ml_collections.ConfigDict(
+        {"name": "momentum", "learning_rate": 0.1, "momentum": 0.9, "weight_decay": 5e-4}
+    )
+    c.batch_size = 128
+    c.steps = 4000
+    c.eval_every = 1000
+    c.seeds = (0,)
+    c.grid_points = 31  # per axis
+    c.grid_radius = 1.0  # alpha, beta in [-radius, radius]
+    c.landscape_examples = 1024  # training examples the loss is evaluated on
+    c.points_per_batch = 1  # grid points vmapped together inside the compiled map
+    c.direction_seed = 0
+    c.bn_mode = "eval"  # eval: running statistics (Li et al.'s code) | train: statistics of the evaluation batch
+    c.radius = 0.5  # the claim counts the grid points within this distance of the trained weights
+    c.margin = 0.05  # non-convex fraction of the plain net must exceed the ResNet's by this much
+    if preset == "quick":
+        c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8})
+        c.width = 4
+        c.batch_size = 32
+        c.optimizer.learning_rate = 0.025  # 0.1 at batch 128, scaled to batch 32
+        c.steps = 1000
+        c.eval_every = 500
+        c.grid_points = 21
+        c.landscape_examples = 256
+    elif preset == "smoke":
+        c.data_kwargs = ml_collections.ConfigDict({"n_train": 200, "n_test": 100, "size": 8})
+        c.depth = 8
+        c.width = 2
+        c.batch_size = 16
+        c.steps = 4
+        c.eval_every = 2
+        c.grid_points = 5
+        c.landscape_examples = 16
+    return c
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    if int(config.depth) < 8 or (int(config.depth) - 2) % 6:
+        raise ValueError(f"config.depth must be of the form 6n + 2 (20, 32, 44, 56, 110), got {config.depth}")
+    if int(config.grid_points) < 5:
+        raise ValueError(f"config.grid_points must be at least 5, got {config.grid_points}")
+    if not float(config.grid_radius) > 0:
+        raise ValueError(f"config.grid_radius must be > 0, got {config.grid_radius}")
+    if not float(config.radius) > 0:
+        raise ValueError(f"config.radius must be > 0, got {config.radius}")
+    if config.bn_mode not in ("eval", "train"):
+        raise ValueError(f"config.bn_mode must be 'eval' or 'train', got {config.bn_mode!r}")
+    if len(config.seeds) != 1:
+        raise ValueError("config.seeds must hold exactly one seed (one landscape per net)")
+
+
+def landscape(model, state, x, y, config) -> tuple[np.ndarray, np.ndarray]:
+    """The loss surface around the trained state along two filter-normalized directions."""
+    params, stats = state.params, state.batch_stats
+    k1, k2 = jax.random.split(jax.random.key(int(config.direction_seed)))
+    d1, d2 = LL.random_direction(k1, params), LL.random_direction(k2, params)
+    train = config.bn_mode == "train"
+
+    def loss_fn(p):
+        variables = {"params": p, "batch_stats": stats} if stats else {"params": p}
+        if train and stats:
+            logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        else:
+            logits = model.apply(variables, x, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    r = float(config.grid_radius)
+    axis = np.linspace(-r, r, int(config.grid_points))
+    surface = LL.loss_surface(loss_fn, params, d1, d2, axis, axis, batch_size=int(config.points_per_batch))
+    return axis, surface
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data, **config.data_kwargs.to_dict())
+    tc = TrainConfig.from_config(config)
+    n = int(config.landscape_examples)
+    x, y = jax.numpy.asarray(data.x_train[:n]), jax.numpy.asarray(data.y_train[:n])
+    depth = int(config.depth)
+    surfaces, stats, seconds = {}, {}, 0.0
+    for residual in (True, False):
+        name = f"{'resnet' if residual else 'plain'}{depth}"
+        model = cifar_resnet(depth, data.num_classes, residual=residual, width=int(config.width), scan_blocks=True)
+        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=name)
+        seconds += res.seconds
+        axis, surface = landscape(model, res.member_state(0), x, y, config)
+        surfaces[name] = surface
+        stats[name] = {
+            "nonconvex_fraction": LL.nonconvex_fraction(surface, axis, axis, radius=float(config.radius)),
+            "nonconvex_fraction_grid": LL.nonconvex_fraction(surface, axis, axis),
+            "mean_eigen_ratio": float(LL.eigen_ratio_map(surface, axis, axis).mean()),
+            "center_loss": float(surface[len(axis) // 2, len(axis) // 2]),
+            "max_loss": float(np.max(surface)),
+        }
+        workdir.metrics.write({"run": name, "landscape": stats[name]})
+    np.savez(workdir / "surfaces.npz", axis=axis, **surfaces)
+    res_name, plain_name = f"resnet{depth}", f"plain{depth}"
+    fr, fp = stats[res_name]["nonconvex_fraction"], stats[plain_name]["nonconvex_fraction"]
+    narrow = "" if int(config.width) == 16 else f", narrowed to {config.width}/{2 * config.width}/{4 * config.width} filters"
+    out = [C.claim(
+        "no_shortcut_less_convex",
+        f"Without skip connections the loss surface around the minimum is less convex "
+        f"(plain-{depth} vs ResNet-{depth}{narrow})",
+        SOURCE,
+        f"non-convex fraction of the grid points within {config.radius:g} of the minimum "
+        f"({config.grid_points}x{config.grid_points} grid): plain exceeds ResNet by >= {config.margin:g}",
+        {
+            f"nonconvex_fraction_{plain_name}": fp, f"nonconvex_fraction_{res_name}": fr,
+            f"nonconvex_fraction_grid_{plain_name}": stats[plain_name]["nonconvex_fraction_grid"],
+            f"nonconvex_fraction_grid_{res_name}": stats[res_name]["nonconvex_fraction_grid"],
+            f"mean_eigen_ratio_{plain_name}": stats[plain_name]["mean_eigen_ratio"],
+            f"mean_eigen_ratio_{res_name}": stats[res_name]["mean_eigen_ratio"],
+            f"center_loss_{plain_name}": stats[plain_name]["center_loss"],
+            f"center_loss_{res_name}": stats[res_name]["center_loss"],
+            "train_seconds": seconds,
+        },
+        passed=C.at_least(fp - fr, float(config.margin)),
+    )]
+    _figure(axis, surfaces, stats, float(config.radius), workdir)
+    return out
+
+
+def _figure(axis, surfaces, stats, radius, workdir) -> None:
+    fig, axes = subplots(1, len(surfaces), size=(4.6, 4.2))
+    names = sorted(surfaces, key=lambda n: n.startswith("resnet"))  # no shortcuts left, as the lecture
+    for ax, name in zip(axes, names):
+        z = surfaces[name]
+        lo = float(np.min(z))
+        levels = lo + (np.geomspace(0.02, 10.0, 25) if np.isfinite(z).all() else np.linspace(0, 1, 5))
+        cs = ax.contour(axis, axis, z.T, levels=levels, cmap="viridis", linewidths=0.9)
+        ax.clabel(cs, cs.levels[::6], fontsize=6, fmt="%.2f")
+        h = LL.eigen_ratio_map(z, axis, axis)
+        aa, bb = np.meshgrid(axis[1:-1], axis[1:-1], indexing="ij")
+        bad = h > 0
+        ax.scatter(aa[bad], bb[bad], s=6, color="red", label="non-convex point")
+        ax.plot([0], [0], "k+", ms=10)
+        t = np.linspace(0, 2 * np.pi, 100)
+        ax.plot(radius * np.cos(t), radius * np.sin(t), "k:", lw=1, label=f"radius {radius:g}")
+        ax.set(xlabel="direction 1 (filter-normalized)", ylabel="direction 2", aspect="equal",
+               title=f"{name}: non-convex {stats[name]['nonconvex_fraction']:.0%} within {radius:g}")
+        ax.legend(loc="lower left", fontsize=7)
+    fig.suptitle("Training-loss contours around the trained weights (Li et al. 2018 Fig. 5)")
+    workdir.save_figure(fig, "loss_landscape")
+
+
+if __name__ == "__main__":
+    from nnbasics.cli import experiment_main
+
+    experiment_main(__file__)
