@@ -156,6 +156,7 @@ def run_experiment(
     config: ml_collections.ConfigDict | None = None,
     resume: bool = False,
     checkpoint_every: int | None = None,
+    replace_changed: bool = False,
 ) -> dict[str, Any]:
     """Run (or reuse) one experiment; returns the claims.json document.
 
@@ -178,10 +179,15 @@ def run_experiment(
         if old_cfg == cfg_json:
             log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
             return workdir_lib.read_json(claims_path)
-        raise WorkdirConflict(
-            f"{wd_path} holds a finished run of {name} with a different config; "
-            "choose another --workdir or pass --force to replace it"
-        )
+        if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
+            log(f"{name}: the config changed since the finished run in {wd_path}; running again "
+                "(the old claims.json is kept as claims.json.<time>.old)")
+            force = True
+        else:
+            raise WorkdirConflict(
+                f"{wd_path} holds a finished run of {name} with a different config; "
+                "choose another --workdir or pass --force to replace it"
+            )
     wd_path.mkdir(parents=True, exist_ok=True)
     ckpt_dir = wd_path / "checkpoints"
     interrupted = ckpt_dir.exists() and not claims_path.exists() and any(ckpt_dir.iterdir())
@@ -270,7 +276,7 @@ def reproduce(
         log(f"[{i + 1}/{len(names)}] {name}")
         wd = default_workdir(name, preset, root)
         try:
-            res = run_experiment(name, preset, overrides, workdir=wd, force=force)
+            res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict):
             raise
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others

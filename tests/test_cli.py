@@ -108,7 +108,7 @@ def test_python_dash_m_entry_point(tmp_path):
 def test_reproduce_writes_combined_report(tmp_path, monkeypatch):
     calls = []
 
-    def fake_run(name, preset, overrides, workdir, force):
+    def fake_run(name, preset, overrides, workdir, force, **kw):
         calls.append((name, preset))
         return {"experiment": name, "seconds": 1.0, "figures": [],
                 "claims": [{"id": "a", "claim": "c", "source": "s", "expected": "e", "measured": {"x": 1.0},
