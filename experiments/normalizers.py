@@ -64,7 +64,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.variants = tuple(VARIANTS)
     c.batch_sizes = (32, 16, 8, 4, 2)
     c.every_variant_at_every_batch = True  # False: only BatchNorm and GroupNorm below the largest batch
-    c.epochs = 8
+    c.epochs = 8.0
     c.learning_rate = 0.05  # at the largest batch; scaled linearly with the batch size
     c.momentum = 0.9
     c.seeds = (0, 1, 2)
@@ -75,7 +75,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     if preset == "quick":
         c.batch_sizes = (32, 8, 2)
         c.every_variant_at_every_batch = False
-        c.epochs = 4
+        c.epochs = 8.0
         c.seeds = (0, 1)
     elif preset == "smoke":
         c.batch_sizes = (32, 4)

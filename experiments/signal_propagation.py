@@ -22,7 +22,12 @@ import ml_collections
 import numpy as np
 
 from nnbasics import claims as C
-from nnbasics.analysis.signal_propagation import METRICS, nf_predicted_variance, signal_propagation, unit_gaussian
+from nnbasics.analysis.signal_propagation import (
+    METRICS,
+    nf_predicted_variance,
+    signal_propagation_at_init,
+    unit_gaussian,
+)
 from nnbasics.models import get_model
 from nnbasics.models.nf_resnet import depth_to_stages
 from nnbasics.plotting import subplots
@@ -58,7 +63,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.input_shape = (2, 64, 64, 3)
     elif preset == "smoke":
         c.models = ("bn_relu", "nf")
-        c.depth = 14
+        c.depth = 8
         c.width = 8
         c.input_shape = (2, 16, 16, 3)
         c.max_prediction_error = 0.5
@@ -85,9 +90,7 @@ def measure(name: str, config: ml_collections.ConfigDict) -> dict:
         kw = {**kw, "alpha": float(config.alpha)}
     model = get_model(registered, depth=int(config.depth), width=int(config.width), scan=True, **kw)
     x = unit_gaussian(tuple(int(s) for s in config.input_shape), seed=int(config.seed))
-    key = jax.random.key(int(config.seed), impl=PRNG_IMPL)
-    variables = jax.jit(lambda k: model.init(k, x[:1]))(key)
-    return signal_propagation(model, variables, x, train=True)
+    return signal_propagation_at_init(model, x, jax.random.key(int(config.seed), impl=PRNG_IMPL), train=True)
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:

@@ -42,14 +42,14 @@ def test_equals_flax_outputs_and_gradients(name):
         y, _ = module.apply({**v, "params": p}, x, mutable=["batch_stats"])
         return jnp.sum(w * jnp.tanh(y))
 
-    ym, sm = mine.apply(vm, X, mutable=["batch_stats"])
-    yr, sr = ref.apply(vr, X, mutable=["batch_stats"])
+    ym, sm = jax.jit(lambda v: mine.apply(v, X, mutable=["batch_stats"]))(vm)
+    yr, sr = jax.jit(lambda v: ref.apply(v, X, mutable=["batch_stats"]))(vr)
     np.testing.assert_allclose(ym, yr, atol=2e-5)
     if name == "batch":  # running averages updated the same way
         for k in ("mean", "var"):
             np.testing.assert_allclose(sm["batch_stats"][k], sr["batch_stats"][k], atol=1e-5)
-    gm = jax.grad(loss, argnums=(2, 3))(mine, vm, params, X)
-    gr = jax.grad(loss, argnums=(2, 3))(ref, vr, params, X)
+    gm = jax.jit(jax.grad(lambda v, p, x: loss(mine, v, p, x), argnums=(1, 2)))(vm, params, X)
+    gr = jax.jit(jax.grad(lambda v, p, x: loss(ref, v, p, x), argnums=(1, 2)))(vr, params, X)
     for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(gr)):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
 
@@ -174,3 +174,17 @@ def test_norm_cnn_selected_equals_named():
         ys = apply_sel({**vs, "params": params}, N.KINDS.index(kind), ws)
         yn = _named_output(kind, ws, params, x)
         np.testing.assert_allclose(ys, yn, atol=2e-4, rtol=1e-3, err_msg=f"{kind} ws={ws}")
+
+
+def test_normalizers_experiment_smoke(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    res = run_experiment("normalizers", "smoke", workdir=tmp_path)
+    assert [c["id"] for c in res["claims"]] == [
+        "bn_error_rises_at_small_batch", "gn_error_stable_across_batch", "gn_beats_bn_at_smallest_batch",
+        "bn_at_least_as_good_at_large_batch"]
+    for c in res["claims"]:
+        assert c["verdict"] in ("pass", "fail")
+        for v in c["measured"].values():
+            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
+    assert {"figures/error_vs_batch_size.png", "figures/normalizer_axes.png"} <= set(res["figures"])

@@ -219,7 +219,7 @@ def statistics_mask(norm: str, shape: Sequence[int] = (4, 3, 2, 6), index: Seque
             layer.apply(variables, xx))
         return y[index]
 
-    g = np.asarray(jax.grad(out)(x))
+    g = np.asarray(jax.jit(jax.grad(out))(x))
     mask = np.abs(g) > 1e-7
     mask[index] = True
     return mask
