@@ -83,6 +83,9 @@ def test_group_norm_limits_and_bad_groups():
                                N.GroupNorm(num_groups=4).apply(v, X), atol=1e-6)
     with pytest.raises(ValueError, match="does not divide"):
         N.GroupNorm(num_groups=3).init(jax.random.key(0), X)
+    # by name without a group count: 32 groups where wide enough, else >= 2 channels per group
+    assert [N.auto_groups(c) for c in (16, 64, 256, 3, 48)] == [8, 32, 32, 1, 24]
+    assert N.make_norm("group", train=True).apply({"params": v["params"]}, X).shape == X.shape
 
 
 def test_registry_and_statistics_masks():

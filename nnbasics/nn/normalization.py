@@ -128,10 +128,19 @@ class InstanceNorm(_Affine):
         return self.affine(standardize(x, range(1, x.ndim - 1), self.epsilon))
 
 
+def auto_groups(channels: int, max_groups: int = 32) -> int:
+    """Wu & He's G = 32 where the layer is wide enough, else the largest divisor of C that leaves
+    at least two channels per group (so narrow layers, e.g. CIFAR ResNets' 16, still get a GroupNorm)."""
+    return max(g for g in range(1, min(max_groups, channels // 2 or 1) + 1) if channels % g == 0)
+
+
 def resolve_groups(channels: int, num_groups: int | None, group_size: int | None) -> int:
-    """The number of groups for `channels` channels from either a group count or a group size."""
-    if (num_groups is None) == (group_size is None):
-        raise ValueError("give exactly one of num_groups and group_size")
+    """The number of groups for `channels` channels from a group count, a group size, or neither
+    (then `auto_groups`)."""
+    if num_groups is None and group_size is None:
+        return auto_groups(channels)
+    if num_groups is not None and group_size is not None:
+        raise ValueError("give at most one of num_groups and group_size")
     if group_size is not None:
         if group_size <= 0 or channels % group_size:
             raise ValueError(f"group_size={group_size} does not divide the {channels} channels")
@@ -189,6 +198,8 @@ def _instance(train: bool, name: str | None = None, **kw: Any) -> nn.Module:
 
 @NORMS.register("group")
 def _group(train: bool, name: str | None = None, **kw: Any) -> nn.Module:
+    if "num_groups" not in kw and "group_size" not in kw:
+        kw["num_groups"] = None  # auto_groups: 32 where the layer is wide enough
     return GroupNorm(name=name, **kw)
 
 
