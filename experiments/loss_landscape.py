@@ -4,10 +4,12 @@ A ResNet and the same net without shortcuts (the CIFAR nets of He et al. 2016, t
 embedded `photos` crops) are trained, then their training loss is evaluated on a 2-D grid
 around the trained weights, along two random filter-normalized directions (every filter of a
 direction rescaled to the norm of the same filter of the weights; biases and BatchNorm
-parameters zeroed; BatchNorm in evaluation mode with its running statistics, as in the paper's
-code). The grid is evaluated by one compiled program (`lax.map` over the points). Convexity is
-measured as the fraction of grid points where the 2-D surface's finite-difference Hessian has a
-negative eigenvalue (Li et al. map |lambda_min / lambda_max|; here of the 2-D slice). The quick
+parameters zeroed; BatchNorm normalizing with the statistics of the evaluation batch, so that the
+loss is invariant to the scale of each filter, the premise of filter normalization). The grid is
+evaluated by one compiled program (`lax.map` over the points). Convexity is measured as the
+fraction of grid points near the minimum where the 2-D surface's finite-difference Hessian has a
+negative eigenvalue (Li et al. map |lambda_min / lambda_max|; here of the 2-D slice); the number
+of local minima in the grid is reported too. The quick
 preset narrows the nets (4/8/16 filters), the images (8x8 crops) and the training (1000 steps)
 to fit a 2-core CPU.
 
@@ -57,7 +59,9 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.landscape_examples = 1024  # training examples the loss is evaluated on
     c.points_per_batch = 1  # grid points vmapped together inside the compiled map
     c.direction_seed = 0
-    c.bn_mode = "eval"  # eval: running statistics (Li et al.'s code) | train: statistics of the evaluation batch
+    # train: BatchNorm with the statistics of the evaluation batch, which keeps the scale invariance that
+    # filter normalization assumes | eval: the running statistics (fixed: a bigger filter is a bigger signal)
+    c.bn_mode = "train"
     c.radius = 0.5  # the claim counts the grid points within this distance of the trained weights
     c.margin = 0.05  # non-convex fraction of the plain net must exceed the ResNet's by this much
     if preset == "quick":
@@ -134,7 +138,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         stats[name] = {
             "nonconvex_fraction": LL.nonconvex_fraction(surface, axis, axis, radius=float(config.radius)),
             "nonconvex_fraction_grid": LL.nonconvex_fraction(surface, axis, axis),
-            "mean_eigen_ratio": float(LL.eigen_ratio_map(surface, axis, axis).mean()),
+            "local_minima": LL.local_minima(surface),
             "center_loss": float(surface[len(axis) // 2, len(axis) // 2]),
             "max_loss": float(np.max(surface)),
         }
@@ -154,8 +158,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             f"nonconvex_fraction_{plain_name}": fp, f"nonconvex_fraction_{res_name}": fr,
             f"nonconvex_fraction_grid_{plain_name}": stats[plain_name]["nonconvex_fraction_grid"],
             f"nonconvex_fraction_grid_{res_name}": stats[res_name]["nonconvex_fraction_grid"],
-            f"mean_eigen_ratio_{plain_name}": stats[plain_name]["mean_eigen_ratio"],
-            f"mean_eigen_ratio_{res_name}": stats[res_name]["mean_eigen_ratio"],
+            f"local_minima_{plain_name}": stats[plain_name]["local_minima"],
+            f"local_minima_{res_name}": stats[res_name]["local_minima"],
             f"center_loss_{plain_name}": stats[plain_name]["center_loss"],
             f"center_loss_{res_name}": stats[res_name]["center_loss"],
             "train_seconds": seconds,
@@ -169,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
 def _figure(axis, surfaces, stats, radius, workdir) -> None:
     fig, axes = subplots(1, len(surfaces), size=(4.6, 4.2))
     names = sorted(surfaces, key=lambda n: n.startswith("resnet"))  # no shortcuts left, as the lecture
-    for ax, name in zip(axes, names):
+    for i, (ax, name) in enumerate(zip(axes, names)):
         z = surfaces[name]
         lo = float(np.min(z))
         levels = lo + (np.geomspace(0.02, 10.0, 25) if np.isfinite(z).all() else np.linspace(0, 1, 5))
@@ -182,7 +186,7 @@ def _figure(axis, surfaces, stats, radius, workdir) -> None:
         ax.plot([0], [0], "k+", ms=10)
         t = np.linspace(0, 2 * np.pi, 100)
         ax.plot(radius * np.cos(t), radius * np.sin(t), "k:", lw=1, label=f"radius {radius:g}")
-        ax.set(xlabel="direction 1 (filter-normalized)", ylabel="direction 2", aspect="equal",
+        ax.set(xlabel="direction 1 (filter-normalized)", ylabel="direction 2" if i == 0 else None, aspect="equal",
                title=f"{name}: non-convex {stats[name]['nonconvex_fraction']:.0%} within {radius:g}")
         ax.legend(loc="lower left", fontsize=7)
     fig.suptitle("Training-loss contours around the trained weights (Li et al. 2018 Fig. 5)")

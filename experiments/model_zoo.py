@@ -154,10 +154,15 @@ def _figure(stats, workdir) -> None:
     params = np.array([stats[n].params for n in names], float)
     macs = np.array([stats[n].macs for n in names], float)
     fig, (ax,) = subplots(size=(7.5, 5))
+    labels: dict[tuple[float, float], list[str]] = {}
     for n, p, m in zip(names, params, macs):
         color = "C0" if n.startswith("resnet") else "C1" if n.startswith("plain") else "C2" if n.startswith("vgg") else "C3"
         ax.scatter(m, p, color=color, s=30)
-        ax.annotate(n, (m, p), textcoords="offset points", xytext=(4, 3), fontsize=8)
+        # models at (nearly) the same point share one label
+        key = next((k for k in labels if abs(np.log(k[0] / m)) < 0.02 and abs(np.log(k[1] / p)) < 0.02), (m, p))
+        labels.setdefault(key, []).append(n)
+    for (m, p), ns in labels.items():
+        ax.annotate(" / ".join(ns), (m, p), textcoords="offset points", xytext=(4, 3), fontsize=8)
     for label, color in (("ResNet", "C0"), ("plain", "C1"), ("VGG", "C2"), ("other", "C3")):
         ax.scatter([], [], color=color, label=label)
     ax.set(xscale="log", yscale="log", xlabel="multiply-adds per image (224x224 ImageNet, 32x32 CIFAR)",
@@ -173,11 +178,11 @@ def _top5_figure(workdir) -> None:
     x = np.arange(len(fams))
     fig, (ax,) = subplots(size=(6.5, 4))
     ax.bar(x - 0.2, [t[1] for t in TOP5], width=0.4, label="the lecture")
-    ax.bar(x + 0.2, [comparable[f] for f in fams], width=0.4, label="the paper (AlexNet, VGG: ILSVRC test entry; "
-           "GoogLeNet: 1 model 144 crops; ResNet-152: single model)")
+    ax.bar(x + 0.2, [comparable[f] for f in fams], width=0.4, label="the paper (AlexNet, VGG: ILSVRC test entry;\n"
+           "GoogLeNet: 1 model, 144 crops; ResNet-152: single model)")
     ax.set_xticks(x, fams)
-    ax.set(ylabel="ImageNet top-5 error (%)", title="Context, not measured: top-5 errors, lecture vs. papers")
-    ax.legend(fontsize=7)
+    ax.set(ylabel="ImageNet top-5 error (%)", title="Context, not measured: top-5 errors, lecture vs. papers", ylim=(0, 22))
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3, axis="y")
     workdir.save_figure(fig, "top5_context")
 

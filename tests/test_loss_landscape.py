@@ -71,6 +71,9 @@ def test_hessians_and_convexity_of_quadratics():
     mixed = bowl - 3 * np.exp(-((aa - 0.8) ** 2 + (bb - 0.8) ** 2) / 0.05)
     f = LL.nonconvex_fraction(mixed, ax, ax)
     assert 0 < f < 0.5 and LL.nonconvex_fraction(mixed, ax, ax, radius=0.4) == 0.0
+    assert LL.local_minima(bowl) == 1 and LL.local_minima(saddle) == 0
+    egg = np.cos(6 * aa) * np.cos(6 * bb)  # minima at (+-pi/6, 0), (0, +-pi/6) inside the grid
+    assert LL.local_minima(egg) == 4
 
 
 def test_experiment_smoke(tmp_path):

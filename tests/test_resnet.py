@@ -124,6 +124,9 @@ def test_norm_and_activation_are_pluggable():
     gn = get_model("resnet20", width=4, norm=lambda train: functools.partial(nn.GroupNorm, num_groups=2))
     v = abstract_variables(gn, (16, 16, 3))
     assert set(v) == {"params"} and "scale" in v["params"]["stem_norm"]
+    # a name from the normalizer registry: no running statistics, the same per-channel scale and bias
+    ln = get_model("resnet20", norm="layer")
+    assert set(abstract_variables(ln, (8, 8, 3))) == {"params"} and n_params(ln, (8, 8, 3)) == 269_722
     with pytest.raises(ValueError, match="6n"):
         R.cifar_resnet(21)
     assert y.shape == (2, 10) and bool(jnp.isfinite(y).all())

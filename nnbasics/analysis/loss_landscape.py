@@ -122,3 +122,12 @@ def eigen_ratio_map(surface: np.ndarray, alphas: np.ndarray, betas: np.ndarray) 
     lo, hi = eig[..., 0], eig[..., 1]
     ratio = np.abs(lo) / np.maximum(np.abs(hi), 1e-12)
     return np.where(lo >= 0, 0.0, ratio)
+
+
+def local_minima(surface: np.ndarray) -> int:
+    """Number of interior grid points lower than all eight neighbours (a chaotic surface has many)."""
+    z = np.asarray(surface, np.float64)
+    inner = z[1:-1, 1:-1]
+    n0, n1 = z.shape
+    neighbours = [z[1 + i:n0 - 1 + i, 1 + j:n1 - 1 + j] for i in (-1, 0, 1) for j in (-1, 0, 1) if (i, j) != (0, 0)]
+    return int(np.sum(inner < np.min(neighbours, axis=0)))

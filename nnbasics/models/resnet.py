@@ -10,8 +10,8 @@
 - `plainN`: the same layers with `residual=False` (Fig. 3 middle; no shortcut, no projection).
 
 Every model takes `norm` and `activation`, so the normalization experiments can swap them:
-`norm` is a name ("batch", "none", or any name of `nnbasics.nn.normalization`) or a norm factory
-`f(train: bool) -> make_layer`, where `make_layer(name=...)` builds a layer `x -> x`.
+`norm` is a name of `nnbasics.nn.normalization` (none, batch, layer, instance, group) or a norm
+factory `f(train: bool) -> make_layer`, where `make_layer(name=...)` builds a layer `x -> x`.
 `activation` is a name from `nnbasics.nn.activations` (or a callable). Every 3x3 layer's response
 (after its norm, before the addition and ReLU; the paper's Fig. 7) is sown into the
 "intermediates" collection as `response`.
@@ -35,38 +35,14 @@ NormFactory = Callable[[bool], Callable[..., Any]]
 he_init = nn.initializers.variance_scaling(2.0, "fan_in", "normal")  # He et al. 2015, as the paper
 
 
-def batch_norm(train: bool, momentum: float = 0.9, epsilon: float = 1e-5) -> Callable[..., nn.Module]:
-    """BatchNorm as a layer constructor: batch statistics when training, running averages when not.
-
-    momentum 0.9 is PyTorch's 0.1 update rate; epsilon 1e-5 as in the reference implementations."""
-    return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=momentum, epsilon=epsilon)
-
-
-def no_norm(train: bool) -> Callable[..., Callable[[jax.Array], jax.Array]]:
-    """No normalization: every norm layer is the identity."""
-    del train
-    return lambda **kw: (lambda x: x)
-
-
 def resolve_norm(norm: str | NormFactory, train: bool) -> Callable[..., Any]:
-    """A layer constructor `make(name=...)` for `norm`, a name or a factory `f(train)`.
-
-    Names are looked up in `nnbasics.nn.normalization.get_norm(name, train)` when that module
-    exists (imported lazily, so these models work without it); "batch" and "none" are built in."""
+    """A layer constructor `make(name=...)` for `norm`: a name of `nnbasics.nn.normalization`
+    (none | batch | layer | instance | group) or a factory `f(train)` returning such a constructor."""
     if callable(norm):
         return norm(train)
-    name = str(norm).lower()
-    try:
-        from nnbasics.nn import normalization  # type: ignore[attr-defined]
-    except ImportError:
-        normalization = None
-    if normalization is not None and hasattr(normalization, "get_norm"):
-        return normalization.get_norm(name, train)
-    if name == "batch":
-        return batch_norm(train)
-    if name == "none":
-        return no_norm(train)
-    raise ValueError(f"unknown norm {norm!r}; built-in norms are 'batch' and 'none' (or pass a factory f(train))")
+    from nnbasics.nn.normalization import get_norm
+
+    return get_norm(str(norm), train)
 
 
 def _conv(features: int, kernel: int, strides: int, impl: str, name: str) -> Conv:
