@@ -1,5 +1,7 @@
-"""Adaptive gradient clipping (Brock et al. 2021, NFNets): an NF-ResNet at a large batch and a high
-learning rate diverges without AGC and trains with it; at a small batch clipping is not needed.
+"""Adaptive gradient clipping (Brock et al. 2021): NF-ResNets at large batch need AGC, at small batch not.
+
+An NF-ResNet at a large batch and a high learning rate diverges without AGC and trains with it;
+at a small batch (and the linearly scaled, smaller learning rate) clipping is not needed.
 
 An NF-ResNet (Scaled WS, alpha = 0.2, no normalization layers) on the 8x8 digits, SGD with
 momentum 0.9, the learning rate scaled linearly with the batch size, the same epochs at both
