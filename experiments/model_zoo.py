@@ -28,7 +28,7 @@ PAPER_PARAMS = {
     "alexnet": (60e6, 0.05, "Krizhevsky et al. 2012, sec. 3: 'The neural network has 60 million parameters'"),
     "vgg16": (138e6, 0.005, "Simonyan & Zisserman 2015, Table 2: 138 million (configuration D)"),
     "googlenet": (None, 0.05, "Szegedy et al. 2015, Table 1 'params' column (its sum), ~7.0M"),
-    "resnet50": (25.6e6, 0.005, "He et al. 2016 / torchvision: 25.6M"),
+    "resnet50": (25.6e6, 0.005, "torchvision: 25.6M (He et al. 2016 list FLOPs, not parameters)"),
     "resnet20": (0.27e6, 0.02, "He et al. 2016, Table 6: 0.27M"),
     "resnet56": (0.85e6, 0.01, "He et al. 2016, Table 6: 0.85M"),
     "resnet110": (1.7e6, 0.03, "He et al. 2016, Table 6: 1.7M"),
