@@ -91,6 +91,16 @@ def check_dataset(name: str) -> None:
     DATASETS.check(name)
 
 
+def save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
+    """Cache arrays as .npz atomically (temp file + rename; no pickle)."""
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
 def cache_dir() -> pathlib.Path:
     """Where generated data sets are cached ($NNBASICS_CACHE or ~/.cache/nnbasics)."""
     root = os.environ.get("NNBASICS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnbasics")

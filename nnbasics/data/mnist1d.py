@@ -6,12 +6,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
-from nnbasics.data import ArrayDataset, cache_dir, register
+from nnbasics.data import ArrayDataset, cache_dir, register, save_npz
 
 
 def _generate() -> dict[str, np.ndarray]:
@@ -35,10 +32,7 @@ def mnist1d(cache: bool = True) -> ArrayDataset:
     if arrays is None:
         arrays = _generate()
         if cache:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
+            save_npz(path, arrays)
     return ArrayDataset(
         "mnist1d",
         arrays["x"].astype(np.float32),

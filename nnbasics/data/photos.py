@@ -9,12 +9,9 @@ training. Generated sets are cached as .npz.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 
-from nnbasics.data import ArrayDataset, cache_dir, register
+from nnbasics.data import ArrayDataset, cache_dir, register, save_npz
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "brick", "grass", "gravel", "coins", "moon", "rocket")
 EXTRA_PHOTOS = ("immunohistochemistry", "hubble_deep_field", "cat", "retina", "colorwheel", "clock", "page", "text")
@@ -105,10 +102,7 @@ def photos(
         xte, yte = split(n_test, (0.7, 1.0))
         arrays = {"x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}
         if cache:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
+            save_npz(path, arrays)
     return ArrayDataset(
         "photos", arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
         num_classes=num_classes, info={"classes": list(PHOTOS[:num_classes])},
