@@ -1,13 +1,19 @@
 """Orbax checkpoints of a training run, with a fingerprint so a checkpoint of a different model
-or config is refused (naming what differs) instead of silently resumed.
+or config is refused (naming what differs) instead of silently resumed, and a digest so a
+corrupted or truncated checkpoint is detected and the previous one used instead (with a warning).
 
 A checkpoint holds the state pytree (params, batch_stats, opt_state, step, rng, lr_scale: the
-rng as raw key data) and, as JSON, the fingerprint and the metric rows written so far.
+rng as raw key data) and, as JSON, the fingerprint, the SHA-256 digest of the state's bytes and
+the metric rows written so far. Orbax alone does not notice every damaged file (a truncated
+array chunk can restore without an error), hence the digest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
+import time
+import warnings
 from typing import Any
 
 import jax
@@ -16,6 +22,10 @@ import numpy as np
 
 class CheckpointMismatch(ValueError):
     """The checkpoint was written by a different model or config."""
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A checkpoint could not be read back intact; an earlier one (or a fresh start) is used."""
 
 
 def _state_tree(state: Any) -> dict[str, Any]:
@@ -27,6 +37,23 @@ def _state_tree(state: Any) -> dict[str, Any]:
         "rng": jax.random.key_data(state.rng),
         "lr_scale": state.lr_scale,
     }
+
+
+def _host(leaf: Any) -> np.ndarray:
+    """This process's copy of a (replicated) array as numpy, also when it spans several processes."""
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+        leaf = leaf.addressable_data(0)
+    return np.asarray(jax.device_get(leaf))
+
+
+def state_digest(tree: Any) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes, in tree order."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(tree):
+        a = np.ascontiguousarray(_host(leaf))
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def fingerprint_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -56,35 +83,70 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, state: Any, history: list[dict[str, Any]]) -> None:
-        step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
-        meta = {"fingerprint": self.fingerprint, "history": _jsonable(history), "step": step}
+        step = int(_host(state.step).reshape(-1)[0])
+        tree = _state_tree(state)
+        meta = {"fingerprint": self.fingerprint, "history": _jsonable(history), "step": step,
+                "digest": state_digest(tree)}
+        if step in self.manager.all_steps():  # e.g. saved at the end of a chunk, then again on SIGINT
+            return
         self.manager.save(
             step,
-            args=self.ocp.args.Composite(
-                state=self.ocp.args.StandardSave(_state_tree(state)), meta=self.ocp.args.JsonSave(meta)
-            ),
+            args=self.ocp.args.Composite(state=self.ocp.args.StandardSave(tree), meta=self.ocp.args.JsonSave(meta)),
             force=True,
         )
         self.manager.wait_until_finished()
 
     def restore(self, template_state: Any) -> tuple[Any, list[dict[str, Any]]] | None:
-        """(state, history) from the latest checkpoint, or None if there is none."""
-        step = self.latest_step()
-        if step is None:
-            return None
-        meta = self.manager.restore(step, args=self.ocp.args.Composite(meta=self.ocp.args.JsonRestore()))["meta"]
-        diff = fingerprint_diff(meta["fingerprint"], self.fingerprint)
-        if diff:
-            raise CheckpointMismatch(
-                f"the checkpoint in {self.directory} was written by a different run; refusing to resume:\n  "
-                + "\n  ".join(diff)
-                + "\nUse another --workdir, or --force to start over."
-            )
+        """(state, history) from the latest intact checkpoint, or None if there is none.
+
+        A checkpoint that cannot be read, or whose state does not match its digest, is moved
+        aside (to `<step>.corrupt-<time>`) with a CorruptCheckpointWarning and the previous one is
+        tried. A checkpoint of a different run raises CheckpointMismatch: that is a user error,
+        not damage, and falling back would silently train something else."""
+        for step in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                meta_args = self.ocp.args.Composite(meta=self.ocp.args.JsonRestore())
+                meta = self.manager.restore(step, args=meta_args)["meta"]
+                fp = meta["fingerprint"]
+            except Exception as e:  # noqa: BLE001 - any failure to read is damage
+                self._set_aside(step, f"its metadata cannot be read ({type(e).__name__}: {str(e)[:200]})")
+                continue
+            diff = fingerprint_diff(fp, self.fingerprint)
+            if diff:
+                raise CheckpointMismatch(
+                    f"the checkpoint in {self.directory} was written by a different run; refusing to resume:\n  "
+                    + "\n  ".join(diff)
+                    + "\nUse another --workdir, or --force to start over."
+                )
+            try:
+                state = self._restore_state(step, template_state)
+                ok = meta.get("digest") in (None, state_digest(_state_tree(state)))
+                reason = "its arrays do not match the digest written with them"
+            except Exception as e:  # noqa: BLE001
+                ok, reason = False, f"its arrays cannot be read ({type(e).__name__}: {str(e)[:200]})"
+            if not ok:
+                self._set_aside(step, reason)
+                continue
+            return state, meta["history"]
+        return None
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        earlier = [s for s in self.manager.all_steps() if s < step]
+        then = f"resuming from step {max(earlier)}" if earlier else "no earlier checkpoint: starting from scratch"
+        warnings.warn(f"checkpoint at step {step} in {self.directory} is damaged: {reason}; it is moved aside "
+                      f"and {then}", CorruptCheckpointWarning, stacklevel=3)
+        if jax.process_index() == 0:
+            src = self.directory / str(step)
+            if src.exists():
+                src.rename(self.directory / f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.manager.reload()
+
+    def _restore_state(self, step: int, template_state: Any) -> Any:
         template = _state_tree(template_state)
         restored = self.manager.restore(
             step, args=self.ocp.args.Composite(state=self.ocp.args.StandardRestore(template))
         )["state"]
-        state = template_state.replace(
+        return template_state.replace(
             params=restored["params"],
             batch_stats=restored["batch_stats"],
             opt_state=restored["opt_state"],
@@ -92,7 +154,6 @@ class Checkpointer:
             rng=jax.random.wrap_key_data(restored["rng"], impl=jax.random.key_impl(template_state.rng)),
             lr_scale=restored["lr_scale"],
         )
-        return state, meta["history"]
 
     def close(self) -> None:
         self.manager.close()

@@ -126,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nnbasics import experiment as exp
     from nnbasics.checkpoint import CheckpointMismatch
     from nnbasics.config import ConfigError
+    from nnbasics.interrupt import TrainingInterrupted
     from nnbasics.registry import UnknownNameError
+    from nnbasics.workdir import WorkdirUnusable
 
     if overrides and args.command not in ("run", "reproduce", "config", "sweep"):
         parser.error(f"--config overrides are only valid with run, reproduce, sweep and config, got {overrides}")
@@ -189,9 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_claims(results)
             print(f"\nreport: {path}")
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
-    except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError) as e:
+    except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
+            WorkdirUnusable) as e:
         print(f"nnbasics: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"\nnnbasics: {e}", file=sys.stderr)
+        return 130
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
         return 3

@@ -174,6 +174,8 @@ def run_experiment(
     claims_path = wd_path / "claims.json"
     config_path = wd_path / "config.json"
     cfg_json = _config_json(cfg)
+    if workdir_lib.is_main_process():  # a read-only or full disk fails here, before anything is moved or compiled
+        workdir_lib.ensure_writable(wd_path, what=f"the {name} experiment")
     if claims_path.exists() and not force:
         old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
         if old_cfg == cfg_json:
@@ -277,7 +279,8 @@ def reproduce(
         wd = default_workdir(name, preset, root)
         try:
             res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True)
-        except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict):
+        except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
+                workdir_lib.WorkdirUnusable):
             raise
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others
             import traceback

@@ -12,6 +12,7 @@ is replicated; `jit` adds the all-reduce, so results equal one device's up to fl
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -27,6 +28,7 @@ import optax
 from flax import struct
 
 from nnbasics import optim, parallel
+from nnbasics.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
 from nnbasics.progress import progress
 from nnbasics.registry import Registry
 
@@ -440,8 +442,9 @@ def fit(
         checkpoint_dir = getattr(metrics_writer, "checkpoint_dir", None)
         if checkpoint_dir is not None:
             tc = dataclasses.replace(tc, checkpoint_every=getattr(metrics_writer, "checkpoint_every", 0))
-    if checkpoint_dir is not None:
+    def make_checkpointer(directory: Any) -> Any:
         from nnbasics.checkpoint import Checkpointer
+        from nnbasics.workdir import ensure_writable
 
         fp = {
             "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()), "members": members,
@@ -450,7 +453,14 @@ def fit(
             "data": [getattr(data, "name", "?"), list(np.shape(data.x_train)), list(np.shape(data.x_test))],
             "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
         }
-        ckpt = Checkpointer(os.path.join(str(checkpoint_dir), tag or "run"), fp, tc.keep_checkpoints)
+        state_bytes = sum(int(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(state)
+                          if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key))
+        path = os.path.join(str(directory), tag or "run")
+        ensure_writable(path, need_bytes=(int(tc.keep_checkpoints) + 1) * state_bytes, what="the checkpoints")
+        return Checkpointer(path, fp, tc.keep_checkpoints)
+
+    if checkpoint_dir is not None:
+        ckpt = make_checkpointer(checkpoint_dir)
         restored = ckpt.restore(state)
         if restored is not None:
             state, history = restored
@@ -458,6 +468,13 @@ def fit(
         # rows of this run written after the checkpoint (or before a first one) are recomputed
         if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
             metrics_writer.truncate(tag, step)
+    # Ctrl-C: stop after the chunk in flight and checkpoint (also when checkpoints are otherwise off,
+    # if the writer names a place for one: a workdir's does). Single process only: a SIGINT reaching
+    # one process of several cannot stop the others' collectives in step.
+    interrupt_dir = checkpoint_dir if checkpoint_dir is not None else getattr(metrics_writer, "interrupt_dir", None)
+    stack = contextlib.ExitStack()
+    interrupt = stack.enter_context(graceful_interrupt(tag or "training") if interrupt_dir is not None
+                                    and jax.process_count() == 1 else contextlib.nullcontext(InterruptFlag()))
     last_saved = step
     bar = progress(total, desc=tag or "train")
     bar.update(step)
@@ -512,7 +529,14 @@ def fit(
                 ckpt.save(state, history)
                 last_saved = step
             bar.update(length)
+            if interrupt.requested and step < total:
+                ckpt = ckpt or make_checkpointer(interrupt_dir)
+                ckpt.save(state, history)
+                raise TrainingInterrupted(
+                    f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
+                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory))
     finally:
+        stack.close()
         bar.close()
         if ckpt is not None:
             ckpt.close()

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 from typing import Any, Iterable
 
@@ -55,6 +56,48 @@ def is_main_process() -> bool:
     return jax is None or jax.process_index() == 0
 
 
+class WorkdirUnusable(OSError):
+    """The work directory cannot be created or written, or its disk is (nearly) full."""
+
+
+MIN_FREE_BYTES = 32 * 2**20  # metrics, figures and reports of one experiment fit easily in this
+
+
+def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "the run") -> None:
+    """Fail early, before any compile, if `path` cannot hold `need_bytes` more (plus a margin).
+
+    Creates `path`, writes and removes a probe file, and checks the free space of its disk, so a
+    read-only or full file system gives one clear message instead of an error hours into a run.
+    The margin is NNBASICS_MIN_FREE_MB (default 32) MiB."""
+    p = pathlib.Path(path)
+    hint = "Choose another --workdir / --root, or fix the permissions."
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkdirUnusable(f"cannot create the directory {p} for {what}: {e.strerror or e}. {hint}") from None
+    probe = p / f".nnbasics-write-test-{os.getpid()}"
+    try:
+        with open(probe, "wb") as f:
+            f.write(b"0")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise WorkdirUnusable(f"cannot write in {p} ({what}): {e.strerror or e}. {hint}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    margin = int(float(os.environ.get("NNBASICS_MIN_FREE_MB", MIN_FREE_BYTES / 2**20)) * 2**20)
+    free = shutil.disk_usage(p).free
+    if free < int(need_bytes) + margin:
+        raise WorkdirUnusable(
+            f"not enough free disk space in {p} for {what}: {free / 2**20:.1f} MiB free, at least "
+            f"{(int(need_bytes) + margin) / 2**20:.1f} MiB needed ({int(need_bytes) / 2**20:.1f} MiB of data + "
+            f"{margin / 2**20:.0f} MiB margin, NNBASICS_MIN_FREE_MB). Free some space or choose another --workdir."
+        )
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync, then rename over `path` (process 0 only)."""
     if not is_main_process():
@@ -91,13 +134,15 @@ class MetricsWriter:
     """Append-only JSON lines; every line is flushed so a crash keeps what was written.
 
     `checkpoint_dir` / `checkpoint_every`, when set (by `Workdir.enable_checkpoints`), tell the
-    training loop to checkpoint there and resume from there."""
+    training loop to checkpoint there and resume from there; `interrupt_dir` (set by a Workdir)
+    is where the loop writes a checkpoint on Ctrl-C even when checkpoints are otherwise off."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.checkpoint_dir: pathlib.Path | None = None
         self.checkpoint_every: int = 0
+        self.interrupt_dir: pathlib.Path | None = None
 
     def truncate(self, run: str | None, step: int) -> None:
         """Drop the rows of `run` after `step` (they are recomputed when a run resumes), atomically."""
@@ -136,6 +181,7 @@ class Workdir:
         self.path = pathlib.Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.path / "metrics.jsonl")
+        self.metrics.interrupt_dir = self.path / "checkpoints"
         self.figures: list[str] = []
 
     @classmethod

@@ -41,37 +41,76 @@ def _final_params(wd, tag):
     return step, [np.asarray(a) for a in jax.tree.leaves(state["params"])]
 
 
-def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    ref, killed = tmp_path / "ref", tmp_path / "killed"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    ref = tmp_path_factory.mktemp("ref")
     subprocess.run(_cmd(ref), cwd=ROOT, env=_env(), check=False, capture_output=True, timeout=600)
     assert (ref / "claims.json").exists()
+    return ref
 
-    proc = subprocess.Popen(_cmd(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+def _start_and_stop_midway(wd, sig):
+    """Start the run, send `sig` once the MLP is done and the CNN has begun; returns the process."""
+    proc = subprocess.Popen(_cmd(wd), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
-        if len(read_metrics(killed / "metrics.jsonl")) >= 5:  # the mlp is done, the cnn has begun
+        if len(read_metrics(wd / "metrics.jsonl")) >= 5:  # the mlp is done, the cnn has begun
             break
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "claims.json").exists()
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be stopped"
+    proc.send_signal(sig)
+    proc.wait(timeout=600)
+    assert not (wd / "claims.json").exists()
+    return proc
 
-    out = subprocess.run(_cmd(killed), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+
+def _resume_and_compare(wd, ref, same_order=True):
+    out = subprocess.run(_cmd(wd), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert out.returncode in (0, 1), out.stderr[-2000:]
-    assert _rows(killed) == _rows(ref)  # no duplicate, missing or different metric lines
+    rows, ref_rows = _rows(wd), _rows(ref)
+    if not same_order:  # runs without a checkpoint are redone, so their rows come after the resumed run's
+        rows, ref_rows = (sorted(r, key=lambda row: (row["run"], row["step"])) for r in (rows, ref_rows))
+    assert rows == ref_rows  # no duplicate, missing or different metric lines
     for tag in ("mlp", "cnn"):
         s_ref, p_ref = _final_params(ref, tag)
-        s_res, p_res = _final_params(killed, tag)
+        s_res, p_res = _final_params(wd, tag)
         assert s_ref == s_res == 400
         for a, b in zip(p_ref, p_res):
             np.testing.assert_array_equal(a, b)
     a = json.loads((ref / "claims.json").read_text())["claims"]
-    b = json.loads((killed / "claims.json").read_text())["claims"]
+    b = json.loads((wd / "claims.json").read_text())["claims"]
     for ca, cb in zip(a, b):
         for k in ca["measured"]:
             if "seconds" not in k:
                 assert ca["measured"][k] == cb["measured"][k]
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference):
+    killed = tmp_path / "killed"
+    _start_and_stop_midway(killed, signal.SIGKILL)
+    _resume_and_compare(killed, reference)
+
+
+def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
+    """Ctrl-C stops after the chunk in flight with a checkpoint at the last metric row, also
+    without --checkpoint-every, and the next run continues from it to the same result."""
+    wd = tmp_path / "interrupted"
+    cmd = [c for c in _cmd(wd) if c not in ("--checkpoint-every", "100")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(read_metrics(wd / "metrics.jsonl")) < 5:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted at step" in err and "Run the same command again" in err
+    last = [r["step"] for r in read_metrics(wd / "metrics.jsonl") if r["run"] == "cnn"][-1]
+    assert 100 <= last < 400
+    saved = [int(p.name) for p in (wd / "checkpoints" / "cnn").iterdir() if p.name.isdigit()]
+    assert saved == [last]  # written on the interrupt, at the row the metrics file ends with
+    assert not (wd / "checkpoints" / "mlp").exists()  # checkpoints were off: only the interrupted run has one
+    _resume_and_compare(wd, reference, same_order=False)
 
 
 def test_checkpoint_of_a_different_model_is_refused(tmp_path):

@@ -1,0 +1,123 @@
+"""Faults: damaged checkpoints fall back to the previous one; unusable work directories fail early."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from nnbasics.checkpoint import CorruptCheckpointWarning
+from nnbasics.data import load_dataset
+from nnbasics.models import get_model
+from nnbasics.train import TrainConfig, fit
+from nnbasics.workdir import WorkdirUnusable, ensure_writable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TC = TrainConfig(steps=30, batch_size=10, eval_every=10, checkpoint_every=10, keep_checkpoints=3)
+
+
+def _data():
+    return load_dataset("blobs", n_train=100, n_test=20)
+
+
+def _fit(ckdir):
+    return fit(get_model("mlp", num_classes=3, hidden=(8,)), _data(), TC, checkpoint_dir=str(ckdir), tag="m")
+
+
+def _leaves(res):
+    return [np.asarray(a) for a in jax.tree.leaves(res.state.params)]
+
+
+def _truncate_meta(step_dir):
+    f = step_dir / "meta" / "metadata"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _flip_array_bytes(step_dir):
+    files = glob.glob(str(step_dir / "state" / "d" / "*"))
+    assert files
+    for f in files:
+        b = bytearray(open(f, "rb").read())
+        b[len(b) // 2] ^= 0xFF
+        open(f, "wb").write(bytes(b))
+
+
+def _wrong_digest(step_dir):
+    f = step_dir / "meta" / "metadata"
+    meta = json.loads(f.read_text())
+    meta["digest"] = "0" * 64
+    f.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage", [_truncate_meta, _flip_array_bytes, _wrong_digest])
+def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
+    ref = _fit(tmp_path / "ref")
+    _fit(tmp_path / "run")
+    damage(tmp_path / "run" / "m" / "30")
+    with pytest.warns(CorruptCheckpointWarning, match="step 30 .* damaged.*resuming from step 20"):
+        again = _fit(tmp_path / "run")
+    # steps 20 -> 30 were trained again from the step-20 checkpoint: same rows, same parameters
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in again.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in ref.history]
+    for a, b in zip(_leaves(again), _leaves(ref)):
+        np.testing.assert_array_equal(a, b)
+    names = sorted(p.name for p in (tmp_path / "run" / "m").iterdir())
+    assert any(n.startswith("30.corrupt-") for n in names) and "30" in names  # set aside, then saved anew
+
+
+def test_every_checkpoint_damaged_starts_from_scratch(tmp_path):
+    ref = _fit(tmp_path / "ref")
+    _fit(tmp_path / "run")
+    for step in (10, 20, 30):
+        _truncate_meta(tmp_path / "run" / "m" / str(step))
+    with pytest.warns(CorruptCheckpointWarning, match="starting from scratch"):
+        again = _fit(tmp_path / "run")
+    assert [r["step"] for r in again.history] == [10, 20, 30]
+    for a, b in zip(_leaves(again), _leaves(ref)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run"):
+        ensure_writable(blocker / "run")
+    from nnbasics.experiment import run_experiment
+
+    with pytest.raises(WorkdirUnusable, match="perceptron_xor"):
+        run_experiment("perceptron_xor", "smoke", workdir=blocker / "run")
+    out = subprocess.run([sys.executable, "-m", "nnbasics.cli", "run", "perceptron_xor", "--smoke", "--workdir",
+                          str(blocker / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert out.returncode == 2
+    assert "nnbasics: error: cannot create the directory" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_full_disk_is_refused_and_nothing_written_is_lost(tmp_path, monkeypatch):
+    from nnbasics.experiment import run_experiment
+
+    wd = tmp_path / "wd"
+    run_experiment("perceptron_xor", "smoke", workdir=wd)
+    before = {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()}
+    free = __import__("shutil").disk_usage(tmp_path).free
+    monkeypatch.setenv("NNBASICS_MIN_FREE_MB", str(2 * free / 2**20))  # more than the disk has free
+    with pytest.raises(WorkdirUnusable, match="not enough free disk space .* MiB free"):
+        run_experiment("perceptron_xor", "smoke", workdir=wd, force=True)
+    after = {p.name: p.read_bytes() for p in wd.iterdir() if p.is_file()}
+    assert after == before  # --force did not move the finished run aside
+
+
+def test_checkpoint_space_is_checked_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("NNBASICS_MIN_FREE_MB", "0")
+    ensure_writable(tmp_path / "ok", need_bytes=1)  # fine with no margin
+    free = __import__("shutil").disk_usage(tmp_path).free
+    with pytest.raises(WorkdirUnusable, match="the checkpoints"):
+        ensure_writable(tmp_path / "ck", need_bytes=2 * free, what="the checkpoints")
+    monkeypatch.setenv("NNBASICS_MIN_FREE_MB", str(2 * free / 2**20))
+    with pytest.raises(WorkdirUnusable, match="for the checkpoints"):
+        _fit(tmp_path / "ck2")
+    assert not any((tmp_path / "ck2" / "m").glob("[0-9]*"))  # nothing trained or saved
