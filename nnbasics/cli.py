@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
     s.add_argument("directory")
 
-    s = sub.add_parser("readme", help="rewrite the README's results table from a reproduce run")
+    s = sub.add_parser("readme", help="rewrite the README's results table and figures from a reproduce run")
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
 
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nsweep directory: {out} (merge with: nnbasics collect {out})")
             return 0
         if args.command == "readme":
-            from nnbasics.report import update_readme
+            from nnbasics.report import copy_featured_figures, update_readme
             from nnbasics.workdir import atomic_write_text, read_json
 
             path = os.path.join(args.root, "claims.json")
@@ -176,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             results = read_json(path)["experiments"]
             with open(args.readme, encoding="utf-8") as f:
                 text = f.read()
-            atomic_write_text(args.readme, update_readme(text, results))
-            print(f"updated the results table in {args.readme} from {path}")
+            figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
+            atomic_write_text(args.readme, update_readme(text, results, figures=figures))
+            print(f"updated the results table and {len(figures)} figures in {args.readme} from {path}")
             return 0
         if args.command == "collect":
             from nnbasics import sweep as sweep_lib

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping, Sequence
 
 
@@ -199,10 +200,55 @@ def readme_results_section(results: Sequence[Mapping[str, Any]], note: str = "")
     return "\n".join(lines)
 
 
-def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str = "") -> str:
-    """`readme` with the text between the results markers replaced by a fresh table."""
+# The figures the README shows (experiment, figure file, caption): one per half of the lecture
+# and one for its end, copied out of the reproduce run by `nnbasics readme`.
+FEATURED_FIGURES = (
+    ("optimizers", "figures/test_function_paths.png",
+     "Optimizer paths on a narrow valley, Beale's function and a saddle (experiment `optimizers`)"),
+    ("residual", "figures/training_loss.png",
+     "Deeper plain nets train worse, deeper ResNets do not (He et al. 2016, Fig. 6; experiment `residual`)"),
+    ("normalizers", "figures/error_vs_batch_size.png",
+     "BatchNorm's error grows as the batch shrinks, GroupNorm's does not (Wu & He 2018; experiment `normalizers`)"),
+)
+
+
+def copy_featured_figures(results: Sequence[Mapping[str, Any]], root: str, readme_dir: str,
+                          out: str = "docs/figures") -> list[tuple[str, str]]:
+    """Copy FEATURED_FIGURES of a reproduce run (`root`) to readme_dir/out; returns (path relative
+    to the README, caption) for each figure that the run produced."""
+    from nnbasics.workdir import atomic_write_bytes
+
+    by_name = {r["experiment"]: r for r in results}
+    found = []
+    for exp, fig, caption in FEATURED_FIGURES:
+        r = by_name.get(exp)
+        if r is None or fig not in r.get("figures", []):
+            continue
+        preset = r.get("preset", "quick")
+        src = os.path.join(root, exp if preset == "full" else f"{exp}-{preset}", fig)
+        if not os.path.exists(src):
+            continue
+        rel = f"{out}/{exp}-{os.path.basename(fig)}"
+        with open(src, "rb") as f:
+            atomic_write_bytes(os.path.join(readme_dir, rel), f.read())
+        found.append((rel, caption))
+    return found
+
+
+def featured_figures_section(figures: Sequence[tuple[str, str]]) -> str:
+    """Markdown images for (relative path, caption) pairs."""
+    return "\n".join(f"![{cap}]({path})\n*{cap}.*\n" for path, cap in figures)
+
+
+def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str = "",
+                  figures: Sequence[tuple[str, str]] = ()) -> str:
+    """`readme` with the text between the results markers replaced by a fresh table (and the
+    featured `figures`, (relative path, caption) pairs, above it)."""
     if README_BEGIN not in readme or README_END not in readme:
         raise ValueError(f"the README has no {README_BEGIN} ... {README_END} section")
     head, rest = readme.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    return f"{head}{README_BEGIN}\n{readme_results_section(results, note)}\n{README_END}{tail}"
+    body = readme_results_section(results, note)
+    if figures:
+        body = featured_figures_section(figures) + "\n" + body
+    return f"{head}{README_BEGIN}\n{body}\n{README_END}{tail}"

@@ -49,3 +49,21 @@ def test_readme_results_table_is_rewritten_between_markers():
     text = update_readme("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nrest\n", res)
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "1 of 1 claims pass" in text and "| e | x works | 1 +- 0.5 | v = 1.2 | pass |" in text
+
+
+def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
+    from nnbasics.report import FEATURED_FIGURES, copy_featured_figures, update_readme
+
+    exp, fig, caption = FEATURED_FIGURES[0]
+    src = tmp_path / "runs" / f"{exp}-quick" / fig
+    src.parent.mkdir(parents=True)
+    src.write_bytes(b"\x89PNG fake")
+    res = [{"experiment": exp, "preset": "quick", "figures": [fig], "seconds": 1,
+            "claims": [C.claim("a", "x", "s", "e", {"v": 1}, True)]},
+           {"experiment": "other", "preset": "quick", "figures": [], "seconds": 1, "claims": []}]
+    figs = copy_featured_figures(res, str(tmp_path / "runs"), str(tmp_path))
+    rel = f"docs/figures/{exp}-{fig.split('/')[-1]}"
+    assert figs == [(rel, caption)]  # figures of experiments that did not run are left out
+    assert (tmp_path / rel).read_bytes() == b"\x89PNG fake"
+    text = update_readme("<!-- results:begin -->\n<!-- results:end -->\n", res, figures=figs)
+    assert f"![{caption}]({rel})" in text and text.index(rel) < text.index("| experiment |")
