@@ -78,3 +78,20 @@ class Registry(Generic[T]):
 
     def __call__(self, name: str) -> Callable[[T], T]:
         return self.register(name)
+
+
+_IMPORTED: set[str] = set()
+
+
+def import_submodules(package: str, path: Any, skip: tuple[str, ...] = ()) -> None:
+    """Import every public submodule of `package` once, so their @register decorators run
+    (registries fill lazily: `import nnbasics` stays fast)."""
+    if package in _IMPORTED:
+        return
+    _IMPORTED.add(package)
+    import importlib
+    import pkgutil
+
+    for mod in pkgutil.iter_modules(path):
+        if not mod.name.startswith("_") and mod.name not in skip:
+            importlib.import_module(f"{package}.{mod.name}")

@@ -7,18 +7,15 @@ its sets with `@register("name")`; modules are imported on first use.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import os
 import pathlib
-import pkgutil
 from typing import Any, Callable
 
 import numpy as np
 
-from nnbasics.registry import Registry
+from nnbasics.registry import Registry, import_submodules
 
 DATASETS: Registry[Callable[..., "ArrayDataset"]] = Registry("data set")
-_loaded = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,13 +63,7 @@ def register(name: str, **info: Any):
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_") and mod.name != "tfds":
-            importlib.import_module(f"{__name__}.{mod.name}")
+    import_submodules(__name__, __path__, skip=("tfds",))
 
 
 def load_dataset(name: str, **kwargs: Any) -> ArrayDataset:

@@ -8,16 +8,13 @@ model file needs no edit anywhere else. Models take NHWC (or NWC, or flat) input
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
 import flax.linen as nn
 
-from nnbasics.registry import Registry
+from nnbasics.registry import Registry, import_submodules
 
 MODELS: Registry[Any] = Registry("model")
-_loaded = False
 
 
 def register(name: str, **info: Any):
@@ -26,13 +23,7 @@ def register(name: str, **info: Any):
 
 
 def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
+    import_submodules(__name__, __path__, skip=())
 
 
 def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:

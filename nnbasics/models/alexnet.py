@@ -42,6 +42,21 @@ def adaptive_avg_pool(x: jax.Array, output_size: tuple[int, int]) -> jax.Array:
     return jnp.stack(cols, axis=2)
 
 
+def classifier_head(x: jax.Array, num_classes: int, hidden: int, dropout: float, act: Any, train: bool,
+                    dropout_first: bool) -> jax.Array:
+    """AlexNet's and VGG's classifier, called inside a compact module: two hidden fully connected
+    layers (fc1, fc2) with dropout, then the output layer (head), weights from N(0, 0.01).
+    torchvision's order: AlexNet drops out before each hidden layer, VGG after it."""
+    init = nn.initializers.normal(0.01)
+    for i in range(2):
+        if dropout_first:
+            x = nn.Dropout(dropout, deterministic=not train)(x)
+        x = act(nn.Dense(hidden, kernel_init=init, name=f"fc{i + 1}")(x))
+        if not dropout_first:
+            x = nn.Dropout(dropout, deterministic=not train)(x)
+    return nn.Dense(num_classes, kernel_init=init, name="head")(x)
+
+
 class AlexNet(nn.Module):
     """Single-tower AlexNet; NHWC input (224x224 for ImageNet, any size >= 63 works)."""
 
@@ -64,10 +79,7 @@ class AlexNet(nn.Module):
             if pool:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2))
         x = adaptive_avg_pool(x, (6, 6)).reshape(x.shape[0], -1)
-        for i in range(2):
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
-            x = act(nn.Dense(self.hidden, kernel_init=nn.initializers.normal(0.01), name=f"fc{i + 1}")(x))
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="head")(x)
+        return classifier_head(x, self.num_classes, self.hidden, self.dropout, act, train, dropout_first=True)
 
 
 @register("alexnet", input_shape=(224, 224, 3), family="alexnet", reference_params=REFERENCE_PARAMS["alexnet"],

@@ -51,7 +51,8 @@ class FCN(nn.Module):
         elif self.pad_input:
             x = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode=self.pad_mode)
         for i, d in enumerate(dil):
-            x = Conv(self.channels, (3, 3), padding="VALID", kernel_dilation=d, kernel_init=he_normal, name=f"conv{i + 1}")(x)
+            x = Conv(self.channels, (3, 3), padding="VALID", kernel_dilation=d, kernel_init=he_normal,
+                     name=f"conv{i + 1}")(x)
             x = jax.nn.relu(x)
         x = Conv(self.num_classes, (1, 1), name="classifier")(x)
         if self.patch_output:
@@ -77,7 +78,8 @@ def init_params(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -
     without compiling an XLA random kernel per weight shape (about a second each on a CPU)."""
     import numpy as np
 
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(seed), x), jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
+    shapes = jax.eval_shape(lambda x: model.init(jax.random.key(seed), x),
+                            jax.ShapeDtypeStruct((1, *input_shape), jnp.float32))
     rng = np.random.default_rng(seed)
 
     def draw(leaf):

@@ -44,7 +44,8 @@ TABLE1_PARAMS_K = {
 TABLE1_TOTAL = sum(TABLE1_PARAMS_K.values()) * 1000
 
 
-def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> jax.Array:
+def local_response_norm(x: jax.Array, size: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> jax.Array:
     """Local response normalization across channels (Krizhevsky et al. 2012; Caffe/PyTorch convention):
     x / (k + alpha / size * sum of x^2 over `size` neighbouring channels) ** beta."""
     sq = jnp.pad(jnp.square(x), [(0, 0)] * (x.ndim - 1) + [(size // 2, (size - 1) // 2)])
@@ -154,7 +155,8 @@ def googlenet_params_by_hand(num_classes: int = 1000, in_channels: int = 3) -> i
     total = conv(7, in_channels, 64) + conv(1, 64, 64) + conv(3, 64, 192)
     cin = 192
     for n1, r3, n3, r5, n5, pp in INCEPTION.values():
-        total += conv(1, cin, n1) + conv(1, cin, r3) + conv(3, r3, n3) + conv(1, cin, r5) + conv(5, r5, n5) + conv(1, cin, pp)
+        total += (conv(1, cin, n1) + conv(1, cin, r3) + conv(3, r3, n3) + conv(1, cin, r5) + conv(5, r5, n5)
+                  + conv(1, cin, pp))
         cin = n1 + n3 + n5 + pp
     return total + cin * num_classes + num_classes
 

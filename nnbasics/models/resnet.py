@@ -239,7 +239,8 @@ def cifar_resnet(
     )
 
 
-def imagenet_resnet(depth: int, num_classes: int = 1000, residual: bool = True, shortcut: str = "B", **kw: Any) -> ResNet:
+def imagenet_resnet(depth: int, num_classes: int = 1000, residual: bool = True, shortcut: str = "B",
+                    **kw: Any) -> ResNet:
     """The ImageNet ResNet (or plain net) of He et al. Table 1, torchvision-compatible."""
     if depth not in IMAGENET_SPECS:
         raise ValueError(f"ImageNet ResNet depth must be one of {sorted(IMAGENET_SPECS)}, got {depth}")
@@ -251,22 +252,20 @@ def imagenet_resnet(depth: int, num_classes: int = 1000, residual: bool = True, 
 
 
 def _register_all() -> None:
-    for depth in CIFAR_DEPTHS:
-        for residual, prefix in ((True, "resnet"), (False, "plain")):
-            name = f"{prefix}{depth}"
-            register(
-                name, input_shape=(32, 32, 3), family="resnet-cifar",
-                reference_params=REFERENCE_PARAMS[f"resnet{depth}"] if residual else None,
-                description=f"CIFAR {'ResNet' if residual else 'plain net'}, {depth} layers (He et al. 2016, sec. 4.2)",
-            )(functools.partial(cifar_resnet, depth, residual=residual))
-    for depth in IMAGENET_SPECS:
-        for residual, prefix in ((True, "resnet"), (False, "plain")):
-            name = f"{prefix}{depth}"
-            register(
-                name, input_shape=(224, 224, 3), family="resnet-imagenet",
-                reference_params=REFERENCE_PARAMS[f"resnet{depth}"] if residual else None,
-                description=f"ImageNet {'ResNet' if residual else 'plain net'}-{depth} (He et al. 2016, Table 1)",
-            )(functools.partial(imagenet_resnet, depth, residual=residual))
+    kinds = (  # (depths, input shape, family, factory, description with {net} and {depth})
+        (CIFAR_DEPTHS, (32, 32, 3), "resnet-cifar", cifar_resnet,
+         "CIFAR {net}, {depth} layers (He et al. 2016, sec. 4.2)"),
+        (tuple(IMAGENET_SPECS), (224, 224, 3), "resnet-imagenet", imagenet_resnet,
+         "ImageNet {net}-{depth} (He et al. 2016, Table 1)"),
+    )
+    for depths, shape, family, factory, text in kinds:
+        for depth in depths:
+            for residual, prefix in ((True, "resnet"), (False, "plain")):
+                register(
+                    f"{prefix}{depth}", input_shape=shape, family=family,
+                    reference_params=REFERENCE_PARAMS[f"resnet{depth}"] if residual else None,
+                    description=text.format(net="ResNet" if residual else "plain net", depth=depth),
+                )(functools.partial(factory, depth, residual=residual))
 
 
 _register_all()

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 
 from nnbasics.models import register
-from nnbasics.models.alexnet import adaptive_avg_pool
+from nnbasics.models.alexnet import adaptive_avg_pool, classifier_head
 from nnbasics.models.resnet import he_init, resolve_norm
 from nnbasics.nn.activations import get_activation
 from nnbasics.nn.conv import Conv
@@ -58,10 +58,7 @@ class VGG(nn.Module):
                      name=f"conv{i}")(x)
             x = act(norm(name=f"norm{i}")(x))
         x = adaptive_avg_pool(x, (7, 7)).reshape(x.shape[0], -1)
-        for j in range(2):
-            x = act(nn.Dense(self.hidden, kernel_init=nn.initializers.normal(0.01), name=f"fc{j + 1}")(x))
-            x = nn.Dropout(self.dropout, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01), name="head")(x)
+        return classifier_head(x, self.num_classes, self.hidden, self.dropout, act, train, dropout_first=False)
 
 
 def vgg(depth: int, num_classes: int = 1000, batch_norm: bool = False, **kw: Any) -> VGG:
