@@ -252,7 +252,8 @@ def _gradient_variance(model, params, data, sizes, k: int, seed: int) -> np.ndar
         per = optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, xb), yb)
         return jnp.sum(per * w)
 
-    flat = lambda tree: jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])
+    def flat(tree):
+        return jnp.concatenate([a.ravel() for a in jax.tree.leaves(tree)])
 
     @jax.jit
     def go(idx, weights, params, x, y):
@@ -306,7 +307,9 @@ def _orders(config) -> dict:
     alpha, _ = M.gd_optimal(quad.lmin, quad.lmax)
     with M.float64():
         A = jnp.asarray(quad.A, jnp.float64)
-        f = lambda w: 0.5 * w @ (A @ w)
+        def f(w):
+            return 0.5 * w @ (A @ w)
+
         w0j = jnp.asarray(w0, jnp.float64)
         rs = jax.jit(jax.vmap(lambda z: Z.random_search(f, w0j, z, sigma0=0.1)))(jnp.asarray(noise))
         gd = jax.jit(lambda w: Z.gradient_descent(f, w, alpha, min(steps, 5000)))(w0j)

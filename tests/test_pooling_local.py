@@ -79,7 +79,8 @@ def test_locally_connected_with_shared_weights_is_conv(rng):
     vc = jax.tree.map(lambda a: jnp.asarray(rng.standard_normal(a.shape), jnp.float32), vc)
     local = LocallyConnected(4, (3, 3), padding="SAME", strides=2)
     kernel = vc["params"]["kernel"].reshape(-1, 4)
-    vl = {"params": {"kernel": jnp.broadcast_to(kernel, (3, 3, 27, 4)), "bias": jnp.broadcast_to(vc["params"]["bias"], (3, 3, 4))}}
+    vl = {"params": {"kernel": jnp.broadcast_to(kernel, (3, 3, 27, 4)),
+                     "bias": jnp.broadcast_to(vc["params"]["bias"], (3, 3, 4))}}
     np.testing.assert_allclose(local.apply(vl, x), conv.apply(vc, x), atol=1e-5)
 
 

@@ -264,8 +264,8 @@ def backward(layers: Sequence[Layer], params: Params, caches: list[Any], dout: j
     """From dL/dx^(L) down to dL/dx^(0), collecting dL/dW^(l) on the way."""
     grads: Params = [{} for _ in layers]
     d = dout
-    for l in reversed(range(len(layers))):
-        grads[l], d = layers[l].backward(params[l], caches[l], d)
+    for i in reversed(range(len(layers))):
+        grads[i], d = layers[i].backward(params[i], caches[i], d)
     return grads, d
 
 

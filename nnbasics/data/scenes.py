@@ -90,7 +90,8 @@ def scene(rng: np.random.Generator, height: int = 32, width: int = 32, noise: fl
     return np.clip(img, 0, 1).astype(np.float32), labels
 
 
-def make_scenes(n: int, height: int = 32, width: int | None = None, seed: int = 0, noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
+def make_scenes(n: int, height: int = 32, width: int | None = None, seed: int = 0,
+                noise: float = 0.03) -> tuple[np.ndarray, np.ndarray]:
     """n scenes: images (n, H, W, 3) float32 and labels (n, H, W) int32."""
     width = height if width is None else width
     rng = np.random.default_rng([int(seed), 0x5CE7E])
