@@ -75,9 +75,12 @@ class Checkpointer:
         self.ocp = ocp
         self.directory = pathlib.Path(directory).absolute()
         self.fingerprint = _jsonable(fingerprint)
-        self.manager = ocp.CheckpointManager(
-            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max(1, int(keep)), create=True)
-        )
+        self.keep = max(1, int(keep))
+        self.manager = self._open()
+
+    def _open(self) -> Any:
+        options = self.ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
+        return self.ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -139,7 +142,8 @@ class Checkpointer:
             src = self.directory / str(step)
             if src.exists():
                 src.rename(self.directory / f"{step}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
-        self.manager.reload()
+        self.manager.close()  # a fresh manager: a failed read can leave the old one's async machinery broken
+        self.manager = self._open()
 
     def _restore_state(self, step: int, template_state: Any) -> Any:
         template = _state_tree(template_state)
