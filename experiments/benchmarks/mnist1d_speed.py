@@ -62,9 +62,9 @@ def nnbasics_seconds(model_name: str, data, steps: int = STEPS, impl: str | None
 
 
 def nnbasics_fresh_process(model_name: str, steps: int = STEPS, impl: str | None = None,
-                           cache_dir: str | None = None) -> dict:
+                           cache_dir: str | None = None, root: str | None = None) -> dict:
     """`nnbasics_seconds` in a new Python process; `cache_dir` turns on the persistent compilation
-    cache there (None: no cache, a cold run)."""
+    cache there (None: no cache, a cold run); `root`: another checkout to time (default: this one)."""
     cmd = [sys.executable, "-m", "experiments.benchmarks.mnist1d_speed", "--child", model_name,
            "--steps", str(steps)]
     if impl:
@@ -73,7 +73,7 @@ def nnbasics_fresh_process(model_name: str, steps: int = STEPS, impl: str | None
         cmd += ["--cache-dir", cache_dir]
     env = dict(os.environ)
     env.pop("NNBASICS_NO_COMPILE_CACHE", None)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = root or os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
