@@ -123,6 +123,47 @@ def test_small_cnn_is_four_layers_and_takes_any_activation():
     assert out.shape == (2, 5) and v["params"]["PReLU_0"]["alpha"].shape == ()
 
 
+def test_small_cnn_init_std_draws_every_weight_from_one_gaussian():
+    x = jnp.ones((1, 16, 16, 3))
+    v = jax.jit(get_model("small_cnn", num_classes=10, activation="tanh", init_std=0.05).init)(jax.random.key(0), x)
+    for name in ("conv1", "conv2", "conv3", "head"):  # AlexNet: N(0, std^2) in every layer, whatever the fan-in
+        w = np.asarray(v["params"][name]["kernel"])
+        assert abs(w.std() - 0.05) < 0.15 * 0.05 and abs(w.mean()) < 0.02
+    he = jax.eval_shape(get_model("small_cnn", num_classes=10, activation="relu").init, jax.random.key(0), x)
+    assert he["params"]["conv1"]["kernel"].shape == v["params"]["conv1"]["kernel"].shape  # default unchanged
+    with pytest.raises(ValueError, match="init_std"):
+        get_model("small_cnn", num_classes=10, init_std=-1.0).init(jax.random.key(0), x)
+
+
+def test_cnn_input_scales():
+    import importlib.util
+    import pathlib
+
+    from nnbasics.data import ArrayDataset
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "activations.py"
+    spec = importlib.util.spec_from_file_location("activations_exp", path)
+    exp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exp)
+    r = np.random.default_rng(0)
+    xtr, xte = r.uniform(0, 1, (20, 4, 4, 1)).astype(np.float32), r.uniform(0, 1, (5, 4, 4, 1)).astype(np.float32)
+    d = ArrayDataset("t", xtr, np.zeros(20, np.int32), xte, np.zeros(5, np.int32), num_classes=2)
+    raw = exp.scale_inputs(d, "raw_centered")  # AlexNet: 0-255 scale minus the mean image, std not divided out
+    np.testing.assert_allclose(raw.x_train, 255 * (xtr - xtr.mean(0)), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(raw.x_test, 255 * (xte - xtr.mean(0)), rtol=1e-5, atol=1e-3)
+    std = exp.scale_inputs(d, "standardized")
+    np.testing.assert_allclose(std.x_train.std(), 1.0, rtol=1e-4)
+    assert exp.scale_inputs(d, "unit") is d
+    with pytest.raises(ValueError, match="input_scale"):
+        exp.validate(_with(exp.get_config("smoke"), input_scale="bad"))
+
+
+def _with(config, **cnn):
+    for k, v in cnn.items():
+        config.cnn[k] = v
+    return config
+
+
 def test_activations_experiment_smoke(tmp_path):
     from nnbasics.experiment import run_experiment
 

@@ -36,6 +36,7 @@ class SmallCNN(nn.Module):
     activation: str = "relu"
     init_scheme: str = "auto"  # auto | he | lecun
     impl: str = "auto"  # convolution implementation, see nnbasics.nn.conv
+    init_std: float = 0.0  # > 0: every weight (convs and head) from N(0, init_std^2), AlexNet's 0.01; 0: init_scheme
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -47,13 +48,18 @@ class SmallCNN(nn.Module):
             "he": nn.initializers.he_normal(),
             "lecun": nn.initializers.lecun_normal(),
         }[self.init_scheme]
+        head_init = nn.initializers.lecun_normal()
+        if self.init_std < 0:
+            raise ValueError(f"init_std must be >= 0 (0: use init_scheme), got {self.init_std}")
+        if self.init_std > 0:  # AlexNet (Krizhevsky et al. 2012, Sec. 5): zero-mean Gaussian, std 0.01, every layer
+            kinit = head_init = nn.initializers.normal(stddev=self.init_std)
         for i, f in enumerate(self.features):
             x = Conv(f, (3, 3), padding="SAME", kernel_init=kinit, impl=self.impl, name=f"conv{i + 1}")(x)
             x = act(x)
             if x.shape[1] >= 2 and x.shape[2] >= 2:
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape(x.shape[0], -1)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.lecun_normal(), name="head")(x)
+        return nn.Dense(self.num_classes, kernel_init=head_init, name="head")(x)
 
 
 @register("small_cnn", input_shape=(32, 32, 3))
