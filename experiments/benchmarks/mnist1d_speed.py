@@ -131,6 +131,7 @@ def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xl
     with tempfile.TemporaryDirectory(prefix="nnbasics-bench-cache-") as cache:
         for name in models:
             r = {"torch": [], "cold": [], "warm": [], "xla": []}
+            torch_seconds(name, data, 50)  # PyTorch's lazy initialization, not timed
             if "warm" in modes:  # fill the cache once (not timed)
                 nnbasics_fresh_process(NAMES[name], steps, cache_dir=os.path.join(cache, name))
             for _ in range(repeats):
@@ -152,6 +153,7 @@ def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xl
                 r[f"cpu_ratio_{mode}"] = cpu_ratio.tolist()
                 print(f"  nnbasics {mode}: {spread(wall)} s wall, {spread([x['cpu'] for x in runs])} s CPU, "
                       f"first chunk (init + compile + 250 steps) {spread([x['first_chunk'] for x in runs])} s, "
+                      f"the other steps {spread([x['seconds'] - x['first_chunk'] for x in runs])} s, "
                       f"test acc {np.mean([x['acc'] for x in runs]):.3f} | torch/nnbasics = {spread(ratio)}x wall, "
                       f"{spread(cpu_ratio)}x CPU", flush=True)
             if r["xla"]:
