@@ -1,4 +1,4 @@
-"""The tree stays lint-clean (ruff, configured in pyproject.toml), so style drift fails CI."""
+"""The tree stays lint-clean (ruff, configured in ruff.toml), so style drift fails CI."""
 
 import os
 import shutil
