@@ -135,16 +135,97 @@ def test_small_cnn_init_std_draws_every_weight_from_one_gaussian():
         get_model("small_cnn", num_classes=10, init_std=-1.0).init(jax.random.key(0), x)
 
 
-def test_cnn_input_scales():
+class _ReferenceMNIST1DCNN(nn.Module):
+    """The MNIST-1D CNN as it was before its activation / init options (ReLU, PyTorch init)."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        from nnbasics.models.init import torch_bias_init, torch_kernel_init
+        from nnbasics.nn.conv import Conv
+
+        x = x[..., None]
+        for i, (k, s, p) in enumerate([(5, 2, 1), (3, 2, 1), (3, 2, 1)]):
+            x = jax.nn.relu(Conv(25, (k,), strides=s, padding=[(p, p)], kernel_init=torch_kernel_init,
+                                 bias_init=torch_bias_init(k * x.shape[-1]), name=f"conv{i + 1}")(x))
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(10, kernel_init=torch_kernel_init, bias_init=torch_bias_init(x.shape[-1]), name="linear")(x)
+
+
+def _conv1d_s2(x, w, b):
+    """Hand-written stride-2, padding-1 1-D convolution: x (N, W, Ci), w (K, Ci, Co)."""
+    x = np.pad(x, ((0, 0), (1, 1), (0, 0)))
+    k = w.shape[0]
+    cols = [x[:, i:i + k].reshape(len(x), -1) for i in range(0, x.shape[1] - k + 1, 2)]
+    return np.stack([c @ w.reshape(-1, w.shape[-1]) + b for c in cols], 1)
+
+
+def test_mnist1d_cnn_activation_and_init_options():
+    x = jax.random.normal(jax.random.key(1), (3, 40))
+    key = jax.random.key(7)
+    ref = _ReferenceMNIST1DCNN()
+    v_ref = ref.init(key, x)
+    for model in (get_model("mnist1d_cnn"), get_model("mnist1d_cnn", activation="relu", init_scheme="torch")):
+        v = model.init(key, x)  # the default is the reference model: same parameters, same outputs
+        jax.tree.map(np.testing.assert_array_equal, v, v_ref)
+        np.testing.assert_array_equal(model.apply(v, x), ref.apply(v_ref, x))
+    # tanh: the same layers with tanh, checked against a hand-written forward pass
+    tanh = get_model("mnist1d_cnn", activation="tanh", init_scheme="preferred")
+    p = jax.tree.map(lambda a: np.asarray(a, np.float64), tanh.init(key, x)["params"])
+    h = np.asarray(x, np.float64)[..., None]
+    for name in ("conv1", "conv2", "conv3"):
+        h = np.tanh(_conv1d_s2(h, p[name]["kernel"], p[name]["bias"]))
+    want = h.reshape(len(h), -1) @ p["linear"]["kernel"] + p["linear"]["bias"]
+    np.testing.assert_allclose(tanh.apply({"params": p}, x), want, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="init_scheme"):
+        get_model("mnist1d_cnn", init_scheme="he").init(key, x)
+
+
+@pytest.mark.parametrize("act,gain", [("relu", 2.0), ("tanh", 1.0)])
+def test_mnist1d_cnn_preferred_init_is_he_or_lecun(act, gain):
+    v = jax.jit(get_model("mnist1d_cnn", activation=act, init_scheme="preferred").init)(
+        jax.random.key(3), jnp.zeros((1, 40)))["params"]
+    # He: Var = 2 / fan_in for ReLU; LeCun: 1 / fan_in for tanh; fan_in = kernel width x input channels
+    for name, fan_in, g in (("conv1", 5, gain), ("conv2", 75, gain), ("conv3", 75, gain), ("linear", 125, 1.0)):
+        w = np.asarray(v[name]["kernel"])
+        n = w.size  # the sample std's relative error is about 1 / sqrt(2n): 6% for conv1 (125), < 2% for the rest
+        np.testing.assert_allclose(w.std(), math.sqrt(g / fan_in), rtol=4 / math.sqrt(2 * n))
+        assert abs(w.mean()) < 4 * math.sqrt(g / fan_in / n)
+        np.testing.assert_array_equal(v[name]["bias"], 0.0)
+
+
+def _experiment():
     import importlib.util
     import pathlib
-
-    from nnbasics.data import ArrayDataset
 
     path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "activations.py"
     spec = importlib.util.spec_from_file_location("activations_exp", path)
     exp = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(exp)
+    return exp
+
+
+def test_cnn_config_validation_and_sweeps():
+    from nnbasics.config import apply_dict
+
+    exp = _experiment()
+    assert exp.get_config("quick").cnn.data == "mnist1d"
+    for name in ("cnn_data", "cnn_recipe"):  # every point is a valid config, for every preset
+        for point in exp.SWEEPS[name]:
+            for preset in ("full", "quick", "smoke"):
+                exp.validate(apply_dict(exp.get_config(preset), point))
+    assert {p["cnn.data"] for p in exp.SWEEPS["cnn_data"]} == {"mnist1d", "digits", "photos"}
+    with pytest.raises(ValueError, match="torch"):
+        exp.validate(_with(exp.get_config("smoke"), data="digits", init="torch"))
+    with pytest.raises(ValueError, match="raw_centered"):
+        exp.validate(_with(exp.get_config("smoke"), input_scale="raw_centered"))
+    with pytest.raises(ValueError, match="cnn.data"):
+        exp.validate(_with(exp.get_config("smoke"), data="cifar"))
+
+
+def test_cnn_input_scales():
+    from nnbasics.data import ArrayDataset
+
+    exp = _experiment()
     r = np.random.default_rng(0)
     xtr, xte = r.uniform(0, 1, (20, 4, 4, 1)).astype(np.float32), r.uniform(0, 1, (5, 4, 4, 1)).astype(np.float32)
     d = ArrayDataset("t", xtr, np.zeros(20, np.int32), xte, np.zeros(5, np.int32), num_classes=2)
