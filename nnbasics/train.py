@@ -384,7 +384,32 @@ def fit(
     Checkpointing is on when `checkpoint_dir` is given or the metrics writer carries one (a
     workdir's does when its run is checkpointed): Orbax saves every `tc.checkpoint_every` steps
     and at the end, under checkpoint_dir/tag, and a later call resumes from the latest checkpoint
-    with exactly the batches, dropout keys and metric rows an uninterrupted run would have."""
+    with exactly the batches, dropout keys and metric rows an uninterrupted run would have.
+
+    Ctrl-C (SIGINT) while this runs, compiling included, stops after the chunk of steps in flight
+    and writes a checkpoint first (also when checkpoints are otherwise off, if the writer names a
+    place for one: a workdir's does), raising TrainingInterrupted. Single process only: a SIGINT
+    reaching one process of several cannot stop the others' collectives in step."""
+    where = checkpoint_dir if checkpoint_dir is not None else (
+        getattr(metrics_writer, "checkpoint_dir", None) or getattr(metrics_writer, "interrupt_dir", None))
+    graceful = where is not None and jax.process_count() == 1
+    with graceful_interrupt(tag or "training") if graceful else contextlib.nullcontext(InterruptFlag()) as interrupt:
+        return _fit(model, data, tc, metrics_writer=metrics_writer, tag=tag, mesh=mesh, eval_fns=eval_fns,
+                    checkpoint_dir=checkpoint_dir, interrupt=interrupt)
+
+
+def _fit(
+    model: nn.Module,
+    data: Any,
+    tc: TrainConfig,
+    *,
+    metrics_writer: Any = None,
+    tag: str | None = None,
+    mesh: Any = "auto",
+    eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+    checkpoint_dir: str | None = None,
+    interrupt: InterruptFlag,
+) -> TrainResult:
     streaming = isinstance(data, StreamingData)
     validate_train_config(tc, num_train=None if streaming else len(data.x_train))
     if streaming and tc.eval_train:
@@ -529,13 +554,7 @@ def fit(
         # rows of this run written after the checkpoint (or before a first one) are recomputed
         if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
             metrics_writer.truncate(tag, step)
-    # Ctrl-C: stop after the chunk in flight and checkpoint (also when checkpoints are otherwise off,
-    # if the writer names a place for one: a workdir's does). Single process only: a SIGINT reaching
-    # one process of several cannot stop the others' collectives in step.
     interrupt_dir = checkpoint_dir if checkpoint_dir is not None else getattr(metrics_writer, "interrupt_dir", None)
-    stack = contextlib.ExitStack()
-    interrupt = stack.enter_context(graceful_interrupt(tag or "training") if interrupt_dir is not None
-                                    and jax.process_count() == 1 else contextlib.nullcontext(InterruptFlag()))
     last_saved = step
     bar = progress(total, desc=tag or "train")
     bar.update(step)
@@ -597,7 +616,6 @@ def fit(
                     f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
                     f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory))
     finally:
-        stack.close()
         bar.close()
         if ckpt is not None:
             ckpt.close()

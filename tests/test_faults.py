@@ -121,3 +121,28 @@ def test_checkpoint_space_is_checked_before_training(tmp_path, monkeypatch):
     with pytest.raises(WorkdirUnusable, match="for the checkpoints"):
         _fit(tmp_path / "ck2")
     assert not any((tmp_path / "ck2" / "m").glob("[0-9]*"))  # nothing trained or saved
+
+
+def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
+    import signal
+
+    from nnbasics.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
+    from nnbasics.train import _fit
+
+    before = signal.getsignal(signal.SIGINT)
+    with graceful_interrupt("test") as flag:
+        if flag.installed:  # pytest may have its own handler: then nothing is changed, by design
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread before kill returns
+            assert flag.requested
+            assert signal.getsignal(signal.SIGINT) is before  # a second Ctrl-C would stop at once
+    assert signal.getsignal(signal.SIGINT) is before
+
+    requested = InterruptFlag()
+    requested.requested = True  # as if Ctrl-C came while compiling: one chunk runs, then it stops
+    with pytest.raises(TrainingInterrupted, match="interrupted at step 10 of 30") as info:
+        _fit(get_model("mlp", num_classes=3, hidden=(8,)), _data(), TrainConfig(steps=30, batch_size=10, eval_every=10),
+             checkpoint_dir=str(tmp_path), tag="m", interrupt=requested)
+    assert info.value.step == 10 and sorted(p.name for p in (tmp_path / "m").iterdir()) == ["10"]
+    resumed = _fit(get_model("mlp", num_classes=3, hidden=(8,)), _data(), TrainConfig(steps=30, batch_size=10,
+                   eval_every=10), checkpoint_dir=str(tmp_path), tag="m", interrupt=InterruptFlag())
+    assert [r["step"] for r in resumed.history] == [10, 20, 30]
