@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from nnbasics import config as config_lib
 from nnbasics import experiment as exp
 from nnbasics.cli import main
 from nnbasics.workdir import read_metrics
@@ -130,3 +131,22 @@ def test_models_command(capsys):
     assert by_name["resnet20"]["macs"] > 0 and "input_shape" in by_name["resnet20"]
     assert main(["models", "resnet21"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_every_preset_and_sweep_point_of_every_experiment_validates():
+    """`--full` and every named sweep must at least pass the checks `run` makes before compiling."""
+    for name in exp.experiment_names():
+        for preset in exp.PRESETS:
+            exp.get_config(name, preset)
+        mod = exp.load_experiment(name)
+        for preset in ("full", "quick"):
+            base = exp.get_config(name, preset)
+            for points in getattr(mod, "SWEEPS", {}).values():
+                for point in points:
+                    cfg = config_lib.apply_dict(base, point)
+                    for key, value in point.items():  # the point took effect
+                        node = cfg
+                        for part in key.split("."):
+                            node = node[part]
+                        assert node == value or list(node) == list(value), (name, key)
+                    exp.validate(name, cfg)
