@@ -96,7 +96,10 @@ def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
     without --checkpoint-every, and the next run continues from it to the same result."""
     wd = tmp_path / "interrupted"
     cmd = [c for c in _cmd(wd) if c not in ("--checkpoint-every", "100")]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # a shell running pytest in the background passes SIGINT on as ignored, and Python then keeps
+    # ignoring it (as nnbasics does): give the run the default disposition a terminal would
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 600
     # as soon as the first of 8 metric rows is out: training (or compiling) is in progress, with at
     # least three chunks of the MLP and the whole CNN still to come
