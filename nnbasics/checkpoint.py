@@ -4,8 +4,11 @@ corrupted or truncated checkpoint is detected and the previous one used instead 
 
 A checkpoint holds the state pytree (params, batch_stats, opt_state, step, rng, lr_scale: the
 rng as raw key data) and, as JSON, the fingerprint, the SHA-256 digest of the state's bytes and
-the metric rows written so far. Orbax alone does not notice every damaged file (a truncated
-array chunk can restore without an error), hence the digest.
+the metric rows written so far. Once Orbax has finished a step, the size and SHA-256 of each of
+its files go into `nnbasics_files.json` in the step's directory; a restore checks them first, so
+damaged files are found before Orbax reads them (it does not notice every damaged file, and a
+failed read leaves its asynchronous machinery printing errors). The state digest covers a
+checkpoint whose file list was never written (a kill right after Orbax finished).
 """
 
 from __future__ import annotations
@@ -22,6 +25,40 @@ import numpy as np
 
 class CheckpointMismatch(ValueError):
     """The checkpoint was written by a different model or config."""
+
+
+FILE_LIST = "nnbasics_files.json"
+
+
+def file_list(step_dir: pathlib.Path) -> dict[str, list[Any]]:
+    """{relative path: [size, sha256]} of every file under a checkpoint step's directory."""
+    out = {}
+    for p in sorted(step_dir.rglob("*")):
+        if p.is_file() and p.name != FILE_LIST:
+            out[p.relative_to(step_dir).as_posix()] = [p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()]
+    return out
+
+
+def file_list_problem(step_dir: pathlib.Path) -> str | None:
+    """Why the step's files differ from the list written with them (None: they match, or no list)."""
+    import json
+
+    listed = step_dir / FILE_LIST
+    if not listed.exists():
+        return None
+    try:
+        want = json.loads(listed.read_text())
+    except (OSError, ValueError) as e:
+        return f"its file list cannot be read ({type(e).__name__})"
+    have = file_list(step_dir)
+    for name, (size, digest) in want.items():
+        if name not in have:
+            return f"{name} is missing"
+        if have[name][0] != size:
+            return f"{name} has {have[name][0]} bytes, {size} were written"
+        if have[name][1] != digest:
+            return f"{name} has changed since it was written (SHA-256 differs)"
+    return None
 
 
 class CorruptCheckpointWarning(UserWarning):
@@ -98,6 +135,11 @@ class Checkpointer:
             force=True,
         )
         self.manager.wait_until_finished()
+        step_dir = self.directory / str(step)
+        if jax.process_index() == 0 and step_dir.is_dir():
+            from nnbasics.workdir import atomic_write_json
+
+            atomic_write_json(step_dir / FILE_LIST, file_list(step_dir))
 
     def restore(self, template_state: Any) -> tuple[Any, list[dict[str, Any]]] | None:
         """(state, history) from the latest intact checkpoint, or None if there is none.
@@ -107,6 +149,10 @@ class Checkpointer:
         tried. A checkpoint of a different run raises CheckpointMismatch: that is a user error,
         not damage, and falling back would silently train something else."""
         for step in sorted(self.manager.all_steps(), reverse=True):
+            problem = file_list_problem(self.directory / str(step))
+            if problem:
+                self._set_aside(step, problem)
+                continue
             try:
                 meta_args = self.ocp.args.Composite(meta=self.ocp.args.JsonRestore())
                 meta = self.manager.restore(step, args=meta_args)["meta"]

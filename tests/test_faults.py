@@ -46,14 +46,21 @@ def _flip_array_bytes(step_dir):
         open(f, "wb").write(bytes(b))
 
 
-def _wrong_digest(step_dir):
+def _wrong_digest(step_dir):  # a checkpoint without its file list (killed just after Orbax finished)
+    (step_dir / "nnbasics_files.json").unlink()
     f = step_dir / "meta" / "metadata"
     meta = json.loads(f.read_text())
     meta["digest"] = "0" * 64
     f.write_text(json.dumps(meta))
 
 
-@pytest.mark.parametrize("damage", [_truncate_meta, _flip_array_bytes, _wrong_digest])
+def _truncate_array_file(step_dir):
+    f = max((p for p in (step_dir / "state").rglob("*") if p.is_file() and "ocdbt" not in str(p.parent)),
+            key=lambda p: p.stat().st_size)
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", [_truncate_meta, _flip_array_bytes, _wrong_digest, _truncate_array_file])
 def test_damaged_checkpoint_falls_back_to_the_previous_one(tmp_path, damage):
     ref = _fit(tmp_path / "ref")
     _fit(tmp_path / "run")

@@ -98,8 +98,11 @@ def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
     cmd = [c for c in _cmd(wd) if c not in ("--checkpoint-every", "100")]
     # a shell running pytest in the background passes SIGINT on as ignored, and Python then keeps
     # ignoring it (as nnbasics does): give the run the default disposition a terminal would
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (set in the child itself: a preexec_fn would run Python between fork and exec of a threaded process)
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'nnbasics'; runpy.run_module('nnbasics.cli', run_name='__main__')")
+    cmd = [sys.executable, "-c", start, *cmd[3:]]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 600
     # as soon as the first of 8 metric rows is out: training (or compiling) is in progress, with at
     # least three chunks of the MLP and the whole CNN still to come
