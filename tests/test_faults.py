@@ -81,8 +81,11 @@ def test_every_checkpoint_damaged_starts_from_scratch(tmp_path):
     _fit(tmp_path / "run")
     for step in (10, 20, 30):
         _truncate_meta(tmp_path / "run" / "m" / str(step))
-    with pytest.warns(CorruptCheckpointWarning, match="starting from scratch"):
+    with pytest.warns(CorruptCheckpointWarning) as record:
         again = _fit(tmp_path / "run")
+    messages = [str(w.message) for w in record]
+    assert [m.split(" in ")[0] for m in messages] == [f"checkpoint at step {s}" for s in (30, 20, 10)]
+    assert "resuming from step 10" in messages[1] and "starting from scratch" in messages[2]
     assert [r["step"] for r in again.history] == [10, 20, 30]
     for a, b in zip(_leaves(again), _leaves(ref)):
         np.testing.assert_array_equal(a, b)
