@@ -216,6 +216,7 @@ def copy_featured_figures(results: Sequence[Mapping[str, Any]], root: str, readm
                           out: str = "docs/figures") -> list[tuple[str, str]]:
     """Copy FEATURED_FIGURES of a reproduce run (`root`) to readme_dir/out; returns (path relative
     to the README, caption) for each figure that the run produced."""
+    from nnbasics.experiment import default_workdir  # here: experiment imports this module
     from nnbasics.workdir import atomic_write_bytes
 
     by_name = {r["experiment"]: r for r in results}
@@ -224,8 +225,7 @@ def copy_featured_figures(results: Sequence[Mapping[str, Any]], root: str, readm
         r = by_name.get(exp)
         if r is None or fig not in r.get("figures", []):
             continue
-        preset = r.get("preset", "quick")
-        src = os.path.join(root, exp if preset == "full" else f"{exp}-{preset}", fig)
+        src = os.path.join(default_workdir(exp, r.get("preset", "quick"), root), fig)
         if not os.path.exists(src):
             continue
         rel = f"{out}/{exp}-{os.path.basename(fig)}"

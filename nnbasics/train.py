@@ -364,6 +364,29 @@ def _member_list(tc: TrainConfig) -> list[dict[str, Any]]:
     return [{"seed": int(s), "learning_rate": lr} for lr in lrs for s in tc.seeds]
 
 
+def _interrupt_dir(checkpoint_dir: Any, metrics_writer: Any) -> Any:
+    """Where a Ctrl-C writes its checkpoint: the run's checkpoint directory, else the writer's place for one."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir
+    return getattr(metrics_writer, "checkpoint_dir", None) or getattr(metrics_writer, "interrupt_dir", None)
+
+
+def _stops_on_ctrl_c(train: Callable[..., "TrainResult"]) -> Callable[..., "TrainResult"]:
+    """Run `train` with Ctrl-C turned into a request it checks after each chunk (see `fit`), for
+    the whole call, compiling included; `train` receives the request flag as `interrupt`."""
+
+    @functools.wraps(train)
+    def run(model: nn.Module, data: Any, tc: TrainConfig, **kw: Any) -> "TrainResult":
+        graceful = _interrupt_dir(kw.get("checkpoint_dir"), kw.get("metrics_writer")) is not None \
+            and jax.process_count() == 1
+        with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
+                InterruptFlag()) as interrupt:
+            return train(model, data, tc, interrupt=interrupt, **kw)
+
+    return run
+
+
+@_stops_on_ctrl_c
 def fit(
     model: nn.Module,
     data: Any,
@@ -374,6 +397,7 @@ def fit(
     mesh: Any = "auto",
     eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
     checkpoint_dir: str | None = None,
+    interrupt: InterruptFlag | None = None,
 ) -> TrainResult:
     """Train `model` on an on-device data set (an ArrayDataset or anything with x_train,
     y_train, x_test, y_test) for `tc.steps` steps, one vmapped member per (seed, lr).
@@ -389,27 +413,8 @@ def fit(
     Ctrl-C (SIGINT) while this runs, compiling included, stops after the chunk of steps in flight
     and writes a checkpoint first (also when checkpoints are otherwise off, if the writer names a
     place for one: a workdir's does), raising TrainingInterrupted. Single process only: a SIGINT
-    reaching one process of several cannot stop the others' collectives in step."""
-    where = checkpoint_dir if checkpoint_dir is not None else (
-        getattr(metrics_writer, "checkpoint_dir", None) or getattr(metrics_writer, "interrupt_dir", None))
-    graceful = where is not None and jax.process_count() == 1
-    with graceful_interrupt(tag or "training") if graceful else contextlib.nullcontext(InterruptFlag()) as interrupt:
-        return _fit(model, data, tc, metrics_writer=metrics_writer, tag=tag, mesh=mesh, eval_fns=eval_fns,
-                    checkpoint_dir=checkpoint_dir, interrupt=interrupt)
-
-
-def _fit(
-    model: nn.Module,
-    data: Any,
-    tc: TrainConfig,
-    *,
-    metrics_writer: Any = None,
-    tag: str | None = None,
-    mesh: Any = "auto",
-    eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
-    checkpoint_dir: str | None = None,
-    interrupt: InterruptFlag,
-) -> TrainResult:
+    reaching one process of several cannot stop the others' collectives in step. (`interrupt` is
+    supplied by the wrapper; tests call `fit.__wrapped__` with their own flag.)"""
     streaming = isinstance(data, StreamingData)
     validate_train_config(tc, num_train=None if streaming else len(data.x_train))
     if streaming and tc.eval_train:
@@ -554,7 +559,8 @@ def _fit(
         # rows of this run written after the checkpoint (or before a first one) are recomputed
         if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
             metrics_writer.truncate(tag, step)
-    interrupt_dir = checkpoint_dir if checkpoint_dir is not None else getattr(metrics_writer, "interrupt_dir", None)
+    interrupt = interrupt or InterruptFlag()
+    interrupt_dir = _interrupt_dir(checkpoint_dir, metrics_writer)
     last_saved = step
     bar = progress(total, desc=tag or "train")
     bar.update(step)

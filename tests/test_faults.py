@@ -137,7 +137,9 @@ def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
     import signal
 
     from nnbasics.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
-    from nnbasics.train import _fit
+    from nnbasics.train import fit
+
+    _fit = fit.__wrapped__  # the training loop with our own request flag, no SIGINT handler
 
     before = signal.getsignal(signal.SIGINT)
     with graceful_interrupt("test") as flag:
