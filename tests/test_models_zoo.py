@@ -197,3 +197,39 @@ def test_model_zoo_experiment_smoke(tmp_path):
         assert all(isinstance(v, float) for v in c["measured"].values())
     assert res["claims"][0]["context"][0]["lecture_top5_error"] == 15.3
     assert (tmp_path / "models.txt").exists() and (tmp_path / "figures" / "params_vs_macs.png").exists()
+
+
+def _googlenet_sizes(hw: int) -> list[int]:
+    """The spatial size after conv1 and after every stride-2 pool, by PyTorch's ceil_mode formula."""
+    sizes = [(hw + 6 - 7) // 2 + 1]
+    for _ in range(4):
+        h = sizes[-1]
+        out = -(-(h - 3) // 2) + 1
+        sizes.append(out - 1 if (out - 1) * 2 >= h else out)
+    return sizes
+
+
+@pytest.mark.parametrize("hw", [224, 225, 199, 31])
+def test_googlenet_pools_round_up_like_pytorch(hw):
+    """GoogLeNet's 3x3/2 max pools follow PyTorch's ceil_mode (torchvision, Caffe) at odd sizes too:
+    225 -> 113 -> 56 -> 28 -> 14 -> 7 (SAME padding would give 57 after the first pool)."""
+    m = get_model("googlenet", num_classes=5)
+
+    def run(x):
+        return m.init_with_output(jax.random.key(0), x, capture_intermediates=True)
+
+    _, state = jax.eval_shape(run, jnp.zeros((1, hw, hw, 3)))
+    inter = state["intermediates"]
+    sizes = _googlenet_sizes(hw)
+    assert inter["conv1"]["__call__"][0].shape[1] == sizes[0]
+    for block, size in (("inception_3a", sizes[2]), ("inception_4a", sizes[3]), ("inception_5a", sizes[4])):
+        assert inter[block]["__call__"][0].shape[1:3] == (size, size), (block, hw)
+    if hw == 225:
+        assert sizes == [113, 56, 28, 14, 7]
+    if hw == 31:
+        assert sizes[-1] == 1
+
+
+def test_googlenet_too_small_input_is_an_error():
+    with pytest.raises(ValueError, match="too small"):
+        jax.eval_shape(lambda x: get_model("googlenet", num_classes=5).init(jax.random.key(0), x), jnp.zeros((1, 30, 30, 3)))

@@ -8,7 +8,16 @@ import pytest
 
 from nnbasics.nn.conv import Conv
 from nnbasics.nn.local import LocallyConnected, param_counts
-from nnbasics.nn.pooling import channel_max_pool, channel_mean_pool, get_pooling, global_pool, max_pool, mean_pool
+from nnbasics.nn.pooling import (
+    ceil_mode_size,
+    channel_max_pool,
+    channel_mean_pool,
+    get_pooling,
+    global_pool,
+    max_pool,
+    max_pool_ceil,
+    mean_pool,
+)
 
 
 def loop_pool(x, k, s, op):
@@ -96,3 +105,55 @@ def test_param_counts_match_modules():
     assert count(LocallyConnected(5, (3, 3), padding="SAME"), x) == small["locally_connected"]
     assert count(Conv(5, (3, 3)), x) == small["convolutional"]
     assert count(nn.Dense(8 * 8 * 5), jax.ShapeDtypeStruct((1, 192), jnp.float32)) == small["fully_connected"]
+
+
+def ceil_loop_pool(x, k, s, p=0):
+    """PyTorch's MaxPool2d(k, s, p, ceil_mode=True) by hand: windows start at -p, p + i*s, ...; the
+    last one may run past the input (clipped) but must start inside the input or the left padding."""
+    n, h, w, c = x.shape
+
+    def size(d):
+        out = int(np.ceil((d + 2 * p - k) / s)) + 1
+        return out - 1 if (out - 1) * s >= d + p else out
+
+    oh, ow = size(h), size(w)
+    out = np.empty((n, oh, ow, c), x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            r0, c0 = i * s - p, j * s - p
+            win = x[:, max(r0, 0):min(r0 + k, h), max(c0, 0):min(c0 + k, w)]
+            out[:, i, j] = win.max(axis=(1, 2))
+    return out
+
+
+@pytest.mark.parametrize("hw", [(25, 24), (24, 25), (7, 8), (112, 113), (2, 3)])
+def test_max_pool_ceil_mode_equals_hand_loop(rng, hw):
+    x = rng.standard_normal((2, *hw, 3)).astype(np.float32)
+    y = np.asarray(max_pool_ceil(x, 3, 2))
+    for d, o in zip(hw, y.shape[1:3]):
+        assert o == ceil_mode_size(d, 3, 2) == int(np.ceil((d - 3) / 2)) + 1  # 25 -> 12, 24 -> 12, 113 -> 56
+    np.testing.assert_array_equal(y, ceil_loop_pool(x, 3, 2))
+    # 'SAME' differs for odd sizes: one more output, every window shifted to start at -1
+    same = nn.max_pool(x, (3, 3), (2, 2), "SAME")
+    assert same.shape[1:3] == tuple(-(-d // 2) for d in hw)
+    if hw == (25, 24):
+        assert same.shape[1] == 13 and y.shape[1] == 12
+
+
+@pytest.mark.parametrize("k,s,p,d", [(3, 2, 1, 10), (3, 2, 1, 9), (2, 2, 0, 7), (2, 3, 0, 8), (4, 3, 2, 10), (3, 1, 1, 5)])
+def test_max_pool_ceil_mode_general(rng, k, s, p, d):
+    x = rng.standard_normal((1, d, d + 1, 2)).astype(np.float32)
+    y = np.asarray(max_pool_ceil(x, k, s, p))
+    np.testing.assert_array_equal(y, ceil_loop_pool(x, k, s, p))
+    assert ceil_mode_size(9, 3, 2, 1) == 5 and ceil_mode_size(10, 3, 2, 1) == 6  # the last-window rule
+    with pytest.raises(ValueError, match="too small"):
+        max_pool_ceil(jnp.zeros((1, 1, 1, 1)), 3, 2)
+
+
+@pytest.mark.parametrize("k,s,p", [(3, 2, 0), (3, 2, 1), (2, 3, 0), (4, 3, 2)])
+def test_max_pool_ceil_mode_equals_torch(rng, k, s, p):
+    torch = pytest.importorskip("torch")
+    for h, w in ((25, 24), (10, 9), (7, 11)):
+        x = rng.standard_normal((2, h, w, 3)).astype(np.float32)
+        ref = torch.nn.functional.max_pool2d(torch.from_numpy(x).permute(0, 3, 1, 2), k, s, p, ceil_mode=True)
+        np.testing.assert_array_equal(np.asarray(max_pool_ceil(x, k, s, p)), ref.permute(0, 2, 3, 1).numpy())

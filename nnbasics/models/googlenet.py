@@ -23,6 +23,7 @@ from nnbasics.models import register
 from nnbasics.models.resnet import resolve_norm
 from nnbasics.nn.activations import get_activation
 from nnbasics.nn.conv import Conv
+from nnbasics.nn.pooling import max_pool_ceil
 
 # Table 1: (#1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
 INCEPTION = {
@@ -109,7 +110,11 @@ class AuxClassifier(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """Inception v1 per Table 1; NHWC input (224x224 for ImageNet, any size >= 32 works)."""
+    """Inception v1 per Table 1; NHWC input (224x224 for ImageNet; any size >= 31 works).
+
+    The stride-2 max pools round up (Caffe's and PyTorch's `ceil_mode=True`): 224 -> 112 -> 56 -> 28
+    -> 14 -> 7, and an odd 225 -> 113 -> 56 -> 28 -> 14 -> 7. Below 31 pixels the fourth pool would get
+    a 1x1 input, smaller than a 3x3 window with stride 2 can pool in ceil mode."""
 
     num_classes: int = 1000
     dropout: float = 0.4
@@ -124,7 +129,7 @@ class GoogLeNet(nn.Module):
         kw = {"norm": self.norm, "activation": self.activation, "conv_impl": self.conv_impl}
 
         def pool(v):
-            return nn.max_pool(v, (3, 3), strides=(2, 2), padding="SAME")  # = PyTorch ceil_mode
+            return max_pool_ceil(v, 3, 2)  # PyTorch's MaxPool2d(3, 2, ceil_mode=True), as torchvision and Caffe
 
         x = pool(ConvUnit(64, 7, strides=2, name="conv1", **kw)(x, train))
         if self.lrn:

@@ -6,6 +6,7 @@ group of filters, e.g. one edge filter at several orientations) gives invariance
 varies across the group. Spatial pools are registered by name in POOLING.
 
     y = max_pool(x, 2)             # (N, H, W, C) -> (N, H/2, W/2, C)
+    y = max_pool_ceil(x, 3, 2)     # PyTorch's MaxPool2d(3, 2, ceil_mode=True): 25 -> 12, 24 -> 12
     z = channel_max_pool(y, 8)     # (N, H, W, 8G) -> (N, H, W, G)
 """
 
@@ -56,6 +57,45 @@ def max_pool(
 ) -> jax.Array:
     """Max over each window (stride defaults to the window: non-overlapping); padding counts as -inf."""
     return _reduce(x, -jnp.inf, lax.max, window, strides, padding)[0]
+
+
+def ceil_mode_size(size: int, window: int, stride: int, padding: int = 0) -> int:
+    """PyTorch's pooled size with `ceil_mode=True`: ceil((size + 2 padding - window) / stride) + 1, less
+    one if the last window would start in the right padding (it must start inside the input or the
+    left padding)."""
+    out = -(-(size + 2 * padding - window) // stride) + 1
+    if (out - 1) * stride >= size + padding:
+        out -= 1
+    return out
+
+
+def max_pool_ceil(
+    x: jax.Array, window: int | Sequence[int] = 3, strides: int | Sequence[int] | None = None,
+    padding: int | Sequence[int] = 0,
+) -> jax.Array:
+    """Max pooling with PyTorch's `MaxPool2d(window, strides, padding, ceil_mode=True)` semantics:
+    `padding` pixels of -inf on both sides, then just enough -inf on the high side that the
+    output size is `ceil_mode_size` (a partial last window is kept when it starts inside the input).
+
+    Unlike 'SAME' padding this never pads the low side (SAME shifts every window by one for odd
+    sizes: 25 -> 13 windows starting at -1, where ceil mode gives 12 windows starting at 0)."""
+    nd = x.ndim - 2
+    if nd < 1:
+        raise ValueError(f"pooling needs (N, *spatial, C) inputs, got shape {x.shape}")
+    window = _window(window, nd, "window")
+    strides = window if strides is None else _window(strides, nd, "strides")
+    padding = _window(padding, nd, "padding")
+    pads = []
+    for size, k, s, p in zip(x.shape[1:-1], window, strides, padding):
+        if 2 * p > k:
+            raise ValueError(f"padding {p} must be at most half the window {k} (as in PyTorch)")
+        out = ceil_mode_size(size, k, s, p)
+        if out < 1:
+            raise ValueError(f"input size {size} is too small for a {k}-window pool with stride {s} (shape {x.shape})")
+        pads.append((p, (out - 1) * s + k - size - p))  # a negative high pad crops pixels no window reaches
+    neg_inf = jnp.array(-jnp.inf, x.dtype)
+    xp = lax.pad(x, neg_inf, [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
+    return lax.reduce_window(xp, neg_inf, lax.max, (1, *window, 1), (1, *strides, 1), "VALID")
 
 
 @POOLING.register("mean")
