@@ -21,6 +21,7 @@ from nnbasics.models import model_info, model_names
 from nnbasics.plotting import subplots
 
 TOPIC = "architectures"
+DETERMINISTIC = True  # parameter and MAC counts: no seed, nothing random
 ORDER = 50
 
 # Published parameter counts (paper, rounded as printed) and the relative tolerance that rounding allows.

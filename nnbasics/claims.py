@@ -1,22 +1,214 @@
 """Claims: a statement from the lecture or a paper, what was measured, and a computed verdict.
 
-    c = claim("cnn_accuracy", "The CNN reaches ~94% test accuracy", "Greydanus & Kobak 2020, Table 1",
-              expected="94% +- 3 (at least 91%)", measured={"test_accuracy_cnn": acc},
-              passed=within(acc, 94, 3) and acc >= 91)
+A claim holds one or more *checks*. A check compares a statistic with a threshold that lives in
+the experiment's code (a module-level `THRESHOLDS` dict of `Threshold`s, never a config key):
 
-A verdict is always computed from numbers; a non-finite measurement fails.
+    THRESHOLDS = {"cnn_accuracy": Threshold(">=", 91.0, "the reference code's 92-93% less rounding")}
+    ...
+    c = claim("test_accuracy_cnn", "The CNN reaches ~94% test accuracy", "Greydanus & Kobak 2020",
+              expected="mean over seeds >= 91%", measured={"test_accuracy_cnn": accs},
+              checks=[check("cnn_accuracy", per_seed_accuracies, THRESHOLDS["cnn_accuracy"])])
+
+A random quantity (one value per seed; paired comparisons pass the per-seed differences) is
+decided with a 95% Student-t interval of its mean: `pass` when the whole interval lies on the
+claim's side of the threshold, `fail` when it lies on the other side, `inconclusive` otherwise (or
+with fewer than two seeds). A deterministic quantity (`random=False`: a parameter count, an exact
+identity) is decided by its value. A claim passes when every check passes, fails when any check
+fails, and is inconclusive otherwise. A non-finite measurement fails.
+
+Every check stores its samples and the name of its threshold, so `rejudge` recomputes verdicts
+from stored measurements with the thresholds of today's code, without retraining.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+VERDICTS = ("pass", "fail", "inconclusive")
+CONFIDENCE = 0.95
+_OPS = (">=", "<=", ">", "<")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """`statistic op value`, e.g. Threshold(">=", 91.0, "why this number"): the side the claim is on."""
+
+    op: str
+    value: float
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        if self.op not in _OPS:
+            raise ValueError(f"Threshold op must be one of {_OPS}, got {self.op!r}")
+
+    def text(self) -> str:
+        return f"{self.op} {_num(self.value)}"
+
+
+def _num(v: float) -> str:
+    v = float(v)
+    if v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return f"{v:.4g}"
 
 
 def _finite(*values: float) -> bool:
     return all(isinstance(v, (int, float)) and math.isfinite(float(v)) for v in values)
 
 
+def t_quantile(df: int, confidence: float = CONFIDENCE) -> float:
+    """The two-sided Student-t quantile for `df` degrees of freedom."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + confidence / 2, df))
+
+
+def interval(samples: Sequence[float], confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean, sample standard deviation, n and the `confidence` t-interval of the mean."""
+    xs = [float(x) for x in samples]
+    n = len(xs)
+    if n == 0:
+        raise ValueError("interval needs at least one sample")
+    mean = sum(xs) / n
+    if n < 2 or not all(math.isfinite(x) for x in xs):  # no spread to estimate
+        return {"n": n, "mean": mean, "std": float("nan"), "ci": [float("-inf"), float("inf")]}
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(n - 1, confidence) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci": [mean - half, mean + half]}
+
+
+def _holds(value: float, op: str, bound: float) -> bool:
+    return {">=": value >= bound, "<=": value <= bound, ">": value > bound, "<": value < bound}[op]
+
+
+def decide(samples: Sequence[float], threshold: Threshold, random: bool = True) -> dict[str, Any]:
+    """The statistics and verdict of one check (see the module docstring)."""
+    xs = [float(x) for x in samples]
+    if not xs:
+        raise ValueError("a check needs at least one sample")
+    finite = all(math.isfinite(x) for x in xs)
+    if not random:
+        if len(xs) != 1:
+            raise ValueError(f"a deterministic check takes one value, got {len(xs)}")
+        verdict = "pass" if finite and _holds(xs[0], threshold.op, threshold.value) else "fail"
+        return {"n": 1, "mean": xs[0], "verdict": verdict}
+    stats = interval(xs)
+    if not finite:
+        verdict = "fail"
+    elif stats["n"] < 2:
+        verdict = "inconclusive"
+    else:
+        lo, hi = stats["ci"]
+        if _holds(lo, threshold.op, threshold.value) and _holds(hi, threshold.op, threshold.value):
+            verdict = "pass"
+        elif not _holds(lo, threshold.op, threshold.value) and not _holds(hi, threshold.op, threshold.value):
+            verdict = "fail"
+        else:
+            verdict = "inconclusive"
+    return {**stats, "verdict": verdict}
+
+
+def check(name: str, samples: float | Iterable[float], threshold: Threshold, random: bool = True,
+          statistic: str | None = None) -> dict[str, Any]:
+    """One check of a claim: `samples` (one value per seed, or one value with random=False)
+    against `threshold`, which must be the experiment's `THRESHOLDS[name]`."""
+    xs = [float(samples)] if isinstance(samples, (int, float)) else [float(x) for x in samples]
+    return {"name": name, "statistic": statistic or name, "op": threshold.op, "threshold": float(threshold.value),
+            "random": bool(random), "samples": xs, **decide(xs, threshold, random)}
+
+
+def combine(verdicts: Iterable[str]) -> str:
+    vs = list(verdicts)
+    if any(v == "fail" for v in vs):
+        return "fail"
+    if any(v == "inconclusive" for v in vs):
+        return "inconclusive"
+    return "pass"
+
+
+def _clean(measured: Mapping[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for k, v in measured.items():
+        if isinstance(v, (list, tuple)):
+            clean[k] = [float(x) for x in v]
+        elif hasattr(v, "tolist") and getattr(v, "ndim", 0) > 0:
+            clean[k] = [float(x) for x in v.tolist()]
+        else:
+            clean[k] = float(v)
+    return clean
+
+
+def claim(
+    id: str,
+    claim: str,
+    source: str,
+    expected: str,
+    measured: Mapping[str, Any],
+    passed: bool | None = None,
+    checks: Sequence[Mapping[str, Any]] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """One claims.json entry. The verdict combines the `checks` and, for facts that are not a
+    comparison with a threshold (an exact identity, an ordering), `passed`, which the caller must
+    compute from `measured`. At least one of the two is required."""
+    if passed is None and not checks:
+        raise ValueError(f"claim {id!r} needs checks or a computed `passed`")
+    clean = _clean(measured)
+    numbers = [x for v in clean.values() for x in (v if isinstance(v, list) else [v])]
+    verdicts = [c["verdict"] for c in checks]
+    if passed is not None:
+        verdicts.append("pass" if bool(passed) else "fail")
+    if not all(math.isfinite(x) for x in numbers):
+        verdicts.append("fail")
+    out = {
+        "id": id,
+        "claim": claim,
+        "source": source,
+        "expected": expected,
+        "measured": clean,
+        "verdict": combine(verdicts),
+        **extra,
+    }
+    if checks:
+        out["checks"] = [dict(c) for c in checks]
+    if passed is not None:
+        out["passed"] = bool(passed)
+    return out
+
+
+def rejudge(c: Mapping[str, Any], thresholds: Mapping[str, Threshold]) -> dict[str, Any]:
+    """The claim `c` (as stored) with every check decided anew from its stored samples against
+    today's `thresholds` (a check whose name is no longer in `thresholds` keeps its stored one)."""
+    out = dict(c)
+    checks = []
+    for k in c.get("checks", []):
+        th = thresholds.get(k["name"]) or Threshold(k["op"], k["threshold"])
+        checks.append({**k, "op": th.op, "threshold": float(th.value), **decide(k["samples"], th, k.get("random", True))})
+    verdicts = [k["verdict"] for k in checks]
+    if "passed" in c:
+        verdicts.append("pass" if c["passed"] else "fail")
+    numbers = [x for v in c.get("measured", {}).values() for x in (v if isinstance(v, list) else [v])]
+    if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in numbers):
+        verdicts.append("fail")
+    if "error" in c:
+        verdicts.append("fail")
+    if checks:
+        out["checks"] = checks
+    out["verdict"] = combine(verdicts) if verdicts else c["verdict"]
+    return out
+
+
+def check_text(k: Mapping[str, Any]) -> str:
+    """'gap = 0.012 [0.004, 0.020] (n=5) <= 0.05'"""
+    if k.get("random", True) and k.get("n", 1) >= 2:
+        lo, hi = k["ci"]
+        return f"{k['statistic']} = {k['mean']:.4g} [{lo:.4g}, {hi:.4g}] (n={k['n']}) {k['op']} {_num(k['threshold'])}"
+    return f"{k['statistic']} = {k['mean']:.4g} {k['op']} {_num(k['threshold'])}"
+
+
+# Single-value helpers for deterministic facts (an exact identity, a parameter count).
 def within(value: float, target: float, tol: float) -> bool:
     """|value - target| <= tol."""
     value, target, tol = float(value), float(target), float(tol)
@@ -33,35 +225,7 @@ def at_most(value: float, bound: float) -> bool:
     return _finite(value) and value <= bound
 
 
-def claim(
-    id: str,
-    claim: str,
-    source: str,
-    expected: str,
-    measured: Mapping[str, Any],
-    passed: bool,
-    **extra: Any,
-) -> dict[str, Any]:
-    """One claims.json entry. `passed` must be computed from `measured` by the caller."""
-    clean: dict[str, Any] = {}
-    for k, v in measured.items():
-        if isinstance(v, (list, tuple)):
-            clean[k] = [float(x) for x in v]
-        else:
-            clean[k] = float(v) if not isinstance(v, bool) else float(v)
-    numbers = [x for v in clean.values() for x in (v if isinstance(v, list) else [v])]
-    ok = bool(passed) and all(math.isfinite(x) for x in numbers)
-    return {
-        "id": id,
-        "claim": claim,
-        "source": source,
-        "expected": expected,
-        "measured": clean,
-        "verdict": "pass" if ok else "fail",
-        **extra,
-    }
-
-
 def summary(claims: list[Mapping[str, Any]]) -> dict[str, int]:
-    passed = sum(c["verdict"] == "pass" for c in claims)
-    return {"passed": passed, "failed": len(claims) - passed, "total": len(claims)}
+    counts = {v: sum(c["verdict"] == v for c in claims) for v in VERDICTS}
+    return {"passed": counts["pass"], "failed": counts["fail"], "inconclusive": counts["inconclusive"],
+            "total": len(claims)}

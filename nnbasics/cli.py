@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pathlib
 import sys
 from typing import Sequence
 
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--smoke", action="store_true", help="a seconds-long preset (for tests)")
         sp.set_defaults(default_preset=default)
 
+    def seed_offset(sp):
+        sp.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                        help="held-out seeds: add K to every seed of every config (workdirs NAME-quick-seedK)")
+
     s = sub.add_parser("run", help="run one experiment")
     s.add_argument("experiment")
     presets(s)
@@ -78,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="checkpoint training every N steps (0: at the end of each training run)")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
+    seed_offset(s)
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
     presets(s, default="quick")
     s.add_argument("--only", default="", help="comma-separated experiment names")
     s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
     s.add_argument("--force", action="store_true")
+    seed_offset(s)
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
     s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
@@ -102,9 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
 
+    s = sub.add_parser("report", help="recompute every verdict and report under a directory from the stored "
+                                      "measurements with today's thresholds (no training)")
+    s.add_argument("--root", default="runs", help="a reproduce directory or one run's workdir")
+
     s = sub.add_parser("config", help="print an experiment's config (after overrides) as JSON")
     s.add_argument("experiment")
     presets(s)
+    seed_offset(s)
     return p
 
 
@@ -146,17 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(models_table(as_json=args.json, names=args.names or None))
             return 0
         if args.command == "config":
-            cfg = exp.get_config(args.experiment, _preset(args), overrides)
+            cfg = exp.get_config(args.experiment, _preset(args), overrides, args.seed_offset)
             print(json.dumps(cfg.to_dict(), indent=2, default=str))
             return 0
         if args.command == "run":
             if args.checkpoint_every is not None and args.checkpoint_every < 0:
                 raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
             res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
-                                     resume=args.resume, checkpoint_every=args.checkpoint_every)
-            wd = args.workdir or exp.default_workdir(args.experiment, _preset(args))
+                                     resume=args.resume, checkpoint_every=args.checkpoint_every,
+                                     seed_offset=args.seed_offset)
+            wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
             _print_claims([res])
-            print(f"\nresults: {os.path.join(wd, 'report.md')}")
+            print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
             return 0 if all(c["verdict"] == "pass" for c in res["claims"]) else 1
         if args.command == "sweep":
             from nnbasics import sweep as sweep_lib
@@ -188,9 +201,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "reproduce":
             only = [o.strip() for o in args.only.split(",")] if args.only else None
-            results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides)
+            results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset)
             _print_claims(results)
-            print(f"\nreport: {path}")
+            print("\n" + exp.terminal_summary(results, path))
+            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
+        if args.command == "report":
+            done = exp.rejudge_root(args.root)
+            if not done:
+                raise FileNotFoundError(f"no claims.json under {args.root}: nothing to recompute")
+            top = pathlib.Path(args.root) / "claims.json"  # the reproduction's combined document, if any
+            combined = [res for path, res in done if path == top]
+            results = combined[0] if combined else [r for _, res in done for r in res]
+            print(f"recomputed the verdicts of {len(done)} claims files under {args.root}")
+            print(exp.terminal_summary(results))
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
             WorkdirUnusable) as e:
@@ -210,8 +233,7 @@ def _print_claims(results) -> None:
 
     for r in results:
         for c in r["claims"]:
-            mark = "PASS" if c["verdict"] == "pass" else "FAIL"
-            print(f"[{mark}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} "
+            print(f"[{c['verdict'].upper()}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} "
                   f"| {measured_text(c['measured'])}")
 
 

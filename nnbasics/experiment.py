@@ -54,15 +54,73 @@ def describe(name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def get_config(name: str, preset: str = "full", overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """The experiment's config for `preset` with command-line overrides applied and checked."""
+def get_config(name: str, preset: str = "full", overrides: Iterable[str] = (), seed_offset: int = 0
+               ) -> ml_collections.ConfigDict:
+    """The experiment's config for `preset` with command-line overrides applied, every seed shifted
+    by `seed_offset` (held-out seeds), and checked."""
     if preset not in PRESETS:
         raise config_lib.ConfigError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     mod = load_experiment(name)
     cfg = mod.get_config(preset)
     cfg = config_lib.apply_overrides(cfg, overrides)
+    if seed_offset:
+        shift_seeds(cfg, seed_offset)
     validate(name, cfg)
     return cfg
+
+
+def is_seed_key(key: str) -> bool:
+    """`seed`, `seeds`, `data_seed`, `init_seeds`, ...: the keys `--seed-offset` shifts."""
+    return key in ("seed", "seeds") or key.endswith("_seed") or key.endswith("_seeds")
+
+
+def shift_seeds(cfg: ml_collections.ConfigDict, offset: int) -> list[str]:
+    """Add `offset` to every seed key of `cfg` (in place); returns the dotted keys shifted."""
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise config_lib.ConfigError(f"the seed offset must be a non-negative integer, got {offset!r}")
+    shifted = []
+
+    def walk(node: ml_collections.ConfigDict, path: str) -> None:
+        for k in list(node.keys()):
+            v = node[k]
+            if isinstance(v, ml_collections.ConfigDict):
+                walk(v, f"{path}{k}.")
+            elif is_seed_key(k) and v is not None:
+                with node.unlocked():
+                    node[k] = int(v) + offset if isinstance(v, int) else tuple(int(s) + offset for s in v)
+                shifted.append(path + k)
+
+    walk(cfg, "")
+    return shifted
+
+
+def thresholds_of(name: str) -> Mapping[str, Any]:
+    """The experiment's THRESHOLDS (code, not config): {check name: claims.Threshold}."""
+    return getattr(load_experiment(name), "THRESHOLDS", {})
+
+
+def judge(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims.json document with every verdict recomputed from its stored measurements and
+    today's thresholds (no training)."""
+    from nnbasics.claims import rejudge
+
+    try:
+        th = thresholds_of(name)
+    except UnknownNameError:
+        th = {}
+    return {**result, "claims": [rejudge(c, th) for c in result["claims"]]}
+
+
+def _check_thresholds(name: str, claims: Iterable[Mapping[str, Any]]) -> None:
+    """Every check must use a threshold of the experiment's THRESHOLDS, unchanged."""
+    th = thresholds_of(name)
+    for c in claims:
+        for k in c.get("checks", []):
+            t = th.get(k["name"])
+            if t is None or t.op != k["op"] or float(t.value) != k["threshold"]:
+                raise TypeError(f"experiments.{name}: claim {c['id']!r} checks {k['name']!r} against {k['op']} "
+                                f"{k['threshold']}, which is not THRESHOLDS[{k['name']!r}] ({t}); thresholds live in "
+                                "the experiment's THRESHOLDS")
 
 
 def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
@@ -133,8 +191,10 @@ def _check_batch_fits_data(cfg: ml_collections.ConfigDict) -> None:
             )
 
 
-def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs") -> pathlib.Path:
-    return pathlib.Path(root) / (name if preset == "full" else f"{name}-{preset}")
+def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs", seed_offset: int = 0) -> pathlib.Path:
+    """runs/NAME (full), runs/NAME-quick, runs/NAME-quick-seed100 (seeds shifted by 100)."""
+    base = name if preset == "full" else f"{name}-{preset}"
+    return pathlib.Path(root) / (f"{base}-seed{seed_offset}" if seed_offset else base)
 
 
 class WorkdirConflict(RuntimeError):
@@ -157,6 +217,7 @@ def run_experiment(
     resume: bool = False,
     checkpoint_every: int | None = None,
     replace_changed: bool = False,
+    seed_offset: int = 0,
 ) -> dict[str, Any]:
     """Run (or reuse) one experiment; returns the claims.json document.
 
@@ -167,10 +228,10 @@ def run_experiment(
     there is resumed automatically (or with `resume`), continuing with exactly the batches and
     metric rows an uninterrupted run would have."""
     mod = load_experiment(name)
-    cfg = config if config is not None else get_config(name, preset, overrides)
+    cfg = config if config is not None else get_config(name, preset, overrides, seed_offset)
     if config is not None:
         validate(name, cfg)
-    wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset)
+    wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset, seed_offset=seed_offset)
     claims_path = wd_path / "claims.json"
     config_path = wd_path / "config.json"
     cfg_json = _config_json(cfg)
@@ -180,7 +241,11 @@ def run_experiment(
         old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
         if old_cfg == cfg_json:
             log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
-            return workdir_lib.read_json(claims_path)
+            old = workdir_lib.read_json(claims_path)
+            new = judge(name, old)  # today's thresholds on the stored measurements
+            if new != old and workdir_lib.is_main_process():
+                _write_result(wd_path, mod, new)
+            return new
         if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
             log(f"{name}: the config changed since the finished run in {wd_path}; running again "
                 "(the old claims.json is kept as claims.json.<time>.old)")
@@ -223,6 +288,7 @@ def run_experiment(
     seconds = time.perf_counter() - t0
     if not isinstance(claims, list) or not all(isinstance(c, Mapping) and "verdict" in c for c in claims):
         raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.claims.claim")
+    _check_thresholds(name, claims)
     result = {
         "experiment": name,
         "topic": getattr(mod, "TOPIC", "other"),
@@ -233,10 +299,16 @@ def run_experiment(
         "figures": list(wd.list_figures()),
         "versions": _versions(),
     }
+    if seed_offset:
+        result["seed_offset"] = seed_offset
+    _write_result(wd_path, mod, result)
+    return result
+
+
+def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> None:
     doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
     workdir_lib.atomic_write_text(wd_path / "report.md", report.experiment_report(result, result["figures"], doc))
-    workdir_lib.atomic_write_json(claims_path, result)  # last: its presence marks the run finished
-    return result
+    workdir_lib.atomic_write_json(wd_path / "claims.json", result)  # last: its presence marks the run finished
 
 
 def _versions() -> dict[str, str]:
@@ -262,8 +334,10 @@ def reproduce(
     root: str | os.PathLike = "runs",
     force: bool = False,
     overrides: Iterable[str] = (),
+    seed_offset: int = 0,
 ) -> tuple[list[dict[str, Any]], pathlib.Path]:
-    """Run every experiment (or `only` these) and write the combined report.md in `root`."""
+    """Run every experiment (or `only` these) and write the combined report.md in `root`; with
+    `seed_offset` every seed of every experiment is shifted (workdirs NAME-quick-seedK)."""
     all_names = experiment_names()
     names = [n for n in all_names if getattr(load_experiment(n), "REPRODUCE", True)]
     if only:
@@ -272,13 +346,16 @@ def reproduce(
             if o not in all_names:
                 raise UnknownNameError(unknown_name_message("experiment", o, all_names))
         names = [n for n in all_names if n in only]
+    for n in names:  # every config (overrides, seeds) is checked before anything runs
+        get_config(n, preset, overrides, seed_offset)
     root = pathlib.Path(root)
     results, dirs = [], []
     for i, name in enumerate(names):
         log(f"[{i + 1}/{len(names)}] {name}")
-        wd = default_workdir(name, preset, root)
+        wd = default_workdir(name, preset, root, seed_offset)
         try:
-            res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True)
+            res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True,
+                                 seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
                 workdir_lib.WorkdirUnusable):
             raise
@@ -296,8 +373,70 @@ def reproduce(
         log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s)")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
-    text = report.combined_report(results, dirs)
-    workdir_lib.atomic_write_text(root / "report.md", text)
-    workdir_lib.atomic_write_text(root / "report.html", report.combined_html(results, dirs, str(root)))
-    workdir_lib.atomic_write_json(root / "claims.json", {"experiments": results})
-    return results, root / "report.md"
+    path = write_reports(root, results, dirs, seed_offset)
+    return results, path
+
+
+def _report_names(seed_offset: int) -> tuple[str, str, str]:
+    suffix = f"-seed{seed_offset}" if seed_offset else ""
+    return f"report{suffix}.md", f"report{suffix}.html", f"claims{suffix}.json"
+
+
+def write_reports(root: pathlib.Path, results: list[dict[str, Any]], dirs: list[str], seed_offset: int = 0
+                  ) -> pathlib.Path:
+    """root/report.md, report.html and claims.json (report-seedK.* for shifted seeds)."""
+    md, html, js = _report_names(seed_offset)
+    workdir_lib.atomic_write_text(root / md, report.combined_report(results, dirs))
+    workdir_lib.atomic_write_text(root / html, report.combined_html(results, dirs, str(root)))
+    workdir_lib.atomic_write_json(root / js, {"experiments": results, "workdirs": dirs, "seed_offset": seed_offset})
+    return root / md
+
+
+def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[str, Any]]]]:
+    """Recompute every verdict under `root` from the stored measurements with today's thresholds:
+    each workdir's claims.json and report.md, and each combined report (claims*.json). No training."""
+    root = pathlib.Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a directory of runs (run `nnbasics reproduce --quick` first)")
+    done = []
+    for path in sorted(root.glob("*/claims.json")) + ([root / "claims.json"] if (root / "claims.json").exists()
+                                                      and "experiment" in workdir_lib.read_json(root / "claims.json")
+                                                      else []):
+        res = workdir_lib.read_json(path)
+        new = judge(res["experiment"], res)
+        _write_result(path.parent, load_experiment(res["experiment"]), new)
+        done.append((path, [new]))
+    for path in sorted(root.glob("claims*.json")):
+        doc = workdir_lib.read_json(path)
+        if "experiments" not in doc:
+            continue
+        results = [judge(r["experiment"], r) if "error" not in r else r for r in doc["experiments"]]
+        dirs = doc.get("workdirs") or [os.path.relpath(default_workdir(r["experiment"], r.get("preset", "quick"), root,
+                                                                       doc.get("seed_offset", 0)), root)
+                                       for r in results]
+        write_reports(root, results, dirs, int(doc.get("seed_offset", 0)))
+        done.append((path, results))
+    return done
+
+
+def terminal_summary(results: Iterable[Mapping[str, Any]], report_path: str | os.PathLike | None = None) -> str:
+    """'80 of 82 claims pass (1 fail, 1 inconclusive)', then the failed and inconclusive claims first,
+    one short line each, then the report's path."""
+    from nnbasics.claims import check_text
+
+    claims = [(r["experiment"], c) for r in results for c in r["claims"]]
+    counts = {v: sum(c["verdict"] == v for _, c in claims) for v in ("pass", "fail", "inconclusive")}
+    lines = []
+    for verdict in ("fail", "inconclusive"):
+        for exp, c in claims:
+            if c["verdict"] == verdict:
+                why = "; ".join(check_text(k) for k in c.get("checks", []) if k["verdict"] != "pass")
+                why = why or c.get("error") or f"expected {c['expected']}"
+                lines.append(f"  {verdict.upper():<12} {exp}/{c['id']}: {why}")
+    head = f"{counts['pass']} of {len(claims)} claims pass"
+    rest = [f"{counts[v]} {'failed' if v == 'fail' else v}" for v in ("fail", "inconclusive") if counts[v]]
+    head += f" ({', '.join(rest)})" if rest else ""
+    out = [head, *lines]
+    if report_path is not None:
+        out.append(f"report: {report_path}")
+    return "\n".join(out)

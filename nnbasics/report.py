@@ -23,6 +23,19 @@ def measured_text(measured: Mapping[str, Any]) -> str:
     return "; ".join(f"{k} = {_fmt(v)}" for k, v in measured.items())
 
 
+def claim_text(c: Mapping[str, Any]) -> str:
+    """What a claim measured: each check as 'statistic = mean [95% interval] (n) op threshold', then the
+    other measurements."""
+    from nnbasics.claims import check_text
+
+    checks = "; ".join(check_text(k) for k in c.get("checks", []))
+    rest = measured_text(c.get("measured", {}))
+    return f"{checks} \u2014 {rest}" if checks and rest else checks or rest
+
+
+VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**inconclusive**"}
+
+
 def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
@@ -35,10 +48,10 @@ def claims_table(results: Sequence[Mapping[str, Any]]) -> str:
     ]
     for res in results:
         for c in res["claims"]:
-            verdict = "**pass**" if c["verdict"] == "pass" else "**FAIL**"
+            verdict = VERDICT_MARK.get(c["verdict"], c["verdict"])
             lines.append(
                 f"| {_cell(res['experiment'])} | {_cell(c['claim'])} | {_cell(c['source'])} | {_cell(c['expected'])} "
-                f"| {_cell(measured_text(c['measured']))} | {verdict} | {res.get('seconds', 0):.0f} |"
+                f"| {_cell(claim_text(c))} | {verdict} | {res.get('seconds', 0):.0f} |"
             )
     return "\n".join(lines)
 
@@ -68,11 +81,12 @@ def combined_report(
     total = sum(len(r["claims"]) for r in results)
     ok = sum(c["verdict"] == "pass" for r in results for c in r["claims"])
     parts = [f"# {title}", "", f"{ok} of {total} claims pass over {len(results)} experiments.", ""]
-    failed = [(r["experiment"], c) for r in results for c in r["claims"] if c["verdict"] != "pass"]
+    failed = sorted(((r["experiment"], c) for r in results for c in r["claims"] if c["verdict"] != "pass"),
+                    key=lambda ec: ec[1]["verdict"] != "fail")
     if failed:
-        parts += ["## Failed claims", ""]
+        parts += ["## Failed and inconclusive claims", ""]
         for exp, c in failed:
-            parts.append(f"- `{exp}` / `{c['id']}`: expected {c['expected']}, measured {measured_text(c['measured'])}")
+            parts.append(f"- {c['verdict']}: `{exp}` / `{c['id']}`: expected {c['expected']}, measured {claim_text(c)}")
         parts.append("")
     parts += ["## Claims", "", claims_table(results), ""]
     for r, wd in zip(results, workdirs):
@@ -100,8 +114,9 @@ def summary_paragraph(result: Mapping[str, Any]) -> str:
     ok = sum(c["verdict"] == "pass" for c in claims)
     parts = [f"{ok} of {len(claims)} claims pass."]
     for c in claims:
-        verdict = "as expected" if c["verdict"] == "pass" else "which does NOT meet the expectation"
-        parts.append(f"{c['claim']}: measured {measured_text(c['measured'])} against {c['expected']}, {verdict}.")
+        verdict = {"pass": "as expected", "fail": "which does NOT meet the expectation"}.get(
+            c["verdict"], "which does not decide it (the 95% interval straddles the threshold)")
+        parts.append(f"{c['claim']}: measured {claim_text(c)} against {c['expected']}, {verdict}.")
     return " ".join(parts)
 
 
@@ -123,11 +138,11 @@ def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str],
     rows = []
     for r in results:
         for c in r["claims"]:
-            cls = "pass" if c["verdict"] == "pass" else "fail"
+            cls = c["verdict"] if c["verdict"] in ("pass", "inconclusive") else "fail"
             rows.append(
                 f"<tr class='{cls}'><td>{_esc(r['experiment'])}</td><td>{_esc(c['claim'])}</td>"
                 f"<td>{_esc(c['source'])}</td><td>{_esc(c['expected'])}</td>"
-                f"<td>{_esc(measured_text(c['measured']))}</td><td>{_esc(c['verdict'])}</td>"
+                f"<td>{_esc(claim_text(c))}</td><td>{_esc(c['verdict'])}</td>"
                 f"<td>{r.get('seconds', 0):.0f}</td></tr>"
             )
     sections = []
@@ -151,13 +166,14 @@ def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str],
                         data = base64.b64encode(fh.read()).decode("ascii")
                     sections.append(f"<figure><img alt='{_esc(f)}' src='data:image/png;base64,{data}'>"
                                     f"<figcaption>{_esc(r['experiment'])}: {_esc(f)}</figcaption></figure>")
-    failed = [f"<li><code>{_esc(r['experiment'])}/{_esc(c['id'])}</code>: expected {_esc(c['expected'])}, "
-              f"measured {_esc(measured_text(c['measured']))}</li>"
+    failed = [f"<li>{_esc(c['verdict'])}: <code>{_esc(r['experiment'])}/{_esc(c['id'])}</code>: expected "
+              f"{_esc(c['expected'])}, measured {_esc(claim_text(c))}</li>"
               for r in results for c in r["claims"] if c["verdict"] != "pass"]
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}"
         "tr.pass td:nth-child(6){color:#070;font-weight:bold}tr.fail td:nth-child(6){color:#b00;font-weight:bold}"
+        "tr.inconclusive td:nth-child(6){color:#a60;font-weight:bold}"
         "figure{display:inline-block;margin:8px}img{max-width:100%;border:1px solid #eee}"
         "figcaption{font-size:12px;color:#666}.doc{color:#444;font-style:italic}"
     )
@@ -165,7 +181,7 @@ def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str],
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
         f"<title>{_esc(title)}</title><style>{style}</style></head><body>",
         f"<h1>{_esc(title)}</h1><p><b>{ok} of {total}</b> claims pass over {len(results)} experiments.</p>",
-        ("<h2>Failed claims</h2><ul>" + "".join(failed) + "</ul>") if failed else "",
+        ("<h2>Failed and inconclusive claims</h2><ul>" + "".join(failed) + "</ul>") if failed else "",
         "<h2>Summary</h2><table><tr><th>experiment</th><th>claim</th><th>source</th><th>expected</th>"
         "<th>measured</th><th>verdict</th><th>seconds</th></tr>",
         *rows,
@@ -196,7 +212,7 @@ def readme_results_section(results: Sequence[Mapping[str, Any]], note: str = "")
     for r in results:
         for c in r["claims"]:
             lines.append(f"| {_cell(r['experiment'])} | {_cell(c['claim'])} | {_cell(c['expected'])} "
-                         f"| {_cell(measured_text(c['measured']))} | {c['verdict']} |")
+                         f"| {_cell(claim_text(c))} | {c['verdict']} |")
     return "\n".join(lines)
 
 

@@ -1,0 +1,126 @@
+"""Claims with statistics: intervals, three-way verdicts, thresholds in code, re-judging, seed offsets."""
+
+import math
+
+import numpy as np
+import pytest
+
+from nnbasics import claims as C
+from nnbasics import experiment as exp
+
+
+def test_interval_matches_hand_computation():
+    xs = [1.0, 2.0, 4.0, 7.0]
+    st = C.interval(xs)
+    mean, sd = np.mean(xs), np.std(xs, ddof=1)
+    half = 3.182446305284263 * sd / math.sqrt(4)  # t_{0.975, 3}
+    assert st["n"] == 4
+    assert st["mean"] == pytest.approx(mean)
+    assert st["std"] == pytest.approx(sd)
+    assert st["ci"] == pytest.approx([mean - half, mean + half], rel=1e-9)
+    assert C.t_quantile(1) == pytest.approx(12.706204736174707)
+
+
+@pytest.mark.parametrize("samples, op, value, verdict", [
+    ([5.0, 5.1, 4.9, 5.05], ">=", 4.0, "pass"),  # interval entirely above
+    ([5.0, 5.1, 4.9, 5.05], ">=", 6.0, "fail"),  # interval entirely below
+    ([5.0, 5.1, 4.9, 5.05], ">=", 5.0, "inconclusive"),  # straddles
+    ([5.0, 5.1, 4.9, 5.05], "<=", 6.0, "pass"),
+    ([5.0, 5.1, 4.9, 5.05], "<", 5.0, "inconclusive"),
+    ([5.0], ">=", 4.0, "inconclusive"),  # one seed cannot decide a random quantity
+    ([5.0, float("nan")], ">=", 4.0, "fail"),  # a non-finite measurement fails
+    ([3.0, 3.0, 3.0], ">=", 3.0, "pass"),  # no spread: the point decides
+    ([3.0, 3.0, 3.0], ">", 3.0, "fail"),
+])
+def test_decide(samples, op, value, verdict):
+    assert C.decide(samples, C.Threshold(op, value))["verdict"] == verdict
+
+
+def test_deterministic_check_and_combination():
+    th = C.Threshold("<=", 0.0)
+    assert C.check("mismatches", 0, th, random=False)["verdict"] == "pass"
+    assert C.check("mismatches", 1, th, random=False)["verdict"] == "fail"
+    assert C.combine(["pass", "inconclusive"]) == "inconclusive"
+    assert C.combine(["inconclusive", "fail", "pass"]) == "fail"
+    assert C.combine(["pass", "pass"]) == "pass"
+    with pytest.raises(ValueError):
+        C.Threshold("=>", 1.0)
+    with pytest.raises(ValueError):
+        C.claim("x", "x", "s", "e", {}, passed=None)
+
+
+def test_claim_verdict_from_checks_and_passed():
+    th = C.Threshold(">=", 1.0)
+    ok = C.check("gain", [2.0, 2.5, 3.0], th)
+    c = C.claim("a", "A", "src", "gain >= 1", {"gain": [2.0, 2.5, 3.0]}, checks=[ok])
+    assert c["verdict"] == "pass" and c["checks"][0]["n"] == 3
+    c = C.claim("a", "A", "src", "gain >= 1", {"gain": 2.5}, passed=False, checks=[ok])
+    assert c["verdict"] == "fail"
+    c = C.claim("a", "A", "src", "e", {"x": float("inf")}, passed=True)
+    assert c["verdict"] == "fail"
+
+
+def test_rejudge_uses_todays_threshold_without_retraining():
+    stored = C.claim("a", "A", "src", "e", {}, checks=[C.check("gain", [2.0, 2.5, 3.0], C.Threshold(">=", 1.0))])
+    assert stored["verdict"] == "pass"
+    again = C.rejudge(stored, {"gain": C.Threshold(">=", 2.5)})
+    assert again["verdict"] == "inconclusive" and again["checks"][0]["threshold"] == 2.5
+    assert C.rejudge(stored, {"gain": C.Threshold(">=", 10.0)})["verdict"] == "fail"
+    assert C.rejudge(stored, {})["verdict"] == "pass"  # unknown names keep the stored threshold
+
+
+def test_check_text():
+    k = C.check("gain", [1.0, 2.0, 3.0], C.Threshold(">=", 0.5))
+    assert k["ci"][0] < 2.0 < k["ci"][1]
+    text = C.check_text(k)
+    assert text.startswith("gain = 2 [") and "(n=3) >= 0.5" in text
+
+
+def test_terminal_summary_lists_failed_then_inconclusive():
+    th = C.Threshold(">=", 1.0)
+    results = [{"experiment": "e", "claims": [
+        C.claim("ok", "A", "s", "e", {}, passed=True),
+        C.claim("unsure", "B", "s", "e", {}, checks=[C.check("g", [0.5, 1.5, 1.2], th)]),
+        C.claim("bad", "C", "s", "expected something", {}, passed=False),
+    ]}]
+    text = exp.terminal_summary(results, "runs/report.md")
+    lines = text.splitlines()
+    assert lines[0] == "1 of 3 claims pass (1 failed, 1 inconclusive)"
+    assert lines[1].split()[:2] == ["FAIL", "e/bad:"]
+    assert lines[2].split()[:2] == ["INCONCLUSIVE", "e/unsure:"] and "(n=3) >= 1" in lines[2]
+    assert lines[-1] == "report: runs/report.md"
+
+
+@pytest.mark.parametrize("name", exp.experiment_names())
+def test_seed_offset_shifts_every_seed_key(name):
+    base = exp.get_config(name, "smoke")
+    shifted = exp.get_config(name, "smoke", seed_offset=100)
+    flat_b, flat_s = _flat(base.to_dict()), _flat(shifted.to_dict())
+    seed_keys = [k for k in flat_b if exp.is_seed_key(k.split(".")[-1])]
+    if getattr(exp.load_experiment(name), "DETERMINISTIC", False):
+        assert not seed_keys and flat_b == flat_s
+        return
+    assert seed_keys, f"{name} has no seed key: --seed-offset would change nothing"
+    for k, v in flat_b.items():
+        if k in seed_keys:
+            want = v + 100 if isinstance(v, int) else tuple(s + 100 for s in v)
+            assert tuple(np.atleast_1d(flat_s[k])) == tuple(np.atleast_1d(want)), k
+        else:
+            assert flat_s[k] == v, k
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[prefix + k] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def test_seed_offset_names_the_workdir():
+    assert str(exp.default_workdir("mnist1d", "quick", "runs", 100)) == "runs/mnist1d-quick-seed100"
+    assert str(exp.default_workdir("mnist1d", "quick", "runs")) == "runs/mnist1d-quick"
+    with pytest.raises(exp.config_lib.ConfigError):
+        exp.get_config("mnist1d", "smoke", seed_offset=-1)
