@@ -23,7 +23,9 @@ PAIRS = {
     "layer": (N.LayerNorm(), nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)),
     "instance": (N.InstanceNorm(), nn.InstanceNorm(epsilon=1e-5)),
     "group": (N.GroupNorm(num_groups=4), nn.GroupNorm(num_groups=4, epsilon=1e-5)),
-    "batch": (N.BatchNorm(train=True, momentum=0.9), nn.BatchNorm(use_running_average=False, momentum=0.9)),
+    # flax averages the biased batch variance into its running variance: our option for that convention
+    "batch": (N.BatchNorm(train=True, momentum=0.9, unbiased_running_var=False),
+              nn.BatchNorm(use_running_average=False, momentum=0.9)),
 }
 
 
@@ -63,7 +65,9 @@ def test_batchnorm_train_and_eval_modes():
     np.testing.assert_allclose(y.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
     np.testing.assert_allclose(y.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
     np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * X.mean(axis=(0, 1, 2)), rtol=1e-5)
-    np.testing.assert_allclose(new["batch_stats"]["var"], 0.9 + 0.1 * X.var(axis=(0, 1, 2)), rtol=1e-5)
+    # the running variance takes in the unbiased m / (m - 1) estimate, m = N*H*W (Ioffe & Szegedy, PyTorch)
+    np.testing.assert_allclose(new["batch_stats"]["var"], 0.9 + 0.1 * np.var(np.asarray(X), axis=(0, 1, 2), ddof=1),
+                               rtol=1e-5)
     # evaluation: the running averages, so the output differs and does not depend on the batch
     ev = N.BatchNorm(train=False)
     v2 = {**v, **new}
@@ -102,6 +106,61 @@ def test_registry_and_statistics_masks():
     assert m["group"].sum() == h * w * 2 and m["group"][1, :, :, 2:4].all()
     make = N.get_norm("group", train=True)
     assert isinstance(make(name="n", num_groups=2), N.GroupNorm)
+
+
+def _two_steps(module, x1, x2, **kw):
+    """Running statistics after two training steps, from an initialized module."""
+    v = module.init(jax.random.key(0), x1, **kw)
+    _, s1 = module.apply(v, x1, mutable=["batch_stats"], **kw)
+    _, s2 = module.apply({**v, **s1}, x2, mutable=["batch_stats"], **kw)
+    return s1["batch_stats"], s2["batch_stats"]
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.99])
+def test_batchnorm_running_variance_is_unbiased_by_default(momentum):
+    """Ioffe & Szegedy's Alg. 2 and PyTorch: the running variance averages m/(m-1) * biased variance."""
+    x1, x2 = np.asarray(X), np.asarray(normal(2, 3, 3, 8) * 0.5 - 2.0)  # m = 100 and m = 18 values per channel
+    s1, s2 = _two_steps(N.BatchNorm(train=True, momentum=momentum), jnp.asarray(x1), jnp.asarray(x2))
+    mu = momentum
+    var1 = mu * 1.0 + (1 - mu) * x1.var(axis=(0, 1, 2), ddof=1)
+    np.testing.assert_allclose(s1["var"], var1, rtol=1e-5)
+    np.testing.assert_allclose(s2["var"], mu * var1 + (1 - mu) * x2.var(axis=(0, 1, 2), ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(s2["mean"], mu * (1 - mu) * x1.mean(axis=(0, 1, 2)) + (1 - mu) * x2.mean(axis=(0, 1, 2)),
+                               rtol=1e-5, atol=1e-6)
+    # the option off: exactly flax.linen.BatchNorm's batch_stats
+    b1, b2 = _two_steps(N.BatchNorm(train=True, momentum=momentum, unbiased_running_var=False), jnp.asarray(x1),
+                        jnp.asarray(x2))
+    f1, f2 = _two_steps(nn.BatchNorm(use_running_average=False, momentum=momentum), jnp.asarray(x1), jnp.asarray(x2))
+    for ours, ref in ((b1, f1), (b2, f2)):
+        np.testing.assert_allclose(ours["mean"], ref["mean"], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(ours["var"], ref["var"], rtol=1e-6, atol=1e-7)
+    assert float(jnp.abs(s1["var"] - f1["var"]).max()) > 1e-3  # the two conventions differ
+    # SelectedNorm keeps the same running statistics in both conventions
+    for unbiased, (r1, r2) in ((True, (s1, s2)), (False, (b1, b2))):
+        sel = N.SelectedNorm(num_groups=4, momentum=momentum, unbiased_running_var=unbiased)
+        kind = N.KINDS.index("batch")
+        v = sel.init(jax.random.key(0), X, kind, True)
+        _, t1 = sel.apply(v, jnp.asarray(x1), kind, True, mutable=["batch_stats"])
+        _, t2 = sel.apply({**v, **t1}, jnp.asarray(x2), kind, True, mutable=["batch_stats"])
+        np.testing.assert_allclose(t1["batch_stats"]["var"], r1["var"], rtol=1e-5)
+        np.testing.assert_allclose(t2["batch_stats"]["var"], r2["var"], rtol=1e-5)
+        np.testing.assert_allclose(t2["batch_stats"]["mean"], r2["mean"], rtol=1e-5, atol=1e-6)
+
+
+def test_batchnorm_running_statistics_equal_torch():
+    torch = pytest.importorskip("torch")
+    x1, x2 = np.asarray(X), np.asarray(normal(2, 3, 3, 8) * 0.5 - 2.0)
+    bn = torch.nn.BatchNorm2d(8, momentum=0.1)  # PyTorch's momentum is our 1 - momentum
+    bn.train()
+    outs = []
+    with torch.no_grad():
+        for x in (x1, x2):
+            outs.append(bn(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy())
+    _, s2 = _two_steps(N.BatchNorm(train=True, momentum=0.9), jnp.asarray(x1), jnp.asarray(x2))
+    np.testing.assert_allclose(s2["var"], bn.running_var.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(s2["mean"], bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+    y1 = N.BatchNorm(train=True).apply(N.BatchNorm(train=True).init(jax.random.key(0), X), X, mutable=["batch_stats"])[0]
+    np.testing.assert_allclose(y1, outs[0], atol=2e-5)  # training normalizes with the biased variance in both
 
 
 @pytest.mark.parametrize("kind", N.KINDS)

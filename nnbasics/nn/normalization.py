@@ -20,6 +20,7 @@ This module never imports `nnbasics.models` (models import it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -76,16 +77,31 @@ class Identity(nn.Module):
         return x
 
 
+def running_var_estimate(var: jax.Array, count: int, unbiased: bool = True) -> jax.Array:
+    """The variance a BatchNorm's running average takes in: the biased batch variance `var` of
+    `count` values times count / (count - 1) when `unbiased` (Ioffe & Szegedy; PyTorch), else `var`
+    (flax). A single value per channel has no unbiased estimate; then `var` (0) is used as is."""
+    if unbiased and count > 1:
+        return var * (count / (count - 1))
+    return var
+
+
 class BatchNorm(_Affine):
     """Batch Normalization (Ioffe & Szegedy 2015): statistics over every axis but the channel.
 
-    In training (`train=True`) the batch's own mean and variance are used and running averages
-    `batch_stats/mean`, `batch_stats/var` are updated (r <- momentum r + (1 - momentum) batch);
-    in evaluation the running averages are used, so the output no longer depends on the batch."""
+    In training (`train=True`) the batch's own mean and (biased) variance normalize, and running
+    averages `batch_stats/mean`, `batch_stats/var` are updated (r <- momentum r + (1 - momentum) batch);
+    in evaluation the running averages are used, so the output no longer depends on the batch.
+
+    The running variance averages the unbiased estimate m / (m - 1) * var of the m = N*H*W values
+    per channel, as in Ioffe & Szegedy (Algorithm 2, step 10) and PyTorch's BatchNorm2d;
+    `unbiased_running_var=False` averages the biased variance instead, as flax.linen.BatchNorm does
+    (the normalization in training is the same either way)."""
 
     train: bool = True
     momentum: float = 0.9
     epsilon: float = 1e-5
+    unbiased_running_var: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -99,7 +115,8 @@ class BatchNorm(_Affine):
             if not self.is_initializing():
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * var
+                ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(
+                    var, math.prod(x.shape[:-1]), self.unbiased_running_var)
         else:
             mean, var = ra_mean.value, ra_var.value
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
@@ -264,11 +281,13 @@ class SelectedNorm(_Affine):
     Every normalizer standardizes with mean Q m P and variance Q s P - mean^2, where m and s are
     the spatial means of x and x^2 per (example, channel) and (Q, P) = `averaging_matrices`; it
     equals BatchNorm / LayerNorm / InstanceNorm / GroupNorm (tested). BatchNorm's running
-    averages are kept for every kind and used at evaluation for `batch` only."""
+    averages are kept for every kind and used at evaluation for `batch` only; like BatchNorm's, the
+    running variance averages the unbiased estimate unless `unbiased_running_var=False`."""
 
     num_groups: int = 8
     momentum: float = 0.9
     epsilon: float = 1e-5
+    unbiased_running_var: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, kind: int | jax.Array, train: bool) -> jax.Array:
@@ -285,6 +304,7 @@ class SelectedNorm(_Affine):
             bm = jnp.mean(m, axis=0)
             bv = jnp.maximum(jnp.mean(s, axis=0) - jnp.square(bm), 0.0)
             ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * bm
+            bv = running_var_estimate(bv, math.prod(x.shape[:-1]), self.unbiased_running_var)
             ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * bv
         if not train:
             is_batch = kind == KINDS.index("batch")
