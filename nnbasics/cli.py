@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("readme", help="rewrite the README's results table and figures from a reproduce run")
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
+    s.add_argument("--force", action="store_true", help="write even if the run covers fewer experiments than reproduce runs")
 
     s = sub.add_parser("report", help="recompute every verdict and report under a directory from the stored "
                                       "measurements with today's thresholds (no training)")
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nnbasics.config import ConfigError
     from nnbasics.interrupt import TrainingInterrupted
     from nnbasics.registry import UnknownNameError
-    from nnbasics.workdir import WorkdirUnusable
+    from nnbasics.workdir import WorkdirBusy, WorkdirUnusable
 
     if overrides and args.command not in ("run", "reproduce", "config", "sweep"):
         parser.error(f"--config overrides are only valid with run, reproduce, sweep and config, got {overrides}")
@@ -187,6 +188,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path} not found: run `nnbasics reproduce --quick --root {args.root}` first")
             results = read_json(path)["experiments"]
+            expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
+            missing = [n for n in expected if n not in {r["experiment"] for r in results}]
+            if missing and not args.force:
+                raise exp.WorkdirConflict(
+                    f"{path} covers {len(results)} of the {len(expected)} experiments (missing: {', '.join(missing)}); "
+                    f"the README's results would lose them. Run `nnbasics reproduce --quick --root {args.root}` first, "
+                    "or pass --force")
             with open(args.readme, encoding="utf-8") as f:
                 text = f.read()
             figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
@@ -216,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(exp.terminal_summary(results))
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
-            WorkdirUnusable) as e:
+            WorkdirUnusable, WorkdirBusy) as e:
         print(f"nnbasics: error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:

@@ -11,6 +11,7 @@ on any experiment.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -232,11 +233,22 @@ def run_experiment(
     if config is not None:
         validate(name, cfg)
     wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset, seed_offset=seed_offset)
-    claims_path = wd_path / "claims.json"
-    config_path = wd_path / "config.json"
     cfg_json = _config_json(cfg)
     if workdir_lib.is_main_process():  # a read-only or full disk fails here, before anything is moved or compiled
         workdir_lib.ensure_writable(wd_path, what=f"the {name} experiment")
+        lock = workdir_lib.exclusive(wd_path, what=f"the {name} experiment")
+    else:
+        lock = contextlib.nullcontext()
+    with lock:  # one writer per workdir
+        return _run_locked(name, mod, cfg, cfg_json, wd_path, preset, force, resume, checkpoint_every,
+                           replace_changed, seed_offset)
+
+
+def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_json: Any, wd_path: pathlib.Path,
+                preset: str, force: bool, resume: bool, checkpoint_every: int | None, replace_changed: bool,
+                seed_offset: int) -> dict[str, Any]:
+    claims_path = wd_path / "claims.json"
+    config_path = wd_path / "config.json"
     if claims_path.exists() and not force:
         old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
         if old_cfg == cfg_json:
@@ -283,9 +295,9 @@ def run_experiment(
     if every is not None or resuming:
         wd.enable_checkpoints(int(every or 0))
     workdir_lib.atomic_write_json(config_path, cfg_json)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()  # process time: every thread's CPU seconds
     claims = mod.run(cfg, wd)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if not isinstance(claims, list) or not all(isinstance(c, Mapping) and "verdict" in c for c in claims):
         raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.claims.claim")
     _check_thresholds(name, claims)
@@ -295,6 +307,8 @@ def run_experiment(
         "doc": " ".join((inspect.getdoc(mod) or "").split("\n\n")[0].split()),
         "preset": preset,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu_seconds, 2),
+        "seeds": _seed_count(cfg),
         "claims": list(claims),
         "figures": list(wd.list_figures()),
         "versions": _versions(),
@@ -309,6 +323,22 @@ def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, A
     doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
     workdir_lib.atomic_write_text(wd_path / "report.md", report.experiment_report(result, result["figures"], doc))
     workdir_lib.atomic_write_json(wd_path / "claims.json", result)  # last: its presence marks the run finished
+
+
+def _seed_count(cfg: ml_collections.ConfigDict) -> int:
+    """The largest number of seeds any `seeds` key of the config asks for (1 if none)."""
+    counts = [1]
+
+    def walk(node: ml_collections.ConfigDict) -> None:
+        for k in node.keys():
+            v = node[k]
+            if isinstance(v, ml_collections.ConfigDict):
+                walk(v)
+            elif is_seed_key(k) and isinstance(v, (tuple, list)):
+                counts.append(len(v))
+
+    walk(cfg)
+    return max(counts)
 
 
 def _versions() -> dict[str, str]:
@@ -357,7 +387,7 @@ def reproduce(
             res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True,
                                  seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
-                workdir_lib.WorkdirUnusable):
+                workdir_lib.WorkdirUnusable, workdir_lib.WorkdirBusy):
             raise
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others
             import traceback
@@ -373,8 +403,30 @@ def reproduce(
         log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s)")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
+    results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)
     path = write_reports(root, results, dirs, seed_offset)
     return results, path
+
+
+def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list[str], seed_offset: int,
+                   order: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Keep the experiments of an earlier combined report that this run did not touch (`--only`),
+    so a partial reproduction updates the report instead of replacing a fuller one."""
+    path = root / _report_names(seed_offset)[2]
+    if not path.exists():
+        return results, dirs
+    try:
+        doc = workdir_lib.read_json(path)
+        old = {r["experiment"]: (r, d) for r, d in zip(doc["experiments"], doc["workdirs"])}
+    except (ValueError, KeyError, TypeError):  # an unreadable or old-format report is replaced, as before
+        return results, dirs
+    new = {r["experiment"]: (r, d) for r, d in zip(results, dirs)}
+    kept = [n for n in old if n not in new]
+    if kept:
+        log(f"the report in {root} keeps {len(kept)} experiments of its earlier run: {', '.join(kept)}")
+    both = {**old, **new}
+    names = sorted(both, key=lambda n: order.index(n) if n in order else len(order))
+    return [both[n][0] for n in names], [both[n][1] for n in names]
 
 
 def _report_names(seed_offset: int) -> tuple[str, str, str]:

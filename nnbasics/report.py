@@ -89,6 +89,7 @@ def combined_report(
             parts.append(f"- {c['verdict']}: `{exp}` / `{c['id']}`: expected {c['expected']}, measured {claim_text(c)}")
         parts.append("")
     parts += ["## Claims", "", claims_table(results), ""]
+    parts += ["## Where the time goes", "", timing_table(results), ""]
     for r, wd in zip(results, workdirs):
         figs = r.get("figures", [])
         if figs:
@@ -96,6 +97,22 @@ def combined_report(
             parts += [f"![{f}]({wd}/{f})" for f in figs]
             parts.append("")
     return "\n".join(parts)
+
+
+def timing_table(results: Sequence[Mapping[str, Any]]) -> str:
+    """Wall and CPU seconds, seeds and claims of each experiment, slowest first, and the total."""
+    lines = ["| experiment | wall s | CPU s | CPU / wall | seeds | claims |", "|---|---|---|---|---|---|"]
+    rows = sorted(results, key=lambda r: -float(r.get("seconds", 0)))
+    for r in rows:
+        wall, cpu = float(r.get("seconds", 0)), r.get("cpu_seconds")
+        ratio = f"{cpu / wall:.2f}" if cpu is not None and wall > 0 else "-"
+        lines.append(f"| {r['experiment']} | {wall:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} | {ratio} "
+                     f"| {r.get('seeds', '-')} | {len(r['claims'])} |")
+    wall = sum(float(r.get("seconds", 0)) for r in results)
+    cpu = sum(float(r.get("cpu_seconds", 0) or 0) for r in results)
+    lines.append(f"| **total** | {wall:.1f} | {cpu:.1f} | {cpu / wall if wall else 0:.2f} | | "
+                 f"{sum(len(r['claims']) for r in results)} |")
+    return "\n".join(lines)
 
 
 TOPICS = [

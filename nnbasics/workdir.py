@@ -6,13 +6,16 @@ interrupted run never leaves a half-written result.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
-from typing import Any, Iterable
+import time
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -58,6 +61,37 @@ def is_main_process() -> bool:
 
 class WorkdirUnusable(OSError):
     """The work directory cannot be created or written, or its disk is (nearly) full."""
+
+
+class WorkdirBusy(RuntimeError):
+    """Another live process is writing the same work directory."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = "the run") -> Iterator[None]:
+    """Hold `path/.lock` (an advisory `flock`) while writing the work directory: a second writer is
+    refused with the holder's pid, command and start time. The kernel drops the lock when its
+    process dies, so a lock left by a killed run is simply taken over."""
+    import fcntl
+
+    p = pathlib.Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    f = open(p / ".lock", "a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise WorkdirBusy(f"{p} is being written by {holder}; wait for it to finish (or stop it) before running "
+                              f"{what} there, or choose another --workdir / --root") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} ({' '.join(sys.argv[:3])}), started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock
 
 
 MIN_FREE_BYTES = 32 * 2**20  # metrics, figures and reports of one experiment fit easily in this

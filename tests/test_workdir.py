@@ -38,7 +38,7 @@ def test_claim_verdicts_are_computed():
     nan = C.claim("c", "x", "s", ">= 0", {"v": math.nan}, True)
     assert (ok["verdict"], bad["verdict"], nan["verdict"]) == ("pass", "fail", "fail")
     assert C.at_least(3, 3) and not C.at_least(math.nan, 0) and C.at_most(1, 2)
-    assert C.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "total": 3}
+    assert C.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "inconclusive": 0, "total": 3}
 
 
 def test_readme_results_table_is_rewritten_between_markers():

@@ -1,0 +1,85 @@
+"""Run management: one writer per workdir, partial reproductions that keep the fuller report,
+`nnbasics readme` refusing to shrink the README, `nnbasics report` re-judging without training."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nnbasics import claims as C
+from nnbasics import experiment as exp
+from nnbasics import workdir as workdir_lib
+from nnbasics.cli import main
+
+
+def test_second_writer_is_refused_naming_the_holder(tmp_path):
+    wd = tmp_path / "w"
+    with workdir_lib.exclusive(wd):
+        with pytest.raises(workdir_lib.WorkdirBusy, match=f"pid {os.getpid()}"):
+            exp.run_experiment("mnist1d", "smoke", workdir=wd)
+        assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd), "--quiet"]) == 2
+    assert not (wd / "claims.json").exists()
+
+
+def test_lock_of_a_killed_process_is_taken_over(tmp_path):
+    wd = tmp_path / "w"
+    code = ("import sys, time; from nnbasics import workdir as w\n"
+            "with w.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, str(wd)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        with pytest.raises(workdir_lib.WorkdirBusy, match=f"pid {p.pid}"):
+            with workdir_lib.exclusive(wd):
+                pass
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    with workdir_lib.exclusive(wd):  # the kernel dropped the dead holder's lock
+        assert str(os.getpid()) in (wd / ".lock").read_text()
+
+
+def _result(name, verdict="pass"):
+    return {"experiment": name, "seconds": 1.0, "figures": [], "preset": "quick",
+            "claims": [C.claim("c", "a claim", "s", "e", {"v": 1.0}, passed=verdict == "pass")]}
+
+
+def test_partial_reproduction_keeps_the_other_experiments(tmp_path):
+    names = exp.experiment_names()
+    exp.write_reports(tmp_path, [_result(n) for n in names[:3]], [f"{n}-quick" for n in names[:3]])
+    merged, dirs = exp._merge_earlier(tmp_path, [_result(names[1], "fail")], [f"{names[1]}-quick"], 0, names)
+    assert [r["experiment"] for r in merged] == names[:3]
+    assert merged[1]["claims"][0]["verdict"] == "fail" and merged[0]["claims"][0]["verdict"] == "pass"
+    assert dirs == [f"{n}-quick" for n in names[:3]]
+
+
+def test_readme_is_not_shrunk_without_force(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- results:begin -->\nold table\n<!-- results:end -->\n")
+    assert main(["readme", "--root", str(tmp_path), "--readme", str(readme)]) == 2
+    assert "covers 1 of the" in capsys.readouterr().err and "old table" in readme.read_text()
+    assert main(["readme", "--root", str(tmp_path), "--readme", str(readme), "--force"]) == 0
+    assert "old table" not in readme.read_text()
+
+
+def test_report_rejudges_stored_measurements(tmp_path, capsys):
+    """A stored verdict that its own samples contradict is recomputed; no training happens."""
+    wd = tmp_path / "mnist1d-quick"
+    wd.mkdir()
+    stored = C.claim("g", "gain", "s", ">= 1", {}, checks=[C.check("unlisted_gain", [0.1, 0.2, 0.15],
+                                                                   C.Threshold(">=", 1.0))])
+    assert stored["verdict"] == "fail"
+    stored["verdict"] = "pass"  # as if written by an older, wrong rule
+    doc = {"experiment": "mnist1d", "preset": "quick", "seconds": 1.0, "figures": [], "claims": [stored]}
+    (wd / "claims.json").write_text(json.dumps(doc))
+    t0 = time.perf_counter()
+    assert main(["report", "--root", str(tmp_path)]) == 1
+    assert time.perf_counter() - t0 < 30
+    out = capsys.readouterr().out
+    assert "0 of 1 claims pass (1 failed)" in out and "unlisted_gain = 0.15" in out
+    assert json.loads((wd / "claims.json").read_text())["claims"][0]["verdict"] == "fail"
+    assert "**FAIL**" in (wd / "report.md").read_text()
