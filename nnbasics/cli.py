@@ -178,8 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
                                                args.root, args.force)
             _print_claims(results)
-            print(f"\nsweep directory: {out} (merge with: nnbasics collect {out})")
-            return 0
+            print("\n" + exp.terminal_summary(results))
+            print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
+            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
         if args.command == "readme":
             from nnbasics.report import copy_featured_figures, update_readme
             from nnbasics.workdir import atomic_write_text, read_json

@@ -63,6 +63,9 @@ def run_sweep(
     """Run this shard's points of the sweep (validating every point first); returns (dir, results)."""
     index, count = parse_shard(shard)
     points = sweep_points(name, sweep)
+    if count > len(points):
+        raise config_lib.ConfigError(f"--shard {shard}: the sweep {sweep!r} of {name} has {len(points)} points, so at "
+                                     f"most {len(points)} shards (I/N with N <= {len(points)}) have work")
     base = exp.get_config(name, preset, overrides)
     configs = []
     for p in points:  # check every point before running any
@@ -113,7 +116,11 @@ def collect(directory: str | os.PathLike) -> tuple[pathlib.Path, list[dict[str, 
     for r, cfg in zip(runs, configs):
         res = workdir_lib.read_json(r / "claims.json")
         measured = {k: v for c in res["claims"] for k, v in c["measured"].items() if isinstance(v, (int, float))}
+        intervals = {k["statistic"]: k["ci"] for c in res["claims"] for k in c.get("checks", [])
+                     if k.get("random", True) and k.get("n", 1) >= 2}
+        measured.update({k["statistic"]: k["mean"] for c in res["claims"] for k in c.get("checks", [])})
         rows.append({
+            "intervals": intervals,
             "dir": r.name,
             "point": {k: cfg.get(k) for k in swept},
             "measured": measured,
@@ -141,29 +148,40 @@ def _num(v: Any) -> str:
 
 
 def _figure(directory: pathlib.Path, rows: list[dict[str, Any]], swept: list[str], keys: list[str]) -> None:
+    import textwrap
+
+    import numpy as np
+
     from nnbasics.plotting import subplots
 
-    keys = [k for k in keys if "seconds" not in k and k != "seeds"][:6] or keys[:1]
+    # the claims' checked statistics first (drawn with their 95% intervals), then other measurements;
+    # spreads (`*_std`), timings and seed counts are not metrics of their own
+    checked = list(dict.fromkeys(k for r in rows for k in r.get("intervals", {})))
+    rest = [k for k in keys if k not in checked and "seconds" not in k and k != "seeds" and not k.endswith("_std")]
+    keys = (checked + rest)[:6] or keys[:1]
     if not keys:
         return
-    fig, axes = subplots(1, len(keys), size=(4, 3.2))
+    fig, axes = subplots(1, len(keys), size=(4, 3.4))
     numeric = len(swept) == 1 and all(isinstance(r["point"][swept[0]], (int, float)) for r in rows)
     for ax, k in zip(axes, keys):
-        ys = [r["measured"].get(k, float("nan")) for r in rows]
+        ys = np.array([r["measured"].get(k, float("nan")) for r in rows], float)
+        ci = np.array([r.get("intervals", {}).get(k, [y, y]) for r, y in zip(rows, ys)], float)
+        err = np.abs(np.stack([ys - ci[:, 0], ci[:, 1] - ys]))
         if numeric:
-            xs = [r["point"][swept[0]] for r in rows]
-            order = sorted(range(len(xs)), key=lambda i: xs[i])
-            ax.plot([xs[i] for i in order], [ys[i] for i in order], "o-")
+            xs = np.array([r["point"][swept[0]] for r in rows], float)
+            order = np.argsort(xs)
+            ax.errorbar(xs[order], ys[order], yerr=err[:, order], fmt="o-", capsize=3)
             ax.set_xlabel(swept[0])
-            if min(xs) > 0 and max(xs) / min(xs) >= 20:
+            if xs.min() > 0 and xs.max() / xs.min() >= 8:  # a rate or size grid spaced by factors
                 ax.set_xscale("log")
         else:
-            ax.bar(range(len(ys)), ys)
-            ax.set_xticks(range(len(ys)), [r["dir"][:3] for r in rows])
+            ax.bar(range(len(ys)), ys, yerr=err, capsize=3)
+            ax.set_xticks(range(len(ys)), [r["dir"][:12] for r in rows], rotation=30, ha="right", fontsize=7)
             ax.set_xlabel("point")
-        ax.set_title(k, fontsize=9)
+        ax.set_title("\n".join(textwrap.wrap(k + (" (mean, 95% CI)" if k in checked else ""), 30)), fontsize=8)
         ax.grid(alpha=0.3)
-    fig.suptitle(directory.name)
+    fig.suptitle(directory.name, fontsize=10)
+    fig.tight_layout()
     import io
 
     import matplotlib.pyplot as plt

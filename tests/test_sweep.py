@@ -47,3 +47,11 @@ def test_unknown_sweep_and_bad_points(tmp_path, capsys):
     assert not list(tmp_path.glob("*/*/claims.json"))
     assert main(["collect", str(tmp_path / "nothing")]) == 2
     assert "no such directory" in capsys.readouterr().err
+
+
+def test_more_shards_than_points_is_refused(tmp_path):
+    from nnbasics.config import ConfigError
+
+    with pytest.raises(ConfigError, match="has 3 points"):
+        run_sweep("mnist1d", "learning_rate", "smoke", "4/5", root=tmp_path)
+    assert not list(tmp_path.iterdir())
