@@ -1,10 +1,62 @@
 """nnbasics: neural network basics and convolutional networks in JAX/Flax.
 
 Every lecture idea is a small tested function or linen module; every comparison is an
-experiment in `experiments/` that `nnbasics run NAME` reproduces.
+experiment in `experiments/` that `nnbasics run NAME` reproduces. The Python API:
+
+    from nnbasics import fit, TrainConfig, get_model, load_dataset
+    data = load_dataset("mnist1d")
+    result = fit(get_model("mnist1d_cnn"), data, TrainConfig(steps=1000, batch_size=100, seeds=(0, 1)))
+    result.final("test_accuracy")  # one number per seed
+
+Names are imported on first use, so `import nnbasics` stays cheap (no JAX import).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# public name -> (module, attribute); every one has a docstring (tested)
+_API = {
+    # training
+    "fit": ("nnbasics.train", "fit"),
+    "TrainConfig": ("nnbasics.train", "TrainConfig"),
+    "TrainResult": ("nnbasics.train", "TrainResult"),
+    "TrainState": ("nnbasics.train", "TrainState"),
+    "train_step": ("nnbasics.train", "train_step"),
+    "evaluate": ("nnbasics.train", "evaluate"),
+    "LOSSES": ("nnbasics.train", "LOSSES"),
+    "make_optimizer": ("nnbasics.optim", "make_optimizer"),
+    # models and data
+    "get_model": ("nnbasics.models", "get_model"),
+    "model_names": ("nnbasics.models", "model_names"),
+    "load_dataset": ("nnbasics.data", "load_dataset"),
+    "dataset_names": ("nnbasics.data", "dataset_names"),
+    # experiments and claims
+    "get_config": ("nnbasics.experiment", "get_config"),
+    "run_experiment": ("nnbasics.experiment", "run_experiment"),
+    "reproduce": ("nnbasics.experiment", "reproduce"),
+    "experiment_names": ("nnbasics.experiment", "experiment_names"),
+    "claim": ("nnbasics.claims", "claim"),
+    "check": ("nnbasics.claims", "check"),
+    "Threshold": ("nnbasics.claims", "Threshold"),
+}
+__all__ = ["enable_compilation_cache", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        module, attr = _API[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nnbasics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))
 
 
 def enable_compilation_cache(path: str | None = None) -> str | None:

@@ -73,6 +73,7 @@ def load_dataset(name: str, **kwargs: Any) -> ArrayDataset:
 
 
 def dataset_names() -> list[str]:
+    """The names `load_dataset` accepts, sorted."""
     _load_all()
     return DATASETS.names()
 

@@ -33,6 +33,7 @@ def get_model(name: str, num_classes: int = 10, **kwargs: Any) -> nn.Module:
 
 
 def model_names() -> list[str]:
+    """The names `get_model` accepts, sorted."""
     _load_all()
     return MODELS.names()
 
