@@ -105,7 +105,7 @@ def test_sign_changes_and_float64_scope():
 
 
 def test_momentum_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.experiment import get_config, run_experiment
 
     doc = run_experiment("momentum", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]
@@ -113,9 +113,19 @@ def test_momentum_experiment_smoke(tmp_path):
         "gd_optimal_rate", "momentum_optimal_rate", "lecture_step_oscillates", "momentum_allows_larger_steps"
     ]
     for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
         assert all(isinstance(v, float) for v in c["measured"].values())
+        assert all(not k["random"] for k in c["checks"])  # float64 runs on a fixed quadratic
+    verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
+    assert verdicts["gd_optimal_rate"] == verdicts["momentum_allows_larger_steps"] == "pass"
+    # at 20 decades the k r^k start-up term of momentum's double root still shifts the slope by ~3%
+    # (at the default 150 decades by 0.4%), and 100 drawn steps show only one sign change
+    assert 0.0 < doc["claims"][1]["measured"]["slope_rel_error_momentum_kappa100"] < 0.05
     measured = {k: v for c in doc["claims"] for k, v in c["measured"].items()}
-    assert "rate_gd_kappa100" in measured and "rate_momentum_kappa100" in measured
-    assert measured["rate_gd_kappa100"] == pytest.approx(99 / 101, rel=0.01)
+    assert measured["rate_gd_kappa100"] == pytest.approx(99 / 101, rel=1e-6)  # (kappa-1)/(kappa+1)
+    assert measured["rate_gd_kappa10"] == pytest.approx(9 / 11, rel=1e-6)
+    assert measured["rate_momentum_kappa100"] == pytest.approx(9 / 11, rel=0.01)  # (sqrt(k)-1)/(sqrt(k)+1)
+    assert measured["rate_momentum_lecture"] == pytest.approx(0.99**0.5, rel=1e-3)  # sqrt(beta)
+    assert measured["rate_gd"] == pytest.approx(2.0, rel=1e-3)  # |1 - 3| at step 3/lmax
+    assert measured["sign_changes_gd"] == 0 and measured["sign_changes_momentum"] >= 1
+    assert "tolerance" not in get_config("momentum", "smoke")
     assert (tmp_path / "figures" / "rates.png").exists()
