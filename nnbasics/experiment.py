@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import math
 import os
 import pathlib
 import pkgutil
@@ -31,6 +32,8 @@ from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
 
 PRESETS = ("full", "quick", "smoke")
+MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
+MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger value is a typo
 EXPERIMENTS_PACKAGE = "experiments"
 
 
@@ -141,16 +144,18 @@ def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
                     except (ValueError, KeyError) as e:
                         raise config_lib.ConfigError(f"config.{p}: {e}") from e
                 walk(v, p + ".")
-            elif k in ("learning_rate",) and v is not None and not float(v) > 0:
-                raise config_lib.ConfigError(f"config.{p} must be > 0, got {v}")
-            elif k in ("batch_size", "steps", "eval_every") and v is not None and int(v) <= 0:
-                raise config_lib.ConfigError(f"config.{p} must be a positive integer, got {v}")
-            elif k == "seeds":
-                seeds = list(v) if v is not None else []
+            elif k in ("learning_rate", "learning_rates") and v is not None:
+                rates = list(v) if isinstance(v, (tuple, list)) else [v]
+                if not rates or not all(isinstance(r, (int, float)) and 0 < float(r) < math.inf for r in rates):
+                    raise config_lib.ConfigError(f"config.{p} must be finite and > 0, got {v}")
+            elif k in ("batch_size", "steps", "eval_every") and v is not None and not 0 < int(v) <= MAX_STEPS:
+                raise config_lib.ConfigError(f"config.{p} must be an integer between 1 and {MAX_STEPS:,}, got {v}")
+            elif is_seed_key(k) and v is not None:
+                seeds = list(v) if isinstance(v, (tuple, list)) else [v]
                 if not seeds:
                     raise config_lib.ConfigError(f"config.{p} must be a non-empty list of integers, e.g. '(0, 1)'")
-                if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-                    raise config_lib.ConfigError(f"config.{p} must hold integers, got {seeds}")
+                if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds):
+                    raise config_lib.ConfigError(f"config.{p} must hold integers between 0 and {MAX_SEED}, got {v}")
             elif k in ("data", "dataset") and isinstance(v, str):
                 try:
                     check_dataset(v)

@@ -132,6 +132,12 @@ def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "t
         )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync, then rename over `path` (process 0 only)."""
     if not is_main_process():
@@ -144,6 +150,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are as readable as metrics.jsonl
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

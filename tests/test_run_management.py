@@ -83,3 +83,52 @@ def test_report_rejudges_stored_measurements(tmp_path, capsys):
     assert "0 of 1 claims pass (1 failed)" in out and "unlisted_gain = 0.15" in out
     assert json.loads((wd / "claims.json").read_text())["claims"][0]["verdict"] == "fail"
     assert "**FAIL**" in (wd / "report.md").read_text()
+
+
+@pytest.mark.parametrize("override, words", [
+    ("--config.seeds=(-1,)", "config.seeds must hold integers between 0 and 2147483647"),
+    ("--config.seeds=(123456789012345678901,)", "config.seeds must hold integers between 0"),
+    ("--config.optimizer.learning_rate=1e999", "config.optimizer.learning_rate must be finite and > 0"),
+    ("--config.steps=99999999999999999999", "config.steps must be an integer between 1 and 1,000,000,000"),
+])
+def test_bad_values_are_refused_with_the_valid_range(override, words, capsys, tmp_path):
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(tmp_path / "w"), override]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_results_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        workdir_lib.atomic_write_json(tmp_path / "claims.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "claims.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "missing_key", "wrong_shape", "nan"])
+def test_damaged_data_cache_is_set_aside_and_rebuilt(damage, tmp_path, monkeypatch):
+    import numpy as np
+
+    from nnbasics.data import CorruptCacheWarning, load_dataset
+
+    monkeypatch.setenv("NNBASICS_CACHE", str(tmp_path))
+    good = load_dataset("photos", n_train=20, n_test=10, size=8)
+    (path,) = tmp_path.glob("photos_*.npz")
+    arrays = dict(np.load(path))
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:100])
+    elif damage == "garbage":
+        path.write_bytes(b"not a zip file")
+    else:
+        if damage == "missing_key":
+            del arrays["y_test"]
+        elif damage == "wrong_shape":
+            arrays["x_train"] = arrays["x_train"][:5]
+        else:
+            arrays["x_test"][0, 0, 0, 0] = np.nan
+        np.savez(path, **arrays)
+    with pytest.warns(CorruptCacheWarning, match=path.name):
+        again = load_dataset("photos", n_train=20, n_test=10, size=8)
+    np.testing.assert_array_equal(again.x_train, good.x_train)
+    assert len(list(tmp_path.glob("photos_*.npz.corrupt-*"))) == 1 and path.exists()

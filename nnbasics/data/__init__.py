@@ -90,7 +90,51 @@ def save_npz(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     with os.fdopen(fd, "wb") as f:
         np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a cache file is as readable as any other
     os.replace(tmp, path)
+
+
+class CorruptCacheWarning(UserWarning):
+    """A cached data file was damaged; it was set aside and the data generated anew."""
+
+
+def read_npz_cache(path: pathlib.Path, shapes: dict[str, tuple[int | None, ...]],
+                   num_classes: int | None = None) -> dict[str, np.ndarray] | None:
+    """The arrays of a cached .npz, or None if there is none. A damaged file (unreadable, a key
+    missing, a shape or length that does not match `shapes` (None = any size), a non-finite value,
+    a label outside [0, num_classes)) is moved aside to `<name>.corrupt-<time>` with a warning
+    naming it, so the caller regenerates it instead of failing until someone deletes it."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in shapes}
+        sizes: dict[str, int] = {}
+        for k, want in shapes.items():
+            a = arrays[k]
+            if a.ndim != len(want) or any(w is not None and w != d for w, d in zip(want, a.shape)):
+                raise ValueError(f"{k} has shape {a.shape}, expected {want}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{k} holds non-finite values")
+            split = "test" if "test" in k else "train"
+            if k[0] in "xy" and sizes.setdefault(split, a.shape[0]) != a.shape[0]:
+                raise ValueError(f"{k} has {a.shape[0]} rows, other {split} arrays {sizes[split]}")
+            if num_classes is not None and k.startswith("y") and (a.min() < 0 or a.max() >= num_classes):
+                raise ValueError(f"{k} holds labels outside 0..{num_classes - 1}")
+    except Exception as e:  # noqa: BLE001 - zip, CRC, EOF, key and shape errors all mean: damaged
+        import time
+        import warnings
+
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(path, aside)
+        warnings.warn(f"the cached data file {path} is damaged ({type(e).__name__}: {e}); moved it to {aside.name} "
+                      "and generating the data anew", CorruptCacheWarning, stacklevel=3)
+        return None
+    return arrays
 
 
 def cache_dir() -> pathlib.Path:

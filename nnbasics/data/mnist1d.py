@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnbasics.data import ArrayDataset, cache_dir, register, save_npz
+from nnbasics.data import ArrayDataset, cache_dir, read_npz_cache, register, save_npz
 
 
 def _generate() -> dict[str, np.ndarray]:
@@ -22,13 +22,8 @@ def _generate() -> dict[str, np.ndarray]:
 def mnist1d(cache: bool = True) -> ArrayDataset:
     """MNIST-1D with the package's default arguments: x (4000, 40), y (4000,), test 1000."""
     path = cache_dir() / "mnist1d_default_seed42.npz"
-    arrays = None
-    if cache and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                arrays = {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            arrays = None  # a damaged cache file is regenerated
+    shapes = {"x": (4000, 40), "y": (4000,), "x_test": (1000, 40), "y_test": (1000,), "t": (40,)}
+    arrays = read_npz_cache(path, shapes, num_classes=10) if cache else None
     if arrays is None:
         arrays = _generate()
         if cache:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nnbasics.data import ArrayDataset, cache_dir, register, save_npz
+from nnbasics.data import ArrayDataset, cache_dir, read_npz_cache, register, save_npz
 
 PHOTOS = ("astronaut", "camera", "chelsea", "coffee", "brick", "grass", "gravel", "coins", "moon", "rocket")
 EXTRA_PHOTOS = ("immunohistochemistry", "hubble_deep_field", "cat", "retina", "colorwheel", "clock", "page", "text")
@@ -81,10 +81,10 @@ def photos(
         raise ValueError(f"need 0 < min_frac <= max_frac <= 1, got {min_frac}, {max_frac}")
     key = f"photos_{n_train}_{n_test}_{size}_{num_classes}_{min_frac}_{max_frac}_{seed}.npz"
     path = cache_dir() / key
-    if cache and path.exists():
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    else:
+    shapes = {"x_train": (n_train, size, size, 3), "y_train": (n_train,), "x_test": (n_test, size, size, 3),
+              "y_test": (n_test,)}
+    arrays = read_npz_cache(path, shapes, num_classes) if cache else None
+    if arrays is None:
         rng = np.random.default_rng(seed)
         names = PHOTOS[:num_classes]
         imgs = [photo(n) for n in names]
