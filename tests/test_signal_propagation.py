@@ -71,11 +71,25 @@ def test_experiment_smoke(tmp_path):
     from nnbasics.experiment import run_experiment
 
     res = run_experiment("signal_propagation", "smoke", workdir=tmp_path)
-    ids = [c["id"] for c in res["claims"]]
-    assert ids == ["bn_variance_resets_each_stage", "nf_variance_follows_prediction", "nf_mean_near_zero"]
-    for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
+    claims = {c["id"]: c for c in res["claims"]}
+    assert list(claims) == ["bn_variance_resets_each_stage", "nf_variance_follows_prediction", "nf_mean_near_zero"]
+    for c in claims.values():
+        for k in c["checks"]:
+            assert k["n"] == 3 and len(k["samples"]) == 3  # one value per seed
+    # depth 8: one block per stage; BatchNorm brings each stage's first block back to variance ~2
+    bn = claims["bn_variance_resets_each_stage"]["measured"]
+    assert all(0.5 < d < 3 for d in bn["min_drop_at_stage_start"])
+    nf = claims["nf_variance_follows_prediction"]["measured"]
+    assert nf["predicted_last_block_of_stages"] == [1.04, 1.04, 1.04]  # 1 + alpha^2, alpha = 0.2
+    assert all(0.7 < r < 1.3 for r in nf["measured_over_predicted"])
+    assert all(0 <= r < 0.2 for r in claims["nf_mean_near_zero"]["measured"]["max_mean_to_variance"])
     assert (tmp_path / "figures" / "signal_propagation.png").exists()
     assert json.loads((tmp_path / "claims.json").read_text())["experiment"] == "signal_propagation"
+
+
+def test_thresholds_are_code_not_config():
+    from experiments import signal_propagation as sp
+
+    cfg = sp.get_config("quick")
+    assert not any(k.startswith(("min_", "max_")) for k in cfg.keys())
+    assert set(sp.THRESHOLDS) >= {"nf_variance_ratio_low", "nf_variance_ratio_high"}
