@@ -556,9 +556,9 @@ def fit(
         if restored is not None:
             state, history = restored
             step = int(history[-1]["step"]) if history else 0
-        # rows of this run written after the checkpoint (or before a first one) are recomputed
-        if metrics_writer is not None and is_main and hasattr(metrics_writer, "truncate"):
-            metrics_writer.truncate(tag, step)
+        # the run's rows become the checkpoint's: later ones are recomputed, lost ones rebuilt
+        if metrics_writer is not None and is_main and hasattr(metrics_writer, "restore"):
+            metrics_writer.restore(tag, history)
     interrupt = interrupt or InterruptFlag()
     interrupt_dir = _interrupt_dir(checkpoint_dir, metrics_writer)
     last_saved = step

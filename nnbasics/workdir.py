@@ -185,12 +185,28 @@ class MetricsWriter:
         self.checkpoint_every: int = 0
         self.interrupt_dir: pathlib.Path | None = None
 
-    def truncate(self, run: str | None, step: int) -> None:
-        """Drop the rows of `run` after `step` (they are recomputed when a run resumes), atomically."""
+    def restore(self, run: str | None, history: list[dict[str, Any]]) -> int:
+        """Make the rows of `run` exactly `history` (the rows a checkpoint holds), atomically: rows
+        written after the checkpoint are dropped (they are recomputed), rows lost from a damaged file
+        are written again, where the run's rows were. Returns how many rows were rebuilt."""
         rows = read_metrics(self.path)
-        keep = [r for r in rows if not (r.get("run") == run and int(r.get("step", 0)) > step)]
-        if len(keep) != len(rows) or (self.path.exists() and not self.path.read_text().endswith("\n")):
-            atomic_write_text(self.path, "".join(to_json(r, indent=None) + "\n" for r in keep))
+        mine = [i for i, r in enumerate(rows) if r.get("run") == run and "step" in r]
+        at = mine[0] if mine else len(rows)
+        others = [r for i, r in enumerate(rows) if i not in set(mine)]
+        kept = {json.dumps(rows[i], sort_keys=True) for i in mine}
+        rebuilt = sum(json.dumps(json.loads(to_json(h, indent=None)), sort_keys=True) not in kept for h in history)
+        at = sum(1 for i in range(at) if i not in set(mine))
+        new = others[:at] + [json.loads(to_json(h, indent=None)) for h in history] + others[at:]
+        text = "".join(to_json(r, indent=None) + "\n" for r in new)
+        if not self.path.exists() or self.path.read_text(encoding="utf-8") != text:
+            atomic_write_text(self.path, text)
+        if rebuilt:
+            import warnings
+
+            warnings.warn(f"{self.path}: {rebuilt} metrics rows of {run or 'the run'} up to step "
+                          f"{history[-1]['step']} were missing or damaged; rebuilt them from the checkpoint",
+                          stacklevel=2)
+        return rebuilt
 
     def write(self, row: dict[str, Any]) -> None:
         if not is_main_process():

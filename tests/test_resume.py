@@ -140,3 +140,33 @@ def test_checkpoint_of_a_different_model_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatch, match="batch_size"):
         fit(get_model("mlp", num_classes=3, hidden=(8,)), d, TrainConfig(steps=20, batch_size=20, eval_every=10),
             checkpoint_dir=str(tmp_path), tag="m")
+
+
+@pytest.mark.parametrize("damage", ["last_line", "two_thirds", "torn_line"])
+def test_resume_rebuilds_metrics_rows_lost_from_a_damaged_file(tmp_path, damage):
+    """The checkpoint holds the run's rows: a metrics.jsonl that lost rows (cut, or a torn line)
+    gets them back on resume, with a warning naming the file; other runs' rows are kept."""
+    from nnbasics.data import load_dataset
+    from nnbasics.models import get_model
+    from nnbasics.train import TrainConfig, fit
+    from nnbasics.workdir import MetricsWriter
+
+    d = load_dataset("blobs", n_train=100, n_test=20)
+    tc = TrainConfig(steps=60, batch_size=10, eval_every=10, checkpoint_every=30)
+    path = tmp_path / "metrics.jsonl"
+    writer = MetricsWriter(path)
+    writer.write({"run": "other", "note": 1})
+    fit(get_model("mlp", num_classes=3, hidden=(8,)), d, tc, checkpoint_dir=str(tmp_path / "c"), metrics_writer=writer,
+        tag="m")
+    full = path.read_text()
+    lines = full.splitlines(keepends=True)
+    assert len(lines) == 7
+    cut = {"last_line": "".join(lines[:-1]), "two_thirds": "".join(lines[:3]),
+           "torn_line": "".join(lines[:4]) + lines[4][:20]}[damage]
+    path.write_text(cut)
+    with pytest.warns(UserWarning, match=f"{path}.*rebuilt them from the checkpoint"):
+        again = fit(get_model("mlp", num_classes=3, hidden=(8,)), d, tc, checkpoint_dir=str(tmp_path / "c"),
+                    metrics_writer=MetricsWriter(path), tag="m")
+    assert [r["step"] for r in again.history] == [10, 20, 30, 40, 50, 60]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(path)]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in full.splitlines()]
