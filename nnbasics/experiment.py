@@ -30,6 +30,7 @@ from nnbasics import report
 from nnbasics import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
+from nnbasics.workdir import default_workdir
 
 PRESETS = ("full", "quick", "smoke")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
@@ -195,12 +196,6 @@ def _check_batch_fits_data(cfg: ml_collections.ConfigDict) -> None:
                 f"config.batch_size={b} is larger than the training set of {cfg.data!r} ({n} examples); "
                 f"use a batch size between 1 and {n}"
             )
-
-
-def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs", seed_offset: int = 0) -> pathlib.Path:
-    """runs/NAME (full), runs/NAME-quick, runs/NAME-quick-seed100 (seeds shifted by 100)."""
-    base = name if preset == "full" else f"{name}-{preset}"
-    return pathlib.Path(root) / (f"{base}-seed{seed_offset}" if seed_offset else base)
 
 
 class WorkdirConflict(RuntimeError):

@@ -249,8 +249,7 @@ def copy_featured_figures(results: Sequence[Mapping[str, Any]], root: str, readm
                           out: str = "docs/figures") -> list[tuple[str, str]]:
     """Copy FEATURED_FIGURES of a reproduce run (`root`) to readme_dir/out; returns (path relative
     to the README, caption) for each figure that the run produced."""
-    from nnbasics.experiment import default_workdir  # here: experiment imports this module
-    from nnbasics.workdir import atomic_write_bytes
+    from nnbasics.workdir import atomic_write_bytes, default_workdir
 
     by_name = {r["experiment"]: r for r in results}
     found = []

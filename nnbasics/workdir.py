@@ -132,6 +132,12 @@ def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "t
         )
 
 
+def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs", seed_offset: int = 0) -> pathlib.Path:
+    """runs/NAME (full), runs/NAME-quick, runs/NAME-quick-seed100 (seeds shifted by 100)."""
+    base = name if preset == "full" else f"{name}-{preset}"
+    return pathlib.Path(root) / (f"{base}-seed{seed_offset}" if seed_offset else base)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
