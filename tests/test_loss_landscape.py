@@ -76,12 +76,36 @@ def test_hessians_and_convexity_of_quadratics():
     assert LL.local_minima(egg) == 4
 
 
+def test_experiment_config_has_no_threshold_and_offset_reaches_every_seed():
+    from nnbasics.experiment import get_config, load_experiment
+
+    for preset in ("smoke", "quick", "full"):
+        cfg = get_config("loss_landscape", preset)
+        assert "margin" not in cfg and len(cfg.seeds) >= 3
+    th = load_experiment("loss_landscape").THRESHOLDS["nonconvex_gap"]
+    assert (th.op, th.value) == (">", 0.0)
+    cfg = get_config("loss_landscape", "quick", seed_offset=100)
+    assert tuple(cfg.seeds) == (100, 101, 102) and cfg.direction_seed == 100 and cfg.data_kwargs.seed == 100
+
+
 def test_experiment_smoke(tmp_path):
+    from nnbasics import claims as C
     from nnbasics.experiment import run_experiment
 
     res = run_experiment("loss_landscape", "smoke", workdir=tmp_path)
     assert [c["id"] for c in res["claims"]] == ["no_shortcut_less_convex"]
-    for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        assert all(isinstance(v, float) for v in c["measured"].values())
+    c = res["claims"][0]
+    assert c["verdict"] in C.VERDICTS
+    (k,) = c["checks"]
+    assert k["n"] == 3 and k["name"] == "nonconvex_gap"
+    m = c["measured"]
+    np.testing.assert_allclose(k["samples"], np.subtract(m["nonconvex_fraction_plain8"], m["nonconvex_fraction_resnet8"]))
+    for name in ("plain8", "resnet8"):
+        assert all(0.0 <= v <= 1.0 for v in m[f"nonconvex_fraction_{name}"] + m[f"nonconvex_fraction_grid_{name}"])
+        assert all(1.5 < v < 3.5 for v in m[f"center_loss_{name}"])  # 4 steps from scratch: near ln 10
+    surf = np.load(tmp_path / "surfaces.npz")
+    assert surf["plain8"].shape == (3, 5, 5) and list(surf["seeds"]) == [0, 1, 2]
+    # each seed has its own trained net and directions: different surfaces; the centre is the trained loss
+    assert not np.allclose(surf["plain8"][0], surf["plain8"][1])
+    np.testing.assert_allclose(surf["plain8"][:, 2, 2], m["center_loss_plain8"], rtol=1e-6)
     assert (tmp_path / "figures" / "loss_landscape.png").exists()
