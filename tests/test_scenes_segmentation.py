@@ -82,10 +82,24 @@ def test_segmentation_smoke(tmp_path):
     doc = run_experiment("segmentation", "smoke", workdir=tmp_path)
     assert [c["id"] for c in doc["claims"]] == ["fcn_pixel_accuracy", "patch_classifier_same_accuracy", "fcn_speedup",
                                                 "patch_classifier_is_a_convolution", "fcn_any_input_size"]
-    for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        for v in c["measured"].values():
-            assert isinstance(v, float)
     byid = {c["id"]: c for c in doc["claims"]}
+    acc = byid["fcn_pixel_accuracy"]["measured"]
+    assert len(acc["pixel_accuracy"]) == 2 and all(0 <= a <= 1 for a in acc["pixel_accuracy"])  # one per seed
+    assert 0.25 <= acc["majority_class_fraction"] <= 1
+    gap = byid["patch_classifier_same_accuracy"]["measured"]
+    np.testing.assert_allclose(gap["gap"], np.subtract(gap["pixel_accuracy_patch"], gap["pixel_accuracy_fcn"]))
+    speed = byid["fcn_speedup"]["measured"]
+    assert speed["speedup"] == speed["seconds_patch_classifier"] / speed["seconds_fcn"] > 0
+    # depth 2, 4 channels: per pixel (27*4*9 + 36*4*1) / (27*4 + 36*4) multiply-adds
+    assert speed["flop_ratio"] == (108 * 9 + 144) / (108 + 144)
+    # an identity: holds for any (even untrained) weights
     assert byid["patch_classifier_is_a_convolution"]["verdict"] == "pass"
+    assert max(byid["patch_classifier_is_a_convolution"]["measured"]["max_abs_logit_difference"]) < 1e-4
     assert (tmp_path / "figures" / "segmentation_examples.png").exists()
+
+
+def test_flop_ratio_of_the_quick_nets():
+    from experiments.segmentation import flop_ratio
+
+    # 9x9 patches, 4 layers of 16 channels: 49, 25, 9 and 1 positions against one per layer
+    assert round(flop_ratio(4, 16), 2) == round((432 * 49 + 2304 * (25 + 9 + 1)) / (432 + 3 * 2304), 2)
