@@ -47,9 +47,23 @@ def test_image_statistics_smoke(tmp_path):
     from nnbasics.experiment import run_experiment
 
     doc = run_experiment("image_statistics", "smoke", workdir=tmp_path)
-    assert [c["id"] for c in doc["claims"]] == ["correlation_decays_with_distance", "power_law_decay", "scrambled_control"]
-    for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        assert all(isinstance(v, float) for v in c["measured"].values())
+    claims = {c["id"]: c for c in doc["claims"]}
+    assert list(claims) == ["correlation_decays_with_distance", "power_law_decay", "scrambled_control"]
+    decay = claims["correlation_decays_with_distance"]["measured"]
+    assert 0.8 < decay["corr_d1"] < 1.0  # neighbouring pixels of camera and coins
+    assert decay["max_rise"] < 0 and decay["corr_d16"] < decay["corr_d1"]
+    assert claims["power_law_decay"]["measured"]["exponent"] > 0
+    scr = claims["scrambled_control"]
+    assert len(scr["measured"]["max_abs_corr_scrambled"]) == 2  # one per seed
+    assert all(0 < v < 0.02 for v in scr["measured"]["max_abs_corr_scrambled"])
+    assert scr["checks"][0]["n"] == 2 and not claims["power_law_decay"]["checks"][0]["random"]
     assert (tmp_path / "figures" / "correlation_vs_distance.png").exists()
     assert (tmp_path / "correlations.json").exists()
+
+
+def test_seeds_reach_the_scrambling():
+    from experiments import image_statistics as ims
+    from nnbasics.experiment import get_config
+
+    assert get_config("image_statistics", "quick", seed_offset=100).seeds == (100, 101, 102)
+    assert not any(k.startswith(("min_", "max_scr")) for k in ims.get_config("quick").keys())
