@@ -116,11 +116,14 @@ def test_receptive_fields_smoke(tmp_path):
     ids = [c["id"] for c in doc["claims"]]
     assert ids == ["dilated_receptive_fields", "stacked_3x3_convs", "registry_receptive_fields"]
     for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
+        assert c["verdict"] == "pass"  # exact identities and counts: a correct implementation passes at any size
         for v in c["measured"].values():
             assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
     byid = {c["id"]: c for c in doc["claims"]}
     assert byid["dilated_receptive_fields"]["measured"]["rf_measured"] == [3.0, 7.0]
-    assert byid["stacked_3x3_convs"]["measured"]["dof_two_3x3"] == 17.0
+    stacked = byid["stacked_3x3_convs"]
+    assert stacked["measured"]["dof_two_3x3"] == 17.0 and stacked["measured"]["dof_three_3x3"] <= 27
+    assert stacked["measured"]["composite_relative_error"] < 1e-5
+    assert all(not k["random"] for k in stacked["checks"])
     assert (tmp_path / "receptive_fields.json").exists()
     assert (tmp_path / "figures" / "gradient_receptive_fields.png").exists()
