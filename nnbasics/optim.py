@@ -137,18 +137,25 @@ def learning_rate_schedule(cfg: Mapping[str, Any] | None, total_steps: int) -> o
     return SCHEDULES.get(c["schedule"])(float(c["learning_rate"]), int(total_steps), c)
 
 
-def make_optimizer(cfg: Mapping[str, Any] | None, total_steps: int = 1) -> optax.GradientTransformation:
+def make_optimizer(cfg: Mapping[str, Any] | None, total_steps: int = 1, *, model: Any = None, sample_input: Any = None,
+                   agc_exclude: Callable[[tuple[str, ...]], bool] | None = None) -> optax.GradientTransformation:
     """An optax chain: [AGC] -> [clip] -> [coupled weight decay] -> optimizer with its schedule.
 
-    AGC (Brock et al. 2021) acts on the raw gradients, unit-wise, and leaves the final classifier
-    unclipped as in the paper (see `nnbasics.agc`)."""
+    AGC (Brock et al. 2021) acts on the raw gradients, unit-wise, and leaves the layer that
+    produces the logits unclipped as in the paper: given `model` and a `sample_input` (a batch, or
+    its jax.ShapeDtypeStruct) it is found from the model's structure
+    (`nnbasics.agc.exclude_logits_layer`); `agc_exclude(path) -> bool` overrides that; with
+    neither, the older name heuristic `nnbasics.agc.is_classifier` is used."""
     c = validate(cfg)
     lr = learning_rate_schedule(c, total_steps)
     parts = []
     if float(c["agc_clip"]) > 0:
-        from nnbasics.agc import agc, is_classifier
+        from nnbasics.agc import agc, exclude_logits_layer, is_classifier
 
-        parts.append(agc(float(c["agc_clip"]), float(c["agc_eps"]), exclude=is_classifier))
+        exclude = agc_exclude
+        if exclude is None and model is not None and sample_input is not None:
+            exclude = exclude_logits_layer(model, sample_input)
+        parts.append(agc(float(c["agc_clip"]), float(c["agc_eps"]), exclude=exclude or is_classifier))
     if float(c["grad_clip_norm"]) > 0:
         parts.append(optax.clip_by_global_norm(float(c["grad_clip_norm"])))
     if float(c["weight_decay"]) > 0 and c["name"] != "adamw":

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
-from nnbasics.agc import agc, clip_gradients, clip_unitwise, is_classifier, unitwise_norm
+from nnbasics.agc import (
+    agc,
+    clip_gradients,
+    clip_unitwise,
+    exclude_logits_layer,
+    exclude_paths,
+    is_classifier,
+    logits_layer,
+    path_names,
+    unitwise_norm,
+)
+from nnbasics.analysis import model_stats as MS
+from nnbasics.models import get_model, model_info, model_names
 
 
 def _tree(seed, scale=1.0):
@@ -91,3 +104,122 @@ def test_agc_experiment_smoke(tmp_path):
             assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
     assert (tmp_path / "figures" / "agc_training_curves.png").exists()
 
+
+
+def _sample(name):
+    """A tiny input for a registered model (ImageNet-sized nets at 32x32: global pools allow it)."""
+    shape = tuple(model_info(name).get("input_shape") or (6,))
+    if len(shape) == 3 and shape[0] > 32:
+        shape = (64, 64, 3) if name == "alexnet" else (32, 32, 3)
+    return jax.ShapeDtypeStruct((2, *shape), jnp.float32)
+
+
+def _param_paths(variables):
+    return [path_names(p) for p, _ in jax.tree_util.tree_flatten_with_path(variables["params"])[0]]
+
+
+# Traced with their blocks in nn.scan (one block body per stage): the unrolled trace of the deepest
+# nets is slow on a small CPU, and the scanned form checks that scanned layers are never candidates.
+SCANNED = ("resnet101", "resnet152", "plain101", "plain152", "resnet110", "plain110")
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_exactly_the_logits_layer_is_excluded_in_every_model(name):
+    """Over the whole model registry: AGC leaves exactly one layer unclipped, its kernel and bias,
+    and that layer's output is the logits (traced, not guessed from names: mnist1d_cnn's `linear`,
+    mnist1d_mlp's `linear3`)."""
+    kw = {"hidden": 16} if name.startswith(("vgg", "alexnet")) else {}
+    if name in SCANNED:
+        kw["scan_blocks"] = True
+    model, x = get_model(name, num_classes=7, **kw), _sample(name)
+    shapes = jax.eval_shape(lambda xx: model.init(jax.random.key(0), xx), x)
+    path, params = logits_layer(model, x, shapes)
+    exclude = exclude_paths(params)
+    excluded = [p for p in _param_paths(shapes) if exclude(p)]
+    assert sorted(excluded) == sorted(params) == [(*path, "bias"), (*path, "kernel")], (name, excluded)
+    assert exclude(("params", *params[0])) and not exclude(("params",))
+    expect = {"mnist1d_cnn": ("linear",), "mnist1d_mlp": ("linear3",), "linear_regression": ("linear",),
+              "fcn": ("classifier",), "patch_classifier": ("classifier",)}.get(name, ("head",))
+    assert path == expect
+    leaf = shapes["params"]
+    for k in (*path, "bias"):
+        leaf = leaf[k]
+    assert leaf.shape == (7,)  # one bias per class
+
+
+@pytest.mark.parametrize("name", ["mnist1d_cnn", "mnist1d_mlp"])
+def test_logits_layer_bias_moves_the_logits_one_for_one(name):
+    """The excluded layer produces the logits: adding 1 to its bias adds exactly 1 to every logit."""
+    model = get_model(name, num_classes=7)
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 40)), jnp.float32)
+    v = MS.random_variables(model, (40,))
+    path, _ = logits_layer(model, x, v)
+    bumped = jax.tree_util.tree_map_with_path(
+        lambda p, a: a + 1.0 if path_names(p) == ("params", *path, "bias") else a, v)
+    y = jax.jit(jax.vmap(model.apply, in_axes=(0, None)))(jax.tree.map(lambda a, b: jnp.stack([a, b]), v, bumped), x)
+    np.testing.assert_allclose(y[1] - y[0], 1.0, rtol=1e-5)
+
+
+def test_googlenet_aux_heads_hidden_fc_is_clipped():
+    """GoogLeNet with auxiliary heads: their hidden `fc` (and their own read-outs) are clipped; only
+    the main classifier is left alone. The name heuristic got the `fc` wrong."""
+    model = get_model("googlenet", num_classes=7, aux_logits=True)
+    x = jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32)
+    exclude = exclude_logits_layer(model, x)
+    paths = _param_paths(jax.eval_shape(lambda xx: model.init(jax.random.key(0), xx), x))
+    assert ("aux1", "fc", "kernel") in paths and ("aux2", "head", "kernel") in paths
+    assert [p for p in paths if exclude(p)] == [("head", "bias"), ("head", "kernel")]
+    assert is_classifier(("aux1", "fc", "kernel"))  # the old name-based rule's mistake
+
+
+class _ConvReadout(nn.Module):
+    """Logits from a 1x1 conv on a 1x1 map, flattened: found through the reshape."""
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Conv(4, (3, 3), padding="VALID", name="body")(x))
+        return nn.Conv(5, (1, 1), name="out")(x).reshape(x.shape[0], -1)
+
+
+class _OwnParams(nn.Module):
+    """A read-out written with self.param in the root module itself."""
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.tanh(nn.Dense(8, name="hidden")(x))
+        return h @ self.param("w", nn.initializers.normal(), (8, 3)) + self.param("b", nn.initializers.zeros, (3,))
+
+
+class _Scaled(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return 2.0 * nn.Dense(3, name="out")(x)
+
+
+def test_logits_layer_through_reshape_root_params_and_failure():
+    path, params = logits_layer(_ConvReadout(), jnp.zeros((2, 3, 3, 2)))
+    assert path == ("out",) and params == (("out", "bias"), ("out", "kernel"))
+    path, params = logits_layer(_OwnParams(), jnp.zeros((2, 4)))
+    assert path == () and params == (("b",), ("w",))
+    ex = exclude_logits_layer(_OwnParams(), jnp.zeros((2, 4)))
+    assert ex(("w",)) and ex(("b",)) and not ex(("hidden", "kernel"))
+    with pytest.raises(ValueError, match="outputs its logits"):
+        logits_layer(_Scaled(), jnp.zeros((2, 4)))
+
+
+def test_structural_exclusion_in_make_optimizer():
+    """make_optimizer(model=..., sample_input=...) leaves mnist1d_mlp's `linear3` (a name the old rule
+    missed) unclipped and clips every other layer."""
+    from nnbasics.optim import make_optimizer
+
+    model = get_model("mnist1d_mlp", num_classes=10)
+    x = jnp.zeros((2, 40))
+    params = MS.random_variables(model, (40,))["params"]
+    grads = jax.tree.map(lambda p: 50.0 * np.ones_like(p), params)
+    tx = make_optimizer({"name": "sgd", "learning_rate": 1.0, "agc_clip": 0.01}, model=model, sample_input=x)
+    u, _ = tx.update(grads, tx.init(params), params)
+    for leaf in ("kernel", "bias"):
+        np.testing.assert_array_equal(u["linear3"][leaf], -grads["linear3"][leaf])
+        for layer in ("linear1", "linear2"):
+            assert float(jnp.abs(u[layer][leaf]).max()) < 50.0
+    assert not is_classifier(("linear3", "kernel"))  # the old name-based rule would have clipped it
