@@ -105,20 +105,72 @@ def test_dropout_keeps_a_fraction_and_rescales():
     np.testing.assert_allclose(np.unique(np.asarray(y)), [0.0, 2.0])  # inverted dropout: kept units x 1/(1-p)
 
 
-@pytest.mark.parametrize("name,ids", [
-    ("capacity", ["one_layer_fails", "two_plus_layers_fit", "deep_beats_wide"]),
-    ("regularization", ["ridge_u_shape", "weight_decay_and_dropout_help", "dropout_eval_and_fresh_masks"]),
-])
-def test_experiment_smoke(tmp_path, name, ids):
+def test_ridge_claim_is_decided_per_data_draw():
+    from experiments import regularization as R
+
+    cfg = R.get_config("smoke")
+    rr = R.ridge_curves(cfg)
+    best = int(np.argmin(np.median(rr["test"], 0)))
+    c = R.ridge_claim(cfg, rr, best)
+    over = {k["name"]: k for k in c["checks"]}["overfit_log10_ratio"]
+    want = np.log10(rr["test"][:, 0] / rr["test"][:, best])
+    np.testing.assert_allclose(over["samples"], want)
+    assert over["n"] == len(cfg.ridge.data_seeds) == 3
+    assert np.all(want > 0.3) and want.max() > 1  # the degree-9 interpolant of 10 noisy points: 2x to >10x off
+
+
+def test_thresholds_live_in_code_not_config():
+    from experiments import capacity, regularization
+    from nnbasics.experiment import get_config
+
+    for name, mod, gone in [("capacity", capacity, {"linear_max_accuracy", "fit_min_accuracy"}),
+                            ("regularization", regularization, {"min_gain", "min_overfit_ratio", "min_underfit_ratio"})]:
+        flat = set(get_config(name, "quick").to_dict()) | {k for v in get_config(name, "quick").to_dict().values()
+                                                            if isinstance(v, dict) for k in v}
+        assert not gone & flat
+        assert all(t.why for t in mod.THRESHOLDS.values())
+    shifted = get_config("regularization", "quick", seed_offset=100)
+    assert shifted.mlp.data_seed == 100 and shifted.ridge.data_seeds[0] == 100 and shifted.mlp.seeds[0] == 100
+    assert get_config("capacity", "quick", seed_offset=200).data_seed == 200
+
+
+def _checks(claim):
+    return {k["name"]: k for k in claim.get("checks", [])}
+
+
+def test_capacity_smoke_numbers(tmp_path):
     from nnbasics.experiment import run_experiment
 
-    res = run_experiment(name, "smoke", workdir=tmp_path)
-    assert [c["id"] for c in res["claims"]] == ids
-    for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
+    res = run_experiment("capacity", "smoke", workdir=tmp_path)
+    claims = {c["id"]: c for c in res["claims"]}
+    assert list(claims) == ["one_layer_fails", "two_plus_layers_fit", "deep_beats_wide"]
+    deep = claims["deep_beats_wide"]["measured"]
+    assert (deep["params_wide_shallow"], deep["params_narrow_deep"]) == (902, 893)  # 2-180-2 and 2-27-27-2
+    spread = _checks(claims["deep_beats_wide"])["param_count_spread"]
+    assert spread["mean"] == pytest.approx(9 / 902) and spread["verdict"] == "pass"
+    lin = claims["one_layer_fails"]["measured"]["test_accuracy_linear"]
+    assert len(lin) == 2 and all(35 <= a <= 70 for a in lin)  # a line on two spirals: about chance
+    diff = _checks(claims["deep_beats_wide"])["deep_minus_wide_test_accuracy"]
+    want = np.subtract(deep["test_accuracy_narrow_deep"], deep["test_accuracy_wide_shallow"])
+    np.testing.assert_allclose(diff["samples"], want)
     assert res["figures"]
-    if name == "regularization":  # closed form and mask checks hold even in the smoke preset
-        verdicts = {c["id"]: c["verdict"] for c in res["claims"]}
-        assert verdicts["ridge_u_shape"] == "pass" and verdicts["dropout_eval_and_fresh_masks"] == "pass"
+
+
+def test_regularization_smoke_numbers(tmp_path):
+    from nnbasics.experiment import run_experiment
+
+    res = run_experiment("regularization", "smoke", workdir=tmp_path)
+    claims = {c["id"]: c for c in res["claims"]}
+    assert list(claims) == ["ridge_u_shape", "weight_decay_and_dropout_help", "dropout_eval_and_fresh_masks"]
+    assert claims["dropout_eval_and_fresh_masks"]["verdict"] == "pass"  # exact identities, any preset
+    masks = claims["dropout_eval_and_fresh_masks"]["measured"]
+    assert masks["eval_max_abs_diff_vs_no_dropout"] == 0 and masks["same_step_max_abs_diff"] == 0
+    assert 0.3 < masks["train_outputs_changed_between_steps"] <= 1
+    assert all(x > 0.3 for x in claims["ridge_u_shape"]["measured"]["overfit_log10_ratio"])
+    m = claims["weight_decay_and_dropout_help"]["measured"]
+    for key in ("test_accuracy_baseline", "test_accuracy_weight_decay", "test_accuracy_dropout"):
+        assert len(m[key]) == 2 and all(0 <= a <= 100 for a in m[key])
+    gains = _checks(claims["weight_decay_and_dropout_help"])
+    np.testing.assert_allclose(gains["dropout_gain"]["samples"],
+                               np.subtract(m["test_accuracy_dropout"], m["test_accuracy_baseline"]))
+    assert res["figures"]
