@@ -123,7 +123,7 @@ steps, acc = result.curve("test_accuracy")  # (eval points,), (seeds, eval point
 plt.plot(steps, 100 * acc.T, alpha=0.7)
 plt.xlabel("training step"); plt.ylabel("test accuracy (%)"); plt.title("MNIST-1D CNN, three seeds"); plt.show()
 print("final test accuracy per seed:", np.round(100 * result.final("test_accuracy"), 2))'''),
-    ("md", "The trained parameters of each seed are in `result.member_state(i)`; `nnbasics.train.train_step` and "
+    ("md", "The trained parameters of each seed are in `result.member_state(i)`; `nnbasics.engine.train_step` and "
            "`evaluate` are the pure functions `fit` compiles, for a loop of your own."),
     ("code", '''state = result.member_state(0)
 logits = model.apply(state.variables, data.x_test[:8])

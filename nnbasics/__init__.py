@@ -21,13 +21,13 @@ __version__ = "0.1.0"
 # public name -> (module, attribute); every one has a docstring (tested)
 _API = {
     # training
-    "fit": ("nnbasics.train", "fit"),
-    "TrainConfig": ("nnbasics.train", "TrainConfig"),
-    "TrainResult": ("nnbasics.train", "TrainResult"),
-    "TrainState": ("nnbasics.train", "TrainState"),
-    "train_step": ("nnbasics.train", "train_step"),
-    "evaluate": ("nnbasics.train", "evaluate"),
-    "LOSSES": ("nnbasics.train", "LOSSES"),
+    "fit": ("nnbasics.engine", "fit"),
+    "TrainConfig": ("nnbasics.engine", "TrainConfig"),
+    "TrainResult": ("nnbasics.engine", "TrainResult"),
+    "TrainState": ("nnbasics.engine", "TrainState"),
+    "train_step": ("nnbasics.engine", "train_step"),
+    "evaluate": ("nnbasics.engine", "evaluate"),
+    "LOSSES": ("nnbasics.nn.losses", "LOSSES"),
     "make_optimizer": ("nnbasics.optim", "make_optimizer"),
     # models and data
     "get_model": ("nnbasics.models", "get_model"),

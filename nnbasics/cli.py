@@ -131,15 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     enable_compilation_cache()
     if args.multihost or args.coordinator:
-        from nnbasics.parallel import initialize_distributed
+        from nnbasics.engine.parallel import initialize_distributed
 
         initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
         if args.process_id not in (None, 0):
             set_quiet(True)
     from nnbasics import experiment as exp
-    from nnbasics.checkpoint import CheckpointMismatch
+    from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.config import ConfigError
-    from nnbasics.interrupt import TrainingInterrupted
+    from nnbasics.engine.interrupt import TrainingInterrupted
     from nnbasics.registry import UnknownNameError
     from nnbasics.workdir import WorkdirBusy, WorkdirUnusable
 

@@ -9,10 +9,10 @@ import jax
 import numpy as np
 
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.nn.conv import Conv
 from nnbasics.progress import set_quiet
-from nnbasics.train import TrainConfig, fit
 
 
 class BNNet(nn.Module):

@@ -10,10 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from nnbasics.checkpoint import CorruptCheckpointWarning
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit
+from nnbasics.engine.checkpoint import CorruptCheckpointWarning
 from nnbasics.models import get_model
-from nnbasics.train import TrainConfig, fit
 from nnbasics.workdir import WorkdirUnusable, ensure_writable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,8 +136,8 @@ def test_checkpoint_space_is_checked_before_training(tmp_path, monkeypatch):
 def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
     import signal
 
-    from nnbasics.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
-    from nnbasics.train import fit
+    from nnbasics.engine import fit
+    from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
 
     _fit = fit.__wrapped__  # the training loop with our own request flag, no SIGINT handler
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from nnbasics.parallel import check_divisible, data_mesh
+from nnbasics.engine.parallel import check_divisible, data_mesh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

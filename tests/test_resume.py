@@ -124,10 +124,10 @@ def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
 
 
 def test_checkpoint_of_a_different_model_is_refused(tmp_path):
-    from nnbasics.checkpoint import CheckpointMismatch
     from nnbasics.data import load_dataset
+    from nnbasics.engine import TrainConfig, fit
+    from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.models import get_model
-    from nnbasics.train import TrainConfig, fit
 
     d = load_dataset("blobs", n_train=100, n_test=20)
     tc = TrainConfig(steps=20, batch_size=10, eval_every=10)
@@ -147,8 +147,8 @@ def test_resume_rebuilds_metrics_rows_lost_from_a_damaged_file(tmp_path, damage)
     """The checkpoint holds the run's rows: a metrics.jsonl that lost rows (cut, or a torn line)
     gets them back on resume, with a warning naming the file; other runs' rows are kept."""
     from nnbasics.data import load_dataset
+    from nnbasics.engine import TrainConfig, fit
     from nnbasics.models import get_model
-    from nnbasics.train import TrainConfig, fit
     from nnbasics.workdir import MetricsWriter
 
     d = load_dataset("blobs", n_train=100, n_test=20)

@@ -56,8 +56,8 @@ def test_streaming_training_and_resume(tmp_path):
     import jax
 
     from nnbasics.data.tfds import streaming
+    from nnbasics.engine import TrainConfig, fit
     from nnbasics.models import get_model
-    from nnbasics.train import TrainConfig, fit
 
     model = get_model("mlp", num_classes=10, hidden=(16,))
     tc = TrainConfig(steps=12, batch_size=4, eval_every=6, optimizer={"name": "sgd", "learning_rate": 0.1})

@@ -5,8 +5,7 @@ import pytest
 
 from nnbasics import optim
 from nnbasics.data import ArrayDataset, load_dataset
-from nnbasics.models import get_model
-from nnbasics.train import (
+from nnbasics.engine import (
     TrainConfig,
     TrainingDiverged,
     batch_indices,
@@ -16,6 +15,7 @@ from nnbasics.train import (
     forward,
     train_step,
 )
+from nnbasics.models import get_model
 from nnbasics.workdir import MetricsWriter, read_metrics
 
 
@@ -159,3 +159,28 @@ def test_evaluate_per_pixel_labels():
     m = evaluate(st, jnp.asarray(x), jnp.asarray(y), batch_size=3)
     logits = PixelNet().apply({"params": st.params}, x)
     np.testing.assert_allclose(m["accuracy"], np.mean(np.argmax(logits, -1) == y), rtol=1e-6)
+
+
+def test_evaluate_uses_the_registered_loss_not_a_copy():
+    """A loss registered without a per-example form is evaluated with its own formula (each example
+    on its own, then the mean), not as MSE; the built-in losses agree with their training means."""
+    import jax.numpy as jnp
+
+    from nnbasics.nn.losses import LOSSES, per_example_loss
+
+    LOSSES.register("mae_for_test", lambda pred, t: jnp.mean(jnp.abs(pred - t.reshape(pred.shape))))
+    try:
+        d = _linear_data(n=37)
+        x, y = jnp.asarray(d.x_train), jnp.asarray(d.y_train)
+        state = create_state(get_model("linear_regression", num_classes=1), optim.make_optimizer({}), jax.random.key(0),
+                             x[:1])
+        pred = state.apply_fn(state.variables, x, train=False)
+        got = evaluate(state, x, y, loss="mae_for_test", batch_size=8)
+        np.testing.assert_allclose(float(got["loss"]), float(jnp.mean(jnp.abs(pred - y))), rtol=1e-6)
+        assert "accuracy" not in got
+        np.testing.assert_allclose(float(evaluate(state, x, y, loss="mse", batch_size=8)["loss"]),
+                                   float(LOSSES.get("mse")(pred, y)), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(per_example_loss("mse")(pred, y)), np.asarray((pred - y)[:, 0] ** 2),
+                                   rtol=1e-6)
+    finally:
+        LOSSES._entries.pop("mae_for_test")

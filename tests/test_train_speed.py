@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, compile_side_by_side, fit, light_jit
 from nnbasics.models import get_model
-from nnbasics.train import TrainConfig, compile_side_by_side, fit, light_jit
 
 LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # one per program jax lowers
 _events: list[str] | None = None

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from nnbasics.nn.conv import Conv
-from nnbasics.train import LOSSES
+from nnbasics.nn.losses import LOSSES
 
 LAYER_TYPES: tuple[type, ...] = (nn.Dense, nn.Conv, Conv)
 

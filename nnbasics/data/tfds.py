@@ -212,12 +212,12 @@ def streaming(
     augment: bool = False,
     eval_limit: int | None = 10000,
 ) -> Any:
-    """A `nnbasics.train.StreamingData` over a tfds set: each process streams its own shard of
+    """A `nnbasics.data.streaming.StreamingData` over a tfds set: each process streams its own shard of
     every global batch (batch_size / process count examples), and the test split (at most
     `eval_limit` examples) is the on-device evaluation set."""
     import jax
 
-    from nnbasics.train import StreamingData
+    from nnbasics.data.streaming import StreamingData
 
     info = TFDS_DATASETS.get(name)
     if info is None:

@@ -137,7 +137,7 @@ class Checkpointer:
         self.manager.wait_until_finished()
         step_dir = self.directory / str(step)
         if jax.process_index() == 0 and step_dir.is_dir():
-            from nnbasics.workdir import atomic_write_json
+            from nnbasics.files import atomic_write_json
 
             atomic_write_json(step_dir / FILE_LIST, file_list(step_dir))
 
@@ -212,6 +212,6 @@ class Checkpointer:
 def _jsonable(obj: Any) -> Any:
     import json
 
-    from nnbasics.workdir import to_json
+    from nnbasics.files import to_json
 
     return json.loads(to_json(obj, indent=None))

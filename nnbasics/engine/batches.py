@@ -1,0 +1,31 @@
+"""Which examples each step sees: a fresh permutation per epoch and seed, drawn on the host.
+
+The indices of a whole chunk of steps go to the device at once; the compiled loop gathers the
+batches there. A resumed run asks for the same steps and gets the same batches.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The order of the training set in `epoch` for `seed` (host-side: XLA's CPU sort is slow)."""
+    return np.random.default_rng([int(seed), int(epoch), 0x5EED]).permutation(n).astype(np.int32)
+
+
+def batch_indices(seeds: Sequence[int], start: int, length: int, n: int, batch_size: int) -> np.ndarray:
+    """Indices (members, length, batch) of the batches of steps start..start+length-1: a fresh
+    permutation per epoch, batches without replacement, the last partial batch dropped."""
+    per_epoch = n // batch_size
+    out = np.empty((len(seeds), length, batch_size), np.int32)
+    for m, seed in enumerate(seeds):
+        cache: dict[int, np.ndarray] = {}
+        for i in range(length):
+            epoch, pos = divmod(start + i, per_epoch)
+            if epoch not in cache:
+                cache = {epoch: epoch_permutation(seed, epoch, n)}
+            out[m, i] = cache[epoch][pos * batch_size:(pos + 1) * batch_size]
+    return out

@@ -1,0 +1,415 @@
+"""The training loop: `fit` trains members (seeds x learning rates) side by side.
+
+For data that fits on the device (every embedded set) a chunk of `eval_every` steps runs inside one
+compiled program (`lax.scan` over `train_step`, `vmap` over members), with no host sync per step;
+after each chunk the host checks the losses, evaluates, writes a metrics row, and checkpoints when
+due. With more than one device the batch is sharded over a `data` mesh axis and the state is
+replicated; `jit` adds the all-reduce, so results equal one device's up to float rounding.
+
+    result = fit(model, dataset, TrainConfig(steps=1000, batch_size=100, seeds=(0, 1)))
+    result.final("test_accuracy")  # one number per seed
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import math
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nnbasics import optim
+from nnbasics.data.streaming import StreamingData
+from nnbasics.engine import parallel
+from nnbasics.engine.batches import batch_indices
+from nnbasics.engine.compile import compile_side_by_side, concat_members, light_jit
+from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
+from nnbasics.engine.state import TrainState, create_state, evaluate, train_step
+from nnbasics.nn.losses import CLASSIFICATION, LOSSES
+from nnbasics.progress import progress
+
+# "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU
+# (ResNet-20's init: ~3 s instead of ~20 s of CPU), and each seed still gives fixed numbers.
+PRNG_IMPL = "rbg"  # the key implementation of training runs (initialization and dropout)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What `fit` needs to know; experiments build it from their ConfigDict."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    eval_every: int = 250
+    seeds: Sequence[int] = (0,)
+    learning_rates: Sequence[float] | None = None  # a vmapped grid; None = the optimizer's own
+    optimizer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    loss: str = "cross_entropy"
+    eval_batch_size: int = 1000
+    eval_train: bool = False  # also evaluate on the whole training set at every eval point
+    stop_on_nan: bool = True
+    data_parallel: bool = True
+    checkpoint_every: int = 0  # steps between checkpoints (0: only at the end) when checkpointing is on
+    keep_checkpoints: int = 2
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> "TrainConfig":
+        """Pick the TrainConfig fields out of an experiment config (other keys are ignored)."""
+        cfg = dict(cfg)
+        kw = {}
+        for f in dataclasses.fields(cls):
+            if f.name in cfg:
+                v = cfg[f.name]
+                kw[f.name] = v.to_dict() if hasattr(v, "to_dict") else v
+        return cls(**kw)
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step (and seed)."""
+
+
+def validate_train_config(tc: TrainConfig, num_train: int | None = None) -> None:
+    """Reject invalid values with a clear message before anything is compiled."""
+    seeds = list(tc.seeds) if tc.seeds is not None else []
+    if not seeds:
+        raise ValueError("seeds must be a non-empty list of integers, e.g. --config.seeds='(0, 1, 2)'")
+    if not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds must be integers, got {seeds}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    for name in ("steps", "batch_size", "eval_every"):
+        if int(getattr(tc, name)) <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(tc, name)}")
+    if num_train is not None and int(tc.batch_size) > num_train:
+        raise ValueError(f"batch_size={tc.batch_size} is larger than the training set ({num_train} examples); "
+                         f"use a batch size between 1 and {num_train}")
+    LOSSES.check(tc.loss)
+    optim.validate(tc.optimizer)
+    if tc.learning_rates is not None:
+        lrs = list(tc.learning_rates)
+        if not lrs or any(not 0 < float(lr) < math.inf for lr in lrs):
+            raise ValueError(f"learning_rates must be a non-empty list of finite positive numbers, got {lrs}")
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """History (one row per eval point, values per member) and the final stacked state."""
+
+    history: list[dict[str, Any]]
+    state: TrainState  # leading axis = member (seed x learning rate)
+    members: list[dict[str, Any]]  # [{"seed": s, "learning_rate": lr}, ...]
+    seconds: float
+    compile_seconds: float
+
+    def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(steps, values[member, eval point]) of a metric."""
+        steps = np.array([r["step"] for r in self.history])
+        vals = np.array([r[key] for r in self.history], dtype=np.float64).T
+        return steps, vals
+
+    def final(self, key: str) -> np.ndarray:
+        """The last value of `key`, one per member."""
+        return np.asarray(self.history[-1][key], dtype=np.float64)
+
+    def member_state(self, i: int) -> TrainState:
+        """The state of member i alone (no member axis)."""
+        return jax.tree.map(lambda a: a[i], self.state)
+
+
+def steps_to_reach(steps: np.ndarray, values: np.ndarray, threshold: float, below: bool = True) -> float:
+    """The first step at which `values` drops below (or rises above) `threshold`; inf if never."""
+    hit = values <= threshold if below else values >= threshold
+    idx = np.flatnonzero(hit)
+    return float(steps[idx[0]]) if idx.size else math.inf
+
+
+# ------------------------------------------------------------------ the pieces `fit` is made of
+
+
+def _members(tc: TrainConfig) -> list[dict[str, Any]]:
+    base_lr = float(optim.resolve(tc.optimizer)["learning_rate"])
+    lrs = [base_lr] if tc.learning_rates is None else [float(v) for v in tc.learning_rates]
+    return [{"seed": int(s), "learning_rate": lr, "scale": lr / base_lr} for lr in lrs for s in tc.seeds]
+
+
+@dataclasses.dataclass
+class _Run:
+    """One `fit` call's fixed parts: members, data on the device, and its compiled programs."""
+
+    tc: TrainConfig
+    members: list[dict[str, Any]]
+    mesh: Any
+    data: Any
+    arrays: tuple[jax.Array, ...]  # x_train, y_train, x_test, y_test (placed on the mesh)
+    init_one: Callable  # (key data, lr scale) -> one member's state with a member axis of 1
+    run_chunk: Callable  # (state, indices, x_train, y_train) -> (state, per-step metrics)
+    run_stream_chunk: Callable  # (state, xs, ys) -> (state, per-step metrics)
+    run_eval: Callable  # (state, x_test, y_test, x_train, y_train) -> metrics per member
+    stream: Any = None  # the streaming iterator, opened at the first chunk
+
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.data, StreamingData)
+
+
+def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
+    ydtype = np.int32 if tc.loss in CLASSIFICATION else np.float32
+    if isinstance(data, StreamingData):
+        x_train = y_train = jnp.zeros((0,), jnp.float32)  # batches come from the stream
+    else:
+        x_train = parallel.replicate(np.asarray(data.x_train, np.float32), mesh)
+        y_train = parallel.replicate(np.asarray(data.y_train, ydtype), mesh)
+    x_test = parallel.replicate(np.asarray(data.x_test, np.float32), mesh)
+    y_test = parallel.replicate(np.asarray(data.y_test, ydtype), mesh)
+    return x_train, y_train, x_test, y_test
+
+
+def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any,
+              eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
+    """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
+    tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps))
+    sample = jnp.zeros((1, *example_shape), jnp.float32)
+
+    def init_member(key_data, scale):
+        key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
+        state = create_state(model, tx, jax.random.fold_in(key, 0), sample, lr_scale=scale)
+        return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
+
+    def step(st, batch):
+        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), tc.loss)
+
+    def member_chunk(state, idx, xs, ys):  # the batches are gathered from the on-device set
+        return jax.lax.scan(lambda st, ix: step(st, (xs[ix], ys[ix])), state, idx)
+
+    def member_stream(state, xs, ys):
+        return jax.lax.scan(step, state, (xs, ys))
+
+    def member_eval(st, xte, yte, xtr, ytr):
+        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, tc.loss, tc.eval_batch_size, mesh).items()}
+        if tc.eval_train:
+            out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, tc.loss, tc.eval_batch_size,
+                                                                   mesh).items()})
+        return {**out, **{name: f(st) for name, f in eval_fns.items()}}
+
+    donate = functools.partial(jax.jit, donate_argnums=(0,))
+    return {
+        "init_one": light_jit(init_member),  # compiled once, called per member: cheaper than a vmapped init
+        "run_chunk": donate(jax.vmap(member_chunk, in_axes=(0, 0, None, None))),
+        "run_stream_chunk": donate(jax.vmap(member_stream, in_axes=(0, None, None))),
+        "run_eval": light_jit(jax.vmap(member_eval, in_axes=(0, None, None, None, None))),
+    }
+
+
+def _keys(members: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"], impl=PRNG_IMPL))) for m in members])
+    return keys, np.asarray([m["scale"] for m in members], np.float32)
+
+
+def _initial_state(run: _Run) -> tuple[TrainState, float]:
+    """Every member's initial state, stacked (and replicated over the mesh); on one CPU device the
+    init, the first chunk and the evaluation are compiled side by side first. Returns (state, the
+    seconds spent compiling side by side)."""
+    keys, scales = _keys(run.members)
+    seconds = 0.0
+    if run.mesh is None and not run.streaming and not os.environ.get("NNBASICS_SERIAL_COMPILE"):
+        t0 = time.perf_counter()
+        one = jax.eval_shape(run.init_one, keys[0], scales[0])
+        shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(run.members), *a.shape[1:]), a.dtype), one)
+        chunk = min(int(run.tc.eval_every), int(run.tc.steps))
+        idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32)
+        x_train, y_train, x_test, y_test = run.arrays
+        compile_side_by_side([run.init_one.lower(keys[0], scales[0]), run.run_chunk.lower(shape, idx, x_train, y_train),
+                              run.run_eval.lower(shape, x_test, y_test, x_train, y_train)])
+        seconds = time.perf_counter() - t0
+    parts = [run.init_one(k, s) for k, s in zip(keys, scales)]
+    state = parts[0] if len(parts) == 1 else concat_members(*parts)
+    if run.mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
+        raw = parallel.replicate(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
+        state = raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
+    return state, seconds
+
+
+def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Array]:
+    """`length` host batches of the stream from step `start`, stacked into one transfer."""
+    if run.stream is None:
+        run.stream = iter(run.data.batches(start))
+    got = [next(run.stream) for _ in range(length)]
+    ydtype = np.int32 if run.tc.loss in CLASSIFICATION else np.float32
+    xs = np.stack([np.asarray(b["image"], np.float32) for b in got])
+    ys = np.stack([np.asarray(b["label"], ydtype) for b in got])
+    if run.mesh is None:
+        return jnp.asarray(xs), jnp.asarray(ys)
+    sharding = parallel.batch_sharding(run.mesh, batch_axis=1)
+    return (jax.make_array_from_process_local_data(sharding, xs), jax.make_array_from_process_local_data(sharding, ys))
+
+
+def _train_chunk(run: _Run, state: TrainState, step: int, length: int) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """Steps step+1..step+length of every member; per-step metrics (members, length) on the host."""
+    if not run.streaming:
+        seeds = [m["seed"] for m in run.members]
+        idx = parallel.replicate(batch_indices(seeds, step, length, run.arrays[0].shape[0], int(run.tc.batch_size)),
+                                 run.mesh)
+        state, metrics = run.run_chunk(state, idx, run.arrays[0], run.arrays[1])
+        return state, {k: np.asarray(v) for k, v in metrics.items()}
+    parts, done = [], 0  # several transfers of a few batches each
+    while done < length:
+        k = min(int(run.data.steps_per_transfer), length - done)
+        state, m = run.run_stream_chunk(state, *_stream_chunk(run, step + done, k))
+        parts.append(m)
+        done += k
+    return state, {key: np.concatenate([np.asarray(m[key]) for m in parts], axis=1) for key in parts[0]}
+
+
+def _check_finite(losses: np.ndarray, step: int, members: list[dict[str, Any]], tag: str | None) -> None:
+    bad = np.argwhere(~np.isfinite(losses))
+    if bad.size:
+        m_idx, s_idx = bad[np.argmin(bad[:, 1])]
+        who = members[int(m_idx)]
+        raise TrainingDiverged(
+            f"{tag + ': ' if tag else ''}loss became {losses[m_idx, s_idx]} at step {step + int(s_idx) + 1} "
+            f"(seed {who['seed']}, learning rate {who['learning_rate']:g}); metrics up to step {step} are "
+            "saved. Lower the learning rate or add gradient clipping (optimizer.grad_clip_norm).")
+
+
+def _row(run: _Run, step: int, tag: str | None, metrics: dict[str, np.ndarray], ev: Mapping[str, Any],
+         seconds: float) -> dict[str, Any]:
+    """One metrics row: the step, the members, the chunk's mean train loss (and accuracy), the evaluation."""
+    row: dict[str, Any] = {"step": step, **({"run": tag} if tag else {}), "seed": [m["seed"] for m in run.members]}
+    if run.tc.learning_rates is not None:
+        row["learning_rate"] = [m["learning_rate"] for m in run.members]
+    row["train_loss"] = np.mean(metrics["loss"], axis=1).tolist()
+    if "accuracy" in metrics:
+        row["train_accuracy"] = np.mean(metrics["accuracy"], axis=1).tolist()
+    for k, v in ev.items():
+        v = np.asarray(v, np.float64)
+        row[k] = v.tolist() if v.ndim <= 1 else v.reshape(len(run.members), -1).tolist()
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any, tag: str | None) -> Any:
+    """An Orbax checkpointer under directory/tag whose fingerprint refuses another run's checkpoints."""
+    from nnbasics.engine.checkpoint import Checkpointer
+    from nnbasics.files import ensure_writable
+
+    tc = run.tc
+    x_shape = [1, *run.data.example_shape] if run.streaming else list(np.shape(run.data.x_train))
+    fp = {
+        "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
+        "members": [{"seed": m["seed"], "learning_rate": m["learning_rate"]} for m in run.members],
+        "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
+        "batch_size": int(tc.batch_size), "loss": tc.loss,
+        "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
+        "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
+    }
+    state_bytes = sum(int(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(state)
+                      if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key))
+    path = os.path.join(str(directory), tag or "run")
+    ensure_writable(path, need_bytes=(int(tc.keep_checkpoints) + 1) * state_bytes, what="the checkpoints")
+    return Checkpointer(path, fp, tc.keep_checkpoints)
+
+
+def _interrupt_dir(checkpoint_dir: Any, metrics_writer: Any) -> Any:
+    """Where a Ctrl-C writes its checkpoint: the run's checkpoint directory, else the writer's place for one."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir
+    return getattr(metrics_writer, "checkpoint_dir", None) or getattr(metrics_writer, "interrupt_dir", None)
+
+
+def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
+    """Run `train` with Ctrl-C turned into a request it checks after each chunk (see `fit`), for
+    the whole call, compiling included; `train` receives the request flag as `interrupt`."""
+
+    @functools.wraps(train)
+    def run(model: nn.Module, data: Any, tc: TrainConfig, **kw: Any) -> TrainResult:
+        graceful = _interrupt_dir(kw.get("checkpoint_dir"), kw.get("metrics_writer")) is not None \
+            and jax.process_count() == 1
+        with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
+                InterruptFlag()) as interrupt:
+            return train(model, data, tc, interrupt=interrupt, **kw)
+
+    return run
+
+
+def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any) -> _Run:
+    """Check the config, choose the mesh, place the data and build the compiled programs."""
+    streaming = isinstance(data, StreamingData)
+    validate_train_config(tc, num_train=None if streaming else len(data.x_train))
+    if streaming and tc.eval_train:
+        raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
+    if mesh == "auto":
+        mesh = parallel.default_mesh() if tc.data_parallel else None
+    parallel.check_divisible(int(tc.batch_size), mesh)
+    example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
+    return _Run(tc, _members(tc), mesh, data, _place(data, tc, mesh),
+                **_programs(model, example_shape, tc, mesh, dict(eval_fns or {})))
+
+
+# --------------------------------------------------------------------------------------- fit
+
+
+@_stops_on_ctrl_c
+def fit(model: nn.Module, data: Any, tc: TrainConfig, *, metrics_writer: Any = None, tag: str | None = None,
+        mesh: Any = "auto", eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+        checkpoint_dir: str | None = None, interrupt: InterruptFlag | None = None) -> TrainResult:
+    """Train `model` on `data` (an on-device ArrayDataset, anything with x_train, y_train, x_test,
+    y_test, or StreamingData) for `tc.steps` steps, one vmapped member per (seed, learning rate).
+
+    `eval_fns` adds metrics computed at each eval point: name -> f(state) -> scalar (per member).
+    Raises TrainingDiverged (after writing the metrics so far) if a loss becomes NaN or inf.
+    Checkpointing is on when `checkpoint_dir` is given or the metrics writer carries one (a
+    workdir's does when its run is checkpointed): Orbax saves every `tc.checkpoint_every` steps and
+    at the end, under checkpoint_dir/tag, and a later call resumes from the latest checkpoint with
+    exactly the batches, dropout keys and metric rows of an uninterrupted run. Ctrl-C (single
+    process) stops after the chunk in flight with a checkpoint and raises TrainingInterrupted
+    (`interrupt` is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag)."""
+    t0 = time.perf_counter()
+    run = _setup(model, data, tc, mesh, eval_fns)
+    state, compile_seconds = _initial_state(run)
+    if checkpoint_dir is None and getattr(metrics_writer, "checkpoint_dir", None) is not None:
+        checkpoint_dir = metrics_writer.checkpoint_dir
+        run.tc = tc = dataclasses.replace(tc, checkpoint_every=getattr(metrics_writer, "checkpoint_every", 0))
+    is_main, ckpt, history, step, total = jax.process_index() == 0, None, [], 0, int(tc.steps)
+    if checkpoint_dir is not None:
+        ckpt = _checkpointer(run, model, state, checkpoint_dir, tag)
+        state, history = ckpt.restore(state) or (state, [])
+        step = int(history[-1]["step"]) if history else 0
+        if metrics_writer is not None and is_main:  # the run's rows become the checkpoint's
+            metrics_writer.restore(tag, history)
+    interrupt, last_saved, bar = interrupt or InterruptFlag(), step, progress(total, desc=tag or "train")
+    bar.update(step)
+    try:
+        while step < total:
+            length, tc0 = min(int(tc.eval_every), total - step), time.perf_counter()
+            state, metrics = _train_chunk(run, state, step, length)  # the one host sync per chunk
+            compile_seconds += time.perf_counter() - tc0 if step == 0 else 0.0
+            if tc.stop_on_nan:
+                _check_finite(metrics["loss"], step, run.members, tag)
+            step += length
+            ev = jax.device_get(run.run_eval(state, run.arrays[2], run.arrays[3], run.arrays[0], run.arrays[1]))
+            history.append(_row(run, step, tag, metrics, ev, time.perf_counter() - t0))
+            if metrics_writer is not None and is_main:
+                metrics_writer.write(history[-1])
+            if ckpt is not None and (step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)):
+                ckpt.save(state, history)
+                last_saved = step
+            bar.update(length)
+            if interrupt.requested and step < total:
+                ckpt = ckpt or _checkpointer(run, model, state, _interrupt_dir(checkpoint_dir, metrics_writer), tag)
+                ckpt.save(state, history)
+                raise TrainingInterrupted(
+                    f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
+                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory))
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    jax.block_until_ready(state)
+    members = [{"seed": m["seed"], "learning_rate": m["learning_rate"]} for m in run.members]
+    return TrainResult(history, state, members, time.perf_counter() - t0, compile_seconds)
