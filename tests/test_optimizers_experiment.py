@@ -133,7 +133,7 @@ def test_zeroth_first_second_order_on_a_quadratic():
 
 
 def test_optimizers_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.experiment import get_config, run_experiment
 
     doc = run_experiment("optimizers", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]
@@ -142,11 +142,24 @@ def test_optimizers_experiment_smoke(tmp_path):
         "momentum_faster_same_lr", "gradient_variance_slope", "order_of_information",
     ]
     for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
         for v in c["measured"].values():
             assert isinstance(v, float) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
-    slope = doc["claims"][4]["measured"]["slope"]
-    assert -1.5 < slope < -0.5
+    claims = {c["id"]: c for c in doc["claims"]}
+    # deterministic 2-D problems at 60 steps: nothing settles on the valley (61 = not within 60);
+    # on the saddle RMSProp and Adam escape in the same few steps from every offset, GD only from 1e-2
+    sad = claims["adaptive_escape_saddle"]["measured"]
+    assert claims["momentum_faster_on_test_functions"]["measured"]["valley_steps_sgd"] == 61.0
+    assert sad["escape_steps_rmsprop"] == [5.0] * 3 and sad["escape_steps_adam"] == [9.0] * 3
+    assert 45 <= sad["escape_steps_sgd"][0] <= 53 and sad["escape_steps_sgd"][-1] == 61.0
+    # random claims: one value per seed (2 in the smoke preset), paired statistics
+    slopes = claims["gradient_variance_slope"]["measured"]["slope"]
+    assert len(slopes) == 2 and all(-1.3 < v < -0.7 for v in slopes)  # Var ~ 1/B
+    for cid in ("sgd_faster_per_epoch", "momentum_faster_same_lr", "gradient_variance_slope"):
+        assert all(k["random"] and k["n"] == 2 for k in claims[cid]["checks"]), cid
+    order = claims["order_of_information"]
+    assert order["measured"]["iterations_newton"] == 1.0 and order["checks"][0]["verdict"] == "pass"
+    assert len(order["measured"]["iterations_random_search"]) == 2
+    assert {"fn_tolerance", "order_tolerance", "saddle_escape", "seed"}.isdisjoint(get_config("optimizers", "smoke"))
     assert {"test_function_paths.png", "mnist1d.png", "orders.png"} <= {p.split("/")[-1] for p in doc["figures"]}
 
 
