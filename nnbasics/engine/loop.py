@@ -173,8 +173,9 @@ def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
 def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any,
               eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
     """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
-    tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps))
     sample = jnp.zeros((1, *example_shape), jnp.float32)
+    # AGC (when on) leaves the layer that produces the logits unclipped, found by tracing the model
+    tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps), model=model, sample_input=sample)
 
     def init_member(key_data, scale):
         key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
