@@ -1,66 +1,14 @@
 """Sigmoid, tanh, ReLU, leaky ReLU and PReLU: vanishing gradients, dead units, speed of training, a learned slope.
 
-The lecture's nonlinearities and their derivatives (plotted from the hand-written g'(y), which
-the tests check against jax.grad), then four measurements: (a) per-layer gradient norms of a
-10-layer MLP on `digits` at initialization (sigmoid's first layer gets a gradient orders of
-magnitude below ReLU's); (b) the fraction of dead ReLU units after training with a large learning
-rate; (c) epochs for a small 4-layer CNN to reach 25% training error (on the full training set,
-evaluated every 1/4 epoch) with ReLU against tanh, each at its best learning rate of one grid
-(AlexNet's Figure 1: 6x on CIFAR-10); (d) the slopes a PReLU network learns (He et al. 2015).
-
-(c) runs on `mnist1d` with the 4-layer 1-D CNN of Greydanus & Kobak 2020 (three convs of 25
-channels, stride 2, and a linear read-out), each activation with its preferred init (He normal
-for ReLU, LeCun normal for tanh), SGD with momentum 0.9, batch 100, and the same rule for both
-activations: the rate with the best mean epochs over seeds. Why MNIST-1D: AlexNet's 25% training
-error on CIFAR-10 lies deep into training (ReLU ~5 epochs, tanh ~35); on digits and photos 25% is
-reached within 1-2 epochs, before saturation can slow anything down, so those sets cannot show the
-effect. MNIST-1D is the hardest embedded set and the one where 25% takes several epochs, as
-CIFAR-10 did in the paper. Mean epochs over seeds 0-3 to 25% training error per rate (20 epochs
-run; inf: a seed never got there; -: not recorded):
-
-  init / activation   0.035   0.05   0.07    0.1   0.14    0.2   0.28   best     per-seed epochs at best
-  He / ReLU            5.00   4.50   3.75   3.38   3.56   3.38    inf   0.1      3.25, 3.75, 3.5, 3.0
-  LeCun / tanh         9.50   8.31   6.94   7.38   7.75    inf    inf   0.07     6.75, 6.0, 7.75, 7.25
-  PyTorch / ReLU          -   8.75   7.38   6.56   5.63   5.00    inf   0.2      4.75, 5.5, 5.25, 4.5
-  PyTorch / tanh          -  14.44  12.38  10.81  10.88    inf    inf   0.1      11.5, 10.25, 10.5, 11.0
-
-  ratio epochs(tanh) / epochs(ReLU)   grid                    mean   per seed 0-3
-  He / LeCun (preferred)              all 7 rates             2.06   2.08, 1.60, 2.21, 2.42
-  He / LeCun (preferred)              0.05, 0.1, 0.2          2.19   1.92, 2.60, 1.79, 2.42 (tanh at 0.1)
-  PyTorch's default for both          all (or 0.05, 0.1, 0.2) 2.16   2.42, 1.86, 2.00, 2.44
-
-(The lead's first probe, seeds 0-1, 30 epochs, rates 0.03-0.2, other parameter names and so other
-initial draws: 2.3 preferred, 1.87 PyTorch.) The ratio is about 2 rather than 6, and not >= 2 on
-every seed (1.60 at worst), so the claim asks for >= 1.5 (the issue's "a ratio well above 1").
-
-Round 1 tried `digits` and `photos` with the 2-D `small_cnn`
-(16-16-32 channels, batch 64), where it does not reproduce. AlexNet's recipe (Sec. 3.1 and 5):
-centered raw pixels (0-255 scale minus the mean image, not divided by the std), every weight from
-N(0, 0.01^2) for both nets, SGD with momentum 0.9, no normalization. With raw-scale inputs ReLU
-diverges from a rate of 0.01-0.03 on, while saturating tanh tolerates 0.1-0.3 and, each at its own
-best rate, gets to 25% training error as fast or faster:
-
-  set-up                                              data                  seeds  ratio per seed
-  AlexNet recipe (raw centered, N(0, 0.01^2)), 30 ep  digits                0, 1   0.83, 0.83  (ReLU 6 @ 0.01, tanh 5 @ 0.1)
-  AlexNet recipe, 20 epochs                           photos 32px, n=2000   0, 1   0.40, 0.33  (ReLU 5-6 @ 3e-3, tanh 2 @ 0.03)
-  He (ReLU) / LeCun (tanh), [0, 1] inputs, 5 epochs   digits                0, 1   0.50 (mean rule; ReLU 2, tanh 1)
-  He / LeCun, standardized inputs, 20 epochs          photos 16px, n=2000   0, 1   0.50, 0.50  (ReLU 2 @ 0.01, tanh 1 @ 0.03)
-  He / LeCun, [0, 1] inputs (earlier, one seed)       photos 32px           0      ~1
-  8 convs (deeper), He / LeCun, standardized          digits                0, 1   ReLU 16-18.5 epochs, tanh never (< 30 ep)
-
-The last one is an artifact, not evidence: on 8x8 digits the feature map is 1x1 after three pools,
-so the later 3x3 convs see one tap out of nine and He/LeCun init (fan-in 9C) is 3x too small per
-layer; both nets barely train. At one shared rate ReLU is faster, as in Figure 1 (AlexNet recipe:
-digits at 0.01, 25 vs 6 epochs; photos at 1e-3, 20 vs 8 epochs, at 3e-3 7.5 vs 5.5), reported as
-`epochs_ratio_at_relu_best_lr`. The set-ups are the `cnn_data` and `cnn_recipe` sweeps (`cnn.data`,
-`cnn.init`, `cnn.input_scale`, `cnn.init_std`, `cnn.num_train`, `cnn.photo_size`, ...), e.g.
+The lecture's nonlinearities and their derivatives, then four measurements over seeds: (a) per-layer
+gradient norms of a 10-layer MLP on `digits` at initialization, sigmoid against ReLU; (b) the
+fraction of dead ReLU units after training with a large and a small learning rate; (c) epochs for
+a 4-layer CNN (MNIST-1D's 1-D CNN by default) to reach 25% training error with ReLU against tanh,
+each at its best rate of one grid (AlexNet's Figure 1); (d) the slopes a PReLU net learns.
 
     nnbasics run activations --quick
     nnbasics run activations --quick --config.cnn.init=torch
     nnbasics sweep activations --sweep cnn_data --quick
-    nnbasics run activations --config.cnn.data=digits --config.cnn.input_scale=raw_centered --config.cnn.init_std=0.01 \\
-        --config.cnn.batch_size=64 --config.cnn.steps=660 --config.cnn.eval_every=22 \\
-        --config.cnn.learning_rates="(0.001, 0.003, 0.01, 0.03, 0.1, 0.3)"
 """
 
 from __future__ import annotations
@@ -87,7 +35,12 @@ ACTS = A.LECTURE_ACTIVATIONS  # sigmoid, tanh, relu, leaky_relu, prelu
 INPUT_SCALES = ("raw_centered", "unit", "standardized")
 CNN_DATA = ("mnist1d", "digits", "photos")
 CNN_INITS = ("preferred", "torch")  # He / LeCun per activation | PyTorch's default (MNIST-1D CNN only)
-# Round 1's 2-D set-ups (small_cnn, 16-16-32 channels, batch 64), as recorded in the docstring
+# What was tried for (c): on 8x8 `digits` and on 32px `photos` with the 2-D small_cnn, 25% training
+# error comes within 1-2 epochs, before saturation can slow tanh, and with AlexNet's recipe (raw
+# centered pixels, N(0, 0.01^2) weights) ReLU diverges at the rates tanh tolerates: each at its own
+# best rate, tanh was as fast or faster (ratio 0.3-0.8). MNIST-1D, where 25% takes several epochs as
+# CIFAR-10 did, gives a ratio of about 2 (full grid, seeds 0-3: 1.6-2.4), not AlexNet's 6. The
+# `cnn_data` and `cnn_recipe` sweeps rerun those set-ups:
 _DIGITS_RUN = {"cnn.data": "digits", "cnn.features": (16, 16, 32), "cnn.batch_size": 64, "cnn.steps": 660,
                "cnn.eval_every": 22, "cnn.learning_rates": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)}
 ALEXNET_RECIPE = {"cnn.input_scale": "raw_centered", "cnn.init_std": 0.01}  # Sec. 3.1 and 5
@@ -111,12 +64,34 @@ SWEEPS = {
 }
 
 
+THRESHOLDS = {
+    "log10_grad_ratio_relu_over_sigmoid": C.Threshold(">=", 2.0, (
+        "'orders of magnitude' (two at least) smaller with sigmoid: sigmoid' <= 1/4 shrinks the backpropagated "
+        "gradient up to 4x per layer, (1/4)^9 ~ 4e-6 over 9 hidden layers; Glorot & Bengio 2010")),
+    "dead_fraction_large_lr": C.Threshold(">=", 0.25, (
+        "a substantial fraction, a quarter, of the units dead after a too large rate (CS231n: 'as much as 40% "
+        "of your network can be dead' when the learning rate is set too high)")),
+    "dead_fraction_increase": C.Threshold(">", 0.0, (
+        "paired over seeds: more dead units at the large rate than at the small one, the lecture's cause "
+        "(a large update pushes a unit into the negative region, where it gets no gradient)")),
+    "log_epochs_ratio_tanh_over_relu": C.Threshold(">", 0.0, (
+        "paired per seed: ReLU reaches the training error in fewer epochs than tanh, AlexNet's Figure 1 statement; "
+        "its size there (6x, AlexNet's net on CIFAR-10) is shown beside, not required at this scale")),
+    "prelu_max_slope_change": C.Threshold(">=", 0.1, (
+        "learned, not fixed: some layer's slope ends at least 0.1 from its 0.25 init (He et al. 2015, Table 1: "
+        "learned slopes 0.05-0.7)")),
+    "prelu_mean_abs_slope": C.Threshold(">=", 0.1, (
+        "the slopes do not collapse to a ReLU: mean |alpha| over layers at least 0.1 (He et al. 2015, Table 1: "
+        "learned slopes 0.05-0.7; a single layer may end near 0)")),
+}
+
+
 def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = "digits"
     c.activations = ACTS  # compared in (a); (c) is always ReLU against tanh
     # (a) gradient norms per layer at initialization
-    c.gradients = ml_collections.ConfigDict({"depth": 10, "width": 64, "batch": 512, "seeds": tuple(range(5)), "min_orders": 2.0})
+    c.gradients = ml_collections.ConfigDict({"depth": 10, "width": 64, "batch": 512, "seeds": tuple(range(5))})
     # (b) dead ReLU units after training with a small and a large learning rate (plain SGD)
     c.dead = ml_collections.ConfigDict(
         {
@@ -126,9 +101,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
             "steps": 400,
             "batch_size": 64,
             "eval_every": 50,
-            "seeds": (0, 1, 2),
-            "min_fraction": 0.25,  # at least this fraction dead at the large rate
-            "min_ratio": 3.0,  # and this many times the fraction at the small rate
+            "seeds": (0, 1, 2, 3),
         }
     )
     # (c) epochs to a training error: the 4-layer CNN with ReLU vs tanh, each with its best learning rate.
@@ -149,8 +122,8 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
             "eval_every": 10,  # 1/4 epoch
             "seeds": (0, 1, 2, 3),
             "train_error": 0.25,  # AlexNet's Figure 1 threshold
-            "min_ratio": 1.5,  # "well above 1" (the issue); 2 is not met on every seed of the full preset
             "num_train": 0,  # 0: the whole training set (photos: n_train)
+            "data_seed": 0,  # the photo crops and a num_train subset (MNIST-1D itself is the published set)
             "photo_size": 32,  # side of the photos crops (16 is 4x cheaper)
         }
     )
@@ -162,26 +135,23 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
             "steps": 500,
             "batch_size": 64,
             "eval_every": 50,
-            "seeds": (0, 1, 2),
-            "min_mean_abs_alpha": 0.1,
-            "min_change": 0.1,
+            "seeds": (0, 1, 2, 3),
         }
     )
     if preset == "quick":
-        c.gradients.seeds = (0, 1, 2)
-        c.dead.seeds = (0, 1)
+        c.dead.seeds = (0, 1, 2, 3)
         c.dead.steps = 300
         c.cnn.learning_rates = (0.05, 0.1, 0.2)  # ReLU is fastest at 0.1-0.2, tanh at 0.1 (full grid: 0.07)
         c.cnn.steps = 480  # 12 epochs; ReLU needs 3-4 at its best rate, tanh 6-10
-        c.cnn.seeds = (0, 1)
-        c.prelu.seeds = (0, 1)
+        c.cnn.seeds = (0, 1, 2, 3)
+        c.prelu.seeds = (0, 1, 2, 3)
         c.prelu.steps = 300
     elif preset == "smoke":
         c.activations = ("sigmoid", "relu")
-        c.gradients.seeds = (0,)
+        c.gradients.seeds = (0, 1)
         c.gradients.depth = 4
         c.gradients.batch = 64
-        c.dead.seeds = (0,)
+        c.dead.seeds = (0, 1)
         c.dead.hidden = (16, 16)
         c.dead.steps = 10
         c.dead.eval_every = 5
@@ -191,8 +161,8 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.cnn.learning_rates = (0.1,)
         c.cnn.steps = 10
         c.cnn.eval_every = 5
-        c.cnn.seeds = (0,)
-        c.prelu.seeds = (0,)
+        c.cnn.seeds = (0, 1)
+        c.prelu.seeds = (0, 1)
         c.prelu.hidden = (8, 8)
         c.prelu.steps = 10
         c.prelu.eval_every = 5
@@ -316,10 +286,10 @@ def cnn_data(config):
     cc = config.cnn
     if cc.data == "photos":
         kw = {"n_train": int(cc.num_train)} if int(cc.num_train) else {}
-        data = load_dataset("photos", size=int(cc.photo_size), **kw)
+        data = load_dataset("photos", size=int(cc.photo_size), seed=int(cc.data_seed), **kw)
     else:
         data = load_dataset(cc.data)
-        data = data.subset(int(cc.num_train)) if int(cc.num_train) else data
+        data = data.subset(int(cc.num_train), seed=int(cc.data_seed)) if int(cc.num_train) else data
     return scale_inputs(data, cc.input_scale)
 
 
@@ -400,76 +370,33 @@ def prelu_run(config, data, workdir):
 # ---------------------------------------------------------------------------------------- run
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
-    data = load_dataset(config.data)
-    plot_functions(workdir)
-
-    # (a)
-    norms = gradient_norms(config, data)
+def plot_gradients(config, norms: dict, workdir) -> None:
     gc = config.gradients
     layers = np.arange(1, int(gc.depth) + 1)
     fig, axes = subplots(1, 1, size=(6.5, 4.2))
-    acts = tuple(config.activations)
-    for act, (marker, ls) in zip(acts, [("o", "-"), ("s", "-"), ("^", "--"), ("v", ":"), ("D", "-.")]):
+    for act, (marker, ls) in zip(config.activations, [("o", "-"), ("s", "-"), ("^", "--"), ("v", ":"), ("D", "-.")]):
         band(axes[0], layers, norms[act], label=act, marker=marker, ls=ls, ms=4)
     axes[0].set_yscale("log")
     axes[0].set(xlabel="layer (1 = first, next to the input)", ylabel="||dL/dW|| at initialization",
-                title=f"{gc.depth}-layer MLP on digits: gradient norm per layer")
+                title=f"{gc.depth}-layer MLP on digits: gradient norm per layer (min-max over {len(gc.seeds)} seeds)")
     axes[0].legend()
     axes[0].grid(alpha=0.3, which="both")
     workdir.save_figure(fig, "gradient_norms")
-    first = {a: float(np.exp(np.mean(np.log(norms[a][:, 0])))) for a in acts}  # geometric mean over seeds
-    last = {a: float(np.exp(np.mean(np.log(norms[a][:, -2])))) for a in acts}  # last hidden layer
-    orders = math.log10(first["relu"] / first["sigmoid"])
 
-    # (b)
-    dc = config.dead
-    dres = dead_units_run(config, data, workdir)
+
+def plot_training(config, dres, cnn: dict, pres, workdir) -> None:
+    dc, cc = config.dead, config.cnn
     steps, dead = dres.curve("dead_fraction")
-    small = [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(dc.small_learning_rate)]
-    large = [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(dc.large_learning_rate)]
-    dead_small, dead_large = float(dead[small, -1].mean()), float(dead[large, -1].mean())
-    acc = dres.final("test_accuracy")
-    # (c)
-    cdata = cnn_data(config)
-    cnn = relu_vs_tanh(config, cdata, workdir)
-    cc = config.cnn
-    ratio = _ratio(cnn["tanh"]["epochs"], cnn["relu"]["epochs"])
-    seed_ratios = [_ratio(t, r) for t, r in zip(cnn["tanh"]["per_seed"], cnn["relu"]["per_seed"])]
-    # at one shared rate (ReLU's best) instead of each activation's own: what Figure 1 looks like untuned
-    same_lr = _ratio(float(cnn["tanh"]["hits"][cc.learning_rates.index(cnn["relu"]["best_lr"])].mean()),
-                     cnn["relu"]["epochs"])
-    model_text, recipe = cnn_description(config)
-    epochs_run = int(cc.steps) / (cdata.num_train // int(cc.batch_size))
-    min_seed_ratio = min(seed_ratios) if seed_ratios else math.nan
-    if C.at_least(ratio, float(cc.min_ratio)):
-        note = (f" Per-seed ratios {', '.join(f'{r:.2f}' for r in seed_ratios)}"
-                + (f": not >= 2 on every seed, hence the threshold {float(cc.min_ratio):g}."
-                   if min_seed_ratio < 2 and float(cc.min_ratio) < 2 else "."))
-    elif cc.data == "mnist1d" or not math.isfinite(ratio):
-        note = (f" Measured ratio {ratio:.2f} (per seed {', '.join(f'{r:.2f}' for r in seed_ratios)}; nan: ReLU "
-                f"does not get there within the {epochs_run:g} epochs run): not reproduced.")
-    else:
-        note = (
-            f" Measured ratio {ratio:.2f}: AlexNet's speed-up does not reproduce on {cc.data}: tanh tolerates larger "
-            "learning rates than ReLU, and with each at its own best rate tanh is as fast or faster ("
-            + (f"at ReLU's best rate the ratio is {same_lr:.2f})." if math.isfinite(same_lr) else
-               f"at ReLU's best rate tanh does not get there within the {epochs_run:g} epochs run).")
-        )
-    # (d)
-    pres = prelu_run(config, data, workdir)
-    n_prelu = len(config.prelu.hidden)
-    alphas = np.stack([pres.final(f"alpha_{i}") for i in range(n_prelu)], 1)  # (seeds, layers)
-
     fig, axes = subplots(1, 3, size=(4.6, 3.6))
     ax = axes[0]
-    band(ax, steps, 100 * dead[small], label=f"learning rate {dc.small_learning_rate:g}")
-    band(ax, steps, 100 * dead[large], label=f"learning rate {dc.large_learning_rate:g}")
+    for lr in (dc.small_learning_rate, dc.large_learning_rate):
+        band(ax, steps, 100 * dead[[i for i, m in enumerate(dres.members) if m["learning_rate"] == float(lr)]],
+             label=f"learning rate {lr:g}")
     ax.set(xlabel="SGD step", ylabel="dead ReLU units (%)", title="dead units: never positive on the training set")
     ax.legend()
     ax.grid(alpha=0.3)
     ax = axes[1]
-    thr = float(config.cnn.train_error)
+    thr = float(cc.train_error)
     for act in ("relu", "tanh"):
         ep, err = cnn[act]["curve"]
         band(ax, ep, 100 * err, label=f"{act} (lr {cnn[act]['best_lr']:g}): {cnn[act]['epochs']:.2f} epochs")
@@ -479,7 +406,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[2]
-    for i in range(n_prelu):
+    for i in range(len(config.prelu.hidden)):
         s, a = pres.curve(f"alpha_{i}")
         band(ax, s, a, label=f"PReLU after hidden layer {i + 1}")
     ax.axhline(A.PRELU_INIT, color="k", ls=":", lw=1, label="initial slope 0.25")
@@ -490,79 +417,125 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     fig.tight_layout()
     workdir.save_figure(fig, "training")
 
-    return [
-        C.claim(
-            "vanishing_gradients_sigmoid",
-            f"In a {gc.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
-            "magnitude smaller with sigmoid than with ReLU (sigmoid' <= 1/4 shrinks it at every layer)",
-            "Lecture: sigmoid 'saturation ... gradients go to zero'; Glorot & Bengio 2010",
-            f"log10(first-layer gradient norm ReLU / sigmoid) >= {gc.min_orders:g}",
-            {
-                "orders_of_magnitude_relu_over_sigmoid": orders,
-                **{f"grad_norm_first_{a}": first[a] for a in acts},
-                "first_over_last_hidden_sigmoid": first["sigmoid"] / last["sigmoid"],
-                "first_over_last_hidden_relu": first["relu"] / last["relu"],
-            },
-            C.at_least(orders, float(gc.min_orders)),
-        ),
-        C.claim(
-            "dead_relu_units",
-            "Training a ReLU MLP with a large learning rate kills units: their pre-activation is <= 0 on every "
-            "training example, so they output 0 and get no gradient",
-            "Lecture: 'if strongly in negative region, unit is dead forever (no gradient)'",
-            f"dead fraction at lr {dc.large_learning_rate:g} >= {dc.min_fraction:g} and >= {dc.min_ratio:g}x "
-            f"the fraction at lr {dc.small_learning_rate:g}",
-            {
-                "dead_fraction_large_lr": dead_large,
-                "dead_fraction_small_lr": dead_small,
-                "test_accuracy_large_lr": float(acc[large].mean()) * 100,
-                "test_accuracy_small_lr": float(acc[small].mean()) * 100,
-            },
-            C.at_least(dead_large, float(dc.min_fraction)) and C.at_least(dead_large, float(dc.min_ratio) * dead_small),
-        ),
-        C.claim(
-            "relu_faster_than_tanh",
-            f"A 4-layer CNN with ReLU reaches {100 * thr:.0f}% training error faster (in epochs) than the same CNN "
-            f"with tanh: {model_text} on {cc.data}, {recipe}, SGD momentum 0.9, batch {int(cc.batch_size)}, "
-            f"{epochs_run:g} epochs; each activation at the rate of {tuple(float(v) for v in cc.learning_rates)} with "
-            f"the best mean epochs over seeds {tuple(int(v) for v in cc.seeds)} (the same rule for both). AlexNet "
-            f"measured 6x on CIFAR-10; the issue expects a ratio well above 1 on the embedded data.{note} "
-            "Epochs per rate are means over seeds; -1: some seed never got there.",
-            "Krizhevsky, Sutskever & Hinton 2012, Figure 1; lecture 'see 6x speedup vs tanh'",
-            f"epochs(tanh) / epochs(ReLU) >= {cc.min_ratio:g} (published: 6)",
-            {
-                "epochs_ratio_tanh_over_relu": ratio,
-                "epochs_ratio_per_seed": seed_ratios,
-                "epochs_ratio_min_over_seeds": min_seed_ratio,
-                "epochs_ratio_at_relu_best_lr": _or_missing(same_lr),
-                "epochs_relu": cnn["relu"]["epochs"],
-                "epochs_tanh": cnn["tanh"]["epochs"],
-                "best_lr_relu": cnn["relu"]["best_lr"],
-                "best_lr_tanh": cnn["tanh"]["best_lr"],
-                "epochs_relu_per_lr": [_or_missing(v) for v in cnn["relu"]["epochs_per_lr"]],
-                "epochs_tanh_per_lr": [_or_missing(v) for v in cnn["tanh"]["epochs_per_lr"]],
-                "epochs_run": epochs_run,
-            },
-            C.at_least(ratio, float(cc.min_ratio)),
-        ),
-        C.claim(
-            "prelu_learns_slope",
-            "PReLU learns its negative slope: the slopes move away from their initial 0.25 and end clearly "
-            "non-zero on average over layers (per-layer values reported; a layer may also learn a slope near 0)",
-            "He et al. 2015, 'Delving deep into rectifiers', Sec. 2.1 and Table 1 (learned slopes 0.05-0.7)",
-            f"mean |alpha| over layers >= {config.prelu.min_mean_abs_alpha:g} for every seed and "
-            f"max |alpha - 0.25| >= {config.prelu.min_change:g}",
-            {
-                **{f"alpha_layer{i + 1}": float(alphas[:, i].mean()) for i in range(n_prelu)},
-                "mean_abs_alpha_min_over_seeds": float(np.abs(alphas).mean(1).min()),
-                "min_abs_alpha": float(np.abs(alphas).min()),
-                "max_change_from_init": float(np.abs(alphas - A.PRELU_INIT).max()),
-                "test_accuracy_prelu": float(pres.final("test_accuracy").mean()) * 100,
-            },
-            C.at_least(np.abs(alphas).mean(1).min(), float(config.prelu.min_mean_abs_alpha))
-            and C.at_least(np.abs(alphas - A.PRELU_INIT).max(), float(config.prelu.min_change)),
-        ),
-    ]
+
+def vanishing_claim(config, norms: dict) -> dict:
+    gc = config.gradients
+    orders = np.log10(norms["relu"][:, 0] / norms["sigmoid"][:, 0])  # per seed, the first layer
+    return C.claim(
+        "vanishing_gradients_sigmoid",
+        f"In a {gc.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
+        "magnitude smaller with sigmoid than with ReLU (sigmoid' <= 1/4 shrinks it at every layer)",
+        "Lecture: sigmoid 'saturation ... gradients go to zero'; Glorot & Bengio 2010",
+        f"log10(first-layer gradient norm ReLU / sigmoid) >= 2, paired per seed (95% interval over {len(gc.seeds)} seeds)",
+        {
+            "orders_of_magnitude_relu_over_sigmoid": orders,
+            **{f"grad_norm_first_{a}": norms[a][:, 0] for a in config.activations},
+            "first_over_last_hidden_sigmoid": norms["sigmoid"][:, 0] / norms["sigmoid"][:, -2],
+            "first_over_last_hidden_relu": norms["relu"][:, 0] / norms["relu"][:, -2],
+        },
+        checks=[C.check("log10_grad_ratio_relu_over_sigmoid", orders, THRESHOLDS["log10_grad_ratio_relu_over_sigmoid"])],
+    )
+
+
+def dead_claim(config, dres) -> dict:
+    dc = config.dead
+    _, dead = dres.curve("dead_fraction")
+    acc = dres.final("test_accuracy")
+    rows = {lr: [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(lr)]  # seed order
+            for lr in (dc.small_learning_rate, dc.large_learning_rate)}
+    small, large = dead[rows[dc.small_learning_rate], -1], dead[rows[dc.large_learning_rate], -1]
+    return C.claim(
+        "dead_relu_units",
+        "Training a ReLU MLP with a large learning rate kills units: their pre-activation is <= 0 on every "
+        "training example, so they output 0 and get no gradient",
+        "Lecture: 'if strongly in negative region, unit is dead forever (no gradient)'; CS231n notes",
+        f"dead fraction at lr {dc.large_learning_rate:g} >= 0.25, and above the fraction at lr "
+        f"{dc.small_learning_rate:g} paired per seed (95% intervals over {len(dc.seeds)} seeds)",
+        {
+            "dead_fraction_large_lr": large,
+            "dead_fraction_small_lr": small,
+            "test_accuracy_large_lr": 100 * acc[rows[dc.large_learning_rate]],
+            "test_accuracy_small_lr": 100 * acc[rows[dc.small_learning_rate]],
+        },
+        checks=[C.check("dead_fraction_large_lr", large, THRESHOLDS["dead_fraction_large_lr"]),
+                C.check("dead_fraction_increase", large - small, THRESHOLDS["dead_fraction_increase"])],
+    )
+
+
+def speed_claim(config, cnn: dict, num_train: int) -> dict:
+    cc = config.cnn
+    thr = float(cc.train_error)
+    relu, tanh = np.array(cnn["relu"]["per_seed"]), np.array(cnn["tanh"]["per_seed"])
+    with np.errstate(divide="ignore", invalid="ignore"):  # inf/nan (a failing check) if one never got there
+        log_ratio = np.log(tanh / relu)  # per seed, each activation at its own best rate
+    ratio = float(np.exp(np.mean(log_ratio)))
+    same_lr = _ratio(float(cnn["tanh"]["hits"][cc.learning_rates.index(cnn["relu"]["best_lr"])].mean()),
+                     cnn["relu"]["epochs"])  # at ReLU's best rate instead of each activation's own
+    model_text, recipe = cnn_description(config)
+    epochs_run = int(cc.steps) / (num_train // int(cc.batch_size))
+    return C.claim(
+        "relu_faster_than_tanh",
+        f"A 4-layer CNN with ReLU reaches {100 * thr:.0f}% training error faster (in epochs) than the same CNN "
+        f"with tanh: {model_text} on {cc.data}, {recipe}, SGD momentum 0.9, batch {int(cc.batch_size)}, "
+        f"{epochs_run:g} epochs; each activation at the rate of {tuple(float(v) for v in cc.learning_rates)} with "
+        f"the best mean epochs over seeds {tuple(int(v) for v in cc.seeds)} (the same rule for both). AlexNet "
+        f"measured 6x on CIFAR-10; here the ratio is {ratio:.2f} (geometric mean over seeds): the direction "
+        "reproduces, the size is not claimed at this scale. Epochs per rate are means over seeds; -1: some seed "
+        "never got there.",
+        "Krizhevsky, Sutskever & Hinton 2012, Figure 1; lecture 'see 6x speedup vs tanh'",
+        f"log(epochs tanh / epochs ReLU) > 0, paired per seed (95% interval over {len(cc.seeds)} seeds); "
+        "published ratio: 6",
+        {
+            "epochs_ratio_tanh_over_relu": ratio,
+            "epochs_ratio_per_seed": np.exp(log_ratio),
+            "epochs_ratio_at_relu_best_lr": _or_missing(same_lr),
+            "epochs_relu": relu,
+            "epochs_tanh": tanh,
+            "best_lr_relu": cnn["relu"]["best_lr"],
+            "best_lr_tanh": cnn["tanh"]["best_lr"],
+            "epochs_relu_per_lr": [_or_missing(v) for v in cnn["relu"]["epochs_per_lr"]],
+            "epochs_tanh_per_lr": [_or_missing(v) for v in cnn["tanh"]["epochs_per_lr"]],
+            "epochs_run": epochs_run,
+            "published_ratio": 6.0,
+        },
+        checks=[C.check("log_epochs_ratio_tanh_over_relu", log_ratio, THRESHOLDS["log_epochs_ratio_tanh_over_relu"])],
+    )
+
+
+def prelu_claim(config, pres) -> dict:
+    pc = config.prelu
+    alphas = np.stack([pres.final(f"alpha_{i}") for i in range(len(pc.hidden))], 1)  # (seeds, layers)
+    change, mean_abs = np.abs(alphas - A.PRELU_INIT).max(1), np.abs(alphas).mean(1)
+    return C.claim(
+        "prelu_learns_slope",
+        "PReLU learns its negative slope: the slopes move away from their initial 0.25 and end clearly "
+        "non-zero on average over layers (per-layer values reported; a layer may also learn a slope near 0)",
+        "He et al. 2015, 'Delving deep into rectifiers', Sec. 2.1 and Table 1 (learned slopes 0.05-0.7)",
+        f"per seed, max over layers |alpha - 0.25| >= 0.1 and mean over layers |alpha| >= 0.1 (95% intervals over "
+        f"{len(pc.seeds)} seeds)",
+        {
+            **{f"alpha_layer{i + 1}": alphas[:, i] for i in range(alphas.shape[1])},
+            "max_change_from_init": change,
+            "mean_abs_alpha": mean_abs,
+            "test_accuracy_prelu": 100 * pres.final("test_accuracy"),
+        },
+        checks=[C.check("prelu_max_slope_change", change, THRESHOLDS["prelu_max_slope_change"]),
+                C.check("prelu_mean_abs_slope", mean_abs, THRESHOLDS["prelu_mean_abs_slope"])],
+    )
+
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data)  # digits: a fixed published set
+    plot_functions(workdir)
+    norms = gradient_norms(config, data)  # (a)
+    plot_gradients(config, norms, workdir)
+    dres = dead_units_run(config, data, workdir)  # (b)
+    cdata = cnn_data(config)  # (c)
+    cnn = relu_vs_tanh(config, cdata, workdir)
+    pres = prelu_run(config, data, workdir)  # (d)
+    plot_training(config, dres, cnn, pres, workdir)
+    return [vanishing_claim(config, norms), dead_claim(config, dres), speed_claim(config, cnn, cdata.num_train),
+            prelu_claim(config, pres)]
 
 
 if __name__ == "__main__":

@@ -245,14 +245,42 @@ def _with(config, **cnn):
     return config
 
 
+def test_thresholds_live_in_code_not_config():
+    from nnbasics.experiment import get_config
+
+    exp = _experiment()
+    cfg = get_config("activations", "quick").to_dict()
+    keys = {k for v in cfg.values() if isinstance(v, dict) for k in v} | set(cfg)
+    assert not {"min_orders", "min_fraction", "min_ratio", "min_mean_abs_alpha", "min_change"} & keys
+    assert all(t.why for t in exp.THRESHOLDS.values())
+    assert exp.THRESHOLDS["log_epochs_ratio_tanh_over_relu"].value == 0  # the direction; AlexNet's 6x is shown beside
+    shifted = get_config("activations", "quick", seed_offset=100)
+    for part in ("gradients", "dead", "cnn", "prelu"):
+        assert shifted[part].seeds[0] == 100 and len(shifted[part].seeds) >= 4
+    assert shifted.cnn.data_seed == 100
+
+
 def test_activations_experiment_smoke(tmp_path):
     from nnbasics.experiment import run_experiment
 
     res = run_experiment("activations", "smoke", workdir=tmp_path)
-    ids = [c["id"] for c in res["claims"]]
-    assert ids == ["vanishing_gradients_sigmoid", "dead_relu_units", "relu_faster_than_tanh", "prelu_learns_slope"]
+    claims = {c["id"]: c for c in res["claims"]}
+    assert list(claims) == ["vanishing_gradients_sigmoid", "dead_relu_units", "relu_faster_than_tanh", "prelu_learns_slope"]
     for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
+        assert c["verdict"] in ("pass", "fail", "inconclusive")
         for v in c["measured"].values():
             assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
+    g = claims["vanishing_gradients_sigmoid"]["measured"]
+    # depth 4 at init: sigmoid' <= 1/4 over 3 layers already costs more than one order of magnitude, per seed
+    assert len(g["orders_of_magnitude_relu_over_sigmoid"]) == 2
+    assert all(o > 1 for o in g["orders_of_magnitude_relu_over_sigmoid"])
+    np.testing.assert_allclose(g["orders_of_magnitude_relu_over_sigmoid"],
+                               np.log10(np.divide(g["grad_norm_first_relu"], g["grad_norm_first_sigmoid"])), rtol=1e-6)
+    d = claims["dead_relu_units"]["measured"]
+    assert all(0 <= f <= 1 for f in d["dead_fraction_large_lr"] + d["dead_fraction_small_lr"])
+    increase = {k["name"]: k for k in claims["dead_relu_units"]["checks"]}["dead_fraction_increase"]
+    np.testing.assert_allclose(increase["samples"], np.subtract(d["dead_fraction_large_lr"], d["dead_fraction_small_lr"]))
+    p = claims["prelu_learns_slope"]["measured"]
+    np.testing.assert_allclose(p["mean_abs_alpha"], np.mean(np.abs([p["alpha_layer1"], p["alpha_layer2"]]), 0), rtol=1e-6)
+    assert all(a != 0.25 and abs(a) < 3 for a in p["alpha_layer1"])  # learned: moved from the 0.25 init, finite
     assert (tmp_path / "figures" / "activation_functions.png").exists()
