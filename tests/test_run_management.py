@@ -132,3 +132,20 @@ def test_damaged_data_cache_is_set_aside_and_rebuilt(damage, tmp_path, monkeypat
         again = load_dataset("photos", n_train=20, n_test=10, size=8)
     np.testing.assert_array_equal(again.x_train, good.x_train)
     assert len(list(tmp_path.glob("photos_*.npz.corrupt-*"))) == 1 and path.exists()
+
+
+def test_model_statistics_are_traced_once_and_cached(tmp_path, monkeypatch):
+    from nnbasics.analysis import model_stats as ms
+
+    monkeypatch.setenv("NNBASICS_CACHE", str(tmp_path))
+    monkeypatch.setattr(ms, "_STATS", None)
+    first = ms.model_stats("resnet20")
+    assert first.params == 269722 and first.receptive_field is not None
+    assert len(list(tmp_path.glob("model_stats-*.json"))) == 1
+    monkeypatch.setattr(ms, "_STATS", None)  # a new process: read back from disk, no tracing
+
+    def no_trace(*a, **k):
+        raise AssertionError("traced again")
+
+    monkeypatch.setattr(ms, "_trace_stats", no_trace)
+    assert ms.model_stats("resnet20") == first

@@ -338,7 +338,7 @@ def model_stats(name: str, num_classes: int | None = None, input_shape: Sequence
     """Parameters, multiply-adds (per example) and receptive field of a registered model.
 
     Defaults: the registered input shape, 1000 classes for 224x224 models and 10 otherwise."""
-    from nnbasics.models import get_model, model_info
+    from nnbasics.models import model_info
 
     info = model_info(name)
     shape = tuple(input_shape) if input_shape is not None else info.get("input_shape")
@@ -347,6 +347,63 @@ def model_stats(name: str, num_classes: int | None = None, input_shape: Sequence
     shape = tuple(int(s) for s in shape)
     if num_classes is None:
         num_classes = 1000 if shape[:2] == (224, 224) else 10
+    key = repr((name, num_classes, shape, bool(with_receptive_field), sorted(kwargs.items())))
+    cached = _stats_cache().get(key)
+    if cached is not None:
+        return ModelStats(**{**cached, "input_shape": tuple(cached["input_shape"])})
+    stats = _trace_stats(name, shape, num_classes, with_receptive_field, info.get("reference_params"), **kwargs)
+    _stats_cache(key, stats.as_dict())
+    return stats
+
+
+def _source_digest() -> str:
+    """A digest of everything a model's statistics depend on: the models, layers, this file, the versions."""
+    import hashlib
+    import pathlib
+
+    import flax
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(f"{jax.__version__} {flax.__version__}".encode())
+    for path in sorted([*(root / "models").glob("*.py"), *(root / "nn").glob("*.py"), pathlib.Path(__file__)]):
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+_STATS: dict[str, Any] | None = None
+
+
+def _stats_cache(key: str | None = None, value: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The on-disk cache of traced model statistics (`nnbasics models` and `model_zoo` share it),
+    keyed by the source digest, so a change to any model or layer traces again. Read once per
+    process; `value` adds an entry and writes the file atomically. NNBASICS_NO_STATS_CACHE=1 skips it."""
+    import os
+
+    global _STATS
+    if os.environ.get("NNBASICS_NO_STATS_CACHE"):
+        return {}
+    from nnbasics.data import cache_dir
+    from nnbasics.files import atomic_write_json, read_json
+
+    path = cache_dir() / f"model_stats-{_source_digest()}.json"
+    if _STATS is None:
+        try:
+            _STATS = read_json(path) if path.exists() else {}
+        except (OSError, ValueError):
+            _STATS = {}  # a damaged cache is rebuilt
+    if key is not None and value is not None:
+        _STATS[key] = value
+        try:
+            atomic_write_json(path, _STATS)
+        except OSError:
+            pass  # a read-only cache only costs time
+    return _STATS
+
+
+def _trace_stats(name: str, shape: tuple[int, ...], num_classes: int, with_receptive_field: bool,
+                 reference_params: int | None, **kwargs: Any) -> ModelStats:
+    from nnbasics.models import get_model
+
     model = get_model(name, num_classes=num_classes, **kwargs)
     closed = forward_jaxpr(model, shape)
     params = count_params(model, shape)
@@ -355,7 +412,7 @@ def model_stats(name: str, num_classes: int | None = None, input_shape: Sequence
     if with_receptive_field:
         r = jaxpr_receptive_field(closed, (1,) if len(shape) == 1 else tuple(range(1, len(shape))))
         rf = None if r is None else int(max(r))
-    return ModelStats(name, shape, params, macs, rf, info.get("reference_params"))
+    return ModelStats(name, shape, params, macs, rf, reference_params)
 
 
 __all__ = [
