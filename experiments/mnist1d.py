@@ -128,8 +128,8 @@ def accuracy_claim(name: str, res, seeds: int) -> dict:
             "seeds": seeds,
             "train_seconds": res.seconds,
         },
-        checks=[C.check(f"{name}_accuracy_at_least", accs, lo, statistic=f"{name} {stat}"),
-                C.check(f"{name}_accuracy_at_most", accs, hi, statistic=f"{name} {stat}")],
+        checks=[C.check(f"{name}_accuracy_at_least", accs, lo, statistic=f"test_accuracy_{name}"),
+                C.check(f"{name}_accuracy_at_most", accs, hi, statistic=f"test_accuracy_{name}")],
     )
 
 
