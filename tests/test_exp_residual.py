@@ -1,0 +1,113 @@
+"""The residual experiment: its paired claims on hand-made numbers, the final-loss statistic and its smoke run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnbasics import claims as C
+from nnbasics.experiment import get_config, load_experiment
+
+R = load_experiment("residual")
+
+
+def _final(plain20, plain56, resnet20, resnet56):
+    return {"plain20": np.array(plain20), "plain56": np.array(plain56),
+            "resnet20": np.array(resnet20), "resnet56": np.array(resnet56)}
+
+
+def _responses(ratio):
+    plain = np.ones((len(ratio), 6))
+    return {"plain56": plain, "resnet56": plain * np.asarray(ratio)[:, None]}
+
+
+def _by_id(claims):
+    return {c["id"]: c for c in claims}
+
+
+def test_claims_on_hand_made_losses():
+    cfg = get_config("residual", "quick")
+    # plain gap per seed: 1.0, 0.8, 0.9; ResNet gap: 0.05, 0.0, 0.1; ResNet-56 - plain-56: -1.05, -0.9, -0.9
+    final = _final([0.3, 0.4, 0.3], [1.3, 1.2, 1.2], [0.2, 0.3, 0.2], [0.25, 0.3, 0.3])
+    out = _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
+    assert list(out) == ["plain_degrades", "shortcuts_reduce_degradation", "residual_responses_smaller"]
+    k = out["plain_degrades"]["checks"][0]
+    np.testing.assert_allclose(k["samples"], [1.0, 0.8, 0.9], atol=1e-12)
+    half = C.t_quantile(2) * 0.1 / np.sqrt(3)  # sample std of (1.0, 0.8, 0.9) is 0.1
+    np.testing.assert_allclose(k["ci"], [0.9 - half, 0.9 + half])
+    assert k["verdict"] == "pass" and k["op"] == ">" and k["threshold"] == 0
+    red, below = out["shortcuts_reduce_degradation"]["checks"]
+    np.testing.assert_allclose(red["samples"], [0.95, 0.8, 0.8], atol=1e-12)
+    np.testing.assert_allclose(below["samples"], [-1.05, -0.9, -0.9], atol=1e-12)
+    assert red["verdict"] == below["verdict"] == "pass"
+    assert "not shown at this scale" in out["shortcuts_reduce_degradation"]["claim"]
+    np.testing.assert_allclose(out["residual_responses_smaller"]["checks"][0]["samples"], [0.8, 0.9, 0.85])
+    assert all(c["verdict"] == "pass" for c in out.values())
+
+
+def test_claims_fail_and_stay_inconclusive_where_the_data_say_so():
+    cfg = get_config("residual", "quick")
+    # plain nets do not degrade (gap -0.1 on every seed): fail; responses straddle 1: inconclusive
+    final = _final([0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [0.2, 0.2, 0.2], [0.3, 0.3, 0.3])
+    out = _by_id(R._claims(cfg, final, _responses([0.7, 1.3, 1.0]), 20, 56))
+    assert out["plain_degrades"]["verdict"] == "fail"
+    assert out["shortcuts_reduce_degradation"]["checks"][0]["verdict"] == "fail"  # (-0.1) - 0.1 < 0
+    assert out["residual_responses_smaller"]["verdict"] == "inconclusive"
+
+
+def test_paper_width_adds_the_resnet_depth_claim():
+    cfg = get_config("residual", "full")
+    assert int(cfg.width) == R.PAPER_WIDTH
+    final = _final([0.3, 0.4, 0.3], [1.3, 1.2, 1.2], [0.2, 0.3, 0.2], [0.15, 0.2, 0.12])
+    out = _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
+    assert "resnet_does_not_degrade" in out and "not shown" not in out["shortcuts_reduce_degradation"]["claim"]
+    k = out["resnet_does_not_degrade"]["checks"][0]
+    np.testing.assert_allclose(k["samples"], [-0.05, -0.1, -0.08], atol=1e-12)
+    assert k["op"] == "<=" and k["threshold"] == 0 and k["verdict"] == "pass"
+    final["resnet56"] = np.array([0.3, 0.4, 0.3])  # ResNet-56 above ResNet-20 on every seed
+    assert _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))["resnet_does_not_degrade"]["verdict"] == "fail"
+
+
+def test_final_losses_average_the_last_fraction():
+    class Res:
+        def curve(self, key):
+            return np.arange(1, 11) * 10, np.stack([np.arange(10.0), 10 + np.arange(10.0)])
+
+    np.testing.assert_allclose(R.final_losses(Res(), 0.2), [8.5, 18.5])
+    np.testing.assert_allclose(R.final_losses(Res(), 0.01), [9.0, 19.0])  # at least one point
+
+
+def test_no_threshold_in_config_and_offset_reaches_every_seed():
+    for preset in ("smoke", "quick", "full"):
+        cfg = get_config("residual", preset)
+        assert not {k for k in cfg.keys() if "tolerance" in k or "threshold" in k or "margin" in k}
+        assert len(cfg.seeds) >= 2
+    cfg = get_config("residual", "quick", seed_offset=100)
+    assert tuple(cfg.seeds) == (100, 101, 102, 103, 104) and cfg.data_kwargs.seed == 100
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from nnbasics.experiment import run_experiment
+
+    wd = tmp_path_factory.mktemp("residual")
+    return wd, run_experiment("residual", "smoke", workdir=wd)
+
+
+def test_smoke_run(smoke):
+    wd, res = smoke
+    out = _by_id(res["claims"])
+    assert list(out) == ["plain_degrades", "shortcuts_reduce_degradation", "residual_responses_smaller"]
+    for c in out.values():
+        assert c["verdict"] in C.VERDICTS
+        for k in c["checks"]:
+            assert k["n"] == 2 and len(k["samples"]) == 2 and np.all(np.isfinite(k["samples"]))
+    m = out["shortcuts_reduce_degradation"]["measured"]
+    # 4 steps of 10-class training from scratch: every loss near ln 10
+    for key in ("train_loss_plain8", "train_loss_plain14", "train_loss_resnet8", "train_loss_resnet14"):
+        assert len(m[key]) == 2 and all(1.5 < v < 3.5 for v in m[key])
+    np.testing.assert_allclose(m["plain_gap"], np.subtract(m["train_loss_plain14"], m["train_loss_plain8"]), rtol=1e-6)
+    # after BatchNorm with the batch's statistics and 4 small steps, every response std is close to 1
+    r = out["residual_responses_smaller"]["measured"]
+    assert all(0.8 < v < 1.2 for v in r["response_std_resnet14"] + r["response_std_plain14"])
+    assert (wd / "figures" / "training_loss.png").exists() and (wd / "figures" / "response_std.png").exists()
