@@ -103,7 +103,7 @@ def plot(results: dict, workdir) -> None:
         ax.axhline(REFERENCE[name], color=color, ls="--", lw=1)
         ax.axhline(PUBLISHED[name], color=color, ls=":", lw=1)
     ax.set(xlabel="training step", ylabel="test accuracy (%)",
-           title="MNIST-1D: test accuracy (mean, min-max over seeds)\n--: reference code, : paper's table")
+           title="MNIST-1D: test accuracy (mean, min-max over seeds)\ndashed: reference code, dotted: the paper's table")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     workdir.save_figure(fig, "test_accuracy")
