@@ -95,10 +95,19 @@ def test_conv_properties_smoke(tmp_path):
                    "strided_conv_is_subsampled_conv", "max_pooling_shift_stability",
                    "channel_pooling_rotation_invariance", "deformation_stability"]
     for c in doc["claims"]:
-        assert c["verdict"] in ("pass", "fail")
         for v in c["measured"].values():
             assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
     byid = {c["id"]: c for c in doc["claims"]}
-    assert byid["parameter_counts"]["verdict"] == "pass"
+    for exact in ("parameter_counts", "conv_is_toeplitz_matrix", "translation_equivariance", "any_input_size",
+                  "strided_conv_is_subsampled_conv", "channel_pooling_rotation_invariance"):
+        assert byid[exact]["verdict"] == "pass"  # identities and fixed filters: pass at any size
     assert byid["translation_equivariance"]["measured"]["conv_net_error_max"] <= 1e-5
+    assert byid["translation_equivariance"]["measured"]["dense_net_error_min"] > 0.5
+    # random claims: one value per seed (3 at smoke), decided by an interval
+    pool = byid["max_pooling_shift_stability"]
+    assert pool["checks"][0]["n"] == 3 and all(0 < r < 1 for r in pool["measured"]["ratio"])
+    deform = byid["deformation_stability"]
+    assert [k["n"] for k in deform["checks"]] == [3, 3]
+    for r, r0 in zip(deform["measured"]["ratio_with_pooling"], deform["measured"]["ratio_no_pooling"]):
+        assert 0 < r < r0  # global pooling removes most of the warp; the unpooled map keeps it
     assert (tmp_path / "figures" / "toeplitz.png").exists()

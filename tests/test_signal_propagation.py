@@ -80,11 +80,22 @@ def test_experiment_smoke(tmp_path):
     bn = claims["bn_variance_resets_each_stage"]["measured"]
     assert all(0.5 < d < 3 for d in bn["min_drop_at_stage_start"])
     nf = claims["nf_variance_follows_prediction"]["measured"]
-    assert nf["predicted_last_block_of_stages"] == [1.04, 1.04, 1.04]  # 1 + alpha^2, alpha = 0.2
+    assert nf["unpadded_prediction_last_block_of_stages"] == [1.04, 1.04, 1.04]  # 1 + alpha^2, alpha = 0.2
+    # with zero padding on 16, 8, 4 px maps: 1 + rho alpha^2, rho = ((3H - 2) / 3H)^4
+    np.testing.assert_allclose(nf["predicted_last_block_of_stages"],
+                               [1 + 0.04 * (46 / 48) ** 4, 1 + 0.04 * (22 / 24) ** 4, 1 + 0.04 * (10 / 12) ** 4])
     assert all(0.7 < r < 1.3 for r in nf["measured_over_predicted"])
     assert all(0 <= r < 0.2 for r in claims["nf_mean_near_zero"]["measured"]["max_mean_to_variance"])
     assert (tmp_path / "figures" / "signal_propagation.png").exists()
     assert json.loads((tmp_path / "claims.json").read_text())["experiment"] == "signal_propagation"
+
+
+def test_padding_factor_counts_valid_taps():
+    from experiments import signal_propagation as sp
+
+    # a 3x3 map: per dimension 7 of 9 taps read the map (3 + 2 + 2 in rows 0, 1, 2 ... by symmetry)
+    assert sp.padding_factor(3, convs=1) == (7 / 9) ** 2
+    assert sp.padding_factor(64) == (190 / 192) ** 4
 
 
 def test_thresholds_are_code_not_config():
