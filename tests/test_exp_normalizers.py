@@ -1,0 +1,58 @@
+"""The normalizers experiment at the smoke preset: paired per-seed checks against THRESHOLDS in code."""
+
+import json
+import math
+
+import numpy as np
+
+from nnbasics.experiment import get_config, run_experiment, thresholds_of
+
+
+def test_normalizers_thresholds_live_in_code_not_config():
+    th = thresholds_of("normalizers")
+    assert set(th) == {"bn_rise", "gn_change_up", "gn_change_down", "gn_minus_bn_at_smallest",
+                       "bn_minus_best_other_at_largest"}
+    assert all(t.why for t in th.values())
+    assert th["gn_change_up"].value == -th["gn_change_down"].value  # one symmetric band
+    keys = set(get_config("normalizers", "full").to_dict())
+    assert not keys & {"min_bn_rise", "gn_band", "bn_tolerance"}
+
+
+def test_normalizers_study_shape():
+    """Five batch sizes 32..2 and no pooling below 4x4 maps on the 8x8 digits (no 1x1 maps)."""
+    for preset in ("full", "quick"):
+        c = get_config("normalizers", preset)
+        assert sorted(c.batch_sizes, reverse=True) == [32, 16, 8, 4, 2]
+        assert 8 // 2 ** (len(c.widths) - 1) >= 2 and len(c.seeds) >= 5
+    shifted = get_config("normalizers", "quick", seed_offset=200)
+    assert tuple(shifted.seeds) == tuple(s + 200 for s in get_config("normalizers", "quick").seeds)
+
+
+def test_normalizers_experiment_smoke(tmp_path):
+    res = run_experiment("normalizers", "smoke", workdir=tmp_path)
+    claims = {c["id"]: c for c in res["claims"]}
+    assert list(claims) == ["bn_error_rises_at_small_batch", "gn_error_stable_across_batch",
+                            "gn_beats_bn_at_smallest_batch", "bn_at_least_as_good_at_large_batch"]
+    cfg = get_config("normalizers", "smoke")
+    n = len(cfg.seeds)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    err = {(r["variant"], r["batch_size"]): np.asarray(r["test_error"]) for r in rows}
+    assert set(err) == {(v, 32) for v in cfg.variants} | {("batch", 4), ("group", 4)}
+    for (v, b), e in err.items():
+        assert e.shape == (n,) and np.all((0.0 <= e) & (e <= 100.0))
+        # a test error is a whole number of the 360 test digits
+        np.testing.assert_allclose(e * 3.6, np.round(e * 3.6), atol=1e-3)
+    for r in rows:  # the learning rate scales linearly with the batch size, the epochs stay the same
+        assert math.isclose(r["learning_rate"], cfg.learning_rate * r["batch_size"] / 32)
+        assert r["steps"] == round(cfg.epochs * 1437 / r["batch_size"])
+    # every check is paired over the seeds: its samples are per-seed differences of stored errors
+    checks = {k["name"]: k for c in claims.values() for k in c["checks"]}
+    np.testing.assert_allclose(checks["bn_rise"]["samples"], err[("batch", 4)] - err[("batch", 32)], atol=1e-9)
+    np.testing.assert_allclose(checks["gn_change_up"]["samples"], err[("group", 4)] - err[("group", 32)], atol=1e-9)
+    np.testing.assert_allclose(checks["gn_minus_bn_at_smallest"]["samples"], err[("group", 4)] - err[("batch", 4)],
+                               atol=1e-9)
+    best = claims["bn_at_least_as_good_at_large_batch"]["best_other"]
+    np.testing.assert_allclose(checks["bn_minus_best_other_at_largest"]["samples"],
+                               err[("batch", 32)] - err[(best, 32)], atol=1e-9)
+    assert all(k["n"] == n for k in checks.values())
+    assert {"figures/error_vs_batch_size.png", "figures/normalizer_axes.png"} <= set(res["figures"])
