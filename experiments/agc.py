@@ -6,11 +6,13 @@ at a small batch (and the linearly scaled, smaller learning rate) clipping is no
 An NF-ResNet (Scaled WS, alpha = 0.2, no normalization layers) on the 8x8 digits, SGD with
 momentum 0.9, the learning rate scaled linearly with the batch size, the same epochs at both
 batch sizes. One compiled program trains every (lambda, batch size, seed) side by side: AGC
-(`nnbasics.agc`) unit-wise on the raw gradients with the classifier unclipped, lambda = inf being
+(`nnbasics.agc`) unit-wise on the raw gradients with the logits layer unclipped, lambda = inf being
 plain SGD; a large batch is the average gradient of several small micro-batches (exact here: the
 network has no batch-dependent layer).
 The paper finds AGC necessary to train NF-ResNets at large batches, with smaller lambda needed
-for larger batches, and little effect at small batches.
+for larger batches, and little effect at small batches. Every comparison is paired over seeds
+(a seed fixes the initial weights and the batch order, shared by every lambda and batch size) and
+decided by a 95% t-interval; a diverged run counts as chance-level accuracy.
 
     nnbasics run agc --quick
     nnbasics run agc --config.clips='(0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32)'
@@ -18,7 +20,6 @@ for larger batches, and little effect at small batches.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
@@ -28,7 +29,7 @@ import numpy as np
 import optax
 
 from nnbasics import claims as C
-from nnbasics.agc import clip_gradients, is_classifier
+from nnbasics.agc import clip_gradients, exclude_logits_layer
 from nnbasics.data import load_dataset
 from nnbasics.models import get_model
 from nnbasics.plotting import subplots
@@ -38,12 +39,30 @@ TOPIC = "normalization"
 ORDER = 64
 SOURCE = "Brock, De, Smith & Simonyan 2021, NFNets, section 4.1 and Figure 2"
 
+# "Equal within 3 points" of test accuracy: about 2.5 binomial standard errors of one evaluation on
+# the 360 test digits at the ~6% error these NF-ResNets reach (sqrt(0.06 * 0.94 / 360) = 1.25).
+SAME_WITHIN = 3.0
+THRESHOLDS = {
+    "agc_gain_at_large_batch": C.Threshold(">=", 10.0, "Brock et al. 2021, Fig. 2(a) and section 4.1: without AGC "
+                                           "NF-ResNets cannot be trained at large batch sizes (they degrade or "
+                                           "diverge) while with AGC they match BN-ResNets; 10 points of accuracy is "
+                                           "a failure no seed or rounding noise explains"),
+    "agc_large_vs_no_agc_small": C.Threshold(">=", -SAME_WITHIN, "Brock et al. 2021, Fig. 2(a): with AGC the "
+                                             "NF-ResNet's accuracy at large batch stays close to its small-batch "
+                                             "accuracy; 'close' = within 3 points (2.5 standard errors of one "
+                                             "evaluation on 360 test digits)"),
+    "agc_gain_at_small_batch": C.Threshold("<=", SAME_WITHIN, "Brock et al. 2021, section 4.1 and Fig. 2(b): at "
+                                           "small batch sizes the unclipped NF-ResNet trains and clipping brings "
+                                           "little; 'little' = within 3 points (2.5 standard errors of one "
+                                           "evaluation on 360 test digits)"),
+}
+
 SWEEPS = {"learning_rate": [{"learning_rate": lr} for lr in (0.05, 0.1, 0.2)]}
 
 
 def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.data = "digits"
+    c.data = "digits"  # a fixed, published data set: no data seed
     c.depth = 8  # 6n + 2: one NF block per stage (16/32/64 channels at 8x8/4x4/2x2)
     c.width = 16
     c.alpha = 0.2
@@ -54,16 +73,13 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.momentum = 0.9
     c.large_batch_steps = 100  # about 18 epochs of the 1437 training digits
     c.eval_every = 10  # steps of the large batch (the small batch evaluates at the same epochs)
-    c.seeds = (0, 1, 2)
+    c.seeds = (0, 1, 2, 3, 4)
     c.conv_impl = "patches"  # fastest on CPU for these 8x8 maps (measured: 72 us/image vs 137 chunked)
-    c.min_degradation = 10.0  # points of test accuracy lost without AGC at the large batch (or divergence)
-    c.stable_accuracy = 90.0  # a run "trains" if it ends finite with at least this test accuracy (%)
-    c.small_batch_tolerance = 3.0  # small batch: no AGC within this many points of the best AGC run
     if preset == "quick":
         c.width = 8
-        c.clips = (0.01, 0.04, 0.16)
+        c.clips = (0.01, 0.16)
         c.large_batch_steps = 60
-        c.seeds = (0, 1)
+        c.seeds = tuple(range(8))
     elif preset == "smoke":
         c.clips = (0.04,)
         c.depth = 8
@@ -72,7 +88,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.small_batch = 32
         c.large_batch_steps = 4
         c.eval_every = 2
-        c.seeds = (0,)
+        c.seeds = (0, 1)
     return c
 
 
@@ -109,8 +125,9 @@ def train_grid(model, data, runs: list[tuple[float, int, int]], micro_batch: int
     def accuracy(params):
         return 100.0 * jnp.mean(jnp.argmax(model.apply({"params": params}, xt), -1) == yt)
 
-    def member(x, y, args):
-        key_data, clip, k, idx = args
+    exclude = exclude_logits_layer(model, x[:1])
+
+    def member(key_data, clip, k, idx):
         tx = optax.sgd(lr * k.astype(jnp.float32), momentum=momentum)
         params = model.init(jax.random.wrap_key_data(key_data, impl=PRNG_IMPL), x[:1])["params"]
 
@@ -121,7 +138,7 @@ def train_grid(model, data, runs: list[tuple[float, int, int]], micro_batch: int
             update = (t + 1) % k == 0  # the last micro-batch of a batch: clip, step, reset
 
             def step(_):
-                gc = clip_gradients(acc, p, clip, exclude=is_classifier)
+                gc = clip_gradients(acc, p, clip, exclude=exclude)
                 upd, new_opt = tx.update(gc, opt, p)
                 return optax.apply_updates(p, upd), new_opt, jax.tree.map(jnp.zeros_like, acc)
 
@@ -143,18 +160,20 @@ def train_grid(model, data, runs: list[tuple[float, int, int]], micro_batch: int
     idx = np.concatenate([  # (members, micro_steps, micro_batch): batches of k * micro_batch, split
         batch_indices([s], 0, micro_steps // k, len(x), k * micro_batch).reshape(1, micro_steps, micro_batch)
         for _, s, k in runs])
-    program = jax.jit(lambda x, y, *a: jax.lax.map(functools.partial(member, x, y), a))
-    losses, acc, params = program(x, y, keys, clips, ks, jnp.asarray(idx))
+    # vmap: the convs are patch matrices times kernels, so the members' convs are one batched product
+    losses, acc, params = jax.jit(jax.vmap(member))(keys, clips, ks, jnp.asarray(idx))
     return {"runs": runs, "loss": np.asarray(losses, np.float64), "test_accuracy": np.asarray(acc, np.float64),
             "eval_steps": (np.arange(n_eval) + 1) * eval_every, "params": params}
 
 
 def _summary(res: dict, clip: float, k: int) -> dict:
-    """Mean final accuracy of one (clip, batch) cell over seeds (a diverged seed counts as chance
-    level), the number of diverged seeds, and each seed's accuracy."""
+    """Accuracy of one (clip, batch) cell: per seed the mean test accuracy over the evaluations of
+    the last 20% of training (at least the final one; steadier than the final value alone), a
+    diverged seed at chance level; their mean over seeds and the number of diverged seeds."""
     rows = [i for i, (c, _, kk) in enumerate(res["runs"]) if c == clip and kk == k]
     finite = np.all(np.isfinite(res["loss"][rows]), axis=1)
-    acc = np.where(finite, res["test_accuracy"][rows, -1], 10.0)
+    n_last = max(1, math.ceil(0.2 * res["test_accuracy"].shape[1]))
+    acc = np.where(finite, res["test_accuracy"][rows, -n_last:].mean(axis=1), 10.0)
     acc = np.where(np.isfinite(acc), acc, 10.0)
     return {"accuracy": float(np.mean(acc)), "diverged": int(np.sum(~finite)), "per_seed": acc.tolist()}
 
@@ -184,42 +203,53 @@ def _label(c: float) -> str:
     return "no AGC" if math.isinf(c) else f"AGC lambda={c:g}"
 
 
+def _check(name, samples):
+    return C.check(name, samples, THRESHOLDS[name])
+
+
 def _claims(summaries, clips, config) -> list[dict]:
     lg, sm = summaries["large"], summaries["small"]
     agc_clips = [c for c in clips if not math.isinf(c)]
     best_large = max(agc_clips, key=lambda c: lg[c]["accuracy"])
     best_small = max(agc_clips, key=lambda c: sm[c]["accuracy"])
-    drop = lg[best_large]["accuracy"] - lg[math.inf]["accuracy"]
-    stable = [c for c in agc_clips if lg[c]["diverged"] == 0 and lg[c]["accuracy"] >= config.stable_accuracy]
-    gap_small = sm[best_small]["accuracy"] - sm[math.inf]["accuracy"]
+    per_seed = {(name, c): np.asarray(summaries[name][c]["per_seed"]) for name in summaries for c in clips}
+    gain_large = per_seed[("large", best_large)] - per_seed[("large", math.inf)]  # paired over seeds
+    large_vs_small = per_seed[("large", best_large)] - per_seed[("small", math.inf)]
+    gain_small = per_seed[("small", best_small)] - per_seed[("small", math.inf)]
     lr_large = config.learning_rate * config.large_batch / config.small_batch
+    lg_acc = {f"accuracy_lambda_{c:g}": lg[c]["accuracy"] for c in agc_clips}
+    sm_acc = {f"accuracy_lambda_{c:g}": sm[c]["accuracy"] for c in agc_clips}
     return [
         C.claim(
             "no_agc_fails_at_large_batch",
             f"At batch {config.large_batch} and learning rate {lr_large:g} the NF-ResNet diverges or degrades "
             "without AGC",
-            SOURCE, f"no-AGC accuracy at least {config.min_degradation:g} points below the best AGC run",
+            SOURCE, "accuracy(best lambda) - accuracy(no AGC) >= 10 points at the large batch, paired over seeds",
             {"no_agc_accuracy": lg[math.inf]["accuracy"], "no_agc_diverged_seeds": lg[math.inf]["diverged"],
-             "best_agc_accuracy": lg[best_large]["accuracy"], "best_lambda": best_large, "drop": drop},
-            C.at_least(drop, config.min_degradation),
+             "best_agc_accuracy": lg[best_large]["accuracy"], "best_lambda": best_large, "gain": gain_large},
+            checks=[_check("agc_gain_at_large_batch", gain_large)],
         ),
         C.claim(
             "agc_trains_stably_at_large_batch",
-            f"With AGC the NF-ResNet trains stably at batch {config.large_batch} for lambda in a small range",
-            SOURCE, f"at least one lambda with every seed finite and test accuracy >= {config.stable_accuracy:g}%",
-            {"stable_lambdas": stable or [0.0], "lambda_min": min(stable) if stable else 0.0,
-             "lambda_max": max(stable) if stable else 0.0,
-             **{f"accuracy_lambda_{c:g}": lg[c]["accuracy"] for c in agc_clips}},
-            len(stable) >= 1,
+            f"With AGC the NF-ResNet trains stably at batch {config.large_batch}: no seed diverges and it comes "
+            f"within {SAME_WITHIN:g} points of the unclipped small-batch run",
+            SOURCE, f"every seed finite at the best lambda, and accuracy(batch {config.large_batch}, best lambda) - "
+            f"accuracy(batch {config.small_batch}, no AGC) >= -{SAME_WITHIN:g}, paired over seeds",
+            {"best_lambda": best_large, "diverged_seeds": lg[best_large]["diverged"],
+             "large_minus_small": large_vs_small, **lg_acc},
+            checks=[_check("agc_large_vs_no_agc_small", large_vs_small)],
+            passed=lg[best_large]["diverged"] == 0,
         ),
         C.claim(
             "agc_unneeded_at_small_batch",
             f"At batch {config.small_batch} (learning rate {config.learning_rate:g}) training is stable without AGC",
-            SOURCE, f"no-AGC accuracy within {config.small_batch_tolerance:g} points of the best AGC run",
+            SOURCE, f"no seed diverges without AGC, and accuracy(best lambda) - accuracy(no AGC) <= {SAME_WITHIN:g} "
+            "points, paired over seeds",
             {"no_agc_accuracy": sm[math.inf]["accuracy"], "best_agc_accuracy": sm[best_small]["accuracy"],
-             "best_lambda": best_small, "gap": gap_small,
-             **{f"accuracy_lambda_{c:g}": sm[c]["accuracy"] for c in agc_clips}},
-            C.at_most(gap_small, config.small_batch_tolerance) and sm[math.inf]["diverged"] == 0,
+             "best_lambda": best_small, "no_agc_diverged_seeds": sm[math.inf]["diverged"], "gain": gain_small,
+             **sm_acc},
+            checks=[_check("agc_gain_at_small_batch", gain_small)],
+            passed=sm[math.inf]["diverged"] == 0,
         ),
     ]
 
