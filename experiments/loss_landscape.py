@@ -204,7 +204,7 @@ def _figure(axis, surfaces, stats, radius, seed, workdir) -> None:
                title=f"{name}: non-convex within {radius:g}\n"
                      + ", ".join(f"{v:.0%}" for v in stats[name]["nonconvex_fraction"]) + " (seeds)")
         ax.legend(loc="lower left", fontsize=7)
-    fig.suptitle(f"Training-loss contours around the trained weights, seed {seed} (Li et al. 2018 Fig. 5)")
+    fig.suptitle(f"Training-loss contours around the trained weights, seed {seed} (Li et al. 2018 Fig. 5)", y=1.06)
     workdir.save_figure(fig, "loss_landscape")
 
 
