@@ -137,8 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.process_id not in (None, 0):
             set_quiet(True)
     from nnbasics import experiment as exp
-    from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.config import ConfigError
+    from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted
     from nnbasics.registry import UnknownNameError
     from nnbasics.workdir import WorkdirBusy, WorkdirUnusable

@@ -92,20 +92,6 @@ def test_agc_in_a_chain_and_traced_threshold():
         agc(0.0)
 
 
-def test_agc_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
-
-    res = run_experiment("agc", "smoke", workdir=tmp_path)
-    assert [c["id"] for c in res["claims"]] == [
-        "no_agc_fails_at_large_batch", "agc_trains_stably_at_large_batch", "agc_unneeded_at_small_batch"]
-    for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
-    assert (tmp_path / "figures" / "agc_training_curves.png").exists()
-
-
-
 def _sample(name):
     """A tiny input for a registered model (ImageNet-sized nets at 32x32: global pools allow it)."""
     shape = tuple(model_info(name).get("input_shape") or (6,))

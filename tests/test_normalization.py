@@ -236,17 +236,3 @@ def test_norm_cnn_selected_equals_named():
         ys = apply_sel({**vs, "params": params}, N.KINDS.index(kind), ws)
         yn = _named_output(kind, ws, params, x)
         np.testing.assert_allclose(ys, yn, atol=2e-4, rtol=1e-3, err_msg=f"{kind} ws={ws}")
-
-
-def test_normalizers_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
-
-    res = run_experiment("normalizers", "smoke", workdir=tmp_path)
-    assert [c["id"] for c in res["claims"]] == [
-        "bn_error_rises_at_small_batch", "gn_error_stable_across_batch", "gn_beats_bn_at_smallest_batch",
-        "bn_at_least_as_good_at_large_batch"]
-    for c in res["claims"]:
-        assert c["verdict"] in ("pass", "fail")
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
-    assert {"figures/error_vs_batch_size.png", "figures/normalizer_axes.png"} <= set(res["figures"])
