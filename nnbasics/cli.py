@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
     s.add_argument("--force", action="store_true", help="write even if the run covers fewer experiments than reproduce runs")
+    s.add_argument("--also", nargs="*", default=[], metavar="DIR",
+                   help="more reproduce roots (e.g. one run pinned to one core) for the robustness table")
 
     s = sub.add_parser("report", help="recompute every verdict and report under a directory from the stored "
                                       "measurements with today's thresholds (no training)")
@@ -182,7 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
         if args.command == "readme":
-            from nnbasics.report import copy_featured_figures, update_readme
+            from nnbasics.report import (
+                ROBUST_BEGIN,
+                copy_featured_figures,
+                robustness_table,
+                update_readme,
+                update_robustness,
+            )
             from nnbasics.workdir import atomic_write_text, read_json
 
             path = os.path.join(args.root, "claims.json")
@@ -199,8 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             with open(args.readme, encoding="utf-8") as f:
                 text = f.read()
             figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
-            atomic_write_text(args.readme, update_readme(text, results, figures=figures))
-            print(f"updated the results table and {len(figures)} figures in {args.readme} from {path}")
+            text = update_readme(text, results, figures=figures)
+            runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]
+                    for p in sorted(pathlib.Path(d).glob("claims*.json"), key=lambda q: (len(q.name), q.name))]
+            if ROBUST_BEGIN in text:
+                text = update_robustness(text, robustness_table(runs))
+            atomic_write_text(args.readme, text)
+            print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme} "
+                  f"from {path}")
             return 0
         if args.command == "collect":
             from nnbasics import sweep as sweep_lib

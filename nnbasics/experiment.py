@@ -341,6 +341,16 @@ def _seed_count(cfg: ml_collections.ConfigDict) -> int:
     return max(counts)
 
 
+def _cpu_flags() -> str:
+    """The vector extensions of this CPU that change float rounding in XLA's kernels (avx2, avx512f)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "?"
+    return " ".join(x for x in ("avx2", "avx512f") if x in flags) or "no avx2"
+
+
 def _versions() -> dict[str, str]:
     import platform
 
@@ -355,6 +365,8 @@ def _versions() -> dict[str, str]:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": str(jax.device_count()),
+        "cpus": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
+        "cpu_flags": _cpu_flags(),
     }
 
 

@@ -272,6 +272,35 @@ def featured_figures_section(figures: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"![{cap}]({path})\n*{cap}.*\n" for path, cap in figures)
 
 
+ROBUST_BEGIN = "<!-- robustness:begin -->"
+ROBUST_END = "<!-- robustness:end -->"
+
+
+def robustness_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
+    """One row per reproduction (label, combined claims document): seed offset, CPU cores XLA could use,
+    the CPU's vector extensions, and the pass / fail / inconclusive counts, all read from the documents."""
+    lines = ["| run | seed offset | CPU cores | CPU | claims pass | fail | inconclusive | experiment time |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, doc in runs:
+        results = doc["experiments"]
+        verdicts = [c["verdict"] for r in results for c in r["claims"]]
+        versions = next((r.get("versions") for r in results if r.get("versions")), {}) or {}
+        minutes = sum(float(r.get("seconds", 0)) for r in results) / 60
+        lines.append(f"| {label} | {doc.get('seed_offset', 0)} | {versions.get('cpus', '?')} | "
+                     f"{versions.get('cpu_flags', '?')} | {verdicts.count('pass')} of {len(verdicts)} | "
+                     f"{verdicts.count('fail')} | {verdicts.count('inconclusive')} | {minutes:.1f} min |")
+    return "\n".join(lines)
+
+
+def update_robustness(readme: str, table: str) -> str:
+    """`readme` with the robustness table between its markers replaced."""
+    if ROBUST_BEGIN not in readme or ROBUST_END not in readme:
+        raise ValueError(f"the README has no {ROBUST_BEGIN} ... {ROBUST_END} section")
+    head, rest = readme.split(ROBUST_BEGIN, 1)
+    _, tail = rest.split(ROBUST_END, 1)
+    return f"{head}{ROBUST_BEGIN}\n{table}\n{ROBUST_END}{tail}"
+
+
 def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str = "",
                   figures: Sequence[tuple[str, str]] = ()) -> str:
     """`readme` with the text between the results markers replaced by a fresh table (and the

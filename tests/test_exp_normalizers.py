@@ -11,7 +11,7 @@ from nnbasics.experiment import get_config, run_experiment, thresholds_of
 def test_normalizers_thresholds_live_in_code_not_config():
     th = thresholds_of("normalizers")
     assert set(th) == {"bn_rise", "gn_change_up", "gn_change_down", "gn_minus_bn_at_smallest",
-                       "bn_minus_best_other_at_largest"}
+                       "bn_minus_best_other_at_largest", "bn_train_loss_log_ratio", "gn_minus_bn_train_loss_log_ratio"}
     assert all(t.why for t in th.values())
     assert th["gn_change_up"].value == -th["gn_change_down"].value  # one symmetric band
     keys = set(get_config("normalizers", "full").to_dict())
@@ -56,3 +56,23 @@ def test_normalizers_experiment_smoke(tmp_path):
                                err[("batch", 32)] - err[(best, 32)], atol=1e-9)
     assert all(k["n"] == n for k in checks.values())
     assert {"figures/error_vs_batch_size.png", "figures/normalizer_axes.png"} <= set(res["figures"])
+
+
+def test_quick_fit_claims_from_hand_made_losses():
+    """The quick claims: BatchNorm's training loss ratio (smallest / largest batch) per seed, GroupNorm's
+    minus BatchNorm's; decided from per-seed log ratios (hand-made numbers, no training)."""
+    import numpy as np
+
+    from experiments.normalizers import _fit_claims
+
+    sizes = [32, 2]
+    fit = {("batch", 32): np.array([0.04, 0.05, 0.045]), ("batch", 2): np.array([0.3, 0.28, 0.35]),
+           ("group", 32): np.array([0.1, 0.12, 0.11]), ("group", 2): np.array([0.1, 0.11, 0.12])}
+    errors = {k: np.array([2.0, 2.5, 3.0]) for k in fit}
+    bn, gn = _fit_claims(fit, errors, sizes)
+    want = np.log(fit[("batch", 2)] / fit[("batch", 32)])
+    np.testing.assert_allclose(bn["checks"][0]["samples"], want)
+    np.testing.assert_allclose(gn["checks"][0]["samples"], np.log(fit[("group", 2)] / fit[("group", 32)]) - want)
+    assert bn["verdict"] == gn["verdict"] == "pass"
+    assert "not shown at this scale" in bn["claim"]
+    assert not get_config("normalizers", "quick").test_error_claims and get_config("normalizers", "full").test_error_claims

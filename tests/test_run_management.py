@@ -149,3 +149,19 @@ def test_model_statistics_are_traced_once_and_cached(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ms, "_trace_stats", no_trace)
     assert ms.model_stats("resnet20") == first
+
+
+def test_robustness_table_counts_verdicts(tmp_path, capsys):
+    from nnbasics.report import robustness_table
+
+    r = _result("mnist1d")
+    r["claims"].append(C.claim("d", "b", "s", "e", {}, checks=[C.check("x", [0.5, 1.5, 1.2], C.Threshold(">=", 1.0))]))
+    r["versions"] = {"cpus": "1", "cpu_flags": "avx2"}
+    table = robustness_table([("`runs/claims-seed100.json`", {"experiments": [r], "seed_offset": 100})])
+    assert "| `runs/claims-seed100.json` | 100 | 1 | avx2 | 1 of 2 | 0 | 1 |" in table
+    exp.write_reports(tmp_path, [_result(n) for n in exp.experiment_names()], exp.experiment_names())
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:begin -->\n<!-- results:end -->\n<!-- robustness:begin -->\nold\n<!-- robustness:end -->\n")
+    assert main(["readme", "--root", str(tmp_path), "--readme", str(readme)]) == 0
+    assert "old" not in readme.read_text() and "| 0 | ? | ? | 18 of 18 |" in readme.read_text().replace(
+        f"{len(exp.experiment_names())} of {len(exp.experiment_names())}", "18 of 18")
