@@ -239,9 +239,11 @@ FEATURED_FIGURES = (
     ("optimizers", "figures/test_function_paths.png",
      "Optimizer paths on a narrow valley, Beale's function and a saddle (experiment `optimizers`)"),
     ("residual", "figures/training_loss.png",
-     "Deeper plain nets train worse, deeper ResNets do not (He et al. 2016, Fig. 6; experiment `residual`)"),
+     "Deeper plain nets train worse; shortcuts remove most of the degradation (He et al. 2016, Fig. 6; "
+     "experiment `residual`)"),
     ("normalizers", "figures/error_vs_batch_size.png",
-     "BatchNorm's error grows as the batch shrinks, GroupNorm's does not (Wu & He 2018; experiment `normalizers`)"),
+     "Test error against batch size beside Wu & He 2018's numbers (experiment `normalizers`; at quick scale on "
+     "the digits BatchNorm's test error does not rise, its training loss does)"),
 )
 
 

@@ -181,14 +181,6 @@ def _check_claims(res, ids):
         assert c["measured"] and all(isinstance(v, float) for v in c["measured"].values())
 
 
-def test_residual_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
-
-    res = run_experiment("residual", "smoke", workdir=tmp_path)
-    _check_claims(res, ["plain_degrades", "resnet_does_not_degrade", "residual_responses_smaller"])
-    assert (tmp_path / "figures" / "training_loss.png").exists() and (tmp_path / "figures" / "response_std.png").exists()
-
-
 def test_cifar10_resnet_needs_prepared_data(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     from nnbasics.data.tfds import DatasetNotPrepared
