@@ -50,10 +50,10 @@ print("JAX", jax.__version__, "| backend:", jax.default_backend(), "| devices:",
 RUN = '''# Run this part's experiments through the library (results reused if already finished).
 import pathlib
 from IPython.display import Image, Markdown, display
-from nnbasics.experiment import experiment_names, load_experiment, run_experiment, terminal_summary
+from nnbasics.runs.experiment import experiment_names, load_experiment, run_experiment, terminal_summary
 from nnbasics.progress import set_quiet
-from nnbasics.report import claims_table
-from nnbasics.workdir import default_workdir
+from nnbasics.runs.report import claims_table
+from nnbasics.runs.workdir import default_workdir
 
 TOPIC = "{topic}"
 PRESET = os.environ.get("NNBASICS_PRESET", "quick")  # "quick" (minutes), "full", or "smoke" (seconds)
@@ -83,7 +83,7 @@ def notebook(part: str) -> nbformat.NotebookNode:
             f"# nnbasics: {title}\n\n{what}.\n\n"
             "Open this notebook in Colab (File > Open notebook > GitHub, then your copy of the nnbasics "
             f"repository, `colab/{part}.ipynb`), choose a TPU, GPU or CPU runtime, set `REPO_URL` in the first "
-            "cell and run all cells. Every experiment runs through the library (`nnbasics.experiment`), the same "
+            "cell and run all cells. Every experiment runs through the library (`nnbasics.runs.experiment`), the same "
             f"code as `nnbasics run NAME`; `NNBASICS_PRESET` picks the preset (default `quick`)."
         ),
         new_code_cell(SETUP),

@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis.gradients import dead_fraction, layer_gradient_norms
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit, steps_to_reach
 from nnbasics.models import get_model
 from nnbasics.nn import activations as A
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, fit, steps_to_reach
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 21
@@ -259,7 +259,7 @@ def dead_units_run(config, data, workdir):
         learning_rates=(float(dc.small_learning_rate), float(dc.large_learning_rate)),
         optimizer={"name": "sgd", "learning_rate": float(dc.small_learning_rate)}, stop_on_nan=False,
     )
-    res = fit(model, data, tc, metrics_writer=workdir.metrics, tag="dead_relu",
+    res = fit(model, data, tc, workdir=workdir, tag="dead_relu",
               eval_fns={"dead_fraction": lambda st: dead_fraction(st.apply_fn, st.variables, x_all)})
     return res
 
@@ -332,7 +332,7 @@ def relu_vs_tanh(config, data, workdir) -> dict[str, dict]:
     out = {}
     for act in ("relu", "tanh"):
         model = cnn_model(config, act, data.num_classes)
-        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=f"cnn_{act}")
+        res = fit(model, data, tc, workdir=workdir, tag=f"cnn_{act}")
         steps, acc = res.curve("train_full_accuracy")
         err = 1 - acc  # (members, evals)
         epochs = steps / steps_per_epoch
@@ -364,7 +364,7 @@ def prelu_run(config, data, workdir):
     pc = config.prelu
     model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(pc.hidden), activation="prelu")
     fns = {f"alpha_{i}": (lambda st, i=i: st.params[f"PReLU_{i}"]["alpha"]) for i in range(len(pc.hidden))}
-    return fit(model, data, TrainConfig.from_config(pc), metrics_writer=workdir.metrics, tag="prelu", eval_fns=fns)
+    return fit(model, data, TrainConfig.from_config(pc), workdir=workdir, tag="prelu", eval_fns=fns)
 
 
 # ---------------------------------------------------------------------------------------- run

@@ -6,7 +6,7 @@ at a small batch (and the linearly scaled, smaller learning rate) clipping is no
 An NF-ResNet (Scaled WS, alpha = 0.2, no normalization layers) on the 8x8 digits, SGD with
 momentum 0.9, the learning rate scaled linearly with the batch size, the same epochs at both
 batch sizes. One compiled program trains every (lambda, batch size, seed) side by side: AGC
-(`nnbasics.agc`) unit-wise on the raw gradients with the logits layer unclipped, lambda = inf being
+(`nnbasics.engine.agc`) unit-wise on the raw gradients with the logits layer unclipped, lambda = inf being
 plain SGD; a large batch is the average gradient of several small micro-batches (exact here: the
 network has no batch-dependent layer).
 The paper finds AGC necessary to train NF-ResNets at large batches, with smaller lambda needed
@@ -28,12 +28,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
-from nnbasics.agc import clip_gradients, exclude_logits_layer
 from nnbasics.data import load_dataset
+from nnbasics.engine import PRNG_IMPL, batch_indices
+from nnbasics.engine.agc import clip_gradients, exclude_logits_layer
 from nnbasics.models import get_model
-from nnbasics.plotting import subplots
-from nnbasics.train import PRNG_IMPL, batch_indices
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "normalization"
 ORDER = 64

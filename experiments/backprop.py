@@ -19,11 +19,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
 from nnbasics.analysis import backprop as B
 from nnbasics.analysis.momentum_theory import float64
 from nnbasics.data import load_dataset
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "basics"
 ORDER = 32

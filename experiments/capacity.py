@@ -20,12 +20,12 @@ import ml_collections
 import numpy as np
 
 from experiments.perceptron_xor import plot_decision_regions
-from nnbasics import claims as C
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.models.mlp import count_params
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 22
@@ -128,7 +128,7 @@ def train_models(config, data, workdir) -> dict[str, dict]:
     results = {}
     for label, hidden in models.items():
         model = get_model("mlp", num_classes=k, hidden=hidden, activation=config.activation)
-        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=label)
+        res = fit(model, data, tc, workdir=workdir, tag=label)
         lrs = [m["learning_rate"] for m in res.members]
         uniq = sorted(set(lrs))
         train, test = tail_mean(res, "train_full_accuracy"), tail_mean(res, "test_accuracy")

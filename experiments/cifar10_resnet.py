@@ -24,10 +24,10 @@ import os
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "architectures"
 ORDER = 59
@@ -159,7 +159,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     out, results = [], {}
     for name in config.models:
         model = get_model(name, num_classes=10, width=int(config.width), scan_blocks=True)
-        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=name)
+        res = fit(model, data, tc, workdir=workdir, tag=name)
         results[name] = res
         out.append({"paper": _paper_claim, "trains": _trains_claim, "runs": _runs_claim}[config.claim](name, res, config))
     fig, (ax,) = subplots(size=(6, 4))

@@ -22,14 +22,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis import conv_matrix as cm
 from nnbasics.analysis import equivariance as eq
 from nnbasics.data.photos import PHOTOS, photo
 from nnbasics.nn.conv import Conv, conv_general
 from nnbasics.nn.local import LocallyConnected, param_counts
 from nnbasics.nn.pooling import channel_max_pool, global_pool, max_pool, mean_pool
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
 ORDER = 40

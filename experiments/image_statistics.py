@@ -16,10 +16,10 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis import image_statistics as ist
 from nnbasics.data.photos import PHOTOS, photo
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
 ORDER = 41

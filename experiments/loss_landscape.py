@@ -25,12 +25,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
 from nnbasics.analysis import loss_landscape as LL
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models.resnet import cifar_resnet
-from nnbasics.plotting import subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "architectures"
 ORDER = 52
@@ -149,7 +149,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     for residual in (True, False):
         name = f"{'resnet' if residual else 'plain'}{depth}"
         model = cifar_resnet(depth, data.num_classes, residual=residual, width=int(config.width), scan_blocks=True)
-        res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=name)
+        res = fit(model, data, tc, workdir=workdir, tag=name)
         seconds += res.seconds
         surfaces[name], rows = [], []
         for i, seed in enumerate(seeds):

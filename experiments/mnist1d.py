@@ -17,11 +17,11 @@ import dataclasses
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 10
@@ -140,7 +140,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     for name in config.models:
         model = get_model(MODELS[name], num_classes=data.num_classes)
         seeds = tuple(config.cnn_seeds if name == "cnn" else config.seeds)
-        results[name] = fit(model, data, dataclasses.replace(tc, seeds=seeds), metrics_writer=workdir.metrics, tag=name)
+        results[name] = fit(model, data, dataclasses.replace(tc, seeds=seeds), workdir=workdir, tag=name)
     plot(results, workdir)
     return [accuracy_claim(name, res, len(res.members)) for name, res in results.items()]
 

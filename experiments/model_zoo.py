@@ -15,10 +15,10 @@ from __future__ import annotations
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis.model_stats import model_stats
 from nnbasics.models import model_info, model_names
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "architectures"
 DETERMINISTIC = True  # parameter and MAC counts: no seed, nothing random
@@ -172,8 +172,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
 
     _figure(stats, workdir)
     _top5_figure(workdir)
-    from nnbasics.models_table import models_table
-    from nnbasics.workdir import atomic_write_text
+    from nnbasics.runs.models_table import models_table
+    from nnbasics.runs.workdir import atomic_write_text
 
     atomic_write_text(workdir / "models.txt", models_table(False, names) + "\n")
     lines = ["| model | lecture top-5 error (%) | the papers' numbers | note |", "|---|---|---|---|"]

@@ -3,7 +3,7 @@
 On a convex quadratic with condition number kappa (eigenvalues log-spaced in [1, kappa], random
 rotation), gradient descent with the optimal step converges at (kappa-1)/(kappa+1) per step and
 heavy-ball momentum with the optimal step and momentum at (sqrt(kappa)-1)/(sqrt(kappa)+1). The
-optimizers are the library's own (`nnbasics.optim`, i.e. optax), run in float64 with `lax.scan`;
+optimizers are the library's own (`nnbasics.engine.optim`, i.e. optax), run in float64 with `lax.scan`;
 the measured rate is exp(slope) of log ||w_k - w*||. The lecture's step 0.02 with momentum 0.99 is
 shown oscillating, and momentum is shown stable at a step where gradient descent diverges.
 
@@ -18,10 +18,10 @@ import math
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis import momentum_theory as M
-from nnbasics.optim import make_optimizer
-from nnbasics.plotting import subplots
+from nnbasics.engine.optim import make_optimizer
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "optimization"
 ORDER = 31

@@ -27,12 +27,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
 from nnbasics.data import load_dataset
+from nnbasics.engine import PRNG_IMPL, batch_indices
 from nnbasics.models import get_model
 from nnbasics.nn.normalization import KINDS, NORM_AXES, statistics_mask
-from nnbasics.plotting import subplots
-from nnbasics.train import PRNG_IMPL, batch_indices
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "normalization"
 ORDER = 60

@@ -6,7 +6,7 @@ contours; (b) the MNIST-1D MLP trained from one initialization with SGD at batch
 full (4000: gradient descent) and with every optimizer, all curves in one figure; (c) the variance
 of the minibatch gradient against the batch size (log-log slope, expected -1); (d) random search
 (values only), gradient descent (gradients) and Newton (Hessian) on one quadratic. The optimizers
-are `nnbasics.optim.make_optimizer` by name (optax); every learning-rate grid is vmapped.
+are `nnbasics.engine.optim.make_optimizer` by name (optax); every learning-rate grid is vmapped.
 
     nnbasics run optimizers --quick
     nnbasics run optimizers --config.optimizers.momentum.momentum=0.95 --config.epochs=10
@@ -22,16 +22,15 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
-from nnbasics import optim
 from nnbasics.analysis import momentum_theory as M
 from nnbasics.analysis import test_functions as T
 from nnbasics.analysis import zeroth_second_order as Z
 from nnbasics.data import load_dataset
+from nnbasics.engine import batch_indices, optim
+from nnbasics.engine.optim import make_optimizer
 from nnbasics.models import get_model
-from nnbasics.optim import make_optimizer
-from nnbasics.plotting import band, subplots
-from nnbasics.train import batch_indices
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "optimization"
 ORDER = 30

@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.data import ArrayDataset, load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.models.perceptron import least_squares, perceptron_init, perceptron_predict, perceptron_train
-from nnbasics.plotting import subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "basics"
 ORDER = 20
@@ -161,7 +161,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     xor = tables[GATES.index("xor")]
     mc = config.mlp
     mlp = get_model("mlp", num_classes=2, hidden=tuple(mc.hidden), activation=mc.activation)
-    mres = fit(mlp, xor, TrainConfig.from_config(mc), metrics_writer=workdir.metrics, tag="mlp_xor")
+    mres = fit(mlp, xor, TrainConfig.from_config(mc), workdir=workdir, tag="mlp_xor")
     mlp_acc = mres.final("test_accuracy")
 
     # --- linear regression as a one-layer net, against the closed form
@@ -178,7 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         steps=int(lc.steps), batch_size=len(lin.x_train), eval_every=int(lc.eval_every), seeds=(int(lc.seed),),
         optimizer=lc.optimizer.to_dict(), loss="mse",
     )
-    lres = fit(get_model("linear_regression", num_classes=1), lin, ltc, metrics_writer=workdir.metrics,
+    lres = fit(get_model("linear_regression", num_classes=1), lin, ltc, workdir=workdir,
                tag="linear_regression", eval_fns={"max_abs_diff_closed_form": distance})
     lin_diff = float(lres.final("max_abs_diff_closed_form")[0])
 

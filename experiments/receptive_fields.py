@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis import receptive_field as rfa
 from nnbasics.analysis.conv_matrix import compose_kernels
 from nnbasics.models import get_model, model_info, model_names
 from nnbasics.nn.conv import conv_general
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
 ORDER = 42

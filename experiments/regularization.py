@@ -23,13 +23,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
-from nnbasics import optim
 from nnbasics.analysis.ridge import polynomial_features, ridge_path, rms_error
 from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, create_state, fit, forward, optim
 from nnbasics.models import get_model
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, create_state, fit, forward
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 23
@@ -154,7 +153,7 @@ def regularized_mlps(config, workdir) -> dict[str, object]:
     out = {}
     for label, (opt, p) in variants.items():
         model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(mc.hidden), dropout=p)
-        out[label] = fit(model, data, dataclasses.replace(tc, optimizer=opt), metrics_writer=workdir.metrics, tag=label)
+        out[label] = fit(model, data, dataclasses.replace(tc, optimizer=opt), workdir=workdir, tag=label)
     return out
 
 

@@ -25,10 +25,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.data import load_dataset
-from nnbasics.plotting import band, subplots
-from nnbasics.train import TrainConfig, fit
+from nnbasics.engine import TrainConfig, fit
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "architectures"
 ORDER = 51
@@ -144,7 +144,7 @@ def _train(config, data, workdir) -> tuple[dict, dict]:
         for d in sorted(int(d) for d in config.depths):
             name = f"{kind}{d}"
             model = _model(kind, d, data.num_classes, config)
-            res = fit(model, data, tc, metrics_writer=workdir.metrics, tag=name)
+            res = fit(model, data, tc, workdir=workdir, tag=name)
             results[name] = res
             responses[name] = np.stack([layer_response_stds(model, res.member_state(i).variables, x_resp)
                                         for i in range(len(res.members))])  # (seeds, layers)

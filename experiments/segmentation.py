@@ -25,11 +25,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics import claims as C
 from nnbasics.data.scenes import CLASSES, make_scenes
 from nnbasics.models import get_model
 from nnbasics.models.fcn import fcn_radius, init_params
-from nnbasics.plotting import subplots
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
 ORDER = 45

@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics import claims as C
 from nnbasics.analysis.signal_propagation import (
     COLLECTION,
     METRICS,
@@ -33,10 +32,11 @@ from nnbasics.analysis.signal_propagation import (
     nf_predicted_variance,
     unit_gaussian,
 )
+from nnbasics.engine import PRNG_IMPL
 from nnbasics.models import get_model
 from nnbasics.models.nf_resnet import depth_to_stages
-from nnbasics.plotting import subplots
-from nnbasics.train import PRNG_IMPL
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
 
 TOPIC = "normalization"
 ORDER = 62

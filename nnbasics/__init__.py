@@ -28,20 +28,20 @@ _API = {
     "train_step": ("nnbasics.engine", "train_step"),
     "evaluate": ("nnbasics.engine", "evaluate"),
     "LOSSES": ("nnbasics.nn.losses", "LOSSES"),
-    "make_optimizer": ("nnbasics.optim", "make_optimizer"),
+    "make_optimizer": ("nnbasics.engine.optim", "make_optimizer"),
     # models and data
     "get_model": ("nnbasics.models", "get_model"),
     "model_names": ("nnbasics.models", "model_names"),
     "load_dataset": ("nnbasics.data", "load_dataset"),
     "dataset_names": ("nnbasics.data", "dataset_names"),
     # experiments and claims
-    "get_config": ("nnbasics.experiment", "get_config"),
-    "run_experiment": ("nnbasics.experiment", "run_experiment"),
-    "reproduce": ("nnbasics.experiment", "reproduce"),
-    "experiment_names": ("nnbasics.experiment", "experiment_names"),
-    "claim": ("nnbasics.claims", "claim"),
-    "check": ("nnbasics.claims", "check"),
-    "Threshold": ("nnbasics.claims", "Threshold"),
+    "get_config": ("nnbasics.runs.experiment", "get_config"),
+    "run_experiment": ("nnbasics.runs.experiment", "run_experiment"),
+    "reproduce": ("nnbasics.runs.experiment", "reproduce"),
+    "experiment_names": ("nnbasics.runs.experiment", "experiment_names"),
+    "claim": ("nnbasics.runs.claims", "claim"),
+    "check": ("nnbasics.runs.claims", "check"),
+    "Threshold": ("nnbasics.runs.claims", "Threshold"),
 }
 __all__ = ["enable_compilation_cache", *_API]
 

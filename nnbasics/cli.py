@@ -138,12 +138,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
         if args.process_id not in (None, 0):
             set_quiet(True)
-    from nnbasics import experiment as exp
     from nnbasics.config import ConfigError
     from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted
     from nnbasics.registry import UnknownNameError
-    from nnbasics.workdir import WorkdirBusy, WorkdirUnusable
+    from nnbasics.runs import experiment as exp
+    from nnbasics.runs.workdir import WorkdirBusy, WorkdirUnusable
 
     if overrides and args.command not in ("run", "reproduce", "config", "sweep"):
         parser.error(f"--config overrides are only valid with run, reproduce, sweep and config, got {overrides}")
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for n in args.names:
                 if n not in model_names():
                     MODELS.get(n)  # raises with the closest names
-            from nnbasics.models_table import models_table
+            from nnbasics.runs.models_table import models_table
 
             print(models_table(as_json=args.json, names=args.names or None))
             return 0
@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
             return 0 if all(c["verdict"] == "pass" for c in res["claims"]) else 1
         if args.command == "sweep":
-            from nnbasics import sweep as sweep_lib
+            from nnbasics.runs import sweep as sweep_lib
 
             out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
                                                args.root, args.force)
@@ -184,14 +184,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
             return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
         if args.command == "readme":
-            from nnbasics.report import (
+            from nnbasics.runs.report import (
                 ROBUST_BEGIN,
                 copy_featured_figures,
                 robustness_table,
                 update_readme,
                 update_robustness,
             )
-            from nnbasics.workdir import atomic_write_text, read_json
+            from nnbasics.runs.workdir import atomic_write_text, read_json
 
             path = os.path.join(args.root, "claims.json")
             if not os.path.exists(path):
@@ -217,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"from {path}")
             return 0
         if args.command == "collect":
-            from nnbasics import sweep as sweep_lib
+            from nnbasics.runs import sweep as sweep_lib
 
             path, rows = sweep_lib.collect(args.directory)
             print(path.read_text())
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _print_claims(results) -> None:
-    from nnbasics.report import measured_text
+    from nnbasics.runs.report import measured_text
 
     for r in results:
         for c in r["claims"]:
@@ -261,9 +261,9 @@ def _print_claims(results) -> None:
 
 
 def _list(as_json: bool) -> int:
-    from nnbasics import experiment as exp
     from nnbasics.data import dataset_names
     from nnbasics.models import model_names
+    from nnbasics.runs import experiment as exp
 
     names = exp.experiment_names()
     info = {

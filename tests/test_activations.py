@@ -246,7 +246,7 @@ def _with(config, **cnn):
 
 
 def test_thresholds_live_in_code_not_config():
-    from nnbasics.experiment import get_config
+    from nnbasics.runs.experiment import get_config
 
     exp = _experiment()
     cfg = get_config("activations", "quick").to_dict()
@@ -261,7 +261,7 @@ def test_thresholds_live_in_code_not_config():
 
 
 def test_activations_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("activations", "smoke", workdir=tmp_path)
     claims = {c["id"]: c for c in res["claims"]}

@@ -9,7 +9,8 @@ import numpy as np
 import optax
 import pytest
 
-from nnbasics.agc import (
+from nnbasics.analysis import model_stats as MS
+from nnbasics.engine.agc import (
     agc,
     clip_gradients,
     clip_unitwise,
@@ -20,7 +21,6 @@ from nnbasics.agc import (
     path_names,
     unitwise_norm,
 )
-from nnbasics.analysis import model_stats as MS
 from nnbasics.models import get_model, model_info, model_names
 
 
@@ -196,7 +196,7 @@ def test_logits_layer_through_reshape_root_params_and_failure():
 def test_structural_exclusion_in_make_optimizer():
     """make_optimizer(model=..., sample_input=...) leaves mnist1d_mlp's `linear3` (a name the old rule
     missed) unclipped and clips every other layer."""
-    from nnbasics.optim import make_optimizer
+    from nnbasics.engine.optim import make_optimizer
 
     model = get_model("mnist1d_mlp", num_classes=10)
     x = jnp.zeros((2, 40))

@@ -142,7 +142,7 @@ def test_prelu_slope_is_learned_per_channel():
 
 
 def test_backprop_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     doc = run_experiment("backprop", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]

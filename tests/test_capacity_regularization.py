@@ -9,10 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnbasics import optim
 from nnbasics.analysis.ridge import polynomial_features, ridge_fit, ridge_objective, ridge_path, rms_error
+from nnbasics.engine import create_state, forward, optim
 from nnbasics.models import get_model
-from nnbasics.train import create_state, forward
 
 
 def test_polynomial_features():
@@ -121,7 +120,7 @@ def test_ridge_claim_is_decided_per_data_draw():
 
 def test_thresholds_live_in_code_not_config():
     from experiments import capacity, regularization
-    from nnbasics.experiment import get_config
+    from nnbasics.runs.experiment import get_config
 
     for name, mod, gone in [("capacity", capacity, {"linear_max_accuracy", "fit_min_accuracy"}),
                             ("regularization", regularization, {"min_gain", "min_overfit_ratio", "min_underfit_ratio"})]:
@@ -139,7 +138,7 @@ def _checks(claim):
 
 
 def test_capacity_smoke_numbers(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("capacity", "smoke", workdir=tmp_path)
     claims = {c["id"]: c for c in res["claims"]}
@@ -157,7 +156,7 @@ def test_capacity_smoke_numbers(tmp_path):
 
 
 def test_regularization_smoke_numbers(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("regularization", "smoke", workdir=tmp_path)
     claims = {c["id"]: c for c in res["claims"]}

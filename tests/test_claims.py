@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from nnbasics import claims as C
-from nnbasics import experiment as exp
+from nnbasics.runs import claims as C
+from nnbasics.runs import experiment as exp
 
 
 def test_interval_matches_hand_computation():

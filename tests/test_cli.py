@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from nnbasics import config as config_lib
-from nnbasics import experiment as exp
 from nnbasics.cli import main
-from nnbasics.workdir import read_metrics
+from nnbasics.runs import experiment as exp
+from nnbasics.runs.workdir import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,7 +30,7 @@ def test_run_writes_the_workdir_contract(smoke_run):
     ids = [c["id"] for c in doc["claims"]]
     assert ids == ["test_accuracy_logistic", "test_accuracy_mlp", "test_accuracy_cnn"]
     import experiments.mnist1d as m1
-    from nnbasics.claims import rejudge
+    from nnbasics.runs.claims import rejudge
 
     for c in doc["claims"]:
         assert set(c) >= {"id", "claim", "source", "expected", "measured", "verdict", "checks"}

@@ -87,7 +87,7 @@ def test_bad_shapes_raise():
 
 
 def test_conv_properties_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     doc = run_experiment("conv_properties", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 
-from nnbasics.experiment import get_config, run_experiment
+from nnbasics.runs.experiment import get_config, run_experiment
 
 
 def test_agc_thresholds_live_in_code_not_config():
-    from nnbasics.experiment import thresholds_of
+    from nnbasics.runs.experiment import thresholds_of
 
     th = thresholds_of("agc")
     assert set(th) == {"agc_gain_at_large_batch", "agc_large_vs_no_agc_small", "agc_gain_at_small_batch"}

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from nnbasics.experiment import get_config, load_experiment
-from nnbasics.train import TrainResult
+from nnbasics.engine import TrainResult
+from nnbasics.runs.experiment import get_config, load_experiment
 
 
 def _result(train_loss, test_acc, steps=(500, 1000, 1500, 2000)) -> TrainResult:

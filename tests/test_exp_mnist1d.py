@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from experiments import mnist1d as M
-from nnbasics.experiment import get_config
-from nnbasics.train import TrainResult
+from nnbasics.engine import TrainResult
+from nnbasics.runs.experiment import get_config
 
 
 def _result(per_seed_curves):

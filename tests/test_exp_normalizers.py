@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from nnbasics.experiment import get_config, run_experiment, thresholds_of
+from nnbasics.runs.experiment import get_config, run_experiment, thresholds_of
 
 
 def test_normalizers_thresholds_live_in_code_not_config():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnbasics import claims as C
-from nnbasics.experiment import get_config, load_experiment
+from nnbasics.runs import claims as C
+from nnbasics.runs.experiment import get_config, load_experiment
 
 R = load_experiment("residual")
 
@@ -88,7 +88,7 @@ def test_no_threshold_in_config_and_offset_reaches_every_seed():
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     wd = tmp_path_factory.mktemp("residual")
     return wd, run_experiment("residual", "smoke", workdir=wd)

@@ -14,7 +14,7 @@ from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.engine.checkpoint import CorruptCheckpointWarning
 from nnbasics.models import get_model
-from nnbasics.workdir import WorkdirUnusable, ensure_writable
+from nnbasics.runs.workdir import WorkdirUnusable, ensure_writable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TC = TrainConfig(steps=30, batch_size=10, eval_every=10, checkpoint_every=10, keep_checkpoints=3)
@@ -96,7 +96,7 @@ def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run"):
         ensure_writable(blocker / "run")
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     with pytest.raises(WorkdirUnusable, match="perceptron_xor"):
         run_experiment("perceptron_xor", "smoke", workdir=blocker / "run")
@@ -108,7 +108,7 @@ def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
 
 
 def test_full_disk_is_refused_and_nothing_written_is_lost(tmp_path, monkeypatch):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     wd = tmp_path / "wd"
     run_experiment("perceptron_xor", "smoke", workdir=wd)

@@ -44,7 +44,7 @@ def test_gray_and_distances():
 
 
 def test_image_statistics_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     doc = run_experiment("image_statistics", "smoke", workdir=tmp_path)
     claims = {c["id"]: c for c in doc["claims"]}
@@ -63,7 +63,7 @@ def test_image_statistics_smoke(tmp_path):
 
 def test_seeds_reach_the_scrambling():
     from experiments import image_statistics as ims
-    from nnbasics.experiment import get_config
+    from nnbasics.runs.experiment import get_config
 
     assert get_config("image_statistics", "quick", seed_offset=100).seeds == (100, 101, 102)
     assert not any(k.startswith(("min_", "max_scr")) for k in ims.get_config("quick").keys())

@@ -77,7 +77,7 @@ def test_hessians_and_convexity_of_quadratics():
 
 
 def test_experiment_config_has_no_threshold_and_offset_reaches_every_seed():
-    from nnbasics.experiment import get_config, load_experiment
+    from nnbasics.runs.experiment import get_config, load_experiment
 
     for preset in ("smoke", "quick", "full"):
         cfg = get_config("loss_landscape", preset)
@@ -89,8 +89,8 @@ def test_experiment_config_has_no_threshold_and_offset_reaches_every_seed():
 
 
 def test_experiment_smoke(tmp_path):
-    from nnbasics import claims as C
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs import claims as C
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("loss_landscape", "smoke", workdir=tmp_path)
     assert [c["id"] for c in res["claims"]] == ["no_shortcut_less_convex"]

@@ -175,19 +175,19 @@ def test_forward_pass(name, shape, batch):
 
 
 def test_models_table_json_and_text():
-    rows = json.loads(__import__("nnbasics.models_table", fromlist=["x"]).models_table(True, ["resnet20", "mlp"]))
+    rows = json.loads(__import__("nnbasics.runs.models_table", fromlist=["x"]).models_table(True, ["resnet20", "mlp"]))
     assert [r["name"] for r in rows] == ["resnet20", "mlp"]
     assert {"name", "input_shape", "params", "macs"} <= set(rows[0])
     assert rows[0]["params"] == 269_722 and rows[0]["input_shape"] == [32, 32, 3] and rows[0]["macs"] == 40_551_040
     assert rows[1]["params"] is None  # an MLP has no fixed input shape
-    from nnbasics.models_table import models_table
+    from nnbasics.runs.models_table import models_table
 
     text = models_table(False, ["resnet20"])
     assert "resnet20" in text and "269,722" in text and "= 269,722" in text
 
 
 def test_model_zoo_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("model_zoo", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in res["claims"]]

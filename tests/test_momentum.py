@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nnbasics.analysis import momentum_theory as M
-from nnbasics.optim import make_optimizer
+from nnbasics.engine.optim import make_optimizer
 
 
 @pytest.mark.parametrize("kappa", [10.0, 100.0, 1000.0])
@@ -105,7 +105,7 @@ def test_sign_changes_and_float64_scope():
 
 
 def test_momentum_experiment_smoke(tmp_path):
-    from nnbasics.experiment import get_config, run_experiment
+    from nnbasics.runs.experiment import get_config, run_experiment
 
     doc = run_experiment("momentum", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]

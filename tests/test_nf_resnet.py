@@ -37,7 +37,7 @@ def _init(model, x=X):
 
 
 def test_nf_resnet_structure_zero_head_and_agc():
-    from nnbasics.agc import clip_gradients, is_classifier
+    from nnbasics.engine.agc import clip_gradients, is_classifier
 
     model = get_model("nf_resnet", num_classes=5, depth=8, width=4)
     v = _init(model)

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from nnbasics.optim import OPTIMIZERS, learning_rate_schedule, make_optimizer
+from nnbasics.engine.optim import OPTIMIZERS, learning_rate_schedule, make_optimizer
 
 
 def _run(tx, steps=5):
@@ -73,7 +73,7 @@ def test_bad_optimizer_configs(bad, match):
 
 
 def test_agc_from_config_equals_the_agc_transformation():
-    from nnbasics.agc import agc, is_classifier
+    from nnbasics.engine.agc import agc, is_classifier
 
     params = {"conv": {"kernel": jnp.ones((3, 3, 2, 4)) * 0.1}, "head": {"kernel": jnp.ones((4, 10)) * 0.1}}
     grads = jax.tree.map(lambda p: p * 50.0, params)  # far above the clipping threshold

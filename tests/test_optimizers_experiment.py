@@ -15,7 +15,7 @@ import pytest
 from nnbasics.analysis import momentum_theory as M
 from nnbasics.analysis import test_functions as T
 from nnbasics.analysis import zeroth_second_order as Z
-from nnbasics.optim import make_optimizer
+from nnbasics.engine.optim import make_optimizer
 
 HYPER = {"momentum": 0.8, "b1": 0.85, "b2": 0.99, "eps": 1e-7, "decay": 0.95, "weight_decay": 0.01}
 OPTAX = {
@@ -133,7 +133,7 @@ def test_zeroth_first_second_order_on_a_quadratic():
 
 
 def test_optimizers_experiment_smoke(tmp_path):
-    from nnbasics.experiment import get_config, run_experiment
+    from nnbasics.runs.experiment import get_config, run_experiment
 
     doc = run_experiment("optimizers", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]
@@ -165,7 +165,7 @@ def test_optimizers_experiment_smoke(tmp_path):
 
 def test_config_validation():
     from nnbasics.config import ConfigError
-    from nnbasics.experiment import get_config
+    from nnbasics.runs.experiment import get_config
 
     with pytest.raises(ConfigError, match="same_learning_rate"):
         get_config("optimizers", "quick", ["--config.same_learning_rate=0.5"])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nnbasics.data import ArrayDataset, load_dataset
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.models.perceptron import (
     PerceptronParams,
@@ -17,7 +18,6 @@ from nnbasics.models.perceptron import (
     perceptron_train,
     perceptron_update,
 )
-from nnbasics.train import TrainConfig, fit
 
 
 def test_perceptron_update_is_the_learning_rule():
@@ -94,7 +94,7 @@ def test_linear_regression_net_reaches_the_closed_form():
 
 
 def test_perceptron_xor_experiment_smoke(tmp_path):
-    from nnbasics.experiment import get_config, run_experiment
+    from nnbasics.runs.experiment import get_config, run_experiment
 
     res = run_experiment("perceptron_xor", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in res["claims"]]

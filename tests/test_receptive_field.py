@@ -110,7 +110,7 @@ def test_registry_models_agree(name):
 
 
 def test_receptive_fields_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     doc = run_experiment("receptive_fields", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]

@@ -9,10 +9,10 @@ import subprocess
 import matplotlib.image as mpimg
 import pytest
 
-from nnbasics import claims as C
-from nnbasics.plotting import subplots
-from nnbasics.report import combined_html
-from nnbasics.workdir import Workdir
+from nnbasics.runs import claims as C
+from nnbasics.runs.plotting import subplots
+from nnbasics.runs.report import combined_html
+from nnbasics.runs.workdir import Workdir
 
 
 def _report(tmp_path):

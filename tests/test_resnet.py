@@ -184,7 +184,7 @@ def _check_claims(res, ids):
 def test_cifar10_resnet_needs_prepared_data(tmp_path):
     pytest.importorskip("tensorflow_datasets")
     from nnbasics.data.tfds import DatasetNotPrepared
-    from nnbasics.experiment import load_experiment, run_experiment
+    from nnbasics.runs.experiment import load_experiment, run_experiment
 
     assert load_experiment("cifar10_resnet").REPRODUCE is False
     with pytest.raises(DatasetNotPrepared, match="(?s)not prepared.*tfds build cifar10"):
@@ -193,10 +193,12 @@ def test_cifar10_resnet_needs_prepared_data(tmp_path):
 
 def test_cifar10_resnet_trains_on_mock_data(tmp_path):
     tfds = pytest.importorskip("tensorflow_datasets")
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     with tfds.testing.mock_data(num_examples=32):
         res = run_experiment("cifar10_resnet", "smoke", workdir=tmp_path)
     _check_claims(res, ["runs_resnet20"])
-    rows = [r for r in __import__("nnbasics.workdir", fromlist=["x"]).read_metrics(tmp_path / "metrics.jsonl") if "step" in r]
+    from nnbasics.runs.workdir import read_metrics
+
+    rows = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "step" in r]
     assert [r["step"] for r in rows] == [2, 4]

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from nnbasics.workdir import read_metrics
+from nnbasics.runs.workdir import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["run", "mnist1d", "--smoke", "--quiet", "--checkpoint-every", "100", "--config.steps=400",
@@ -149,7 +149,7 @@ def test_resume_rebuilds_metrics_rows_lost_from_a_damaged_file(tmp_path, damage)
     from nnbasics.data import load_dataset
     from nnbasics.engine import TrainConfig, fit
     from nnbasics.models import get_model
-    from nnbasics.workdir import MetricsWriter
+    from nnbasics.runs.workdir import MetricsWriter
 
     d = load_dataset("blobs", n_train=100, n_test=20)
     tc = TrainConfig(steps=60, batch_size=10, eval_every=10, checkpoint_every=30)

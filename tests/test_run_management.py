@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from nnbasics import claims as C
-from nnbasics import experiment as exp
-from nnbasics import workdir as workdir_lib
 from nnbasics.cli import main
+from nnbasics.runs import claims as C
+from nnbasics.runs import experiment as exp
+from nnbasics.runs import workdir as workdir_lib
 
 
 def test_second_writer_is_refused_naming_the_holder(tmp_path):
@@ -27,7 +27,7 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     wd = tmp_path / "w"
-    code = ("import sys, time; from nnbasics import workdir as w\n"
+    code = ("import sys, time; from nnbasics.runs import workdir as w\n"
             "with w.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(wd)], stdout=subprocess.PIPE, text=True)
     try:
@@ -152,7 +152,7 @@ def test_model_statistics_are_traced_once_and_cached(tmp_path, monkeypatch):
 
 
 def test_robustness_table_counts_verdicts(tmp_path, capsys):
-    from nnbasics.report import robustness_table
+    from nnbasics.runs.report import robustness_table
 
     r = _result("mnist1d")
     r["claims"].append(C.claim("d", "b", "s", "e", {}, checks=[C.check("x", [0.5, 1.5, 1.2], C.Threshold(">=", 1.0))]))

@@ -77,7 +77,7 @@ def test_all_patches_order(rng):
 
 
 def test_segmentation_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     doc = run_experiment("segmentation", "smoke", workdir=tmp_path)
     assert [c["id"] for c in doc["claims"]] == ["fcn_pixel_accuracy", "patch_classifier_same_accuracy", "fcn_speedup",

@@ -68,7 +68,7 @@ def test_nf_prediction():
 
 
 def test_experiment_smoke(tmp_path):
-    from nnbasics.experiment import run_experiment
+    from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("signal_propagation", "smoke", workdir=tmp_path)
     claims = {c["id"]: c for c in res["claims"]}

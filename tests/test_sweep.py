@@ -5,7 +5,7 @@ import pytest
 from nnbasics.cli import main
 from nnbasics.config import ConfigError
 from nnbasics.registry import UnknownNameError
-from nnbasics.sweep import collect, parse_shard, point_slug, run_sweep
+from nnbasics.runs.sweep import collect, parse_shard, point_slug, run_sweep
 
 SMALL = ["--config.models=('logistic',)", "--config.steps=20", "--config.eval_every=10"]
 

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from nnbasics import claims as C
-from nnbasics import experiment as exp
+from nnbasics.runs import claims as C
+from nnbasics.runs import experiment as exp
 
 # Words that name a decision boundary rather than a setting of the run.
 THRESHOLD_KEY = re.compile(r"(tolerance|margin|threshold|^min_|^max_|_min$|_max$|allowance)")

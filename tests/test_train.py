@@ -3,7 +3,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnbasics import optim
 from nnbasics.data import ArrayDataset, load_dataset
 from nnbasics.engine import (
     TrainConfig,
@@ -13,10 +12,11 @@ from nnbasics.engine import (
     evaluate,
     fit,
     forward,
+    optim,
     train_step,
 )
 from nnbasics.models import get_model
-from nnbasics.workdir import MetricsWriter, read_metrics
+from nnbasics.runs.workdir import MetricsWriter, read_metrics
 
 
 def _linear_data(n=64, d=3, seed=0):

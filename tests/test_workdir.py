@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from nnbasics import claims as C
-from nnbasics.workdir import MetricsWriter, Workdir, atomic_write_json, read_metrics
+from nnbasics.runs import claims as C
+from nnbasics.runs.workdir import MetricsWriter, Workdir, atomic_write_json, read_metrics
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -23,7 +23,7 @@ def test_metrics_append_and_torn_line_skipped(tmp_path):
 
 
 def test_save_figure(tmp_path):
-    from nnbasics.plotting import subplots
+    from nnbasics.runs.plotting import subplots
 
     wd = Workdir(tmp_path)
     fig, (ax,) = subplots()
@@ -42,7 +42,7 @@ def test_claim_verdicts_are_computed():
 
 
 def test_readme_results_table_is_rewritten_between_markers():
-    from nnbasics.report import update_readme
+    from nnbasics.runs.report import update_readme
 
     res = [{"experiment": "e", "seconds": 60, "versions": {"jax": "0.1", "backend": "cpu"},
             "claims": [C.claim("a", "x works", "s", "1 +- 0.5", {"v": 1.2}, True)]}]
@@ -52,7 +52,7 @@ def test_readme_results_table_is_rewritten_between_markers():
 
 
 def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
-    from nnbasics.report import FEATURED_FIGURES, copy_featured_figures, update_readme
+    from nnbasics.runs.report import FEATURED_FIGURES, copy_featured_figures, update_readme
 
     exp, fig, caption = FEATURED_FIGURES[0]
     src = tmp_path / "runs" / f"{exp}-quick" / fig

@@ -2,7 +2,7 @@
 
 1. The machine's f32 matrix-product rate (jit-compiled 1024x1024 @ 1024x1024 with XLA, and torch).
 2. ResNet-20 (CIFAR shape 32x32x3, batch 128, SGD momentum 0.9, weight decay 5e-4, BatchNorm in
-   training mode): the nnbasics train step (`nnbasics.train.train_step`, jit-compiled, the conv
+   training mode): the nnbasics train step (`nnbasics.engine.train_step`, jit-compiled, the conv
    layers on `impl="auto"` and, for comparison, `impl="xla"` = lax.conv) against the same network in
    PyTorch CPU (NCHW and channels_last, all threads and one), alternated round by round; the
    ratio is against PyTorch's fastest configuration. Prints images/s, the ratios
@@ -79,8 +79,7 @@ def nnbasics_trainer(conv_impl: str, batch: int = BATCH):
     import jax
     import jax.numpy as jnp
 
-    from nnbasics import optim
-    from nnbasics.train import create_state, train_step
+    from nnbasics.engine import create_state, optim, train_step
 
     model = resnet20(conv_impl)
     x = jax.random.normal(jax.random.key(0), (batch, 32, 32, 3))

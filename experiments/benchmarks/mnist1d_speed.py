@@ -1,4 +1,4 @@
-"""MNIST-1D training speed: nnbasics (`nnbasics.train.fit`) against the PyTorch reference recipe.
+"""MNIST-1D training speed: nnbasics (`nnbasics.engine.fit`) against the PyTorch reference recipe.
 
 Trains the MNIST-1D MLP and CNN (Greydanus & Kobak 2020) for 6000 steps of Adam (learning rate
 1e-2, batch 100, test evaluation every 250 steps) with nnbasics and with the same models and
@@ -48,8 +48,8 @@ def cpu_seconds() -> float:
 def nnbasics_seconds(model_name: str, data, steps: int = STEPS, impl: str | None = None) -> dict:
     """Wall and CPU seconds of one `fit` run of the recipe in this process, the seconds to the first
     chunk's losses (compilation included) and the final test accuracy."""
+    from nnbasics.engine import TrainConfig, fit
     from nnbasics.models import get_model
-    from nnbasics.train import TrainConfig, fit
 
     kw = {} if impl is None else {"impl": impl}
     model = get_model(model_name, num_classes=data.num_classes, **kw)

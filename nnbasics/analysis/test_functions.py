@@ -7,7 +7,7 @@
   a start just off the ridge shows how fast each method escapes (the gradient there is tiny).
 
 `optimizer_paths` runs optax optimizers from start points for many learning rates at once: every
-optimizer of `nnbasics.optim` multiplies its update by the learning rate, so each chain is built
+optimizer of `nnbasics.engine.optim` multiplies its update by the learning rate, so each chain is built
 once at learning rate 1 and the update is scaled per member (vmapped `lax.scan`s, one program).
 """
 

@@ -8,7 +8,7 @@
     parallel.py    the device mesh, sharded batches, multi-host start-up
     interrupt.py   Ctrl-C as a request the loop honours after a chunk
 
-Losses live in `nnbasics.nn.losses`, optimizers in `nnbasics.optim`, streaming data in
+Losses live in `nnbasics.nn.losses`, optimizers in `nnbasics.engine.optim`, streaming data in
 `nnbasics.data.streaming`.
 """
 

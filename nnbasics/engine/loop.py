@@ -25,9 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnbasics import optim
 from nnbasics.data.streaming import StreamingData
-from nnbasics.engine import parallel
+from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
 from nnbasics.engine.compile import compile_side_by_side, concat_members, light_jit
 from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
@@ -316,21 +315,15 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
     return Checkpointer(path, fp, tc.keep_checkpoints)
 
 
-def _interrupt_dir(checkpoint_dir: Any, metrics_writer: Any) -> Any:
-    """Where a Ctrl-C writes its checkpoint: the run's checkpoint directory, else the writer's place for one."""
-    if checkpoint_dir is not None:
-        return checkpoint_dir
-    return getattr(metrics_writer, "checkpoint_dir", None) or getattr(metrics_writer, "interrupt_dir", None)
-
-
 def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
     """Run `train` with Ctrl-C turned into a request it checks after each chunk (see `fit`), for
-    the whole call, compiling included; `train` receives the request flag as `interrupt`."""
+    the whole call, compiling included, when there is a place for the checkpoint it then writes;
+    `train` receives the request flag as `interrupt`."""
 
     @functools.wraps(train)
     def run(model: nn.Module, data: Any, tc: TrainConfig, **kw: Any) -> TrainResult:
-        graceful = _interrupt_dir(kw.get("checkpoint_dir"), kw.get("metrics_writer")) is not None \
-            and jax.process_count() == 1
+        where = kw.get("checkpoint_dir") or getattr(kw.get("workdir"), "interrupt_dir", None)
+        graceful = where is not None and jax.process_count() == 1
         with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
                 InterruptFlag()) as interrupt:
             return train(model, data, tc, interrupt=interrupt, **kw)
@@ -356,26 +349,31 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
 
 
 @_stops_on_ctrl_c
-def fit(model: nn.Module, data: Any, tc: TrainConfig, *, metrics_writer: Any = None, tag: str | None = None,
-        mesh: Any = "auto", eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
-        checkpoint_dir: str | None = None, interrupt: InterruptFlag | None = None) -> TrainResult:
+def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, tag: str | None = None,
+        metrics_writer: Any = None, checkpoint_dir: str | None = None, mesh: Any = "auto",
+        eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+        interrupt: InterruptFlag | None = None) -> TrainResult:
     """Train `model` on `data` (an on-device ArrayDataset, anything with x_train, y_train, x_test,
     y_test, or StreamingData) for `tc.steps` steps, one vmapped member per (seed, learning rate).
 
-    `eval_fns` adds metrics computed at each eval point: name -> f(state) -> scalar (per member).
-    Raises TrainingDiverged (after writing the metrics so far) if a loss becomes NaN or inf.
-    Checkpointing is on when `checkpoint_dir` is given or the metrics writer carries one (a
-    workdir's does when its run is checkpointed): Orbax saves every `tc.checkpoint_every` steps and
-    at the end, under checkpoint_dir/tag, and a later call resumes from the latest checkpoint with
-    exactly the batches, dropout keys and metric rows of an uninterrupted run. Ctrl-C (single
-    process) stops after the chunk in flight with a checkpoint and raises TrainingInterrupted
-    (`interrupt` is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag)."""
+    `workdir` (a `nnbasics.workdir.Workdir`) gives the metrics writer (`workdir.metrics`, rows tagged
+    `tag`) and, once its checkpoints are enabled, `workdir.checkpoint_dir` and `checkpoint_every`;
+    `metrics_writer` and `checkpoint_dir` (every `tc.checkpoint_every` steps) set them one by one.
+    With a checkpoint directory Orbax saves there (under `tag`) and at the end, and a later call
+    resumes from the latest checkpoint with exactly the batches, dropout keys and metric rows of an
+    uninterrupted run. Ctrl-C (single process) stops after the chunk in flight, writes a checkpoint
+    (to `workdir.interrupt_dir` when checkpoints are off) and raises TrainingInterrupted (`interrupt`
+    is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag). `eval_fns` adds
+    metrics at each eval point: name -> f(state) -> scalar (per member). A NaN or infinite loss
+    raises TrainingDiverged after the metrics so far are written."""
+    if workdir is not None:
+        metrics_writer = metrics_writer or workdir.metrics
+        if checkpoint_dir is None and workdir.checkpoint_dir is not None:
+            checkpoint_dir, tc = workdir.checkpoint_dir, dataclasses.replace(tc, checkpoint_every=workdir.checkpoint_every)
+    interrupt_dir = checkpoint_dir or getattr(workdir, "interrupt_dir", None)
     t0 = time.perf_counter()
     run = _setup(model, data, tc, mesh, eval_fns)
     state, compile_seconds = _initial_state(run)
-    if checkpoint_dir is None and getattr(metrics_writer, "checkpoint_dir", None) is not None:
-        checkpoint_dir = metrics_writer.checkpoint_dir
-        run.tc = tc = dataclasses.replace(tc, checkpoint_every=getattr(metrics_writer, "checkpoint_every", 0))
     is_main, ckpt, history, step, total = jax.process_index() == 0, None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
         ckpt = _checkpointer(run, model, state, checkpoint_dir, tag)
@@ -402,7 +400,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, metrics_writer: Any = N
                 last_saved = step
             bar.update(length)
             if interrupt.requested and step < total:
-                ckpt = ckpt or _checkpointer(run, model, state, _interrupt_dir(checkpoint_dir, metrics_writer), tag)
+                ckpt = ckpt or _checkpointer(run, model, state, interrupt_dir, tag)
                 ckpt.save(state, history)
                 raise TrainingInterrupted(
                     f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "

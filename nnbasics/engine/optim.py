@@ -144,13 +144,13 @@ def make_optimizer(cfg: Mapping[str, Any] | None, total_steps: int = 1, *, model
     AGC (Brock et al. 2021) acts on the raw gradients, unit-wise, and leaves the layer that
     produces the logits unclipped as in the paper: given `model` and a `sample_input` (a batch, or
     its jax.ShapeDtypeStruct) it is found from the model's structure
-    (`nnbasics.agc.exclude_logits_layer`); `agc_exclude(path) -> bool` overrides that; with
-    neither, the older name heuristic `nnbasics.agc.is_classifier` is used."""
+    (`nnbasics.engine.agc.exclude_logits_layer`); `agc_exclude(path) -> bool` overrides that; with
+    neither, the older name heuristic `nnbasics.engine.agc.is_classifier` is used."""
     c = validate(cfg)
     lr = learning_rate_schedule(c, total_steps)
     parts = []
     if float(c["agc_clip"]) > 0:
-        from nnbasics.agc import agc, exclude_logits_layer, is_classifier
+        from nnbasics.engine.agc import agc, exclude_logits_layer, is_classifier
 
         exclude = agc_exclude
         if exclude is None and model is not None and sample_input is not None:

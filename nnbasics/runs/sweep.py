@@ -15,8 +15,8 @@ import re
 from typing import Any, Iterable
 
 from nnbasics import config as config_lib
-from nnbasics import experiment as exp
-from nnbasics import workdir as workdir_lib
+from nnbasics.runs import experiment as exp
+from nnbasics.runs import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
 
@@ -152,7 +152,7 @@ def _figure(directory: pathlib.Path, rows: list[dict[str, Any]], swept: list[str
 
     import numpy as np
 
-    from nnbasics.plotting import subplots
+    from nnbasics.runs.plotting import subplots
 
     # the claims' checked statistics first (drawn with their 95% intervals), then other measurements;
     # spreads (`*_std`), timings and seed counts are not metrics of their own

@@ -3,7 +3,7 @@
 An experiment is a module `experiments/NAME.py` with
 - `get_config(preset: str = "full") -> ConfigDict` (presets: "full", "quick", "smoke"; smoke is
   a seconds-long version for the test suite),
-- `run(config, workdir) -> list[claim dict]` (see `nnbasics.claims.claim`),
+- `run(config, workdir) -> list[claim dict]` (see `nnbasics.runs.claims.claim`),
 - optionally `SWEEPS = {"name": [ {dotted key: value}, ... ]}`, `validate(config)`, `TOPIC`, `ORDER`.
 This module imports `experiments` by name at run time only; the library itself never depends
 on any experiment.
@@ -26,11 +26,11 @@ from typing import Any, Iterable, Mapping
 import ml_collections
 
 from nnbasics import config as config_lib
-from nnbasics import report
-from nnbasics import workdir as workdir_lib
+from nnbasics.runs import report
+from nnbasics.runs import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
-from nnbasics.workdir import default_workdir
+from nnbasics.runs.workdir import default_workdir
 
 PRESETS = ("full", "quick", "smoke")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
@@ -107,7 +107,7 @@ def thresholds_of(name: str) -> Mapping[str, Any]:
 def judge(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
     """The claims.json document with every verdict recomputed from its stored measurements and
     today's thresholds (no training)."""
-    from nnbasics.claims import rejudge
+    from nnbasics.runs.claims import rejudge
 
     try:
         th = thresholds_of(name)
@@ -130,7 +130,7 @@ def _check_thresholds(name: str, claims: Iterable[Mapping[str, Any]]) -> None:
 
 def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
     """Common checks (names in registries, positive rates and sizes, seeds) and the experiment's own."""
-    from nnbasics import optim
+    from nnbasics.engine import optim
     from nnbasics.data import check_dataset
     from nnbasics.models import model_names
 
@@ -299,7 +299,7 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     claims = mod.run(cfg, wd)
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if not isinstance(claims, list) or not all(isinstance(c, Mapping) and "verdict" in c for c in claims):
-        raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.claims.claim")
+        raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.runs.claims.claim")
     _check_thresholds(name, claims)
     result = {
         "experiment": name,
@@ -404,7 +404,7 @@ def reproduce(
         except Exception as e:  # noqa: BLE001 - one broken experiment must not hide the others
             import traceback
 
-            from nnbasics.claims import claim
+            from nnbasics.runs.claims import claim
 
             log(traceback.format_exc())
             res = {"experiment": name, "topic": getattr(load_experiment(name), "TOPIC", "other"), "preset": preset,
@@ -486,7 +486,7 @@ def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[
 def terminal_summary(results: Iterable[Mapping[str, Any]], report_path: str | os.PathLike | None = None) -> str:
     """'80 of 82 claims pass (1 fail, 1 inconclusive)', then the failed and inconclusive claims first,
     one short line each, then the report's path."""
-    from nnbasics.claims import check_text
+    from nnbasics.runs.claims import check_text
 
     claims = [(r["experiment"], c) for r in results for c in r["claims"]]
     counts = {v: sum(c["verdict"] == v for _, c in claims) for v in ("pass", "fail", "inconclusive")}

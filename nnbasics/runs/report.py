@@ -26,7 +26,7 @@ def measured_text(measured: Mapping[str, Any]) -> str:
 def claim_text(c: Mapping[str, Any]) -> str:
     """What a claim measured: each check as 'statistic = mean [95% interval] (n) op threshold', then the
     other measurements."""
-    from nnbasics.claims import check_text
+    from nnbasics.runs.claims import check_text
 
     checks = "; ".join(check_text(k) for k in c.get("checks", []))
     rest = measured_text(c.get("measured", {}))
@@ -251,7 +251,7 @@ def copy_featured_figures(results: Sequence[Mapping[str, Any]], root: str, readm
                           out: str = "docs/figures") -> list[tuple[str, str]]:
     """Copy FEATURED_FIGURES of a reproduce run (`root`) to readme_dir/out; returns (path relative
     to the README, caption) for each figure that the run produced."""
-    from nnbasics.workdir import atomic_write_bytes, default_workdir
+    from nnbasics.runs.workdir import atomic_write_bytes, default_workdir
 
     by_name = {r["experiment"]: r for r in results}
     found = []

@@ -64,18 +64,11 @@ def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs", se
 
 
 class MetricsWriter:
-    """Append-only JSON lines; every line is flushed so a crash keeps what was written.
-
-    `checkpoint_dir` / `checkpoint_every`, when set (by `Workdir.enable_checkpoints`), tell the
-    training loop to checkpoint there and resume from there; `interrupt_dir` (set by a Workdir)
-    is where the loop writes a checkpoint on Ctrl-C even when checkpoints are otherwise off."""
+    """Append-only JSON lines; every line is flushed so a crash keeps what was written."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.checkpoint_dir: pathlib.Path | None = None
-        self.checkpoint_every: int = 0
-        self.interrupt_dir: pathlib.Path | None = None
 
     def restore(self, run: str | None, history: list[dict[str, Any]]) -> int:
         """Make the rows of `run` exactly `history` (the rows a checkpoint holds), atomically: rows
@@ -124,18 +117,18 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 class Workdir:
-    """A run's directory, with helpers for the files of the contract."""
+    """A run's directory, with helpers for the files of the contract. What `fit(..., workdir=wd)`
+    reads: `metrics` (the metrics.jsonl writer), `checkpoint_dir` and `checkpoint_every` (None until
+    `enable_checkpoints`), and `interrupt_dir`, where a Ctrl-C writes its checkpoint."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.metrics = MetricsWriter(self.path / "metrics.jsonl")
-        self.metrics.interrupt_dir = self.path / "checkpoints"
+        self.checkpoint_dir: pathlib.Path | None = None
+        self.checkpoint_every: int = 0
+        self.interrupt_dir = self.path / "checkpoints"
         self.figures: list[str] = []
-
-    @classmethod
-    def of(cls, workdir: "str | os.PathLike | Workdir") -> "Workdir":
-        return workdir if isinstance(workdir, Workdir) else cls(workdir)
 
     def __truediv__(self, other: str) -> pathlib.Path:
         return self.path / other
@@ -160,8 +153,8 @@ class Workdir:
 
     def enable_checkpoints(self, every: int = 0) -> None:
         """Checkpoint training under checkpoints/ every `every` steps (0: at the end of each fit)."""
-        self.metrics.checkpoint_dir = self.path / "checkpoints"
-        self.metrics.checkpoint_every = int(every)
+        self.checkpoint_dir = self.path / "checkpoints"
+        self.checkpoint_every = int(every)
 
     def write_json(self, name: str, obj: Any) -> None:
         atomic_write_json(self.path / name, obj)
