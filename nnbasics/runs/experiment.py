@@ -21,7 +21,7 @@ import pkgutil
 import shutil
 import time
 from types import ModuleType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import ml_collections
 
@@ -84,19 +84,22 @@ def shift_seeds(cfg: ml_collections.ConfigDict, offset: int) -> list[str]:
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise config_lib.ConfigError(f"the seed offset must be a non-negative integer, got {offset!r}")
     shifted = []
-
-    def walk(node: ml_collections.ConfigDict, path: str) -> None:
-        for k in list(node.keys()):
-            v = node[k]
-            if isinstance(v, ml_collections.ConfigDict):
-                walk(v, f"{path}{k}.")
-            elif is_seed_key(k) and v is not None:
-                with node.unlocked():
-                    node[k] = int(v) + offset if isinstance(v, int) else tuple(int(s) + offset for s in v)
-                shifted.append(path + k)
-
-    walk(cfg, "")
+    for node, k, path, v in config_leaves(cfg):
+        if is_seed_key(k) and v is not None:
+            with node.unlocked():
+                node[k] = int(v) + offset if isinstance(v, int) else tuple(int(s) + offset for s in v)
+            shifted.append(path)
     return shifted
+
+
+def config_leaves(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[Any, str, str, Any]]:
+    """(parent node, key, dotted path, value) of every value of `cfg` that is not itself a ConfigDict."""
+    for k in list(cfg.keys()):
+        v = cfg[k]
+        if isinstance(v, ml_collections.ConfigDict):
+            yield from config_leaves(v, f"{prefix}{k}.")
+        else:
+            yield cfg, k, prefix + k, v
 
 
 def thresholds_of(name: str) -> Mapping[str, Any]:
@@ -327,18 +330,7 @@ def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, A
 
 def _seed_count(cfg: ml_collections.ConfigDict) -> int:
     """The largest number of seeds any `seeds` key of the config asks for (1 if none)."""
-    counts = [1]
-
-    def walk(node: ml_collections.ConfigDict) -> None:
-        for k in node.keys():
-            v = node[k]
-            if isinstance(v, ml_collections.ConfigDict):
-                walk(v)
-            elif is_seed_key(k) and isinstance(v, (tuple, list)):
-                counts.append(len(v))
-
-    walk(cfg)
-    return max(counts)
+    return max([1, *(len(v) for _, k, _, v in config_leaves(cfg) if is_seed_key(k) and isinstance(v, (tuple, list)))])
 
 
 def _cpu_flags() -> str:
