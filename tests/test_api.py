@@ -42,3 +42,13 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert acc.shape == (3,)
     assert np.all(acc > 0.6), acc  # the MNIST-1D CNN is far above chance (10%) after 1500 steps
     assert (tmp_path / "cnn.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_every_library_folder_is_a_package_that_a_wheel_ships():
+    """A folder without __init__.py works in an editable install but is left out of a wheel."""
+    from setuptools import find_packages
+
+    found = set(find_packages(ROOT, include=["nnbasics", "nnbasics.*"]))
+    folders = {os.path.relpath(d, ROOT).replace(os.sep, ".") for d, _, files in os.walk(os.path.join(ROOT, "nnbasics"))
+               if "__pycache__" not in d and any(f.endswith(".py") for f in files)}
+    assert folders <= found, folders - found
