@@ -26,10 +26,10 @@ from typing import Any, Iterable, Iterator, Mapping
 import ml_collections
 
 from nnbasics import config as config_lib
-from nnbasics.runs import report
-from nnbasics.runs import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
+from nnbasics.runs import report
+from nnbasics.runs import workdir as workdir_lib
 from nnbasics.runs.workdir import default_workdir
 
 PRESETS = ("full", "quick", "smoke")
@@ -133,8 +133,8 @@ def _check_thresholds(name: str, claims: Iterable[Mapping[str, Any]]) -> None:
 
 def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
     """Common checks (names in registries, positive rates and sizes, seeds) and the experiment's own."""
-    from nnbasics.engine import optim
     from nnbasics.data import check_dataset
+    from nnbasics.engine import optim
     from nnbasics.models import model_names
 
     def walk(node: Any, path: str = "") -> None:

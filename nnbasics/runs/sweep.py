@@ -15,10 +15,10 @@ import re
 from typing import Any, Iterable
 
 from nnbasics import config as config_lib
-from nnbasics.runs import experiment as exp
-from nnbasics.runs import workdir as workdir_lib
 from nnbasics.progress import log
 from nnbasics.registry import UnknownNameError, unknown_name_message
+from nnbasics.runs import experiment as exp
+from nnbasics.runs import workdir as workdir_lib
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
