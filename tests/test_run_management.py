@@ -165,3 +165,40 @@ def test_robustness_table_counts_verdicts(tmp_path, capsys):
     assert main(["readme", "--root", str(tmp_path), "--readme", str(readme)]) == 0
     assert "old" not in readme.read_text() and "| 0 | ? | ? | 18 of 18 |" in readme.read_text().replace(
         f"{len(exp.experiment_names())} of {len(exp.experiment_names())}", "18 of 18")
+
+
+SMALL_MNIST1D = ["steps=200", "models=('mlp',)"]
+
+
+@pytest.mark.parametrize("damage", ["cut_mid_line", "rows_missing"])
+def test_finished_run_with_damaged_metrics_is_rebuilt_from_checkpoints_or_refused(tmp_path, damage, capsys):
+    """A finished run whose metrics.jsonl was cut or lost rows is not reused as if intact: with
+    checkpoints its rows are rebuilt (no training), without it is refused naming the file and --force."""
+    def cut(wd):
+        text = (wd / "metrics.jsonl").read_text()
+        (wd / "metrics.jsonl").write_text(text[:len(text) // 2] if damage == "cut_mid_line" else text.splitlines(True)[0])
+        return text
+
+    wd = tmp_path / "ckpt"
+    exp.run_experiment("mnist1d", "smoke", SMALL_MNIST1D, workdir=wd, checkpoint_every=100)
+    full = cut(wd)
+    again = exp.run_experiment("mnist1d", "smoke", SMALL_MNIST1D, workdir=wd, checkpoint_every=100)
+    strip = [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in full.splitlines()]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in workdir_lib.read_metrics(wd / "metrics.jsonl")] == strip
+    assert len(list(wd.glob("metrics.jsonl.*.damaged"))) == 1  # the damaged file is kept aside
+    assert again["metrics_file"] == workdir_lib.metrics_digest(wd / "metrics.jsonl")
+    assert exp.run_experiment("mnist1d", "smoke", SMALL_MNIST1D, workdir=wd, checkpoint_every=100) == again  # reused
+
+    bare = tmp_path / "bare"
+    exp.run_experiment("mnist1d", "smoke", SMALL_MNIST1D, workdir=bare)
+    cut(bare)
+    before = {p.name: p.read_bytes() for p in bare.iterdir() if p.is_file() and p.name != ".lock"}
+    with pytest.raises(exp.WorkdirConflict, match=f"{bare / 'metrics.jsonl'} (has 1 unreadable|has 1 rows).*--force"):
+        exp.run_experiment("mnist1d", "smoke", SMALL_MNIST1D, workdir=bare)
+    args = ["run", "mnist1d", "--smoke", "--quiet", "--workdir", str(bare), *(f"--config.{o}" for o in SMALL_MNIST1D)]
+    assert main(args) == 2
+    assert "metrics.jsonl" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in bare.iterdir() if p.is_file() and p.name != ".lock"} == before  # untouched
+    assert main([*args, "--force"]) in (0, 1)
+    assert workdir_lib.metrics_damage(bare / "metrics.jsonl", json.loads((bare / "claims.json").read_text())[
+        "metrics_file"]) is None

@@ -255,13 +255,16 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     if claims_path.exists() and not force:
         old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
         if old_cfg == cfg_json:
-            log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
             old = workdir_lib.read_json(claims_path)
-            new = judge(name, old)  # today's thresholds on the stored measurements
-            if new != old and workdir_lib.is_main_process():
-                _write_result(wd_path, mod, new)
-            return new
-        if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
+            damage = _finished_metrics_damage(name, wd_path, old)
+            if damage is None:
+                log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
+                new = judge(name, old)  # today's thresholds on the stored measurements
+                if new != old and workdir_lib.is_main_process():
+                    _write_result(wd_path, mod, new)
+                return new
+            resume = True  # rebuild the damaged metrics from the checkpoints (no training)
+        elif replace_changed:  # reproduce: the experiment's config changed, so its results are stale
             log(f"{name}: the config changed since the finished run in {wd_path}; running again "
                 "(the old claims.json is kept as claims.json.<time>.old)")
             force = True
@@ -315,11 +318,31 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         "claims": list(claims),
         "figures": list(wd.list_figures()),
         "versions": _versions(),
+        "metrics_file": workdir_lib.metrics_digest(wd_path / "metrics.jsonl"),  # to tell a damaged file on reuse
     }
     if seed_offset:
         result["seed_offset"] = seed_offset
     _write_result(wd_path, mod, result)
     return result
+
+
+def _finished_metrics_damage(name: str, wd_path: pathlib.Path, result: Mapping[str, Any]) -> str | None:
+    """None if the finished run's metrics.jsonl is intact. Else, with checkpoints to rebuild it from, the
+    damaged file is set aside (a log line says where) and the reason returned; without, WorkdirConflict."""
+    metrics = wd_path / "metrics.jsonl"
+    why = workdir_lib.metrics_damage(metrics, result.get("metrics_file"))
+    if why is None:
+        return None
+    ckpt_dir = wd_path / "checkpoints"
+    if not (ckpt_dir.is_dir() and any(ckpt_dir.iterdir())):
+        raise WorkdirConflict(f"{metrics} {why}, so the finished run of {name} in {wd_path} cannot be reused as is "
+                              "(it has no checkpoints to rebuild the rows from). Pass --force to run it again (the "
+                              "damaged file is kept as metrics.jsonl.<time>.old), or put back an intact copy")
+    if metrics.exists() and workdir_lib.is_main_process():
+        aside = wd_path / f"metrics.jsonl.{time.strftime('%Y%m%d-%H%M%S')}.damaged"
+        os.replace(metrics, aside)
+        log(f"{name}: {metrics} {why}; kept it as {aside.name} and rebuilding the rows from the checkpoints")
+    return why
 
 
 def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> None:
@@ -384,9 +407,14 @@ def reproduce(
         get_config(n, preset, overrides, seed_offset)
     root = pathlib.Path(root)
     results, dirs = [], []
+    from nnbasics.runs import estimate
+
+    estimate.announce(estimate.plan_lines(names, preset, estimate.backend()))
+    countdown = estimate.Countdown(names, preset)
     for i, name in enumerate(names):
-        log(f"[{i + 1}/{len(names)}] {name}")
+        log(f"[{i + 1}/{len(names)}] {name} (estimated {estimate.format_duration(estimate.seconds(name, preset))})")
         wd = default_workdir(name, preset, root, seed_offset)
+        t_start = time.perf_counter()
         try:
             res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True,
                                  seed_offset=seed_offset)
@@ -404,7 +432,8 @@ def reproduce(
                    "claims": [claim("runs", "the experiment runs to completion", "nnbasics", "no error",
                                     {}, False, error=f"{type(e).__name__}: {e}")]}
         ok = sum(c["verdict"] == "pass" for c in res["claims"])
-        log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s)")
+        left = countdown.done(name, time.perf_counter() - t_start, float(res["seconds"]))
+        log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
     results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)

@@ -116,6 +116,49 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     return rows
 
 
+def metrics_digest(path: str | os.PathLike) -> dict[str, Any] | None:
+    """{'rows', 'sha256'} of a metrics.jsonl as a run finished it (None: the run wrote none), stored in
+    claims.json so that a later reuse can tell an intact file from a damaged one."""
+    import hashlib
+
+    p = pathlib.Path(path)
+    if not p.exists():
+        return None
+    data = p.read_bytes()
+    return {"rows": sum(1 for line in data.splitlines() if line.strip()), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def metrics_damage(path: str | os.PathLike, digest: Any = None) -> str | None:
+    """Why the metrics.jsonl of a finished run is not what the run finished with (None: intact):
+    lines that do not parse (cut mid-line, garbage), or, against the `digest` the run stored, rows
+    missing or changed, or the file gone."""
+    import hashlib
+
+    p = pathlib.Path(path)
+    digest = digest if isinstance(digest, dict) else None
+    if not p.exists():
+        return "is missing" if digest and digest.get("rows") else None
+    data = p.read_bytes()
+    lines = data.splitlines()
+    bad = []
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            try:
+                if not isinstance(json.loads(line), dict):
+                    bad.append(i)
+            except ValueError:
+                bad.append(i)
+    if bad:
+        return f"has {len(bad)} unreadable line{'s' if len(bad) > 1 else ''} (line {bad[0]} of {len(lines)}: cut or damaged)"
+    if digest:
+        rows = sum(1 for line in lines if line.strip())
+        if rows != digest.get("rows"):
+            return f"has {rows} rows where the finished run wrote {digest.get('rows')}"
+        if hashlib.sha256(data).hexdigest() != digest.get("sha256"):
+            return "differs from the file the finished run wrote"
+    return None
+
+
 class Workdir:
     """A run's directory, with helpers for the files of the contract. What `fit(..., workdir=wd)`
     reads: `metrics` (the metrics.jsonl writer), `checkpoint_dir` and `checkpoint_every` (None until
