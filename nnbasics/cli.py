@@ -1,6 +1,6 @@
 """The `nnbasics` command.
 
-    nnbasics list
+    nnbasics list                 (with each experiment's estimated time, quick and full)
     nnbasics run EXPERIMENT [--quick] [--workdir DIR] [--force] [--quiet] [--config.KEY=VALUE ...]
     nnbasics reproduce [--quick] [--only a,b] [--root runs]
 """
@@ -167,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             if args.checkpoint_every is not None and args.checkpoint_every < 0:
                 raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+            _announce_run(args, overrides)
             res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
                                      resume=args.resume, checkpoint_every=args.checkpoint_every,
                                      seed_offset=args.seed_offset)
@@ -251,6 +252,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _announce_run(args: argparse.Namespace, overrides: Sequence[str]) -> None:
+    """The estimated duration before a run starts (and a warning naming --quick for a long one);
+    nothing when a finished run in the workdir will be reused."""
+    from nnbasics.runs import estimate
+    from nnbasics.runs import experiment as exp
+
+    preset = _preset(args)
+    exp.get_config(args.experiment, preset, overrides, args.seed_offset)  # an unknown name or bad value fails first
+    wd = args.workdir or exp.default_workdir(args.experiment, preset, seed_offset=args.seed_offset)
+    if os.path.exists(os.path.join(wd, "claims.json")) and not args.force:
+        return
+    estimate.announce(estimate.run_lines(args.experiment, preset, estimate.backend(), overrides))
+
+
 def _print_claims(results) -> None:
     from nnbasics.runs.report import measured_text
 
@@ -263,21 +278,26 @@ def _print_claims(results) -> None:
 def _list(as_json: bool) -> int:
     from nnbasics.data import dataset_names
     from nnbasics.models import model_names
+    from nnbasics.runs import estimate
     from nnbasics.runs import experiment as exp
 
     names = exp.experiment_names()
     info = {
         "experiments": {n: exp.describe(n) for n in names},
+        "estimated_seconds": {n: {p: estimate.seconds(n, p) for p in ("quick", "full")} for n in names},
+        "estimates_measured_on": estimate.machine(),
         "models": model_names(),
         "datasets": dataset_names(),
     }
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
-    print("experiments:")
+    print(f"experiments (estimated time of the quick and full presets on a CPU: {estimate.machine()}):")
     width = max((len(n) for n in names), default=0)
+    print(f"  {'':<{width}}  {'quick':>7}  {'full':>7}")
     for n, d in info["experiments"].items():
-        print(f"  {n:<{width}}  {d}")
+        q, f = (estimate.format_duration(info["estimated_seconds"][n][p]) for p in ("quick", "full"))
+        print(f"  {n:<{width}}  {q:>7}  {f:>7}  {d}")
     print("models:\n  " + ", ".join(info["models"]))
     print("data sets:\n  " + ", ".join(info["datasets"]))
     return 0

@@ -1,0 +1,136 @@
+"""Time estimates: the committed table is complete and ordered, and `list`, `run` and `reproduce`
+say what a preset costs (and warn, naming --quick, above 30 minutes on a CPU) before they start."""
+
+import json
+
+import pytest
+
+from nnbasics.cli import main
+from nnbasics.runs import estimate
+from nnbasics.runs import experiment as exp
+
+FAKE = {
+    "machine": "a test CPU", "date": "2000-01-01", "commit": "0",
+    "experiments": {
+        "mnist1d": {"quick": {"seconds": 50.0, "how": "test"}, "full": {"seconds": 7200.0, "how": "test"},
+                    "smoke": {"seconds": 3 * 3600.0, "how": "test"}},
+        "momentum": {"quick": {"seconds": 3.0, "how": "test"}, "full": {"seconds": 3.0, "how": "test"}},
+    },
+}
+
+
+@pytest.fixture
+def fake_table(monkeypatch):
+    monkeypatch.setattr(estimate, "table", lambda: FAKE)
+    monkeypatch.setattr(estimate, "backend", lambda: "cpu")
+
+
+def test_every_experiment_has_positive_estimates_quick_no_longer_than_full():
+    for name in exp.experiment_names():
+        q, f = estimate.seconds(name, "quick"), estimate.seconds(name, "full")
+        assert q is not None and f is not None, name
+        assert 0 < q <= f, (name, q, f)
+        if exp.get_config(name, "quick").to_dict() != exp.get_config(name, "full").to_dict():
+            assert q < f, (name, q, f)
+        else:
+            assert q == f, name  # one preset, one number
+        assert estimate.estimate(name, "full")["how"]
+
+
+def test_the_table_names_its_machine_and_date():
+    t = estimate.table()
+    assert t["machine"] and t["date"] != "?" and t["commit"] != "?"
+
+
+def test_format_duration():
+    assert estimate.format_duration(None) == "?"
+    assert estimate.format_duration(0.2) == "~1 s"
+    assert estimate.format_duration(42) == "~42 s"
+    assert estimate.format_duration(600) == "~10 min"
+    assert estimate.format_duration(2 * 3600) == "~2.0 h"
+    assert estimate.format_duration(39 * 3600) == "~39 h"
+
+
+def test_long_run_warning_names_the_quick_alternative(fake_table):
+    w = estimate.long_run_warning("mnist1d", "full")
+    assert w.startswith("warning") and "~2.0 h" in w and "nnbasics run mnist1d --quick" in w and "~50 s" in w
+    assert estimate.long_run_warning("mnist1d", "quick") is None  # 50 s
+    assert estimate.long_run_warning("mnist1d", "full", backend="gpu") is None  # the CPU estimate says nothing there
+    assert estimate.long_run_warning("residual", "full") is None  # not in the fake table: no number, no warning
+
+
+def test_the_real_table_warns_for_a_long_full_preset():
+    long = [n for n in exp.experiment_names() if estimate.seconds(n, "full") > estimate.LONG_RUN_SECONDS]
+    assert "residual" in long
+    assert "--quick" in estimate.long_run_warning("residual", "full")
+    assert all(estimate.long_run_warning(n, "quick") is None for n in exp.experiment_names()
+               if estimate.seconds(n, "quick") <= estimate.LONG_RUN_SECONDS)
+
+
+def test_run_prints_the_estimate_and_the_warning_then_proceeds(fake_table, monkeypatch, tmp_path, capsys):
+    ran = []
+
+    def fake_run(name, preset, *a, **k):
+        ran.append((name, preset))
+        return {"experiment": name, "preset": preset, "seconds": 1.0, "claims": [], "figures": []}
+
+    monkeypatch.setattr(exp, "run_experiment", fake_run)
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(tmp_path / "wd")]) == 0
+    err = capsys.readouterr().err
+    assert "mnist1d (smoke): estimated ~3.0 h on a CPU (a test CPU, measured 2000-01-01)" in err
+    assert "warning" in err and "nnbasics run mnist1d --quick" in err
+    assert ran == [("mnist1d", "smoke")]  # it proceeds
+    # quiet hides the estimate line, not the warning
+    assert main(["--quiet", "run", "mnist1d", "--smoke", "--workdir", str(tmp_path / "wd2")]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "estimated ~3.0 h on a CPU (" not in err
+    assert main(["run", "momentum", "--workdir", str(tmp_path / "wd3")]) == 0
+    err = capsys.readouterr().err
+    assert "momentum (full): estimated ~3 s" in err and "warning" not in err
+
+
+def test_list_shows_quick_and_full_columns(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.strip().startswith("quick"))
+    assert header.split() == ["quick", "full"]
+    for name in exp.experiment_names():
+        row = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
+        q, f = row.split()[1:3]
+        assert q.startswith("~") and f.startswith("~"), row
+    assert main(["list", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info["estimated_seconds"]) == set(exp.experiment_names())
+    assert all(v["quick"] > 0 and v["full"] > 0 for v in info["estimated_seconds"].values())
+
+
+def test_plan_lines_total_and_warning(fake_table):
+    lines = estimate.plan_lines(["mnist1d", "momentum", "residual"], "full")
+    assert lines[0].startswith("estimated time of the full preset on a CPU (a test CPU")
+    assert any("mnist1d" in ln and "~2.0 h" in ln for ln in lines)
+    total = next(ln for ln in lines if ln.strip().startswith("total"))
+    assert "~2.0 h" in total and "1 without an estimate: residual" in total
+    assert lines[-1].startswith("warning") and "mnist1d ~2.0 h" in lines[-1] and "reproduce --quick" in lines[-1]
+    assert not any(ln.startswith("warning") for ln in estimate.plan_lines(["momentum"], "full"))
+
+
+def test_countdown_refines_with_measured_speed(fake_table):
+    c = estimate.Countdown(["momentum", "mnist1d"], "full")
+    assert c.total == 7203.0
+    # momentum took twice its estimate: the rest is scaled by 2
+    assert c.done("momentum", elapsed=6.0, recorded=5.9) == "about 4.0 h left of ~2.0 h"
+    c = estimate.Countdown(["momentum", "mnist1d"], "full")
+    # a reused run (returns at once with its old seconds) does not count
+    assert c.done("momentum", elapsed=0.01, recorded=3.0) == "about 2.0 h left of ~2.0 h"
+    assert c.done("mnist1d", elapsed=0.02, recorded=7000.0) == "all done (estimated ~2.0 h in all)"
+
+
+def test_reproduce_prints_the_plan_and_what_is_left(fake_table, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(exp, "run_experiment", lambda name, preset, *a, **k: {
+        "experiment": name, "preset": preset, "seconds": 1.0, "claims": [], "figures": []})
+    monkeypatch.setattr(exp, "write_reports", lambda root, *a, **k: root / "report.md")
+    exp.reproduce("full", ["momentum", "mnist1d"], tmp_path)
+    err = capsys.readouterr().err
+    assert "estimated time of the full preset" in err and "warning: this reproduction" in err
+    assert "[1/2] momentum (estimated ~3 s)" in err or "[1/2] mnist1d (estimated ~2.0 h)" in err
+    assert "left of ~2.0 h" in err
