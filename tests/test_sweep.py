@@ -1,4 +1,6 @@
 import json
+import os
+import re
 
 import pytest
 
@@ -55,3 +57,93 @@ def test_more_shards_than_points_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="has 3 points"):
         run_sweep("mnist1d", "learning_rate", "smoke", "4/5", root=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_collect_skips_malformed_and_hostile_json_and_escapes_text(tmp_path, capsys):
+    """Truncated, mistyped, NaN, huge, nested and HTML/Markdown-laden files: no traceback, the bad
+    points are skipped and named, and no text from the files reaches collect.md unescaped."""
+    def point(name, config, claims):
+        d = tmp_path / name
+        d.mkdir()
+        for fname, doc in (("config.json", config), ("claims.json", claims)):
+            if doc is not None:
+                (d / fname).write_bytes(doc if isinstance(doc, bytes) else json.dumps(doc).encode())
+
+    def claims(measured, checks=()):
+        return {"claims": [{"id": "c", "verdict": "pass", "measured": measured, "checks": list(checks)}], "seconds": 1}
+
+    point("000-good", {"lr": 0.01}, claims({"acc": 0.9}, [{"statistic": "acc", "mean": 0.9, "ci": [0.8, 1.0], "n": 4}]))
+    point("001-html", {"lr": "<script>alert(1)</script>|*x*"},
+          claims({"<b>bold</b>|`k`": 1.5, "nested": {"a": [1, 2]}, "text": "<img src=x>", "flag": True},
+                 [{"statistic": "acc", "mean": "high", "ci": ["a", None], "n": 4}, "not a check", {"statistic": 3}]))
+    point("002-nan", {"lr": float("nan")}, claims({"acc": float("nan"), "big": 1e308 * 10, "huge": 10**300}))
+    point("003-truncated", {"lr": 0.1}, json.dumps(claims({"acc": 0.5}))[:25].encode())
+    point("004-claims-not-a-list", {"lr": 0.2}, {"claims": "all passed"})
+    point("005-wrong-type", {"lr": 0.3}, [1, 2, 3])
+    point("006-huge-int", {"lr": 0.4}, b'{"claims": [{"measured": {"acc": 1' + b"0" * 5000 + b"}}]}")
+    point("007-deep", {"lr": 0.5}, b"[" * 100000 + b"]" * 100000)
+    point("008-not-utf8", {"lr": 0.6}, b"\xff\xfe\x00garbage")
+    point("009-config-list", [1], claims({"acc": 0.1}))
+    point("010-[link](x.html)", {"lr": 0.7}, claims({"acc": 0.7}))
+    (tmp_path / "sweep.json").write_text('{"experiment": "<h1>x</h1>", "points": 5}')
+
+    assert main(["collect", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    text = (tmp_path / "collect.md").read_text()
+    rows = json.loads((tmp_path / "collect.json").read_text())["rows"]
+    assert [r["dir"] for r in rows] == ["000-good", "001-html", "002-nan", "010-[link](x.html)"]
+    for bad in ("003-truncated", "004-claims-not-a-list", "005-wrong-type", "006-huge-int", "007-deep",
+                "008-not-utf8", "009-config-list", "sweep.json"):
+        assert bad in out.err and bad in text
+    assert "<" not in text.replace("<!--", "") and ">" not in text.replace("> ", "")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;\\|\\*x\\*" in text and "\\[link\\](x.html)" in text
+    assert "&lt;b&gt;bold&lt;/b&gt;\\|\\`k\\`" in text
+    good, html_row, nan_row = rows[:3]
+    assert good["measured"] == {"acc": 0.9} and good["intervals"] == {"acc": [0.8, 1.0]}
+    assert html_row["measured"] == {"<b>bold</b>|`k`": 1.5} and html_row["intervals"] == {}
+    assert nan_row["measured"] == {"huge": 1e300} and nan_row["point"]["lr"] == "nan"
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert len(table) == 6 and len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1  # no cell split
+
+    bad = tmp_path / "all_bad"
+    (bad / "x").mkdir(parents=True)
+    (bad / "x" / "claims.json").write_text("{")
+    assert main(["collect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "no readable finished runs" in err and "x/claims.json" in err and "Traceback" not in err
+
+
+def test_sweep_root_that_is_a_file_or_read_only_is_refused(tmp_path, capsys, monkeypatch):
+    """`nnbasics sweep --root` on a regular file or a read-only directory: rc 2, a message naming it,
+    no traceback, nothing written."""
+    args = ["sweep", "mnist1d", "--sweep", "learning_rate", "--smoke", "--quiet", *SMALL]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert main([*args, "--root", str(blocker)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the directory {blocker}" in err and "Traceback" not in err
+    assert blocker.read_text() == "not a directory"
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: refuse the directory as a read-only file system would
+        import errno
+        import pathlib
+
+        mkdir = pathlib.Path.mkdir
+
+        def read_only(self, *a, **k):
+            if str(self).startswith(str(ro)):
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return mkdir(self, *a, **k)
+
+        monkeypatch.setattr(pathlib.Path, "mkdir", read_only)
+    try:
+        assert main([*args, "--root", str(ro)]) == 2
+    finally:
+        ro.chmod(0o755)
+    err = capsys.readouterr().err
+    assert f"cannot create the directory {ro}" in err and "Traceback" not in err
+    assert not list(ro.iterdir())

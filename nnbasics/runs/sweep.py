@@ -9,6 +9,7 @@ and figure.
 
 from __future__ import annotations
 
+import math
 import os
 import pathlib
 import re
@@ -73,7 +74,8 @@ def run_sweep(
         exp.validate(name, cfg)
         configs.append(cfg)
     out = sweep_root(name, sweep, preset, root)
-    out.mkdir(parents=True, exist_ok=True)
+    # a read-only --root, or one that is a regular file: one clear error (rc 2) before anything is written
+    workdir_lib.ensure_writable(out, what=f"the {name} sweep {sweep!r}")
     dirs = [f"{i:03d}-{point_slug(p)}" for i, p in enumerate(points)]
     workdir_lib.atomic_write_json(out / "sweep.json", {
         "experiment": name, "sweep": sweep, "preset": preset, "overrides": list(overrides),
@@ -97,49 +99,152 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+class _Unreadable(ValueError):
+    """A finished point whose files cannot be used; the message names the file."""
+
+
+def _finite(v: Any) -> float | None:
+    """`v` as a finite float if it is a JSON number (not a bool, not NaN, inf or too large), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _scalar(v: Any) -> Any:
+    """A swept value as stored: JSON scalars kept (non-finite or huge numbers as text), anything else as text."""
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    if isinstance(v, (int, float)):
+        f = _finite(v)
+        return v if f is not None and abs(v) < 1e300 else str(v)[:40]
+    return str(v)[:200]
+
+
+def _read_doc(path: pathlib.Path) -> Any:
+    try:
+        return workdir_lib.read_json(path)
+    except (OSError, ValueError, RecursionError) as e:  # truncated, not JSON, not UTF-8, huge ints, nested too deep
+        raise _Unreadable(f"{path}: not a readable JSON file ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _read_point(run: pathlib.Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(flat config, the fields of claims.json collect uses) of one finished point; _Unreadable if damaged."""
+    cfg = _read_doc(run / "config.json") if (run / "config.json").exists() else {}
+    if not isinstance(cfg, dict):
+        raise _Unreadable(f"{run / 'config.json'}: not a JSON object")
+    res = _read_doc(run / "claims.json")
+    claims = res.get("claims") if isinstance(res, dict) else None
+    if not isinstance(claims, list) or not all(isinstance(c, dict) for c in claims):
+        raise _Unreadable(f"{run / 'claims.json'}: no list of claims (objects) in it")
+    measured: dict[str, float] = {}
+    intervals: dict[str, list[float]] = {}
+    for c in claims:
+        m = c.get("measured")
+        for k, v in (m.items() if isinstance(m, dict) else ()):
+            if _finite(v) is not None:
+                measured[k] = _finite(v)
+    for c in claims:
+        checks = c.get("checks")
+        for k in checks if isinstance(checks, list) else ():
+            if not isinstance(k, dict) or not isinstance(k.get("statistic"), str):
+                continue
+            stat, ci = k["statistic"], k.get("ci")
+            if _finite(k.get("mean")) is not None:
+                measured[stat] = _finite(k["mean"])
+            n = _finite(k.get("n", 1))
+            if (k.get("random", True) is not False and n is not None and n >= 2 and isinstance(ci, list)
+                    and len(ci) == 2 and all(_finite(x) is not None for x in ci)):
+                intervals[stat] = [float(x) for x in ci]
+    return _flatten(cfg), {"measured": measured, "intervals": intervals,
+                           "passed": sum(c.get("verdict") == "pass" for c in claims), "claims": len(claims),
+                           "seconds": _finite(res.get("seconds"))}
+
+
+def _sweep_meta(directory: pathlib.Path) -> tuple[dict[str, Any] | None, str | None]:
+    """sweep.json if it is there and well formed, else (None, why it was not used)."""
+    path = directory / "sweep.json"
+    if not path.exists():
+        return None, None
+    try:
+        meta = _read_doc(path)
+    except _Unreadable as e:
+        return None, str(e)
+    points = meta.get("points") if isinstance(meta, dict) else None
+    if not (isinstance(points, list) and all(isinstance(p, dict) and isinstance(p.get("overrides"), dict)
+                                              for p in points)):
+        return None, f"{path}: not a sweep description (no list of points with overrides)"
+    return meta, None
+
+
+_MD_SPECIAL = re.compile(r"([\\`*\[\]|~])")
+
+
+def markdown_text(v: Any, limit: int = 80) -> str:
+    """`v` as inert text inside a Markdown table cell: one line, at most `limit` characters, HTML
+    special characters as entities and Markdown's (pipes, emphasis, code, links) backslash-escaped."""
+    import html
+
+    text = " ".join(str(v).split())
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
+    text = _MD_SPECIAL.sub(r"\\\1", html.escape(text, quote=False))
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)  # intraword _ is never emphasis
+
+
 def collect(directory: str | os.PathLike) -> tuple[pathlib.Path, list[dict[str, Any]]]:
-    """Merge every finished point under `directory` into collect.md, collect.json, collect.png."""
+    """Merge every finished point under `directory` into collect.md, collect.json, collect.png.
+    A point whose files are damaged or malformed is skipped and named (log and collect.md); every
+    text copied from the files into collect.md is escaped."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"no such directory: {directory}")
     runs = sorted(p.parent for p in directory.glob("*/claims.json"))
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/claims.json) under {directory}")
-    meta = workdir_lib.read_json(directory / "sweep.json") if (directory / "sweep.json").exists() else None
-    configs = [_flatten(workdir_lib.read_json(r / "config.json")) for r in runs]
+    meta, skipped = _sweep_meta(directory)
+    skipped = [skipped] if skipped else []
+    points = []
+    for r in runs:
+        try:
+            points.append((r, *_read_point(r)))
+        except _Unreadable as e:
+            skipped.append(str(e))
+    for why in skipped:
+        log(f"collect: skipped {why}")
+    if not points:
+        raise FileNotFoundError(f"no readable finished runs under {directory}: " + "; ".join(skipped))
+    configs = [cfg for _, cfg, _ in points]
     if meta:
-        swept = list(dict.fromkeys(k for p in meta["points"] for k in p["overrides"]))
+        swept = list(dict.fromkeys(str(k) for p in meta["points"] for k in p["overrides"]))
     else:
         keys = set().union(*configs)
         swept = sorted(k for k in keys if len({repr(c.get(k)) for c in configs}) > 1)
-    rows = []
-    for r, cfg in zip(runs, configs):
-        res = workdir_lib.read_json(r / "claims.json")
-        measured = {k: v for c in res["claims"] for k, v in c["measured"].items() if isinstance(v, (int, float))}
-        intervals = {k["statistic"]: k["ci"] for c in res["claims"] for k in c.get("checks", [])
-                     if k.get("random", True) and k.get("n", 1) >= 2}
-        measured.update({k["statistic"]: k["mean"] for c in res["claims"] for k in c.get("checks", [])})
-        rows.append({
-            "intervals": intervals,
-            "dir": r.name,
-            "point": {k: cfg.get(k) for k in swept},
-            "measured": measured,
-            "passed": sum(c["verdict"] == "pass" for c in res["claims"]),
-            "claims": len(res["claims"]),
-            "seconds": res.get("seconds"),
-        })
+    rows = [{"intervals": fields["intervals"], "dir": r.name, "point": {k: _scalar(cfg.get(k)) for k in swept},
+             "measured": fields["measured"], "passed": fields["passed"], "claims": fields["claims"],
+             "seconds": fields["seconds"]} for r, cfg, fields in points]
     keys = list(dict.fromkeys(k for row in rows for k in row["measured"]))
     head = ["point", *swept, *keys, "claims passed"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(markdown_text(h) for h in head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["dir"], *[str(row["point"][k]) for k in swept],
                  *[_num(row["measured"].get(k)) for k in keys], f"{row['passed']}/{row['claims']}"]
-        lines.append("| " + " | ".join(cells) + " |")
-    title = f"# {meta['experiment']} sweep `{meta['sweep']}`" if meta else f"# {directory.name}"
-    text = "\n".join([title, "", f"{len(rows)} finished points.", "", *lines, "", "![collect](collect.png)", ""])
+        lines.append("| " + " | ".join(markdown_text(c) for c in cells) + " |")
+    title = (f"# {markdown_text(meta.get('experiment'))} sweep {markdown_text(meta.get('sweep'))}" if meta
+             else f"# {markdown_text(directory.name)}")
+    notes = [f"Skipped {len(skipped)} unreadable file(s):", "", *(f"- {markdown_text(s, 300)}" for s in skipped), ""]
+    try:
+        _figure(directory, rows, swept, keys)
+        figure = ["![collect](collect.png)"]
+    except Exception as e:  # noqa: BLE001 - the table is the result; a figure that cannot be drawn must not lose it
+        log(f"collect: no figure ({type(e).__name__}: {e})")
+        figure = []
+    text = "\n".join([title, "", f"{len(rows)} finished points.", "", *lines, "", *(notes if skipped else []),
+                      *figure, ""])
     workdir_lib.atomic_write_text(directory / "collect.md", text)
-    workdir_lib.atomic_write_json(directory / "collect.json", {"swept": swept, "rows": rows})
-    _figure(directory, rows, swept, keys)
+    workdir_lib.atomic_write_json(directory / "collect.json", {"swept": swept, "rows": rows, "skipped": skipped})
     return directory / "collect.md", rows
 
 
