@@ -76,3 +76,39 @@ def test_streaming_training_and_resume(tmp_path):
         assert resumed.history[0] == first.history[0]  # restored (wall-clock seconds included), not re-run
     for x, y in zip(jax.tree.leaves(full.state.params), jax.tree.leaves(resumed.state.params)):
         np.testing.assert_allclose(x, y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("damage", ['{"name": "mnist", "vers', "", '{"name": 5, "splits": "x"}', "\x00\xff"])
+def test_damaged_dataset_info_is_a_clear_error_naming_the_file(tmp_path, monkeypatch, capsys, damage):
+    """A prepared set whose dataset_info.json is cut or garbage: an error that names the file and how
+    to repair it, rc 2 and no traceback from the CLI; the hint names only keys the experiment has."""
+    from nnbasics.cli import main
+    from nnbasics.data.tfds import DatasetDamaged
+
+    version = str(tfds.builder_cls("mnist").VERSION)
+    info = tmp_path / "mnist" / version / "dataset_info.json"
+    info.parent.mkdir(parents=True)
+    info.write_bytes(damage.encode("latin-1"))
+    with pytest.raises(DatasetDamaged, match=f"(?s)damaged: {info}.*Delete {info.parent}.*tfds build mnist"):
+        data_source("mnist", "train", str(tmp_path))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert main(["run", "mnist1d", "--smoke", "--quiet", "--workdir", str(tmp_path / "wd"), "--config.data=mnist"]) == 2
+    err = capsys.readouterr().err
+    assert str(info) in err and "Traceback" not in err
+    assert "config.data_dir" not in err  # mnist1d has no such key
+
+
+def test_not_prepared_hint_names_only_keys_the_experiment_has(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    assert main_run(["mnist1d", "--config.data=mnist"], tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "not prepared" in err and "TFDS_DATA_DIR" in err and "config.data_dir" not in err
+    assert main_run(["cifar10_resnet", f"--config.data_dir={tmp_path}"], tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "not prepared" in err and "--config.data_dir=DIR" in err
+
+
+def main_run(args, tmp_path):
+    from nnbasics.cli import main
+
+    return main(["run", args[0], "--smoke", "--quiet", "--workdir", str(tmp_path / args[0]), *args[1:]])

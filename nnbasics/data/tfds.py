@@ -46,6 +46,11 @@ class DatasetNotPrepared(FileNotFoundError):
     """The tfds data set is not in data_dir; the message says how to prepare it."""
 
 
+class DatasetDamaged(DatasetNotPrepared):
+    """The tfds data set in data_dir cannot be read (e.g. a damaged dataset_info.json); the message
+    names the file and says how to prepare the set again."""
+
+
 def default_data_dir() -> str:
     return os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
 
@@ -62,16 +67,42 @@ def data_source(name: str, split: str, data_dir: str | None = None) -> Any:
     if name not in TFDS_DATASETS:
         raise UnknownNameError(unknown_name_message("tfds data set", name, list(TFDS_DATASETS)))
     data_dir = data_dir or default_data_dir()
-    builder = tfds.builder(name, data_dir=data_dir)
+    prepare = (f"  pip install tensorflow tensorflow-datasets && tfds build {name} --data_dir {data_dir} "
+               "--file_format array_record\n")
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 - tfds reads the prepared set's metadata here; any failure means it is damaged
+        raise DatasetDamaged(_damaged_message(name, data_dir, e, prepare)) from None
     if not builder.is_prepared() and not _is_mocked(builder):
         raise DatasetNotPrepared(
             f"tfds data set {name!r} is not prepared in {data_dir} (looked for {builder.data_dir}). "
-            "nnbasics never downloads at run time. On a machine with network access run\n"
-            f"  pip install tensorflow tensorflow-datasets && tfds build {name} --data_dir {data_dir} "
-            "--file_format array_record\n"
-            "then copy the directory here (or pass --config.data_dir / set TFDS_DATA_DIR)."
+            "nnbasics never downloads at run time. On a machine with network access run\n" + prepare +
+            f"then copy the prepared directory to {data_dir}, or set TFDS_DATA_DIR to the directory that holds it."
         )
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # noqa: BLE001 - as above: the files of a prepared set that cannot be opened
+        raise DatasetDamaged(_damaged_message(name, data_dir, e, prepare)) from None
+
+
+def _damaged_message(name: str, data_dir: str, error: BaseException, prepare: str) -> str:
+    """Which file of a prepared tfds set is damaged (the first dataset_info.json that does not parse),
+    and how to repair it."""
+    import json
+
+    infos = sorted(pathlib.Path(data_dir).glob(f"{name}/*/dataset_info.json"))
+    bad = []
+    for p in infos:
+        try:
+            json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            bad.append(p)
+    where = ", ".join(str(p) for p in (bad or infos)) or str(pathlib.Path(data_dir) / name)
+    what = "does not parse as JSON" if bad else "could not be read by tfds"
+    version_dir = (bad or infos)[0].parent if (bad or infos) else pathlib.Path(data_dir) / name
+    return (f"tfds data set {name!r} in {data_dir} is damaged: {where} {what} "
+            f"({type(error).__name__}: {str(error)[:200]}). Delete {version_dir} and prepare the set again on a "
+            "machine with network access:\n" + prepare + f"then copy it to {data_dir} (or restore it from a backup).")
 
 
 def normalize(image: np.ndarray) -> np.ndarray:

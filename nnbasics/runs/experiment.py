@@ -302,7 +302,12 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         wd.enable_checkpoints(int(every or 0))
     workdir_lib.atomic_write_json(config_path, cfg_json)
     t0, c0 = time.perf_counter(), time.process_time()  # process time: every thread's CPU seconds
-    claims = mod.run(cfg, wd)
+    try:
+        claims = mod.run(cfg, wd)
+    except FileNotFoundError as e:  # a tfds set not prepared: name the config key where this experiment has one
+        if "data_dir" in cfg and type(e).__name__ in ("DatasetNotPrepared", "DatasetDamaged"):
+            raise type(e)(f"{e} With this experiment: --config.data_dir=DIR.") from None
+        raise
     seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     if not isinstance(claims, list) or not all(isinstance(c, Mapping) and "verdict" in c for c in claims):
         raise TypeError(f"experiments.{name}.run must return a list of claims made with nnbasics.runs.claims.claim")
