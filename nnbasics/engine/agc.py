@@ -184,7 +184,7 @@ def agc(clip: float, eps: float = 1e-3, exclude: ExcludeFn | None = None) -> opt
     """AGC as an optax transformation (put it first in the chain, on the raw gradients).
 
     `exclude(path) -> bool` names parameters left unclipped, e.g. `is_classifier` (the paper's choice)."""
-    if not float(clip) > 0:
+    if isinstance(clip, (int, float)) and not clip > 0:  # a traced clip (one per member) is checked by its config
         raise ValueError(f"AGC clipping threshold must be > 0, got {clip}")
 
     def init_fn(params):

@@ -16,16 +16,25 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([int(seed), int(epoch), 0x5EED]).permutation(n).astype(np.int32)
 
 
-def batch_indices(seeds: Sequence[int], start: int, length: int, n: int, batch_size: int) -> np.ndarray:
+def batch_indices(seeds: Sequence[int], start: int, length: int, n: int, batch_size: int,
+                  accumulate: Sequence[int] | None = None) -> np.ndarray:
     """Indices (members, length, batch) of the batches of steps start..start+length-1: a fresh
-    permutation per epoch, batches without replacement, the last partial batch dropped."""
-    per_epoch = n // batch_size
+    permutation per epoch, batches without replacement, the last partial batch dropped. A member
+    that accumulates k micro-batches per update draws batches of k * batch_size that way and sees
+    them as k consecutive micro-batches."""
+    accumulate = [1] * len(seeds) if accumulate is None else list(accumulate)
     out = np.empty((len(seeds), length, batch_size), np.int32)
-    for m, seed in enumerate(seeds):
+    for m, (seed, k) in enumerate(zip(seeds, accumulate)):
+        big = k * batch_size
+        per_epoch = n // big
+        if per_epoch < 1:
+            raise ValueError(f"a batch of {k} x {batch_size} examples is larger than the training set ({n})")
         cache: dict[int, np.ndarray] = {}
         for i in range(length):
-            epoch, pos = divmod(start + i, per_epoch)
+            update, micro = divmod(start + i, k)
+            epoch, pos = divmod(update, per_epoch)
             if epoch not in cache:
                 cache = {epoch: epoch_permutation(seed, epoch, n)}
-            out[m, i] = cache[epoch][pos * batch_size:(pos + 1) * batch_size]
+            lo = pos * big + micro * batch_size
+            out[m, i] = cache[epoch][lo:lo + batch_size]
     return out

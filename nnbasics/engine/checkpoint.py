@@ -2,7 +2,7 @@
 or config is refused (naming what differs) instead of silently resumed, and a digest so a
 corrupted or truncated checkpoint is detected and the previous one used instead (with a warning).
 
-A checkpoint holds the state pytree (params, batch_stats, opt_state, step, rng, lr_scale: the
+A checkpoint holds the state pytree (params, batch_stats, opt_state, step, rng, model_args: the
 rng as raw key data) and, as JSON, the fingerprint, the SHA-256 digest of the state's bytes and
 the metric rows written so far. Once Orbax has finished a step, the size and SHA-256 of each of
 its files go into `nnbasics_files.json` in the step's directory; a restore checks them first, so
@@ -72,7 +72,7 @@ def _state_tree(state: Any) -> dict[str, Any]:
         "opt_state": state.opt_state,
         "step": state.step,
         "rng": jax.random.key_data(state.rng),
-        "lr_scale": state.lr_scale,
+        "model_args": state.model_args,
     }
 
 
@@ -118,9 +118,6 @@ class Checkpointer:
     def _open(self) -> Any:
         options = self.ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
         return self.ocp.CheckpointManager(self.directory, options=options)
-
-    def latest_step(self) -> int | None:
-        return self.manager.latest_step()
 
     def save(self, state: Any, history: list[dict[str, Any]]) -> None:
         step = int(_host(state.step).reshape(-1)[0])
@@ -202,7 +199,7 @@ class Checkpointer:
             opt_state=restored["opt_state"],
             step=restored["step"],
             rng=jax.random.wrap_key_data(restored["rng"], impl=jax.random.key_impl(template_state.rng)),
-            lr_scale=restored["lr_scale"],
+            model_args=restored["model_args"],
         )
 
     def close(self) -> None:

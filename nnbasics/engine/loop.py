@@ -1,4 +1,4 @@
-"""The training loop: `fit` trains members (seeds x learning rates) side by side.
+"""The training loop: `fit` trains members (seeds x settings) side by side.
 
 For data that fits on the device (every embedded set) a chunk of `eval_every` steps runs inside one
 compiled program (`lax.scan` over `train_step`, `vmap` over members), with no host sync per step;
@@ -8,6 +8,12 @@ replicated; `jit` adds the all-reduce, so results equal one device's up to float
 
     result = fit(model, dataset, TrainConfig(steps=1000, batch_size=100, seeds=(0, 1)))
     result.final("test_accuracy")  # one number per seed
+
+Members may differ in more than the seed (`TrainConfig.members`): optimizer numbers (learning rate,
+momentum, weight decay, clipping, AGC's lambda; injected into the optimizer state), gradient
+accumulation (`accumulate`: a larger batch made of micro-batches) and model call arguments
+(`model`: e.g. which normalizer a switchable net uses). Settings that change shapes or structure
+(batch size, optimizer name, architecture) are separate `fit` calls.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ class TrainConfig:
     eval_every: int = 250
     seeds: Sequence[int] = (0,)
     learning_rates: Sequence[float] | None = None  # a vmapped grid; None = the optimizer's own
+    # per-member settings, each trained with every seed: {"learning_rate": 0.1, "momentum": 0.5, ...,
+    # "accumulate": 4, "model": {"kind": 2}}; None = one setting (the optimizer's own)
+    members: Sequence[Mapping[str, Any]] | None = None
+    accumulate: int = 1  # micro-batches (of batch_size) averaged per update; steps count micro-batches
+    eval_at_start: bool = False  # also evaluate the initial state (a row at step 0 without train metrics)
     optimizer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     loss: str = "cross_entropy"
     eval_batch_size: int = 1000
@@ -89,11 +100,43 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None) -> None
         raise ValueError(f"batch_size={tc.batch_size} is larger than the training set ({num_train} examples); "
                          f"use a batch size between 1 and {num_train}")
     LOSSES.check(tc.loss)
-    optim.validate(tc.optimizer)
     if tc.learning_rates is not None:
         lrs = list(tc.learning_rates)
         if not lrs or any(not 0 < float(lr) < math.inf for lr in lrs):
             raise ValueError(f"learning_rates must be a non-empty list of finite positive numbers, got {lrs}")
+        if tc.members is not None:
+            raise ValueError("give learning_rates or members (with a learning_rate each), not both")
+    specs = member_specs(tc)
+    optim.check_member_overrides(tc.optimizer, [_overrides(m) for m in specs])
+    counts = {int(m.get("accumulate", tc.accumulate)) for m in specs}
+    if any(k < 1 for k in counts):
+        raise ValueError(f"accumulate must be a positive number of micro-batches, got {sorted(counts)}")
+    if len(counts) > 1 and optim.resolve(tc.optimizer)["schedule"] != "constant":
+        raise ValueError("a learning-rate schedule needs the same accumulate for every member (its length counts updates)")
+    for m in specs:
+        if not isinstance(m.get("model", {}), Mapping):
+            raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
+
+
+MEMBER_KEYS = (*optim.MEMBER_HPARAMS, "accumulate", "model")
+
+
+def member_specs(tc: TrainConfig) -> list[dict[str, Any]]:
+    """The settings each seed is trained with: TrainConfig.members, the learning_rates grid, or [{}]."""
+    if tc.learning_rates is not None:
+        return [{"learning_rate": float(v)} for v in tc.learning_rates]
+    specs = [dict(m) for m in (tc.members or [{}])]
+    for m in specs:
+        for k in m:
+            if k not in MEMBER_KEYS:
+                from nnbasics.registry import unknown_name_message
+
+                raise ValueError("TrainConfig.members: " + unknown_name_message("member setting", k, list(MEMBER_KEYS)))
+    return specs
+
+
+def _overrides(spec: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in spec.items() if k in optim.MEMBER_HPARAMS}
 
 
 @dataclasses.dataclass
@@ -101,15 +144,16 @@ class TrainResult:
     """History (one row per eval point, values per member) and the final stacked state."""
 
     history: list[dict[str, Any]]
-    state: TrainState  # leading axis = member (seed x learning rate)
-    members: list[dict[str, Any]]  # [{"seed": s, "learning_rate": lr}, ...]
+    state: TrainState  # leading axis = member (setting x seed)
+    members: list[dict[str, Any]]  # [{"seed": s, "learning_rate": lr, ...the member's settings}, ...]
     seconds: float
     compile_seconds: float
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[member, eval point]) of a metric."""
-        steps = np.array([r["step"] for r in self.history])
-        vals = np.array([r[key] for r in self.history], dtype=np.float64).T
+        rows = [r for r in self.history if key in r]  # a row at step 0 has no train metrics
+        steps = np.array([r["step"] for r in rows])
+        vals = np.array([r[key] for r in rows], dtype=np.float64).T
         return steps, vals
 
     def final(self, key: str) -> np.ndarray:
@@ -132,9 +176,28 @@ def steps_to_reach(steps: np.ndarray, values: np.ndarray, threshold: float, belo
 
 
 def _members(tc: TrainConfig) -> list[dict[str, Any]]:
-    base_lr = float(optim.resolve(tc.optimizer)["learning_rate"])
-    lrs = [base_lr] if tc.learning_rates is None else [float(v) for v in tc.learning_rates]
-    return [{"seed": int(s), "learning_rate": lr, "scale": lr / base_lr} for lr in lrs for s in tc.seeds]
+    """One entry per (setting, seed), settings outermost: the seed, the effective learning rate and
+    the setting's overrides, accumulation count and model arguments."""
+    base, specs = optim.resolve(tc.optimizer), member_specs(tc)
+    varying = [k for k in optim.MEMBER_HPARAMS if any(k in spec for spec in specs)]
+    out = []
+    for spec in specs:
+        over = {k: float(spec.get(k, base[k])) for k in varying}  # every member names every varying number
+        for s in tc.seeds:
+            out.append({"seed": int(s), "learning_rate": over.get("learning_rate", float(base["learning_rate"])),
+                        "overrides": over, "accumulate": int(spec.get("accumulate", tc.accumulate)),
+                        "model": dict(spec.get("model", {}))})
+    return out
+
+
+def member_summary(m: Mapping[str, Any]) -> dict[str, Any]:
+    """A member as the result and the checkpoint fingerprint name it: seed, learning rate, settings."""
+    out = {"seed": m["seed"], "learning_rate": m["learning_rate"], **m["overrides"]}
+    if m["accumulate"] != 1:
+        out["accumulate"] = m["accumulate"]
+    if m["model"]:
+        out["model"] = {k: v.item() if hasattr(v, "item") else v for k, v in m["model"].items()}
+    return out
 
 
 @dataclasses.dataclass
@@ -146,7 +209,7 @@ class _Run:
     mesh: Any
     data: Any
     arrays: tuple[jax.Array, ...]  # x_train, y_train, x_test, y_test (placed on the mesh)
-    init_one: Callable  # (key data, lr scale) -> one member's state with a member axis of 1
+    init_one: Callable  # (key data, member values) -> one member's state with a member axis of 1
     run_chunk: Callable  # (state, indices, x_train, y_train) -> (state, per-step metrics)
     run_stream_chunk: Callable  # (state, xs, ys) -> (state, per-step metrics)
     run_eval: Callable  # (state, x_test, y_test, x_train, y_train) -> metrics per member
@@ -169,16 +232,20 @@ def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
     return x_train, y_train, x_test, y_test
 
 
-def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any,
+def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any, members: list[dict],
               eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
     """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
     sample = jnp.zeros((1, *example_shape), jnp.float32)
+    counts = {m["accumulate"] for m in members}
     # AGC (when on) leaves the layer that produces the logits unclipped, found by tracing the model
-    tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps), model=model, sample_input=sample)
+    tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps) // min(counts), model=model, sample_input=sample,
+                              member_overrides=[m["overrides"] for m in members],
+                              accumulate=None if counts == {1} else min(counts))
 
-    def init_member(key_data, scale):
+    def init_member(key_data, values):
         key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
-        state = create_state(model, tx, jax.random.fold_in(key, 0), sample, lr_scale=scale)
+        state = create_state(model, tx, jax.random.fold_in(key, 0), sample, model_args=values["model"])
+        state = state.replace(opt_state=optim.set_member(state.opt_state, values["overrides"], values["accumulate"]))
         return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
 
     def step(st, batch):
@@ -206,28 +273,32 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
     }
 
 
-def _keys(members: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+def _keys(members: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Each member's key data and the values its init writes into the state (as arrays, so one
+    compiled init serves every member)."""
     keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"], impl=PRNG_IMPL))) for m in members])
-    return keys, np.asarray([m["scale"] for m in members], np.float32)
+    values = [{"overrides": {k: np.float32(v) for k, v in m["overrides"].items()}, "accumulate": np.int32(m["accumulate"]),
+               "model": {k: np.asarray(v) for k, v in m["model"].items()}} for m in members]
+    return keys, values
 
 
 def _initial_state(run: _Run) -> tuple[TrainState, float]:
     """Every member's initial state, stacked (and replicated over the mesh); on one CPU device the
     init, the first chunk and the evaluation are compiled side by side first. Returns (state, the
     seconds spent compiling side by side)."""
-    keys, scales = _keys(run.members)
+    keys, values = _keys(run.members)
     seconds = 0.0
     if run.mesh is None and not run.streaming and not os.environ.get("NNBASICS_SERIAL_COMPILE"):
         t0 = time.perf_counter()
-        one = jax.eval_shape(run.init_one, keys[0], scales[0])
+        one = jax.eval_shape(run.init_one, keys[0], values[0])
         shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(run.members), *a.shape[1:]), a.dtype), one)
         chunk = min(int(run.tc.eval_every), int(run.tc.steps))
         idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32)
         x_train, y_train, x_test, y_test = run.arrays
-        compile_side_by_side([run.init_one.lower(keys[0], scales[0]), run.run_chunk.lower(shape, idx, x_train, y_train),
+        compile_side_by_side([run.init_one.lower(keys[0], values[0]), run.run_chunk.lower(shape, idx, x_train, y_train),
                               run.run_eval.lower(shape, x_test, y_test, x_train, y_train)])
         seconds = time.perf_counter() - t0
-    parts = [run.init_one(k, s) for k, s in zip(keys, scales)]
+    parts = [run.init_one(k, v) for k, v in zip(keys, values)]
     state = parts[0] if len(parts) == 1 else concat_members(*parts)
     if run.mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
         raw = parallel.replicate(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
@@ -252,9 +323,9 @@ def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Ar
 def _train_chunk(run: _Run, state: TrainState, step: int, length: int) -> tuple[TrainState, dict[str, np.ndarray]]:
     """Steps step+1..step+length of every member; per-step metrics (members, length) on the host."""
     if not run.streaming:
-        seeds = [m["seed"] for m in run.members]
-        idx = parallel.replicate(batch_indices(seeds, step, length, run.arrays[0].shape[0], int(run.tc.batch_size)),
-                                 run.mesh)
+        seeds, counts = [m["seed"] for m in run.members], [m["accumulate"] for m in run.members]
+        idx = batch_indices(seeds, step, length, run.arrays[0].shape[0], int(run.tc.batch_size), counts)
+        idx = parallel.replicate(idx, run.mesh)
         state, metrics = run.run_chunk(state, idx, run.arrays[0], run.arrays[1])
         return state, {k: np.asarray(v) for k, v in metrics.items()}
     parts, done = [], 0  # several transfers of a few batches each
@@ -281,15 +352,29 @@ def _row(run: _Run, step: int, tag: str | None, metrics: dict[str, np.ndarray], 
          seconds: float) -> dict[str, Any]:
     """One metrics row: the step, the members, the chunk's mean train loss (and accuracy), the evaluation."""
     row: dict[str, Any] = {"step": step, **({"run": tag} if tag else {}), "seed": [m["seed"] for m in run.members]}
-    if run.tc.learning_rates is not None:
-        row["learning_rate"] = [m["learning_rate"] for m in run.members]
-    row["train_loss"] = np.mean(metrics["loss"], axis=1).tolist()
+    summaries = [member_summary(m) for m in run.members]
+    for key in dict.fromkeys(k for s in summaries for k in s if k != "seed"):
+        values = [s.get(key, {"accumulate": 1, "model": {}}.get(key)) for s in summaries]
+        if key != "learning_rate" or len(set(values)) > 1 or run.tc.learning_rates is not None:
+            row[key] = values
+    if metrics:  # (none at step 0)
+        row["train_loss"] = np.mean(metrics["loss"], axis=1).tolist()
     if "accuracy" in metrics:
         row["train_accuracy"] = np.mean(metrics["accuracy"], axis=1).tolist()
     for k, v in ev.items():
         v = np.asarray(v, np.float64)
         row[k] = v.tolist() if v.ndim <= 1 else v.reshape(len(run.members), -1).tolist()
     row["seconds"] = round(seconds, 3)
+    return row
+
+
+def _evaluation_row(run: _Run, step: int, tag: str | None, metrics: dict[str, np.ndarray], seconds: float,
+                    writer: Any, state: TrainState) -> dict[str, Any]:
+    """Evaluate every member, make the metrics row and write it (on the main process)."""
+    ev = jax.device_get(run.run_eval(state, run.arrays[2], run.arrays[3], run.arrays[0], run.arrays[1]))
+    row = _row(run, step, tag, metrics, ev, seconds)
+    if writer is not None and jax.process_index() == 0:
+        writer.write(row)
     return row
 
 
@@ -302,7 +387,7 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
     x_shape = [1, *run.data.example_shape] if run.streaming else list(np.shape(run.data.x_train))
     fp = {
         "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
-        "members": [{"seed": m["seed"], "learning_rate": m["learning_rate"]} for m in run.members],
+        "members": [member_summary(m) for m in run.members],
         "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
         "batch_size": int(tc.batch_size), "loss": tc.loss,
         "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
@@ -341,8 +426,9 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
         mesh = parallel.default_mesh() if tc.data_parallel else None
     parallel.check_divisible(int(tc.batch_size), mesh)
     example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
-    return _Run(tc, _members(tc), mesh, data, _place(data, tc, mesh),
-                **_programs(model, example_shape, tc, mesh, dict(eval_fns or {})))
+    members = _members(tc)
+    return _Run(tc, members, mesh, data, _place(data, tc, mesh),
+                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {})))
 
 
 # --------------------------------------------------------------------------------------- fit
@@ -374,15 +460,17 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
     t0 = time.perf_counter()
     run = _setup(model, data, tc, mesh, eval_fns)
     state, compile_seconds = _initial_state(run)
-    is_main, ckpt, history, step, total = jax.process_index() == 0, None, [], 0, int(tc.steps)
+    ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
         ckpt = _checkpointer(run, model, state, checkpoint_dir, tag)
         state, history = ckpt.restore(state) or (state, [])
         step = int(history[-1]["step"]) if history else 0
-        if metrics_writer is not None and is_main:  # the run's rows become the checkpoint's
+        if metrics_writer is not None and jax.process_index() == 0:  # the run's rows become the checkpoint's
             metrics_writer.restore(tag, history)
     interrupt, last_saved, bar = interrupt or InterruptFlag(), step, progress(total, desc=tag or "train")
     bar.update(step)
+    if tc.eval_at_start and not history:
+        history.append(_evaluation_row(run, 0, tag, {}, time.perf_counter() - t0, metrics_writer, state))
     try:
         while step < total:
             length, tc0 = min(int(tc.eval_every), total - step), time.perf_counter()
@@ -391,10 +479,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
             if tc.stop_on_nan:
                 _check_finite(metrics["loss"], step, run.members, tag)
             step += length
-            ev = jax.device_get(run.run_eval(state, run.arrays[2], run.arrays[3], run.arrays[0], run.arrays[1]))
-            history.append(_row(run, step, tag, metrics, ev, time.perf_counter() - t0))
-            if metrics_writer is not None and is_main:
-                metrics_writer.write(history[-1])
+            history.append(_evaluation_row(run, step, tag, metrics, time.perf_counter() - t0, metrics_writer, state))
             if ckpt is not None and (step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)):
                 ckpt.save(state, history)
                 last_saved = step
@@ -410,5 +495,5 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    members = [{"seed": m["seed"], "learning_rate": m["learning_rate"]} for m in run.members]
-    return TrainResult(history, state, members, time.perf_counter() - t0, compile_seconds)
+    return TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
+                       compile_seconds)

@@ -6,7 +6,7 @@ Every function here is pure (state in, state out), so `jit`, `vmap` (members sid
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -26,7 +26,7 @@ class TrainState(struct.PyTreeNode):
     batch_stats: Any
     opt_state: Any
     rng: jax.Array  # typed key; dropout keys are fold_in(rng, step), fresh every step
-    lr_scale: jax.Array  # multiplies every update (a vmapped learning-rate grid); 1.0 normally
+    model_args: Any  # keyword arguments of every model call, e.g. {"kind": 2} (per member); {} normally
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
 
@@ -40,11 +40,14 @@ class TrainState(struct.PyTreeNode):
 
 
 def create_state(
-    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample_x: jax.Array, lr_scale: float = 1.0
+    model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample_x: jax.Array, *,
+    model_args: Mapping[str, Any] | None = None,
 ) -> TrainState:
-    """Initialize parameters (and BatchNorm statistics) of `model` on `sample_x`."""
+    """Initialize parameters (and BatchNorm statistics) of `model` on `sample_x`; `model_args` are
+    passed to every call of the model (init included), e.g. a traced normalizer choice."""
     k_params, k_dropout, k_rng = jax.random.split(key, 3)
-    variables = model.init({"params": k_params, "dropout": k_dropout}, sample_x, train=False)
+    model_args = dict(model_args or {})
+    variables = model.init({"params": k_params, "dropout": k_dropout}, sample_x, train=False, **model_args)
     params = variables["params"]
     return TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -52,7 +55,7 @@ def create_state(
         batch_stats=variables.get("batch_stats", {}),
         opt_state=tx.init(params),
         rng=k_rng,
-        lr_scale=jnp.asarray(lr_scale, jnp.float32),
+        model_args=model_args,
         apply_fn=model.apply,
         tx=tx,
     )
@@ -64,12 +67,12 @@ def forward(state: TrainState, params: Any, x: jax.Array, train: bool) -> tuple[
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
     if not train:
-        return state.apply_fn(variables, x, train=False), state.batch_stats
+        return state.apply_fn(variables, x, train=False, **state.model_args), state.batch_stats
     rngs = {"dropout": jax.random.fold_in(state.rng, state.step)}
     if state.batch_stats:
-        out, updates = state.apply_fn(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+        out, updates = state.apply_fn(variables, x, train=True, rngs=rngs, mutable=["batch_stats"], **state.model_args)
         return out, updates["batch_stats"]
-    return state.apply_fn(variables, x, train=True, rngs=rngs), state.batch_stats
+    return state.apply_fn(variables, x, train=True, rngs=rngs, **state.model_args), state.batch_stats
 
 
 def train_step(state: TrainState, x: jax.Array, y: jax.Array, loss: str = "cross_entropy") -> tuple[TrainState, dict]:
@@ -82,7 +85,6 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, loss: str = "cross
 
     (value, (out, new_stats)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    updates = jax.tree.map(lambda u: u * state.lr_scale.astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": value}
     if loss in CLASSIFICATION:
