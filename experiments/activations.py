@@ -25,22 +25,18 @@ from nnbasics.analysis.gradients import dead_fraction, layer_gradient_norms
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit, steps_to_reach
 from nnbasics.models import get_model
-from nnbasics.nn import activations as A
-from nnbasics.runs import claims as C
+from nnbasics.nn.activations import ACTIVATIONS, LECTURE_ACTIVATIONS, PRELU_INIT, derivative, get_activation
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 21
-ACTS = A.LECTURE_ACTIVATIONS  # sigmoid, tanh, relu, leaky_relu, prelu
+ACTS = LECTURE_ACTIVATIONS  # sigmoid, tanh, relu, leaky_relu, prelu
 INPUT_SCALES = ("raw_centered", "unit", "standardized")
 CNN_DATA = ("mnist1d", "digits", "photos")
 CNN_INITS = ("preferred", "torch")  # He / LeCun per activation | PyTorch's default (MNIST-1D CNN only)
-# What was tried for (c): on 8x8 `digits` and on 32px `photos` with the 2-D small_cnn, 25% training
-# error comes within 1-2 epochs, before saturation can slow tanh, and with AlexNet's recipe (raw
-# centered pixels, N(0, 0.01^2) weights) ReLU diverges at the rates tanh tolerates: each at its own
-# best rate, tanh was as fast or faster (ratio 0.3-0.8). MNIST-1D, where 25% takes several epochs as
-# CIFAR-10 did, gives a ratio of about 2 (full grid, seeds 0-3: 1.6-2.4), not AlexNet's 6. The
-# `cnn_data` and `cnn_recipe` sweeps rerun those set-ups:
+# (c) on digits or photos tanh is as fast as ReLU (docs/experiment_notes.md); the `cnn_data` and
+# `cnn_recipe` sweeps rerun those set-ups:
 _DIGITS_RUN = {"cnn.data": "digits", "cnn.features": (16, 16, 32), "cnn.batch_size": 64, "cnn.steps": 660,
                "cnn.eval_every": 22, "cnn.learning_rates": (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)}
 ALEXNET_RECIPE = {"cnn.input_scale": "raw_centered", "cnn.init_std": 0.01}  # Sec. 3.1 and 5
@@ -65,22 +61,22 @@ SWEEPS = {
 
 
 THRESHOLDS = {
-    "log10_grad_ratio_relu_over_sigmoid": C.Threshold(">=", 2.0, (
+    "log10_grad_ratio_relu_over_sigmoid": Threshold(">=", 2.0, (
         "'orders of magnitude' (two at least) smaller with sigmoid: sigmoid' <= 1/4 shrinks the backpropagated "
         "gradient up to 4x per layer, (1/4)^9 ~ 4e-6 over 9 hidden layers; Glorot & Bengio 2010")),
-    "dead_fraction_large_lr": C.Threshold(">=", 0.25, (
+    "dead_fraction_large_lr": Threshold(">=", 0.25, (
         "a substantial fraction, a quarter, of the units dead after a too large rate (CS231n: 'as much as 40% "
         "of your network can be dead' when the learning rate is set too high)")),
-    "dead_fraction_increase": C.Threshold(">", 0.0, (
+    "dead_fraction_increase": Threshold(">", 0.0, (
         "paired over seeds: more dead units at the large rate than at the small one, the lecture's cause "
         "(a large update pushes a unit into the negative region, where it gets no gradient)")),
-    "log_epochs_ratio_tanh_over_relu": C.Threshold(">", 0.0, (
+    "log_epochs_ratio_tanh_over_relu": Threshold(">", 0.0, (
         "paired per seed: ReLU reaches the training error in fewer epochs than tanh, AlexNet's Figure 1 statement; "
         "its size there (6x, AlexNet's net on CIFAR-10) is shown beside, not required at this scale")),
-    "prelu_max_slope_change": C.Threshold(">=", 0.1, (
+    "prelu_max_slope_change": Threshold(">=", 0.1, (
         "learned, not fixed: some layer's slope ends at least 0.1 from its 0.25 init (He et al. 2015, Table 1: "
         "learned slopes 0.05-0.7)")),
-    "prelu_mean_abs_slope": C.Threshold(">=", 0.1, (
+    "prelu_mean_abs_slope": Threshold(">=", 0.1, (
         "the slopes do not collapse to a ReLU: mean |alpha| over layers at least 0.1 (He et al. 2015, Table 1: "
         "learned slopes 0.05-0.7; a single layer may end near 0)")),
 }
@@ -179,27 +175,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if not float(config.dead.small_learning_rate) < float(config.dead.large_learning_rate):
         raise ValueError("config.dead.small_learning_rate must be below config.dead.large_learning_rate")
     for a in config.activations:
-        A.ACTIVATIONS.check(a)
+        ACTIVATIONS.check(a)
     if "sigmoid" not in config.activations or "relu" not in config.activations:
         raise ValueError(f"config.activations must include 'sigmoid' and 'relu' (claim a), got {config.activations}")
-    cc = config.cnn
-    if cc.data not in CNN_DATA:
-        raise ValueError(f"config.cnn.data must be one of {CNN_DATA}, got {cc.data!r}")
-    if cc.init not in CNN_INITS:
-        raise ValueError(f"config.cnn.init must be one of {CNN_INITS}, got {cc.init!r}")
-    if cc.input_scale not in INPUT_SCALES:
-        raise ValueError(f"config.cnn.input_scale must be one of {INPUT_SCALES}, got {cc.input_scale!r}")
-    if not float(cc.init_std) >= 0:
-        raise ValueError(f"config.cnn.init_std must be >= 0 (0: He for ReLU, LeCun for tanh), got {cc.init_std}")
-    if cc.data == "mnist1d":
-        if cc.input_scale == "raw_centered":
+    cnn_config = config.cnn
+    if cnn_config.data not in CNN_DATA:
+        raise ValueError(f"config.cnn.data must be one of {CNN_DATA}, got {cnn_config.data!r}")
+    if cnn_config.init not in CNN_INITS:
+        raise ValueError(f"config.cnn.init must be one of {CNN_INITS}, got {cnn_config.init!r}")
+    if cnn_config.input_scale not in INPUT_SCALES:
+        raise ValueError(f"config.cnn.input_scale must be one of {INPUT_SCALES}, got {cnn_config.input_scale!r}")
+    if not float(cnn_config.init_std) >= 0:
+        raise ValueError(f"config.cnn.init_std must be >= 0 (0: He for ReLU, LeCun for tanh), got {cnn_config.init_std}")
+    if cnn_config.data == "mnist1d":
+        if cnn_config.input_scale == "raw_centered":
             raise ValueError("config.cnn.input_scale=raw_centered (0-255 pixels) is for digits and photos, not mnist1d")
-        if float(cc.init_std) > 0:
+        if float(cnn_config.init_std) > 0:
             raise ValueError("config.cnn.init_std is small_cnn's (digits, photos); for mnist1d use config.cnn.init")
-    elif cc.init == "torch":
-        raise ValueError(f"config.cnn.init=torch is the MNIST-1D CNN's; for {cc.data} use config.cnn.init_std")
-    if int(cc.eval_every) < 1 or int(cc.steps) < int(cc.eval_every):
-        raise ValueError(f"config.cnn.eval_every must be in [1, steps], got {cc.eval_every} (steps {cc.steps})")
+    elif cnn_config.init == "torch":
+        raise ValueError(f"config.cnn.init=torch is the MNIST-1D CNN's; for {cnn_config.data} use config.cnn.init_std")
+    if int(cnn_config.eval_every) < 1 or int(cnn_config.steps) < int(cnn_config.eval_every):
+        raise ValueError(f"config.cnn.eval_every must be in [1, steps], got {cnn_config.eval_every} (steps {cnn_config.steps})")
 
 
 def _mlp_init(act: str) -> str:
@@ -213,8 +209,8 @@ def plot_functions(workdir) -> None:
     xs = jnp.linspace(-4, 4, 401)
     fig, axes = subplots(1, len(ACTS), size=(3.0, 2.8))
     for ax, name in zip(axes, ACTS):
-        ax.plot(xs, A.get_activation(name)(xs), label="g(y)")
-        ax.plot(xs, A.derivative(name)(xs), label="g'(y)", ls="--")
+        ax.plot(xs, get_activation(name)(xs), label="g(y)")
+        ax.plot(xs, derivative(name)(xs), label="g'(y)", ls="--")
         extra = {"leaky_relu": " (alpha 0.02)", "prelu": " (alpha 0.25 at init)"}.get(name, "")
         ax.set(title=name + extra, xlabel="y", ylim=(-1.2, 2.2))
         ax.axhline(0, color="k", lw=0.5)
@@ -227,13 +223,13 @@ def plot_functions(workdir) -> None:
 
 def gradient_norms(config, data) -> dict[str, np.ndarray]:
     """(seeds, layers) kernel-gradient norms at init of the depth-L MLP, per activation."""
-    gc = config.gradients
-    x = jnp.asarray(data.x_train[: int(gc.batch)])
-    y = jnp.asarray(data.y_train[: int(gc.batch)])
-    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in gc.seeds])
-    names = [f"hidden_{i}" for i in range(int(gc.depth) - 1)] + ["head"]
+    grad_config = config.gradients
+    x = jnp.asarray(data.x_train[: int(grad_config.batch)])
+    y = jnp.asarray(data.y_train[: int(grad_config.batch)])
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in grad_config.seeds])
+    names = [f"hidden_{i}" for i in range(int(grad_config.depth) - 1)] + ["head"]
     models = {
-        act: get_model("mlp", num_classes=data.num_classes, hidden=(int(gc.width),) * (int(gc.depth) - 1),
+        act: get_model("mlp", num_classes=data.num_classes, hidden=(int(grad_config.width),) * (int(grad_config.depth) - 1),
                        activation=act, init_scheme=_mlp_init(act))
         for act in config.activations
     }
@@ -251,15 +247,16 @@ def gradient_norms(config, data) -> dict[str, np.ndarray]:
 
 
 def dead_units_run(config, data, workdir):
-    dc = config.dead
+    dead_config = config.dead
     x_all = jnp.asarray(data.x_train)
-    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(dc.hidden), activation="relu")
-    tc = TrainConfig(
-        steps=int(dc.steps), batch_size=int(dc.batch_size), eval_every=int(dc.eval_every), seeds=tuple(dc.seeds),
-        learning_rates=(float(dc.small_learning_rate), float(dc.large_learning_rate)),
-        optimizer={"name": "sgd", "learning_rate": float(dc.small_learning_rate)}, stop_on_nan=False,
+    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(dead_config.hidden), activation="relu")
+    train_config = TrainConfig(
+        steps=int(dead_config.steps), batch_size=int(dead_config.batch_size), eval_every=int(dead_config.eval_every),
+        seeds=tuple(dead_config.seeds),
+        learning_rates=(float(dead_config.small_learning_rate), float(dead_config.large_learning_rate)),
+        optimizer={"name": "sgd", "learning_rate": float(dead_config.small_learning_rate)}, stop_on_nan=False,
     )
-    res = fit(model, data, tc, workdir=workdir, tag="dead_relu",
+    res = fit(model, data, train_config, workdir=workdir, tag="dead_relu",
               eval_fns={"dead_fraction": lambda st: dead_fraction(st.apply_fn, st.variables, x_all)})
     return res
 
@@ -283,65 +280,67 @@ def scale_inputs(data, how: str):
 
 
 def cnn_data(config):
-    cc = config.cnn
-    if cc.data == "photos":
-        kw = {"n_train": int(cc.num_train)} if int(cc.num_train) else {}
-        data = load_dataset("photos", size=int(cc.photo_size), seed=int(cc.data_seed), **kw)
+    cnn_config = config.cnn
+    if cnn_config.data == "photos":
+        kw = {"n_train": int(cnn_config.num_train)} if int(cnn_config.num_train) else {}
+        data = load_dataset("photos", size=int(cnn_config.photo_size), seed=int(cnn_config.data_seed), **kw)
     else:
-        data = load_dataset(cc.data)
-        data = data.subset(int(cc.num_train), seed=int(cc.data_seed)) if int(cc.num_train) else data
-    return scale_inputs(data, cc.input_scale)
+        data = load_dataset(cnn_config.data)
+        data = data.subset(int(cnn_config.num_train), seed=int(cnn_config.data_seed)) if int(cnn_config.num_train) else data
+    return scale_inputs(data, cnn_config.input_scale)
 
 
 def cnn_model(config, act: str, num_classes: int):
     """The 4-layer CNN of (c): MNIST-1D's 1-D CNN, or the 2-D small_cnn for digits and photos."""
-    cc = config.cnn
-    if cc.data == "mnist1d":
-        return get_model("mnist1d_cnn", num_classes=num_classes, activation=act, init_scheme=cc.init, impl=cc.conv_impl)
-    return get_model("small_cnn", num_classes=num_classes, activation=act, features=tuple(cc.features),
-                     impl=cc.conv_impl, init_std=float(cc.init_std))
+    cnn_config = config.cnn
+    if cnn_config.data == "mnist1d":
+        return get_model("mnist1d_cnn", num_classes=num_classes, activation=act, init_scheme=cnn_config.init,
+                         impl=cnn_config.conv_impl)
+    return get_model("small_cnn", num_classes=num_classes, activation=act, features=tuple(cnn_config.features),
+                     impl=cnn_config.conv_impl, init_std=float(cnn_config.init_std))
 
 
 def cnn_description(config) -> tuple[str, str]:
     """(model, init) in words, for the claim and the figure."""
-    cc = config.cnn
-    if cc.data == "mnist1d":
+    cnn_config = config.cnn
+    if cnn_config.data == "mnist1d":
         model = "the 4-layer 1-D CNN of Greydanus & Kobak 2020 (3 convs of 25 channels, stride 2, linear read-out)"
-        init = ("He normal init for ReLU, LeCun normal for tanh" if cc.init == "preferred"
+        init = ("He normal init for ReLU, LeCun normal for tanh" if cnn_config.init == "preferred"
                 else "PyTorch's default init for both")
     else:
-        model = f"a 4-layer CNN (3x3 convs of {'-'.join(str(int(f)) for f in cc.features)} channels, max pooling, linear)"
-        init = (f"every weight from N(0, {float(cc.init_std):g}^2) as in AlexNet" if float(cc.init_std) > 0
+        model = f"a 4-layer CNN (3x3 convs of {'-'.join(str(int(f)) for f in cnn_config.features)} channels, max pooling, linear)"
+        init = (f"every weight from N(0, {float(cnn_config.init_std):g}^2) as in AlexNet" if float(cnn_config.init_std) > 0
                 else "He init for ReLU, LeCun init for tanh")
-    scale = {"unit": "inputs as loaded" + (" (standardized)" if cc.data == "mnist1d" else " ([0, 1])"),
+    scale = {"unit": "inputs as loaded" + (" (standardized)" if cnn_config.data == "mnist1d" else " ([0, 1])"),
              "raw_centered": "inputs raw centered (0-255 minus the mean image)",
-             "standardized": "inputs standardized"}[cc.input_scale]
+             "standardized": "inputs standardized"}[cnn_config.input_scale]
     return model, f"{scale}, {init}"
 
 
 def relu_vs_tanh(config, data, workdir) -> dict[str, dict]:
     """Per activation: epochs to the training-error threshold for every learning rate (mean over
     seeds; inf if a seed never gets there), the best rate, and its training-error curve."""
-    cc = config.cnn
-    steps_per_epoch = data.num_train // int(cc.batch_size)
-    tc = TrainConfig(
-        steps=int(cc.steps), batch_size=int(cc.batch_size), eval_every=int(cc.eval_every), seeds=tuple(cc.seeds),
-        learning_rates=tuple(float(v) for v in cc.learning_rates), optimizer=cc.optimizer.to_dict(), eval_train=True,
+    cnn_config = config.cnn
+    steps_per_epoch = data.num_train // int(cnn_config.batch_size)
+    train_config = TrainConfig(
+        steps=int(cnn_config.steps), batch_size=int(cnn_config.batch_size), eval_every=int(cnn_config.eval_every),
+        seeds=tuple(cnn_config.seeds), learning_rates=tuple(float(v) for v in cnn_config.learning_rates),
+        optimizer=cnn_config.optimizer.to_dict(), eval_train=True,
         stop_on_nan=False,  # the grid goes past the rates that train: a diverged member never gets there (inf)
     )
     out = {}
     for act in ("relu", "tanh"):
         model = cnn_model(config, act, data.num_classes)
-        res = fit(model, data, tc, workdir=workdir, tag=f"cnn_{act}")
+        res = fit(model, data, train_config, workdir=workdir, tag=f"cnn_{act}")
         steps, acc = res.curve("train_full_accuracy")
         err = 1 - acc  # (members, evals)
         epochs = steps / steps_per_epoch
-        lrs = [float(v) for v in cc.learning_rates]
-        seeds = [int(v) for v in cc.seeds]
+        lrs = [float(v) for v in cnn_config.learning_rates]
+        seeds = [int(v) for v in cnn_config.seeds]
         hits = np.full((len(lrs), len(seeds)), math.inf)  # epochs to the threshold per (rate, seed)
         for i, m in enumerate(res.members):
             hits[lrs.index(m["learning_rate"]), seeds.index(m["seed"])] = steps_to_reach(
-                epochs, err[i], float(cc.train_error))
+                epochs, err[i], float(cnn_config.train_error))
         per_lr = [float(v) for v in hits.mean(1)]  # the same rule for both activations: best mean over seeds
         best = int(np.argmin(per_lr))
         rows = [i for i, m in enumerate(res.members) if m["learning_rate"] == lrs[best]]
@@ -361,55 +360,57 @@ def _or_missing(v: float) -> float:
 
 
 def prelu_run(config, data, workdir):
-    pc = config.prelu
-    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(pc.hidden), activation="prelu")
-    fns = {f"alpha_{i}": (lambda st, i=i: st.params[f"PReLU_{i}"]["alpha"]) for i in range(len(pc.hidden))}
-    return fit(model, data, TrainConfig.from_config(pc), workdir=workdir, tag="prelu", eval_fns=fns)
+    prelu_config = config.prelu
+    model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(prelu_config.hidden), activation="prelu")
+    fns = {f"alpha_{i}": (lambda st, i=i: st.params[f"PReLU_{i}"]["alpha"]) for i in range(len(prelu_config.hidden))}
+    return fit(model, data, TrainConfig.from_config(prelu_config), workdir=workdir, tag="prelu", eval_fns=fns)
 
 
 # ---------------------------------------------------------------------------------------- run
 
 
 def plot_gradients(config, norms: dict, workdir) -> None:
-    gc = config.gradients
-    layers = np.arange(1, int(gc.depth) + 1)
+    grad_config = config.gradients
+    layers = np.arange(1, int(grad_config.depth) + 1)
     fig, axes = subplots(1, 1, size=(6.5, 4.2))
     for act, (marker, ls) in zip(config.activations, [("o", "-"), ("s", "-"), ("^", "--"), ("v", ":"), ("D", "-.")]):
         band(axes[0], layers, norms[act], label=act, marker=marker, ls=ls, ms=4)
     axes[0].set_yscale("log")
     axes[0].set(xlabel="layer (1 = first, next to the input)", ylabel="||dL/dW|| at initialization",
-                title=f"{gc.depth}-layer MLP on digits: gradient norm per layer (min-max over {len(gc.seeds)} seeds)")
+                title=f"{grad_config.depth}-layer MLP on digits: gradient norm per layer "
+                      f"(min-max over {len(grad_config.seeds)} seeds)")
     axes[0].legend()
     axes[0].grid(alpha=0.3, which="both")
     workdir.save_figure(fig, "gradient_norms")
 
 
 def plot_training(config, dres, cnn: dict, pres, workdir) -> None:
-    dc, cc = config.dead, config.cnn
+    dead_config, cnn_config = config.dead, config.cnn
     steps, dead = dres.curve("dead_fraction")
     fig, axes = subplots(1, 3, size=(4.6, 3.6))
     ax = axes[0]
-    for lr in (dc.small_learning_rate, dc.large_learning_rate):
+    for lr in (dead_config.small_learning_rate, dead_config.large_learning_rate):
         band(ax, steps, 100 * dead[[i for i, m in enumerate(dres.members) if m["learning_rate"] == float(lr)]],
              label=f"learning rate {lr:g}")
     ax.set(xlabel="SGD step", ylabel="dead ReLU units (%)", title="dead units: never positive on the training set")
     ax.legend()
     ax.grid(alpha=0.3)
     ax = axes[1]
-    thr = float(cc.train_error)
+    thr = float(cnn_config.train_error)
     for act in ("relu", "tanh"):
         ep, err = cnn[act]["curve"]
         band(ax, ep, 100 * err, label=f"{act} (lr {cnn[act]['best_lr']:g}): {cnn[act]['epochs']:.2f} epochs")
     ax.axhline(100 * thr, color="k", ls=":", lw=1, label=f"{100 * thr:.0f}% training error")
     ax.set(xlabel="epoch", ylabel="training error (%)", ylim=(0, 100),
-           title=f"{'MNIST-1D CNN' if cc.data == 'mnist1d' else '4-layer CNN on ' + cc.data}: ReLU vs tanh, best rate each")
+           title=f"{'MNIST-1D CNN' if cnn_config.data == 'mnist1d' else '4-layer CNN on ' + cnn_config.data}: "
+                 "ReLU vs tanh, best rate each")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[2]
     for i in range(len(config.prelu.hidden)):
         s, a = pres.curve(f"alpha_{i}")
         band(ax, s, a, label=f"PReLU after hidden layer {i + 1}")
-    ax.axhline(A.PRELU_INIT, color="k", ls=":", lw=1, label="initial slope 0.25")
+    ax.axhline(PRELU_INIT, color="k", ls=":", lw=1, label="initial slope 0.25")
     ax.axhline(0, color="k", lw=0.5)
     ax.set(xlabel="step", ylabel="learned slope alpha", title="PReLU: learned negative slopes")
     ax.legend(fontsize=8)
@@ -419,71 +420,72 @@ def plot_training(config, dres, cnn: dict, pres, workdir) -> None:
 
 
 def vanishing_claim(config, norms: dict) -> dict:
-    gc = config.gradients
+    grad_config = config.gradients
     orders = np.log10(norms["relu"][:, 0] / norms["sigmoid"][:, 0])  # per seed, the first layer
-    return C.claim(
+    return claim(
         "vanishing_gradients_sigmoid",
-        f"In a {gc.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
+        f"In a {grad_config.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
         "magnitude smaller with sigmoid than with ReLU (sigmoid' <= 1/4 shrinks it at every layer)",
         "Lecture: sigmoid 'saturation ... gradients go to zero'; Glorot & Bengio 2010",
-        f"log10(first-layer gradient norm ReLU / sigmoid) >= 2, paired per seed (95% interval over {len(gc.seeds)} seeds)",
+        f"log10(first-layer gradient norm ReLU / sigmoid) >= 2, paired per seed "
+        f"(95% interval over {len(grad_config.seeds)} seeds)",
         {
             "orders_of_magnitude_relu_over_sigmoid": orders,
             **{f"grad_norm_first_{a}": norms[a][:, 0] for a in config.activations},
             "first_over_last_hidden_sigmoid": norms["sigmoid"][:, 0] / norms["sigmoid"][:, -2],
             "first_over_last_hidden_relu": norms["relu"][:, 0] / norms["relu"][:, -2],
         },
-        checks=[C.check("log10_grad_ratio_relu_over_sigmoid", orders, THRESHOLDS["log10_grad_ratio_relu_over_sigmoid"])],
+        checks=[check("log10_grad_ratio_relu_over_sigmoid", orders, THRESHOLDS["log10_grad_ratio_relu_over_sigmoid"])],
     )
 
 
 def dead_claim(config, dres) -> dict:
-    dc = config.dead
+    dead_config = config.dead
     _, dead = dres.curve("dead_fraction")
     acc = dres.final("test_accuracy")
     rows = {lr: [i for i, m in enumerate(dres.members) if m["learning_rate"] == float(lr)]  # seed order
-            for lr in (dc.small_learning_rate, dc.large_learning_rate)}
-    small, large = dead[rows[dc.small_learning_rate], -1], dead[rows[dc.large_learning_rate], -1]
-    return C.claim(
+            for lr in (dead_config.small_learning_rate, dead_config.large_learning_rate)}
+    small, large = dead[rows[dead_config.small_learning_rate], -1], dead[rows[dead_config.large_learning_rate], -1]
+    return claim(
         "dead_relu_units",
         "Training a ReLU MLP with a large learning rate kills units: their pre-activation is <= 0 on every "
         "training example, so they output 0 and get no gradient",
         "Lecture: 'if strongly in negative region, unit is dead forever (no gradient)'; CS231n notes",
-        f"dead fraction at lr {dc.large_learning_rate:g} >= 0.25, and above the fraction at lr "
-        f"{dc.small_learning_rate:g} paired per seed (95% intervals over {len(dc.seeds)} seeds)",
+        f"dead fraction at lr {dead_config.large_learning_rate:g} >= 0.25, and above the fraction at lr "
+        f"{dead_config.small_learning_rate:g} paired per seed (95% intervals over {len(dead_config.seeds)} seeds)",
         {
             "dead_fraction_large_lr": large,
             "dead_fraction_small_lr": small,
-            "test_accuracy_large_lr": 100 * acc[rows[dc.large_learning_rate]],
-            "test_accuracy_small_lr": 100 * acc[rows[dc.small_learning_rate]],
+            "test_accuracy_large_lr": 100 * acc[rows[dead_config.large_learning_rate]],
+            "test_accuracy_small_lr": 100 * acc[rows[dead_config.small_learning_rate]],
         },
-        checks=[C.check("dead_fraction_large_lr", large, THRESHOLDS["dead_fraction_large_lr"]),
-                C.check("dead_fraction_increase", large - small, THRESHOLDS["dead_fraction_increase"])],
+        checks=[check("dead_fraction_large_lr", large, THRESHOLDS["dead_fraction_large_lr"]),
+                check("dead_fraction_increase", large - small, THRESHOLDS["dead_fraction_increase"])],
     )
 
 
 def speed_claim(config, cnn: dict, num_train: int) -> dict:
-    cc = config.cnn
-    thr = float(cc.train_error)
+    cnn_config = config.cnn
+    thr = float(cnn_config.train_error)
     relu, tanh = np.array(cnn["relu"]["per_seed"]), np.array(cnn["tanh"]["per_seed"])
     with np.errstate(divide="ignore", invalid="ignore"):  # inf/nan (a failing check) if one never got there
         log_ratio = np.log(tanh / relu)  # per seed, each activation at its own best rate
     ratio = float(np.exp(np.mean(log_ratio)))
-    same_lr = _ratio(float(cnn["tanh"]["hits"][cc.learning_rates.index(cnn["relu"]["best_lr"])].mean()),
+    same_lr = _ratio(float(cnn["tanh"]["hits"][cnn_config.learning_rates.index(cnn["relu"]["best_lr"])].mean()),
                      cnn["relu"]["epochs"])  # at ReLU's best rate instead of each activation's own
     model_text, recipe = cnn_description(config)
-    epochs_run = int(cc.steps) / (num_train // int(cc.batch_size))
-    return C.claim(
+    epochs_run = int(cnn_config.steps) / (num_train // int(cnn_config.batch_size))
+    return claim(
         "relu_faster_than_tanh",
         f"A 4-layer CNN with ReLU reaches {100 * thr:.0f}% training error faster (in epochs) than the same CNN "
-        f"with tanh: {model_text} on {cc.data}, {recipe}, SGD momentum 0.9, batch {int(cc.batch_size)}, "
-        f"{epochs_run:g} epochs; each activation at the rate of {tuple(float(v) for v in cc.learning_rates)} with "
-        f"the best mean epochs over seeds {tuple(int(v) for v in cc.seeds)} (the same rule for both). AlexNet "
+        f"with tanh: {model_text} on {cnn_config.data}, {recipe}, SGD momentum 0.9, batch {int(cnn_config.batch_size)}, "
+        f"{epochs_run:g} epochs; each activation at the rate of {tuple(float(v) for v in cnn_config.learning_rates)} with "
+        f"the best mean epochs over seeds {tuple(int(v) for v in cnn_config.seeds)} (the same rule for both). AlexNet "
         f"measured 6x on CIFAR-10; here the ratio is {ratio:.2f} (geometric mean over seeds): the direction "
         "reproduces, the size is not claimed at this scale. Epochs per rate are means over seeds; -1: some seed "
         "never got there.",
         "Krizhevsky, Sutskever & Hinton 2012, Figure 1; lecture 'see 6x speedup vs tanh'",
-        f"log(epochs tanh / epochs ReLU) > 0, paired per seed (95% interval over {len(cc.seeds)} seeds); "
+        f"log(epochs tanh / epochs ReLU) > 0, paired per seed (95% interval over {len(cnn_config.seeds)} seeds); "
         "published ratio: 6",
         {
             "epochs_ratio_tanh_over_relu": ratio,
@@ -498,29 +500,29 @@ def speed_claim(config, cnn: dict, num_train: int) -> dict:
             "epochs_run": epochs_run,
             "published_ratio": 6.0,
         },
-        checks=[C.check("log_epochs_ratio_tanh_over_relu", log_ratio, THRESHOLDS["log_epochs_ratio_tanh_over_relu"])],
+        checks=[check("log_epochs_ratio_tanh_over_relu", log_ratio, THRESHOLDS["log_epochs_ratio_tanh_over_relu"])],
     )
 
 
 def prelu_claim(config, pres) -> dict:
-    pc = config.prelu
-    alphas = np.stack([pres.final(f"alpha_{i}") for i in range(len(pc.hidden))], 1)  # (seeds, layers)
-    change, mean_abs = np.abs(alphas - A.PRELU_INIT).max(1), np.abs(alphas).mean(1)
-    return C.claim(
+    prelu_config = config.prelu
+    alphas = np.stack([pres.final(f"alpha_{i}") for i in range(len(prelu_config.hidden))], 1)  # (seeds, layers)
+    change, mean_abs = np.abs(alphas - PRELU_INIT).max(1), np.abs(alphas).mean(1)
+    return claim(
         "prelu_learns_slope",
         "PReLU learns its negative slope: the slopes move away from their initial 0.25 and end clearly "
         "non-zero on average over layers (per-layer values reported; a layer may also learn a slope near 0)",
         "He et al. 2015, 'Delving deep into rectifiers', Sec. 2.1 and Table 1 (learned slopes 0.05-0.7)",
         f"per seed, max over layers |alpha - 0.25| >= 0.1 and mean over layers |alpha| >= 0.1 (95% intervals over "
-        f"{len(pc.seeds)} seeds)",
+        f"{len(prelu_config.seeds)} seeds)",
         {
             **{f"alpha_layer{i + 1}": alphas[:, i] for i in range(alphas.shape[1])},
             "max_change_from_init": change,
             "mean_abs_alpha": mean_abs,
             "test_accuracy_prelu": 100 * pres.final("test_accuracy"),
         },
-        checks=[C.check("prelu_max_slope_change", change, THRESHOLDS["prelu_max_slope_change"]),
-                C.check("prelu_mean_abs_slope", mean_abs, THRESHOLDS["prelu_mean_abs_slope"])],
+        checks=[check("prelu_max_slope_change", change, THRESHOLDS["prelu_max_slope_change"]),
+                check("prelu_mean_abs_slope", mean_abs, THRESHOLDS["prelu_mean_abs_slope"])],
     )
 
 

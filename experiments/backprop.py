@@ -19,10 +19,21 @@ import ml_collections
 import numpy as np
 import optax
 
-from nnbasics.analysis import backprop as B
+from nnbasics.analysis.backprop import (
+    ACTIVATION_NAMES,
+    conv_layers,
+    init_params,
+    loss_and_gradients,
+    max_abs_difference,
+    max_relative_error,
+    mlp_layers,
+    reference_loss,
+    relative_errors,
+    sgd_step,
+)
 from nnbasics.analysis.momentum_theory import float64
 from nnbasics.data import load_dataset
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "basics"
@@ -31,15 +42,15 @@ SOURCE = "lecture slides 'Backpropagation' (forward pass, backward pass, chain r
 
 # Deterministic identities (the same arithmetic in another order): decided by their values.
 THRESHOLDS = {
-    "gradient_rel_error": C.Threshold("<=", 1e-5, "float32 rounding: eps 1.2e-7 accumulated over a few layers' sums "
-                                      "(the hand and autodiff passes differ only in the order of operations); a wrong "
-                                      "derivative gives errors of order 1"),
-    "sgd_step_abs_diff": C.Threshold("<=", 1e-6, "float32 rounding of parameters of order 0.1-1 (eps 1.2e-7) after "
-                                     "one step"),
-    "train_rel_loss_diff": C.Threshold("<=", 1e-10, "float64 (eps 2.2e-16): rounding differences stay ~1e-14 along "
-                                       "the run (in float32 they grow to ~1e-4 after 300 steps)"),
-    "train_loss_ratio": C.Threshold("<=", 0.5, "the run must train for the step-by-step comparison to mean "
-                                    "something: the loss at least halves"),
+    "gradient_rel_error": Threshold("<=", 1e-5, "float32 rounding: eps 1.2e-7 accumulated over a few layers' sums "
+                                    "(the hand and autodiff passes differ only in the order of operations); a wrong "
+                                    "derivative gives errors of order 1"),
+    "sgd_step_abs_diff": Threshold("<=", 1e-6, "float32 rounding of parameters of order 0.1-1 (eps 1.2e-7) after "
+                                   "one step"),
+    "train_rel_loss_diff": Threshold("<=", 1e-10, "float64 (eps 2.2e-16): rounding differences stay ~1e-14 along "
+                                     "the run (in float32 they grow to ~1e-4 after 300 steps)"),
+    "train_loss_ratio": Threshold("<=", 0.5, "the run must train for the step-by-step comparison to mean "
+                                  "something: the loss at least halves"),
 }
 
 SWEEPS = {
@@ -51,7 +62,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.data = "digits"
     c.batch = 64  # examples in the gradient check
-    c.activations = B.ACTIVATION_NAMES
+    c.activations = ACTIVATION_NAMES
     c.mlp_sizes = (64, 32, 32, 32, 32, 32, 10)  # L = 6 dense layers
     c.conv_channels = (8, 16)
     c.conv_strides = (1, 2)
@@ -73,12 +84,12 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     for a in config.activations:
-        if a not in B.ACTIVATION_NAMES:
+        if a not in ACTIVATION_NAMES:
             from nnbasics.registry import unknown_name_message
 
-            raise ValueError("config.activations: " + unknown_name_message("activation", a, list(B.ACTIVATION_NAMES)))
-    if config.train_activation not in B.ACTIVATION_NAMES:
-        raise ValueError(f"config.train_activation must be one of {', '.join(B.ACTIVATION_NAMES)}")
+            raise ValueError("config.activations: " + unknown_name_message("activation", a, list(ACTIVATION_NAMES)))
+    if config.train_activation not in ACTIVATION_NAMES:
+        raise ValueError(f"config.train_activation must be one of {', '.join(ACTIVATION_NAMES)}")
     if len(config.mlp_sizes) < 2 or config.mlp_sizes[0] != 64:
         raise ValueError(
             f"config.mlp_sizes must start with the 64 digit pixels and have >= 2 entries, got {config.mlp_sizes}"
@@ -98,10 +109,10 @@ def _check(cases: dict, y, lr):
     tx = optax.sgd(lr)
 
     def one(layers, params, x):
-        loss, gh = B.loss_and_gradients(layers, params, x, y)
-        ref_loss, ga = jax.value_and_grad(B.reference_loss)(params, layers, x, y)
+        loss, gh = loss_and_gradients(layers, params, x, y)
+        ref_loss, ga = jax.value_and_grad(reference_loss)(params, layers, x, y)
         upd, _ = tx.update(ga, tx.init(params), params)
-        return loss, ref_loss, gh, ga, B.sgd_step(params, gh, lr), optax.apply_updates(params, upd)
+        return loss, ref_loss, gh, ga, sgd_step(params, gh, lr), optax.apply_updates(params, upd)
 
     @jax.jit
     def go(params, xs):
@@ -117,12 +128,12 @@ def _train(layers, params, x, y, lr, steps):
     @jax.jit
     def go(params, x, y):
         def hand(p, _):
-            loss, g = B.loss_and_gradients(layers, p, x, y)
-            return B.sgd_step(p, g, lr), loss
+            loss, g = loss_and_gradients(layers, p, x, y)
+            return sgd_step(p, g, lr), loss
 
         def auto(carry, _):
             p, s = carry
-            loss, g = jax.value_and_grad(B.reference_loss)(p, layers, x, y)
+            loss, g = jax.value_and_grad(reference_loss)(p, layers, x, y)
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), loss
 
@@ -142,33 +153,33 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     lr = float(config.learning_rate)
 
     nets = {
-        "mlp": (lambda act: B.mlp_layers(config.mlp_sizes, act), x_flat, (x_flat.shape[1],)),
-        "conv": (lambda act: B.conv_layers(config.conv_channels, config.conv_strides, data.num_classes, act),
+        "mlp": (lambda act: mlp_layers(config.mlp_sizes, act), x_flat, (x_flat.shape[1],)),
+        "conv": (lambda act: conv_layers(config.conv_channels, config.conv_strides, data.num_classes, act),
                  x_img, x_img.shape[1:]),
     }
     cases = {}
     for net, (build, x, shape) in nets.items():
         for act in config.activations:
             layers = build(act)
-            cases[(net, act)] = (layers, B.init_params(layers, int(config.seed), tuple(shape)), x)
+            cases[(net, act)] = (layers, init_params(layers, int(config.seed), tuple(shape)), x)
     checked = _check(cases, y, lr)
     results: dict[str, dict[str, dict]] = {k: {} for k in nets}
     for net, act in cases:  # in config order (the pytree came back with sorted keys)
         loss, ref_loss, gh, ga, p_hand, p_auto = checked[(net, act)]
         results[net][act] = {
-            "rel": B.max_relative_error(gh, ga),
-            "step": B.max_abs_difference(p_hand, p_auto),
+            "rel": max_relative_error(gh, ga),
+            "step": max_abs_difference(p_hand, p_auto),
             "loss_diff": abs(float(loss) - float(ref_loss)),
             "layer_norms": [(float(np.linalg.norm(g["W"])), float(np.linalg.norm(r["W"])))
                             for g, r in zip(gh, ga) if "W" in r],
-            "prelu_rel": max((e["alpha"] for e in B.relative_errors(gh, ga) if "alpha" in e), default=0.0),
+            "prelu_rel": max((e["alpha"] for e in relative_errors(gh, ga) if "alpha" in e), default=0.0),
         }
 
     # A short training run with each backward pass (full batch, the train activation's MLP), in
     # float64 so that the comparison is not blurred by float32 rounding accumulating over steps.
     m = int(config.train_examples)
-    layers = B.mlp_layers(config.mlp_sizes, config.train_activation)
-    params = B.init_params(layers, int(config.seed), (64,))
+    layers = mlp_layers(config.mlp_sizes, config.train_activation)
+    params = init_params(layers, int(config.seed), (64,))
     with float64():
         xt = jnp.asarray(data.x_train[:m], jnp.float64).reshape(m, -1)
         yt = jnp.asarray(data.y_train[:m])
@@ -189,27 +200,27 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         measured.update({f"rel_error_{act}": v["rel"] for act, v in r.items()})
         if "prelu" in r:
             measured["rel_error_prelu_slope"] = r["prelu"]["prelu_rel"]
-        out.append(C.claim(
+        out.append(claim(
             f"{net}_gradients_match",
             f"Hand-written backprop through a {title} gives jax.grad's gradients for "
             f"{', '.join(config.activations)}",
             SOURCE,
             f"relative error <= {tol:g} for every parameter tensor and activation",
             measured,
-            checks=[C.check("gradient_rel_error", worst, THRESHOLDS["gradient_rel_error"], random=False,
-                            statistic=f"max_rel_error_{net}")],
+            checks=[check("gradient_rel_error", worst, THRESHOLDS["gradient_rel_error"], random=False,
+                          statistic=f"max_rel_error_{net}")],
         ))
     steps = {f"max_abs_param_diff_{net}": max(v["step"] for v in results[net].values()) for net in results}
-    out.append(C.claim(
+    out.append(claim(
         "sgd_step_matches",
         "One SGD step with the hand-written gradients gives the same parameters as jax.grad + optax.sgd",
         SOURCE,
         f"max |difference| <= {stol:g} over all parameters, activations and both nets (learning rate {lr:g})",
         {**steps, "learning_rate": lr},
-        checks=[C.check("sgd_step_abs_diff", v, THRESHOLDS["sgd_step_abs_diff"], random=False, statistic=k)
+        checks=[check("sgd_step_abs_diff", v, THRESHOLDS["sgd_step_abs_diff"], random=False, statistic=k)
                 for k, v in steps.items()],
     ))
-    out.append(C.claim(
+    out.append(claim(
         "training_matches",
         f"Training the MLP ({config.train_activation}) with hand-written backprop follows the jax.grad run "
         "step by step",
@@ -218,10 +229,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         f"{config.train_steps} full-batch steps; the loss at least halves",
         {"max_rel_loss_diff": train_rel, "loss_start": loss_auto[0], "loss_end_hand": loss_hand[-1],
          "loss_end_autodiff": loss_auto[-1], "learning_rate": float(config.train_learning_rate)},
-        checks=[C.check("train_rel_loss_diff", train_rel, THRESHOLDS["train_rel_loss_diff"], random=False,
-                        statistic="max_rel_loss_diff"),
-                C.check("train_loss_ratio", loss_hand[-1] / loss_hand[0], THRESHOLDS["train_loss_ratio"], random=False,
-                        statistic="loss_end / loss_start")],
+        checks=[check("train_rel_loss_diff", train_rel, THRESHOLDS["train_rel_loss_diff"], random=False,
+                      statistic="max_rel_loss_diff"),
+                check("train_loss_ratio", loss_hand[-1] / loss_hand[0], THRESHOLDS["train_loss_ratio"], random=False,
+                      statistic="loss_end / loss_start")],
     ))
     return out
 

@@ -24,23 +24,23 @@ from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.models.mlp import count_params
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
 ORDER = 22
 
 THRESHOLDS = {
-    "linear_test_accuracy": C.Threshold("<=", 75.0, (
+    "linear_test_accuracy": Threshold("<=", 75.0, (
         "halfway between chance (50%) and a fit (100%): the two arms are mirror images through the centre "
         "(x -> -x swaps the classes), so a line through the centre is at chance and an offset line gains only "
         "from the uneven density; the lecture: '1 layer? Linear decision surface'")),
-    "fit_train_accuracy": C.Threshold(">=", 90.0, (
+    "fit_train_accuracy": Threshold(">=", 90.0, (
         "'fits': at most 10% training error for every model with a hidden layer; the position noise makes the "
         "arms overlap near the centre, so a few percent of the points are ambiguous for any model")),
-    "deep_minus_wide_test_accuracy": C.Threshold(">", 0.0, (
+    "deep_minus_wide_test_accuracy": Threshold(">", 0.0, (
         "paired over seeds: the lecture says only 'in practice, more layers helps', with no size")),
-    "param_count_spread": C.Threshold("<=", 0.02, (
+    "param_count_spread": Threshold("<=", 0.02, (
         "equal parameter counts: integer widths match a ~900 budget to within 1%; 2% leaves room for other budgets")),
 }
 
@@ -119,8 +119,8 @@ def train_models(config, data, workdir) -> dict[str, dict]:
     """Per model: its best learning rate (by mean training accuracy over seeds) and, at that rate,
     per-seed training and test accuracy (seed order)."""
     d_in, k = data.input_shape[0], data.num_classes
-    tc = TrainConfig.from_config(config)
-    tc.eval_train = True
+    train_config = TrainConfig.from_config(config)
+    train_config.eval_train = True
     models = {"1 layer (linear)": ()}
     for depth in config.depths:
         w = width_for_budget(d_in, k, int(depth), int(config.budget))
@@ -128,7 +128,7 @@ def train_models(config, data, workdir) -> dict[str, dict]:
     results = {}
     for label, hidden in models.items():
         model = get_model("mlp", num_classes=k, hidden=hidden, activation=config.activation)
-        res = fit(model, data, tc, workdir=workdir, tag=label)
+        res = fit(model, data, train_config, workdir=workdir, tag=label)
         lrs = [m["learning_rate"] for m in res.members]
         uniq = sorted(set(lrs))
         train, test = tail_mean(res, "train_full_accuracy"), tail_mean(res, "test_accuracy")
@@ -198,25 +198,25 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     param_spread = (max(params) - min(params)) / max(params)
     stat = f"mean of the last {TAIL:.0%} of training, 95% interval over {len(config.seeds)} seeds"
     return [
-        C.claim(
+        claim(
             "one_layer_fails",
             "One linear layer draws a linear decision boundary and fails on two interleaved spirals",
             "Lecture: 'Representational power: 1 layer? Linear decision surface'",
             f"test accuracy <= 75% (chance is 50%; {stat})",
             {"test_accuracy_linear": lin["test_seeds"], "train_accuracy_linear": lin["train_seeds"]},
-            checks=[C.check("linear_test_accuracy", lin["test_seeds"], THRESHOLDS["linear_test_accuracy"],
-                            statistic="linear test accuracy (%)")],
+            checks=[check("linear_test_accuracy", lin["test_seeds"], THRESHOLDS["linear_test_accuracy"],
+                          statistic="linear test accuracy (%)")],
         ),
-        C.claim(
+        claim(
             "two_plus_layers_fit",
             "Networks with a hidden layer (2 or more layers) fit the spirals",
             "Lecture: '2+ layers? In theory, can represent any function'; Cybenko 1989, Hornik 1991",
             f"training accuracy >= 90% for every model with a hidden layer ({stat})",
             {f"train_accuracy_{len(results[lab]['hidden']) + 1}_layers": results[lab]["train_seeds"] for lab in hidden_labels},
-            checks=[C.check("fit_train_accuracy", results[lab]["train_seeds"], THRESHOLDS["fit_train_accuracy"],
-                            statistic=f"train accuracy {lab.split(' (')[0]} (%)") for lab in hidden_labels],
+            checks=[check("fit_train_accuracy", results[lab]["train_seeds"], THRESHOLDS["fit_train_accuracy"],
+                          statistic=f"train accuracy {lab.split(' (')[0]} (%)") for lab in hidden_labels],
         ),
-        C.claim(
+        claim(
             "deep_beats_wide",
             f"At an equal parameter count (~{config.budget}), a narrow-deep net ({deep_label}) reaches a higher "
             f"test accuracy than a wide-shallow one ({hidden_labels[0]})",
@@ -230,9 +230,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                 "params_wide_shallow": shallow["params"],
                 "params_narrow_deep": deep["params"],
             },
-            checks=[C.check("deep_minus_wide_test_accuracy", deep["test_seeds"] - shallow["test_seeds"],
-                            THRESHOLDS["deep_minus_wide_test_accuracy"], statistic="test accuracy deep - wide (points)"),
-                    C.check("param_count_spread", param_spread, THRESHOLDS["param_count_spread"], random=False)],
+            checks=[check("deep_minus_wide_test_accuracy", deep["test_seeds"] - shallow["test_seeds"],
+                          THRESHOLDS["deep_minus_wide_test_accuracy"], statistic="test accuracy deep - wide (points)"),
+                    check("param_count_spread", param_spread, THRESHOLDS["param_count_spread"], random=False)],
         ),
     ]
 

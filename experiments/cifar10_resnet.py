@@ -26,7 +26,7 @@ import numpy as np
 
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "architectures"
@@ -40,13 +40,13 @@ PAPER_ERROR = {"resnet20": 8.75, "resnet32": 7.51, "resnet44": 7.17, "resnet56":
 PAPER_SLACK = 0.5
 CHANCE_LOSS = math.log(10.0)  # cross-entropy of a uniform guess over the 10 classes
 THRESHOLDS = {
-    **{f"test_error_{m}": C.Threshold("<=", round(e + PAPER_SLACK, 2),
-                                      f"He et al. 2016 Table 6: {e}%, + 0.5 for a mean over seeds against the paper's "
-                                      "best of 5 runs (ResNet-110: best 6.43, mean 6.61, std 0.16)")
+    **{f"test_error_{m}": Threshold("<=", round(e + PAPER_SLACK, 2),
+                                    f"He et al. 2016 Table 6: {e}%, + 0.5 for a mean over seeds against the paper's "
+                                    "best of 5 runs (ResNet-110: best 6.43, mean 6.61, std 0.16)")
        for m, e in PAPER_ERROR.items()},
-    "train_loss_below_chance": C.Threshold("<", round(CHANCE_LOSS, 4),
-                                           "log(10): the cross-entropy of a uniform guess over 10 classes"),
-    "test_error_below_chance": C.Threshold("<", 90.0, "90%: the error of a guess among 10 balanced classes"),
+    "train_loss_below_chance": Threshold("<", round(CHANCE_LOSS, 4),
+                                         "log(10): the cross-entropy of a uniform guess over 10 classes"),
+    "test_error_below_chance": Threshold("<", 90.0, "90%: the error of a guess among 10 balanced classes"),
 }
 
 
@@ -108,12 +108,12 @@ CLAIMS = ("paper", "trains", "runs")
 def _paper_claim(name: str, res, config) -> dict:
     err = 100.0 * (1.0 - res.final("test_accuracy"))
     th = THRESHOLDS[f"test_error_{name}"]
-    return C.claim(
+    return claim(
         f"test_error_{name}", f"{name} reaches the paper's CIFAR-10 test error ({PAPER_ERROR[name]}%)", SOURCE,
         f"mean test error over {len(err)} seeds {th.op} {th.value:g}% (the paper's {PAPER_ERROR[name]}% + "
         f"{PAPER_SLACK:g} for a mean against a best of 5 runs)",
         {f"test_error_{name}": err, "steps": int(config.steps), "train_seconds": res.seconds},
-        checks=[C.check(f"test_error_{name}", err, th)],
+        checks=[check(f"test_error_{name}", err, th)],
     )
 
 
@@ -122,7 +122,7 @@ def _trains_claim(name: str, res, config) -> dict:
     last = steps > 0.8 * steps[-1]  # the last 20% of training: robust to one noisy interval
     loss = losses[:, last].mean(axis=1)
     err = 100.0 * (1.0 - res.final("test_accuracy"))
-    return C.claim(
+    return claim(
         f"trains_{name}",
         f"{name} trains on CIFAR-10 with the paper's recipe: in a short run ({config.steps} of the paper's 64000 "
         "iterations) the training loss and the test error fall below chance level. The paper's test error "
@@ -130,8 +130,8 @@ def _trains_claim(name: str, res, config) -> dict:
         SOURCE,
         f"mean over seeds: training loss over the last 20% of steps < log(10) = {CHANCE_LOSS:.3f}, test error < 90%",
         {f"train_loss_{name}": loss, f"test_error_{name}": err, "steps": int(config.steps)},
-        checks=[C.check("train_loss_below_chance", loss, THRESHOLDS["train_loss_below_chance"]),
-                C.check("test_error_below_chance", err, THRESHOLDS["test_error_below_chance"])],
+        checks=[check("train_loss_below_chance", loss, THRESHOLDS["train_loss_below_chance"]),
+                check("test_error_below_chance", err, THRESHOLDS["test_error_below_chance"])],
     )
 
 
@@ -140,7 +140,7 @@ def _runs_claim(name: str, res, config) -> dict:
     _, test_losses = res.curve("test_loss")
     expected = list(range(int(config.eval_every), int(config.steps) + 1, int(config.eval_every)))
     finite = bool(np.isfinite(losses).all() and np.isfinite(test_losses).all())
-    return C.claim(
+    return claim(
         f"runs_{name}",
         f"The {name} pipeline runs end to end (a few steps: no claim about the error rate)", SOURCE,
         "finite training and test losses at every evaluation point, one per eval_every steps",
@@ -155,11 +155,11 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     data_dir = os.path.expanduser(config.data_dir) if config.data_dir else None
     data = streaming("cifar10", int(config.batch_size), data_dir=data_dir, seed=int(config.seeds[0]),
                      augment=bool(config.augment), eval_limit=int(config.eval_limit))
-    tc = TrainConfig.from_config(config)
+    train_config = TrainConfig.from_config(config)
     out, results = [], {}
     for name in config.models:
         model = get_model(name, num_classes=10, width=int(config.width), scan_blocks=True)
-        res = fit(model, data, tc, workdir=workdir, tag=name)
+        res = fit(model, data, train_config, workdir=workdir, tag=name)
         results[name] = res
         out.append({"paper": _paper_claim, "trains": _trains_claim, "runs": _runs_claim}[config.claim](name, res, config))
     fig, (ax,) = subplots(size=(6, 4))

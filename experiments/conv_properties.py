@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from nnbasics.analysis import conv_matrix as cm
-from nnbasics.analysis import equivariance as eq
+from nnbasics.analysis import conv_matrix
+from nnbasics.analysis.equivariance import deformation_stability, relative_difference, smooth_displacement, translate, warp
 from nnbasics.data.photos import PHOTOS, photo
 from nnbasics.nn.conv import Conv, conv_general
 from nnbasics.nn.local import LocallyConnected, param_counts
 from nnbasics.nn.pooling import channel_max_pool, global_pool, max_pool, mean_pool
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
@@ -37,22 +37,22 @@ LECTURE = "Lecture: convolutional neural networks"
 
 _EXACT = "an exact identity computed in float32 (highest matmul precision): rounding is ~1e-7 relative"
 THRESHOLDS = {
-    "toeplitz_error": C.Threshold("<=", 1e-5, _EXACT),
-    "conv_equivariance_error": C.Threshold("<=", 1e-5, _EXACT),
-    "dense_equivariance_error": C.Threshold(">=", 0.1, "a dense net has no weight sharing: the error of "
-                                            "translate(f(x)) against f(translate(x)) is of order 1, not rounding"),
-    "any_size_error": C.Threshold("<=", 1e-5, _EXACT),
-    "strided_error": C.Threshold("<=", 1e-5, _EXACT),
-    "max_pool_shift_ratio": C.Threshold("<=", 0.6, "lecture: pooling gives stability to small translations; 'much "
-                                        "less' read as at most 0.6 of the change without pooling"),
-    "channel_pool_cv": C.Threshold("<=", 0.1, "lecture: pooling across rotated filters gives rotation invariance; "
-                                   "'almost equal' read as a coefficient of variation of at most 10%"),
-    "single_filter_cv": C.Threshold(">=", 0.5, "one oriented filter responds to a narrow range of orientations: its "
-                                    "response varies by the order of its mean"),
-    "deformation_ratio": C.Threshold("<=", 0.5, "lecture (Bruna & Mallat; Zhang et al. 2018): CNN features are stable "
-                                     "to small diffeomorphisms; 'far less than the pixels' read as at most half"),
-    "deformation_pooling_gain": C.Threshold("<", 0.0, "pooling is what brings the stability: the paired difference "
-                                            "ratio(with pooling) - ratio(without) is negative"),
+    "toeplitz_error": Threshold("<=", 1e-5, _EXACT),
+    "conv_equivariance_error": Threshold("<=", 1e-5, _EXACT),
+    "dense_equivariance_error": Threshold(">=", 0.1, "a dense net has no weight sharing: the error of "
+                                          "translate(f(x)) against f(translate(x)) is of order 1, not rounding"),
+    "any_size_error": Threshold("<=", 1e-5, _EXACT),
+    "strided_error": Threshold("<=", 1e-5, _EXACT),
+    "max_pool_shift_ratio": Threshold("<=", 0.6, "lecture: pooling gives stability to small translations; 'much "
+                                      "less' read as at most 0.6 of the change without pooling"),
+    "channel_pool_cv": Threshold("<=", 0.1, "lecture: pooling across rotated filters gives rotation invariance; "
+                                 "'almost equal' read as a coefficient of variation of at most 10%"),
+    "single_filter_cv": Threshold(">=", 0.5, "one oriented filter responds to a narrow range of orientations: its "
+                                  "response varies by the order of its mean"),
+    "deformation_ratio": Threshold("<=", 0.5, "lecture (Bruna & Mallat; Zhang et al. 2018): CNN features are stable "
+                                   "to small diffeomorphisms; 'far less than the pixels' read as at most half"),
+    "deformation_pooling_gain": Threshold("<", 0.0, "pooling is what brings the stability: the paired difference "
+                                          "ratio(with pooling) - ratio(without) is negative"),
 }
 
 
@@ -147,7 +147,7 @@ def param_count_claim(config, workdir) -> dict:
     ax.set(yscale="log", ylabel="parameters (log scale)",
            title=f"{n}x{n}x{cin} -> {n}x{n}x{f}: weight sharing and locality")
     workdir.save_figure(fig, "parameter_counts")
-    return C.claim(
+    return claim(
         "parameter_counts",
         "A conv layer needs far fewer parameters than a locally connected layer, which needs far fewer than a "
         "fully connected one, on the same input and output (counts match the formulas)",
@@ -178,12 +178,12 @@ def toeplitz_claim(config, workdir) -> dict:
         x = rng.standard_normal((2, *spatial, cin)).astype(np.float32)
         w = rng.standard_normal((*ks, cin, cout)).astype(np.float32)
         ref = np.asarray(conv_general(jnp.asarray(x), jnp.asarray(w), s, pad, d, impl="xla"))
-        got = cm.conv_by_matrix(x, w, s, pad, d)
+        got = conv_matrix.conv_by_matrix(x, w, s, pad, d)
         errors.append(float(np.max(np.abs(got - ref)) / max(np.max(np.abs(ref)), 1e-12)))
-    m1 = cm.toeplitz_matrix([1.0, 2.0, 3.0], 10, "SAME")
+    m1 = conv_matrix.toeplitz_matrix([1.0, 2.0, 3.0], 10, "SAME")
     k2 = rng.standard_normal((3, 3, 1, 1))
-    m2 = cm.conv_matrix(k2, (5, 5), 1, "SAME")
-    structured = cm.is_toeplitz(m1) and cm.is_doubly_block_toeplitz(m2, (5, 5))
+    m2 = conv_matrix.conv_matrix(k2, (5, 5), 1, "SAME")
+    structured = conv_matrix.is_toeplitz(m1) and conv_matrix.is_doubly_block_toeplitz(m2, (5, 5))
 
     fig, axes = subplots(1, 2, size=(4.2, 4.2))
     fig.colorbar(axes[0].imshow(m1, cmap="RdBu_r", vmin=-3, vmax=3), ax=axes[0], fraction=0.046, pad=0.04)
@@ -193,7 +193,7 @@ def toeplitz_claim(config, workdir) -> dict:
     axes[1].set(title="2-D 3x3 on 5x5: doubly block Toeplitz", xlabel="input pixel", ylabel="output pixel")
     workdir.save_figure(fig, "toeplitz")
     max_err = float(max(errors))
-    return C.claim(
+    return claim(
         "conv_is_toeplitz_matrix",
         "A convolution is a matrix product with a (doubly block) Toeplitz matrix: M x equals the convolution for "
         "any stride, padding, dilation and channel count",
@@ -201,8 +201,8 @@ def toeplitz_claim(config, workdir) -> dict:
         f"max relative error <= {THRESHOLDS['toeplitz_error'].value:g} over {config.toeplitz_trials} random layers; "
         "structure checked",
         {"max_relative_error": max_err, "trials": len(errors), "toeplitz_structure": float(structured),
-         "nonzero_fraction_2d": cm.band_fraction(m2)},
-        structured, checks=[C.check("toeplitz_error", max_err, THRESHOLDS["toeplitz_error"], random=False)],
+         "nonzero_fraction_2d": conv_matrix.band_fraction(m2)},
+        structured, checks=[check("toeplitz_error", max_err, THRESHOLDS["toeplitz_error"], random=False)],
     )
 
 
@@ -245,8 +245,8 @@ def equivariance_claims(config, workdir) -> list[dict]:
         return {
             "conv": circular_conv_net(conv_params, x),
             "dense": dense_net(dense_params, x),
-            "conv_shifted": [circular_conv_net(conv_params, eq.translate(x, s)) for s in shifts],
-            "dense_shifted": [dense_net(dense_params, eq.translate(x, s)) for s in shifts],
+            "conv_shifted": [circular_conv_net(conv_params, translate(x, s)) for s in shifts],
+            "dense_shifted": [dense_net(dense_params, translate(x, s)) for s in shifts],
             # Any input size: the same weights on n x n and 4n x 4n; the small image pasted into a
             # big zero canvas gives the same features away from the border of the receptive field.
             "small": zero_pad_conv_net(conv_params, x),
@@ -257,17 +257,17 @@ def equivariance_claims(config, workdir) -> list[dict]:
         }
 
     o = jax.tree.map(np.asarray, outputs(jnp.asarray(x)))
-    conv_err = [eq.relative_difference(o["conv_shifted"][i], eq.translate(o["conv"], s)) for i, s in enumerate(shifts)]
-    dense_err = [eq.relative_difference(o["dense_shifted"][i], eq.translate(o["dense"], s)) for i, s in enumerate(shifts)]
+    conv_err = [relative_difference(o["conv_shifted"][i], translate(o["conv"], s)) for i, s in enumerate(shifts)]
+    dense_err = [relative_difference(o["dense_shifted"][i], translate(o["dense"], s)) for i, s in enumerate(shifts)]
     small, big = o["small"], o["big"]
-    size_err = eq.relative_difference(big[:, n + b:2 * n - b, n + b:2 * n - b], small[:, b:-b, b:-b])
+    size_err = relative_difference(big[:, n + b:2 * n - b, n + b:2 * n - b], small[:, b:-b, b:-b])
     try:
         jax.eval_shape(lambda z: dense_net(dense_params, z), jax.ShapeDtypeStruct((2, 4 * n, 4 * n, 3), jnp.float32))
         dense_any_size = 1.0
     except (TypeError, ValueError):
         dense_any_size = 0.0
     strided, subsampled = o["strided"], o["subsampled"]
-    stride_err = eq.relative_difference(strided, subsampled)
+    stride_err = relative_difference(strided, subsampled)
 
     shift = shifts[-1]
     fx, fsx = o["conv"], o["conv_shifted"][-1]
@@ -276,8 +276,8 @@ def equivariance_claims(config, workdir) -> list[dict]:
         (x[0], f"input x (a photo crop), shift {tuple(shift)}"),
         (fx[0, ..., ch], f"conv net: f(x), channel {ch}"),
         (fsx[0, ..., ch], "conv net: f(translate(x))"),
-        (np.abs(eq.translate(fx, shift) - fsx)[0, ..., ch], "conv: |translate(f(x)) - f(translate(x))|"),
-        (np.abs(eq.translate(o["dense"], shift) - o["dense_shifted"][-1])[0, ..., ch],
+        (np.abs(translate(fx, shift) - fsx)[0, ..., ch], "conv: |translate(f(x)) - f(translate(x))|"),
+        (np.abs(translate(o["dense"], shift) - o["dense_shifted"][-1])[0, ..., ch],
          "dense: |translate(f(x)) - f(translate(x))|"),
     ]
     fig, axes = subplots(1, len(panels), size=(3.6, 3.6))
@@ -296,17 +296,17 @@ def equivariance_claims(config, workdir) -> list[dict]:
     tol = THRESHOLDS["conv_equivariance_error"].value
     th = THRESHOLDS
     return [
-        C.claim(
+        claim(
             "translation_equivariance",
             "A conv net (circular padding) is translation-equivariant, f(translate(x)) = translate(f(x)), "
             "while a dense net is not",
             LECTURE + " (five views: equivariant with translation)",
             f"conv net relative error <= {tol:g}; dense net >= 0.1",
             {"conv_net_error_max": max(conv_err), "dense_net_error_min": min(dense_err), "shifts": len(conv_err)},
-            checks=[C.check("conv_equivariance_error", max(conv_err), th["conv_equivariance_error"], random=False),
-                    C.check("dense_equivariance_error", min(dense_err), th["dense_equivariance_error"], random=False)],
+            checks=[check("conv_equivariance_error", max(conv_err), th["conv_equivariance_error"], random=False),
+                    check("dense_equivariance_error", min(dense_err), th["dense_equivariance_error"], random=False)],
         ),
-        C.claim(
+        claim(
             "any_input_size",
             f"The same conv weights run on {n}x{n} and {4 * n}x{4 * n} inputs and compute the same features "
             "(a dense layer's weights fix its input size)",
@@ -315,16 +315,16 @@ def equivariance_claims(config, workdir) -> list[dict]:
             {"relative_error": size_err, "out_height_small": small.shape[1], "out_height_large": big.shape[1],
              "dense_net_runs_on_larger_input": dense_any_size},
             small.shape[1] == n and big.shape[1] == 4 * n and dense_any_size == 0.0,
-            checks=[C.check("any_size_error", size_err, th["any_size_error"], random=False)],
+            checks=[check("any_size_error", size_err, th["any_size_error"], random=False)],
         ),
-        C.claim(
+        claim(
             "strided_conv_is_subsampled_conv",
             "A strided convolution equals the convolution followed by subsampling (at 1/stride^2 of the cost)",
             LECTURE + " (strided convolution)",
             f"relative error <= {tol:g}",
             {"relative_error": stride_err, "outputs_strided": float(np.prod(strided.shape)),
              "outputs_full": float(np.prod(subsampled.shape) * 4)},
-            checks=[C.check("strided_error", stride_err, th["strided_error"], random=False)],
+            checks=[check("strided_error", stride_err, th["strided_error"], random=False)],
         ),
     ]
 
@@ -368,7 +368,7 @@ def pooling_changes(config, crops, seed: int) -> dict:
     sizes = tuple(int(k) for k in config.pool_sizes)
     base = jax.tree.map(np.asarray, features(x0, w, sizes))
     moved = [jax.tree.map(np.asarray, features(xs, w, sizes)) for xs in shifted]
-    return {key: float(np.mean([eq.relative_difference(m[key], base[key]) for m in moved])) for key in base}
+    return {key: float(np.mean([relative_difference(m[key], base[key]) for m in moved])) for key in base}
 
 
 def pooling_claim(config, workdir, crops_per_seed) -> dict:
@@ -389,7 +389,7 @@ def pooling_claim(config, workdir, crops_per_seed) -> dict:
     workdir.save_figure(fig, "pooling_shift_stability")
     k = config.pool_size
     ratio = [c[f"max{k}"] / c["max1"] for c in changes]
-    return C.claim(
+    return claim(
         "max_pooling_shift_stability",
         f"Max pooling ({k}x{k}) makes conv features of real photographs change much less under a 1-pixel shift "
         "than without pooling",
@@ -398,7 +398,7 @@ def pooling_claim(config, workdir, crops_per_seed) -> dict:
         {"change_no_pooling": [c["max1"] for c in changes], f"change_max_pool_{k}": [c[f"max{k}"] for c in changes],
          f"change_mean_pool_{k}": [c[f"mean{k}"] for c in changes], "ratio": ratio,
          "crops": crops_per_seed[0][: config.n_crops].shape[0]},
-        checks=[C.check("max_pool_shift_ratio", ratio, THRESHOLDS["max_pool_shift_ratio"])],
+        checks=[check("max_pool_shift_ratio", ratio, THRESHOLDS["max_pool_shift_ratio"])],
     )
 
 
@@ -442,7 +442,7 @@ def channel_pooling_claim(config, workdir) -> dict:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     workdir.save_figure(fig, "channel_pooling_rotation")
-    return C.claim(
+    return claim(
         "channel_pooling_rotation_invariance",
         f"Max pooling across a bank of {config.orientations} rotated edge filters responds to an edge at any "
         "orientation almost equally, while one filter does not",
@@ -450,8 +450,8 @@ def channel_pooling_claim(config, workdir) -> dict:
         "coefficient of variation over orientations: pooled <= 0.1, single filter >= 0.5 (no randomness: fixed "
         "filters and edges)",
         {"cv_single_filter": cv_single, "cv_channel_max": cv_pooled, "orientations": config.orientations},
-        checks=[C.check("channel_pool_cv", cv_pooled, THRESHOLDS["channel_pool_cv"], random=False),
-                C.check("single_filter_cv", cv_single, THRESHOLDS["single_filter_cv"], random=False)],
+        checks=[check("channel_pool_cv", cv_pooled, THRESHOLDS["channel_pool_cv"], random=False),
+                check("single_filter_cv", cv_single, THRESHOLDS["single_filter_cv"], random=False)],
     )
 
 
@@ -464,7 +464,7 @@ def pooled_net(params, x, pool: bool):
 
 
 def deformation_changes(config, crops, seed: int, sweep: list[float]) -> tuple[dict, tuple]:
-    """{px: {"with pooling"/"no pooling": eq.deformation_stability}} for a net and a warp drawn from
+    """{px: {"with pooling"/"no pooling": deformation_stability}} for a net and a warp drawn from
     `seed` over the largest displacements `sweep`, and an example (image, warped, field)."""
     s = config.crop_size
     x = jnp.asarray(crops[: config.n_deform, :s, :s, None])
@@ -474,9 +474,9 @@ def deformation_changes(config, crops, seed: int, sweep: list[float]) -> tuple[d
     field_seed = int(rng.integers(2**31))
     results, example = {}, None
     for px in sweep:
-        d = eq.smooth_displacement(field_seed, (s, s), px)
-        xw = eq.warp(x, d)
-        results[px] = {name: eq.deformation_stability(f, x, xw) for name, f in nets.items()}
+        d = smooth_displacement(field_seed, (s, s), px)
+        xw = warp(x, d)
+        results[px] = {name: deformation_stability(f, x, xw) for name, f in nets.items()}
         if px == float(config.deformation_pixels):
             example = (np.asarray(x[0, ..., 0]), np.asarray(xw[0, ..., 0]), np.asarray(d))
     return results, example
@@ -490,7 +490,7 @@ def _sweep(config) -> list[float]:
 
 
 def deformation_ratios(config, crops_per_seed, seeds, pool: bool) -> dict:
-    """Per seed (net, warp of config.deformation_pixels, crops): the changes of eq.deformation_stability,
+    """Per seed (net, warp of config.deformation_pixels, crops): the changes of deformation_stability,
     every seed's net in one vmapped program."""
     s, px = config.crop_size, float(config.deformation_pixels)
     params, xs, xws = [], [], []
@@ -499,14 +499,14 @@ def deformation_ratios(config, crops_per_seed, seeds, pool: bool) -> dict:
         params.append([he(rng, (5, 5, 1, 16)), he(rng, (3, 3, 16, 32)), he(rng, (3, 3, 32, 64))])
         x = jnp.asarray(crops[: config.n_deform, :s, :s, None])
         xs.append(x)
-        xws.append(eq.warp(x, eq.smooth_displacement(int(rng.integers(2**31)), (s, s), px)))
+        xws.append(warp(x, smooth_displacement(int(rng.integers(2**31)), (s, s), px)))
     params = jax.tree.map(lambda *a: jnp.stack(a), *params)
     net = jax.jit(jax.vmap(lambda p, z: pooled_net(p, z, pool)))
     fx, fxw = np.asarray(net(params, jnp.stack(xs))), np.asarray(net(params, jnp.stack(xws)))
     out = {"pixel_change": [], "feature_change": []}
     for i in range(len(xs)):
-        out["pixel_change"].append(eq.deformation_stability(lambda z: z, xs[i], xws[i])["pixel_change"])
-        out["feature_change"].append(eq.deformation_stability(lambda z: z, fx[i], fxw[i])["pixel_change"])
+        out["pixel_change"].append(deformation_stability(lambda z: z, xs[i], xws[i])["pixel_change"])
+        out["feature_change"].append(deformation_stability(lambda z: z, fx[i], fxw[i])["pixel_change"])
     out["ratio"] = np.array(out["feature_change"]) / np.array(out["pixel_change"])
     return out
 
@@ -520,7 +520,7 @@ def deformation_claim(config, workdir, crops_per_seed) -> dict:
     n = int(config.n_paired)
     none = deformation_ratios(config, crops_per_seed[:n], config.seeds[:n], False)
     ratio, ratio_none = pooled["ratio"], none["ratio"]
-    return C.claim(
+    return claim(
         "deformation_stability",
         f"Under an elastic warp of up to {config.deformation_pixels:g} pixels, the features of a conv net with "
         "pooling change far less than the pixels do (each relative to the distance between different images)",
@@ -529,9 +529,9 @@ def deformation_claim(config, workdir, crops_per_seed) -> dict:
         f"paired difference with the same nets without pooling < 0 (first {n} seeds)",
         {"ratio_with_pooling": ratio, "ratio_no_pooling": ratio_none, "pixel_change": pooled["pixel_change"],
          "feature_change": pooled["feature_change"], "images": config.n_deform},
-        checks=[C.check("deformation_ratio", ratio, THRESHOLDS["deformation_ratio"]),
-                C.check("deformation_pooling_gain", ratio[:n] - ratio_none, THRESHOLDS["deformation_pooling_gain"],
-                        statistic="ratio(pooling) - ratio(no pooling)")],
+        checks=[check("deformation_ratio", ratio, THRESHOLDS["deformation_ratio"]),
+                check("deformation_pooling_gain", ratio[:n] - ratio_none, THRESHOLDS["deformation_pooling_gain"],
+                      statistic="ratio(pooling) - ratio(no pooling)")],
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from nnbasics.analysis import image_statistics as ist
 from nnbasics.data.photos import PHOTOS, photo
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
@@ -28,15 +28,15 @@ SOURCE = "Simoncelli 2005, Statistical modeling of photographic images, Fig. 1; 
 # The photographs are fixed, published images: every statistic of them is deterministic (random=False).
 # Only the scrambled control is random (the permutation): one value per seed.
 THRESHOLDS = {
-    "corr_d1": C.Threshold(">=", 0.8, "Simoncelli 2005 Fig. 1: neighbouring pixels of photographs correlate at ~0.9"),
-    "max_rise": C.Threshold("<=", 0.02, "the decay is monotone; 0.02 allows the rounding of a correlation estimate"),
-    "far_over_near": C.Threshold("<=", 0.5, "Simoncelli 2005 Fig. 1: the correlation falls well below half its "
-                                 "neighbour value over 100+ pixels"),
-    "power_law_exponent": C.Threshold(">=", 1e-3, "a power law c(d) = A d^-b that decays: b > 0"),
-    "power_law_r2": C.Threshold(">=", 0.9, "the 1/f^(2-eta) spectrum of photographs (Simoncelli & Olshausen 2001) "
-                                "makes log c(d) a straight line in log d"),
-    "max_abs_scrambled": C.Threshold("<=", 0.02, "the standard error of a correlation over N >= 1e5 independent pairs "
-                                     "is 1/sqrt(N) <= 0.003: the largest of a few hundred stays far below 0.02"),
+    "corr_d1": Threshold(">=", 0.8, "Simoncelli 2005 Fig. 1: neighbouring pixels of photographs correlate at ~0.9"),
+    "max_rise": Threshold("<=", 0.02, "the decay is monotone; 0.02 allows the rounding of a correlation estimate"),
+    "far_over_near": Threshold("<=", 0.5, "Simoncelli 2005 Fig. 1: the correlation falls well below half its "
+                               "neighbour value over 100+ pixels"),
+    "power_law_exponent": Threshold(">=", 1e-3, "a power law c(d) = A d^-b that decays: b > 0"),
+    "power_law_r2": Threshold(">=", 0.9, "the 1/f^(2-eta) spectrum of photographs (Simoncelli & Olshausen 2001) "
+                              "makes log c(d) a straight line in log d"),
+    "max_abs_scrambled": Threshold("<=", 0.02, "the standard error of a correlation over N >= 1e5 independent pairs "
+                                   "is 1/sqrt(N) <= 0.003: the largest of a few hundred stays far below 0.02"),
 }
 
 
@@ -106,19 +106,19 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     exps = np.array([f["exponent"] for f in per_fit.values() if np.isfinite(f["exponent"])])
     th = THRESHOLDS
     return [
-        C.claim(
+        claim(
             "correlation_decays_with_distance",
             f"In {len(images)} real photographs the correlation between two pixels falls with their distance",
             SOURCE,
             "mean correlation >= 0.8 at distance 1, never rising by more than 0.02 from one distance to the next, "
             f"and at distance {d[-1]} at most half its value at distance 1",
             {"corr_d1": mean[0], f"corr_d{d[-1]}": mean[-1], "max_rise": max_rise, "images": len(images)},
-            checks=[C.check("corr_d1", mean[0], th["corr_d1"], random=False),
-                    C.check("max_rise", max_rise, th["max_rise"], random=False),
-                    C.check("far_over_near", mean[-1] / mean[0], th["far_over_near"], random=False,
-                            statistic=f"corr_d{d[-1]} / corr_d1")],
+            checks=[check("corr_d1", mean[0], th["corr_d1"], random=False),
+                    check("max_rise", max_rise, th["max_rise"], random=False),
+                    check("far_over_near", mean[-1] / mean[0], th["far_over_near"], random=False,
+                          statistic=f"corr_d{d[-1]} / corr_d1")],
         ),
-        C.claim(
+        claim(
             "power_law_decay",
             "The decay is a power law, c(d) ~ A d^(-b): a straight line on log-log axes",
             SOURCE,
@@ -127,17 +127,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
              "exponent_per_image_median": float(np.median(exps)) if exps.size else float("nan"),
              "exponent_per_image_min": float(exps.min()) if exps.size else float("nan"),
              "exponent_per_image_max": float(exps.max()) if exps.size else float("nan")},
-            checks=[C.check("power_law_exponent", fit["exponent"], th["power_law_exponent"], random=False),
-                    C.check("power_law_r2", fit["r2"], th["power_law_r2"], random=False)],
+            checks=[check("power_law_exponent", fit["exponent"], th["power_law_exponent"], random=False),
+                    check("power_law_r2", fit["r2"], th["power_law_r2"], random=False)],
         ),
-        C.claim(
+        claim(
             "scrambled_control",
             "Scrambling the pixels (same histogram, no spatial structure) removes the correlation at every distance",
             "Control for the claims above",
             f"largest |correlation| over every distance and scrambled image, mean over {len(config.seeds)} "
             f"permutation seeds <= {th['max_abs_scrambled'].value:g}",
             {"max_abs_corr_scrambled": max_abs_scrambled, "mean_corr_scrambled_d1": mean_scrambled[0]},
-            checks=[C.check("max_abs_scrambled", max_abs_scrambled, th["max_abs_scrambled"])],
+            checks=[check("max_abs_scrambled", max_abs_scrambled, th["max_abs_scrambled"])],
         ),
     ]
 

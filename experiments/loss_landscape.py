@@ -29,7 +29,7 @@ from nnbasics.analysis import loss_landscape as LL
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.models.resnet import cifar_resnet
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "architectures"
@@ -37,7 +37,7 @@ ORDER = 52
 SOURCE = "Li, Xu, Taylor, Studer & Goldstein 2018, Visualizing the Loss Landscape of Neural Nets, Fig. 5 and Fig. 8"
 
 THRESHOLDS = {
-    "nonconvex_gap": C.Threshold(">", 0.0, "Li et al. 2018 Fig. 5: without skip connections the surface around the "
+    "nonconvex_gap": Threshold(">", 0.0, "Li et al. 2018 Fig. 5: without skip connections the surface around the "
                                           "minimum is chaotic and non-convex where the ResNet's is convex (an "
                                           "ordering; the paper gives no size)"),
 }
@@ -141,7 +141,7 @@ def _surface_stats(surface, axis, radius: float) -> dict[str, float]:
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     data = load_dataset(config.data, **config.data_kwargs.to_dict())
-    tc = TrainConfig.from_config(config)
+    train_config = TrainConfig.from_config(config)
     n = int(config.landscape_examples)
     x, y = jax.numpy.asarray(data.x_train[:n]), jax.numpy.asarray(data.y_train[:n])
     depth, seeds = int(config.depth), [int(s) for s in config.seeds]
@@ -149,7 +149,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     for residual in (True, False):
         name = f"{'resnet' if residual else 'plain'}{depth}"
         model = cifar_resnet(depth, data.num_classes, residual=residual, width=int(config.width), scan_blocks=True)
-        res = fit(model, data, tc, workdir=workdir, tag=name)
+        res = fit(model, data, train_config, workdir=workdir, tag=name)
         seconds += res.seconds
         surfaces[name], rows = [], []
         for i, seed in enumerate(seeds):
@@ -170,7 +170,7 @@ def _claim(config, stats, depth: int, seconds: float) -> dict:
     narrow = "" if int(config.width) == 16 else f", narrowed to {config.width}/{2 * config.width}/{4 * config.width} filters"
     measured = {f"{k}_{name}": stats[name][k] for k in ("nonconvex_fraction", "nonconvex_fraction_grid", "local_minima",
                                                        "center_loss") for name in (plain_name, res_name)}
-    return C.claim(
+    return claim(
         "no_shortcut_less_convex",
         f"Without skip connections the loss surface around the minimum is less convex "
         f"(plain-{depth} vs ResNet-{depth}{narrow}; one trained net per kind and seed, each with its own directions)",
@@ -178,8 +178,8 @@ def _claim(config, stats, depth: int, seconds: float) -> dict:
         f"per seed: non-convex fraction of the grid points within {config.radius:g} of the minimum "
         f"({config.grid_points}x{config.grid_points} grid), plain minus ResNet > 0 (95% interval of the mean)",
         {**measured, "train_seconds": seconds},
-        checks=[C.check("nonconvex_gap", fp - fr, THRESHOLDS["nonconvex_gap"],
-                        statistic=f"nonconvex fraction plain{depth} - resnet{depth}")],
+        checks=[check("nonconvex_gap", fp - fr, THRESHOLDS["nonconvex_gap"],
+                      statistic=f"nonconvex fraction plain{depth} - resnet{depth}")],
     )
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
@@ -44,8 +44,8 @@ def _band_why(name: str, side: str) -> str:
 
 
 THRESHOLDS = {
-    **{f"{m}_accuracy_at_least": C.Threshold(">=", REFERENCE[m] - BAND, _band_why(m, "less")) for m in MODELS},
-    **{f"{m}_accuracy_at_most": C.Threshold("<=", REFERENCE[m] + BAND, _band_why(m, "plus")) for m in MODELS},
+    **{f"{m}_accuracy_at_least": Threshold(">=", REFERENCE[m] - BAND, _band_why(m, "less")) for m in MODELS},
+    **{f"{m}_accuracy_at_most": Threshold("<=", REFERENCE[m] + BAND, _band_why(m, "plus")) for m in MODELS},
 }
 
 SWEEPS = {
@@ -114,7 +114,7 @@ def accuracy_claim(name: str, res, seeds: int) -> dict:
     accs = 100 * tail_mean(steps, acc)
     lo, hi = THRESHOLDS[f"{name}_accuracy_at_least"], THRESHOLDS[f"{name}_accuracy_at_most"]
     stat = f"test accuracy (%, mean of the last {TAIL:.0%} of training)"
-    return C.claim(
+    return claim(
         f"test_accuracy_{name}",
         f"{name} trained with the reference recipe reaches the reference code's MNIST-1D test accuracy, "
         f"{REFERENCE[name]:g}% (the paper's table: {PUBLISHED[name]:g}%)",
@@ -128,19 +128,19 @@ def accuracy_claim(name: str, res, seeds: int) -> dict:
             "seeds": seeds,
             "train_seconds": res.seconds,
         },
-        checks=[C.check(f"{name}_accuracy_at_least", accs, lo, statistic=f"test_accuracy_{name}"),
-                C.check(f"{name}_accuracy_at_most", accs, hi, statistic=f"test_accuracy_{name}")],
+        checks=[check(f"{name}_accuracy_at_least", accs, lo, statistic=f"test_accuracy_{name}"),
+                check(f"{name}_accuracy_at_most", accs, hi, statistic=f"test_accuracy_{name}")],
     )
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     data = load_dataset(config.data)
-    tc = TrainConfig.from_config(config)
+    train_config = TrainConfig.from_config(config)
     results = {}
     for name in config.models:
         model = get_model(MODELS[name], num_classes=data.num_classes)
         seeds = tuple(config.cnn_seeds if name == "cnn" else config.seeds)
-        results[name] = fit(model, data, dataclasses.replace(tc, seeds=seeds), workdir=workdir, tag=name)
+        results[name] = fit(model, data, dataclasses.replace(train_config, seeds=seeds), workdir=workdir, tag=name)
     plot(results, workdir)
     return [accuracy_claim(name, res, len(res.members)) for name, res in results.items()]
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from nnbasics.analysis.model_stats import model_stats
 from nnbasics.models import model_info, model_names
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "architectures"
@@ -52,25 +52,25 @@ GOOGLENET_OPS_M = {"conv1": 34, "conv2": 360, "3a": 128, "3b": 304, "4a": 73, "4
 GOOGLENET_SRC = "Szegedy et al. 2015, Table 1 'ops' column; sec. 5: 'a computational budget of 1.5 billion multiply-adds'"
 _P = "the relative precision of the printed number (half a unit of its last digit), rounded up"
 THRESHOLDS = {
-    "params_equal_reference": C.Threshold("<=", 0, "exact: the same layers give the same count"),
-    "params_alexnet": C.Threshold("<=", 0.05, "'60 million' (one digit; torchvision's single-GPU variant: 61.1M)"),
-    "params_vgg16": C.Threshold("<=", 0.005, f"'138 million': {_P}"),
-    "params_googlenet": C.Threshold("<=", 0.05, "Table 1's 'params' rows do not all follow from the table's own layer "
+    "params_equal_reference": Threshold("<=", 0, "exact: the same layers give the same count"),
+    "params_alexnet": Threshold("<=", 0.05, "'60 million' (one digit; torchvision's single-GPU variant: 61.1M)"),
+    "params_vgg16": Threshold("<=", 0.005, f"'138 million': {_P}"),
+    "params_googlenet": Threshold("<=", 0.05, "Table 1's 'params' rows do not all follow from the table's own layer "
                                                 "shapes (conv1 2.7K against 9.4K, 4c 463K against 510K, 5a 1072K against "
                                                 "1043K); 5% on their sum, not the rows' printed precision"),
-    "params_resnet50": C.Threshold("<=", 0.005, f"'25.6M': {_P}"),
-    "params_resnet20": C.Threshold("<=", 0.02, f"'0.27M': {_P}"),
-    "params_resnet56": C.Threshold("<=", 0.01, f"'0.85M': {_P}"),
-    "params_resnet110": C.Threshold("<=", 0.03, f"'1.7M': {_P}"),
-    "macs_resnet18": C.Threshold("<=", 0.03, f"'1.8 x 10^9': {_P}"),
-    "macs_resnet34": C.Threshold("<=", 0.03, "'3.6 x 10^9' (torchvision: 3.66)"),
-    "macs_resnet50": C.Threshold("<=", 0.005, f"'4.09': {_P}"),
-    "macs_resnet101": C.Threshold("<=", 0.005, f"'7.80': {_P}"),
-    "macs_resnet152": C.Threshold("<=", 0.005, f"'11.51': {_P}"),
-    "macs_vgg16": C.Threshold("<=", 0.005, f"'15.47': {_P}"),
-    "macs_alexnet": C.Threshold("<=", 0.01, f"'0.71': {_P}"),
+    "params_resnet50": Threshold("<=", 0.005, f"'25.6M': {_P}"),
+    "params_resnet20": Threshold("<=", 0.02, f"'0.27M': {_P}"),
+    "params_resnet56": Threshold("<=", 0.01, f"'0.85M': {_P}"),
+    "params_resnet110": Threshold("<=", 0.03, f"'1.7M': {_P}"),
+    "macs_resnet18": Threshold("<=", 0.03, f"'1.8 x 10^9': {_P}"),
+    "macs_resnet34": Threshold("<=", 0.03, "'3.6 x 10^9' (torchvision: 3.66)"),
+    "macs_resnet50": Threshold("<=", 0.005, f"'4.09': {_P}"),
+    "macs_resnet101": Threshold("<=", 0.005, f"'7.80': {_P}"),
+    "macs_resnet152": Threshold("<=", 0.005, f"'11.51': {_P}"),
+    "macs_vgg16": Threshold("<=", 0.005, f"'15.47': {_P}"),
+    "macs_alexnet": Threshold("<=", 0.01, f"'0.71': {_P}"),
     # 11 rows printed to 1M: at most 11 x 0.5M = 5.5M of rounding in their 1468M sum (0.375%)
-    "macs_googlenet": C.Threshold("<=", 0.00375, "Table 1's ops rows other than conv1, each printed to 1M: "
+    "macs_googlenet": Threshold("<=", 0.00375, "Table 1's ops rows other than conv1, each printed to 1M: "
                                                  "11 x 0.5M / 1468M"),
 }
 # ImageNet top-5 error (%): what the lecture quotes and what the papers report (context, not measured).
@@ -124,15 +124,15 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     # 1. Every count equals the reference implementation's (torchvision / hand count from the paper).
     checked = {n: s for n, s in stats.items() if s.reference_params is not None}
     wrong = [n for n, s in checked.items() if s.params != s.reference_params]
-    out.append(C.claim(
+    out.append(claim(
         "params_equal_reference",
         "Every model's parameter count equals the reference implementation's exactly",
         "torchvision.models (AlexNet, VGG, ResNet-18..152); He et al. 2016 sec. 4.2 (CIFAR ResNets, option A); "
         "Szegedy et al. 2015 Table 1 layer shapes (GoogLeNet)",
         "0 mismatches",
         {"models_checked": len(checked), "mismatches": len(wrong)},
-        checks=[C.check("params_equal_reference", len(wrong) if checked else float("nan"),
-                        THRESHOLDS["params_equal_reference"], random=False, statistic="mismatches")],
+        checks=[check("params_equal_reference", len(wrong) if checked else float("nan"),
+                      THRESHOLDS["params_equal_reference"], random=False, statistic="mismatches")],
         mismatched=wrong,
         # context: the lecture's ImageNet top-5 errors beside the papers' (not measured here)
         context=[{"model": f, "lecture_top5_error": e, "papers": p, "note": no} for f, e, p, no in TOP5],
@@ -150,22 +150,22 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         else:
             expected = f"{paper / 1e6:g}M +- {tol:.1%}"
         rel = abs(measured - paper) / paper
-        out.append(C.claim(
+        out.append(claim(
             f"params_{n}", f"{n} has the paper's parameter count", src, expected,
             {f"params_{n}": measured, "paper": paper, "relative_difference": rel},
-            checks=[C.check(f"params_{n}", rel, THRESHOLDS[f"params_{n}"], random=False,
-                            statistic="relative_difference")],
+            checks=[check(f"params_{n}", rel, THRESHOLDS[f"params_{n}"], random=False,
+                          statistic="relative_difference")],
         ))
     # 3. Multiply-adds.
     for n, (ref, src) in PAPER_MACS.items():
         if n not in stats:
             continue
         rel = abs(stats[n].macs - ref) / ref
-        out.append(C.claim(
+        out.append(claim(
             f"macs_{n}", f"{n}'s multiply-adds per 224x224 image, counted from the traced model", src,
             f"{ref / 1e9:g} G +- {THRESHOLDS[f'macs_{n}'].value:.1%}",
             {f"macs_{n}": stats[n].macs, "reference": ref, "relative_difference": rel},
-            checks=[C.check(f"macs_{n}", rel, THRESHOLDS[f"macs_{n}"], random=False, statistic="relative_difference")],
+            checks=[check(f"macs_{n}", rel, THRESHOLDS[f"macs_{n}"], random=False, statistic="relative_difference")],
         ))
     if "googlenet" in stats:
         out.append(_googlenet_macs(stats["googlenet"].macs))
@@ -196,7 +196,7 @@ def _googlenet_macs(total: int) -> dict:
     paper_total = 1e6 * sum(GOOGLENET_OPS_M.values())
     rows = 1e6 * (sum(GOOGLENET_OPS_M.values()) - GOOGLENET_OPS_M["conv1"])
     rel = abs((total - conv1) - rows) / rows
-    return C.claim(
+    return claim(
         "macs_googlenet",
         "GoogLeNet's multiply-adds per 224x224 image, counted from the traced model, equal the sum of the paper's "
         "Table 1 'ops' rows other than conv1, to the rows' printed precision. The total "
@@ -210,8 +210,8 @@ def _googlenet_macs(total: int) -> dict:
         {"macs_googlenet": total, "macs_conv1": conv1, "paper_conv1_row": 34e6, "macs_without_conv1": total - conv1,
          "paper_rows_without_conv1": rows, "relative_difference_without_conv1": rel, "paper_total": 1.5e9,
          "table1_sum": paper_total, "relative_difference_total": abs(total - 1.5e9) / 1.5e9},
-        checks=[C.check("macs_googlenet", rel, THRESHOLDS["macs_googlenet"], random=False,
-                        statistic="relative_difference_without_conv1")],
+        checks=[check("macs_googlenet", rel, THRESHOLDS["macs_googlenet"], random=False,
+                      statistic="relative_difference_without_conv1")],
     )
 
 

@@ -18,9 +18,9 @@ import math
 import ml_collections
 import numpy as np
 
-from nnbasics.analysis import momentum_theory as M
+from nnbasics.analysis import momentum_theory
 from nnbasics.engine.optim import make_optimizer
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "optimization"
@@ -29,15 +29,15 @@ SOURCE = "Goh 2017, Why Momentum Really Works (Distill); lecture slide 'Why Mome
 
 # Deterministic (float64 runs on a fixed quadratic): every check is decided by its value.
 THRESHOLDS = {
-    "slope_rel_error": C.Threshold("<=", 0.02, "Goh 2017: the rates are exact asymptotically; a fit over 150 decades of "
-                                   "error leaves the start-up transient (and the k r^k term at the optimal momentum's "
-                                   "double root) well below 2% of the slope"),
-    "sign_changes_momentum": C.Threshold(">=", 4, "Goh 2017: beta 0.99 gives complex roots, an oscillation with period "
-                                         "2 pi / angle: several sign changes within the drawn steps"),
-    "sign_changes_gd": C.Threshold("<=", 0, "gradient descent at a step below 1/lmax contracts every mode without "
-                                   "sign flips"),
-    "rate_gd_big_step": C.Threshold(">", 1.0, "gradient descent diverges beyond step 2/lmax (rate > 1)"),
-    "rate_momentum_big_step": C.Threshold("<", 1.0, "momentum beta converges up to step 2(1+beta)/lmax (rate < 1)"),
+    "slope_rel_error": Threshold("<=", 0.02, "Goh 2017: the rates are exact asymptotically; a fit over 150 decades of "
+                                 "error leaves the start-up transient (and the k r^k term at the optimal momentum's "
+                                 "double root) well below 2% of the slope"),
+    "sign_changes_momentum": Threshold(">=", 4, "Goh 2017: beta 0.99 gives complex roots, an oscillation with period "
+                                       "2 pi / angle: several sign changes within the drawn steps"),
+    "sign_changes_gd": Threshold("<=", 0, "gradient descent at a step below 1/lmax contracts every mode without "
+                                 "sign flips"),
+    "rate_gd_big_step": Threshold(">", 1.0, "gradient descent diverges beyond step 2/lmax (rate > 1)"),
+    "rate_momentum_big_step": Threshold("<", 1.0, "momentum beta converges up to step 2(1+beta)/lmax (rate < 1)"),
 }
 
 SWEEPS = {
@@ -81,8 +81,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.decades must be in [5, 250] (float64 range), got {config.decades}")
 
 
-def _errors(quad: M.Quadratic, opt: dict, w0: np.ndarray, steps: int) -> np.ndarray:
-    return np.linalg.norm(M.run_on_quadratic(quad, make_optimizer(opt), w0, steps), axis=1)
+def _errors(quad: momentum_theory.Quadratic, opt: dict, w0: np.ndarray, steps: int) -> np.ndarray:
+    return np.linalg.norm(momentum_theory.run_on_quadratic(quad, make_optimizer(opt), w0, steps), axis=1)
 
 
 def _slope_error(measured: float, theory: float) -> float:
@@ -91,8 +91,8 @@ def _slope_error(measured: float, theory: float) -> float:
 
 
 def _slope_check(measured: float, theory: float, statistic: str) -> dict:
-    return C.check("slope_rel_error", _slope_error(measured, theory), THRESHOLDS["slope_rel_error"], random=False,
-                   statistic=statistic)
+    return check("slope_rel_error", _slope_error(measured, theory), THRESHOLDS["slope_rel_error"], random=False,
+                 statistic=statistic)
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -100,50 +100,50 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     kappas = [float(k) for k in config.kappas]
     res: dict[float, dict] = {}
     for kappa in kappas:
-        quad = M.make_quadratic(kappa, int(config.dim), seed=int(config.seed))
-        w0 = M.start_point(quad, seed=int(config.seed) + 1)
-        a_gd, r_gd = M.gd_optimal(quad.lmin, quad.lmax)
-        a_m, b_m, r_m = M.momentum_optimal(quad.lmin, quad.lmax)
-        e_gd = _errors(quad, {"name": "sgd", "learning_rate": a_gd}, w0, M.steps_for(r_gd, config.decades))
+        quad = momentum_theory.make_quadratic(kappa, int(config.dim), seed=int(config.seed))
+        w0 = momentum_theory.start_point(quad, seed=int(config.seed) + 1)
+        a_gd, r_gd = momentum_theory.gd_optimal(quad.lmin, quad.lmax)
+        a_m, b_m, r_m = momentum_theory.momentum_optimal(quad.lmin, quad.lmax)
+        e_gd = _errors(quad, {"name": "sgd", "learning_rate": a_gd}, w0, momentum_theory.steps_for(r_gd, config.decades))
         e_m = _errors(
-            quad, {"name": "momentum", "learning_rate": a_m, "momentum": b_m}, w0, M.steps_for(r_m, config.decades)
+            quad, {"name": "momentum", "learning_rate": a_m, "momentum": b_m}, w0, momentum_theory.steps_for(r_m, config.decades)
         )
         res[kappa] = {
             "quad": quad, "e_gd": e_gd, "e_m": e_m, "theory_gd": r_gd, "theory_m": r_m,
             "alpha_gd": a_gd, "alpha_m": a_m, "beta_m": b_m,
-            "rate_gd": M.measured_rate(e_gd), "rate_m": M.measured_rate(e_m),
+            "rate_gd": momentum_theory.measured_rate(e_gd), "rate_m": momentum_theory.measured_rate(e_m),
         }
 
     # The lecture's alpha = 0.02, beta = 0.99 on a 2-D valley (axis-aligned, so coordinates = modes).
     lam = np.asarray(sorted(config.lecture_eigenvalues), np.float64)
-    valley = M.Quadratic(A=np.diag(lam), eigenvalues=lam, eigenvectors=np.eye(2))
+    valley = momentum_theory.Quadratic(A=np.diag(lam), eigenvalues=lam, eigenvectors=np.eye(2))
     la, lb = float(config.lecture_alpha), float(config.lecture_beta)
     w_start = np.array([1.0, 1.0]) / math.sqrt(2.0)
-    theory_lecture = M.momentum_rate(la, lb, lam)
-    ws_lec = M.run_on_quadratic(
+    theory_lecture = momentum_theory.momentum_rate(la, lb, lam)
+    ws_lec = momentum_theory.run_on_quadratic(
         valley, make_optimizer({"name": "momentum", "learning_rate": la, "momentum": lb}), w_start,
-        max(int(config.lecture_steps), M.steps_for(theory_lecture, min(config.decades, 100.0))),
+        max(int(config.lecture_steps), momentum_theory.steps_for(theory_lecture, min(config.decades, 100.0))),
     )
-    ws_lec_gd = M.run_on_quadratic(valley, make_optimizer({"name": "sgd", "learning_rate": la}), w_start,
-                                   len(ws_lec) - 1)
+    ws_lec_gd = momentum_theory.run_on_quadratic(valley, make_optimizer({"name": "sgd", "learning_rate": la}), w_start,
+                                                 len(ws_lec) - 1)
     n_show = int(config.lecture_steps)
-    rate_lecture = M.measured_rate(np.linalg.norm(ws_lec, axis=1))
-    theory_lecture_gd = M.gd_rate(la, lam)
-    rate_lecture_gd = M.measured_rate(np.linalg.norm(ws_lec_gd, axis=1))
-    osc_m = M.sign_changes(ws_lec[: n_show + 1, 0])
-    osc_gd = M.sign_changes(ws_lec_gd[: n_show + 1, 0])
+    rate_lecture = momentum_theory.measured_rate(np.linalg.norm(ws_lec, axis=1))
+    theory_lecture_gd = momentum_theory.gd_rate(la, lam)
+    rate_lecture_gd = momentum_theory.measured_rate(np.linalg.norm(ws_lec_gd, axis=1))
+    osc_m = momentum_theory.sign_changes(ws_lec[: n_show + 1, 0])
+    osc_gd = momentum_theory.sign_changes(ws_lec_gd[: n_show + 1, 0])
 
     # A step beyond gradient descent's stability limit 2 / lmax (kappa = 100 quadratic).
     q100 = res[100.0]["quad"]
-    w0 = M.start_point(q100, seed=int(config.seed) + 1)
+    w0 = momentum_theory.start_point(q100, seed=int(config.seed) + 1)
     a_big = float(config.big_step_factor) / q100.lmax
     bb = float(config.big_step_beta)
-    theory_big_gd = M.gd_rate(a_big, q100.eigenvalues)
-    theory_big_m = M.momentum_rate(a_big, bb, q100.eigenvalues)
+    theory_big_gd = momentum_theory.gd_rate(a_big, q100.eigenvalues)
+    theory_big_m = momentum_theory.momentum_rate(a_big, bb, q100.eigenvalues)
     e_big_gd = _errors(q100, {"name": "sgd", "learning_rate": a_big}, w0, 200)
     e_big_m = _errors(q100, {"name": "momentum", "learning_rate": a_big, "momentum": bb}, w0,
-                      M.steps_for(theory_big_m, config.decades))
-    rate_big_gd, rate_big_m = M.measured_rate(e_big_gd, 0.2), M.measured_rate(e_big_m)
+                      momentum_theory.steps_for(theory_big_m, config.decades))
+    rate_big_gd, rate_big_m = momentum_theory.measured_rate(e_big_gd, 0.2), momentum_theory.measured_rate(e_big_m)
 
     _figures(config, workdir, res, valley, ws_lec[: n_show + 1], ws_lec_gd[: n_show + 1], la, lb)
 
@@ -166,7 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         if which == "m":
             for k in kappas:  # steps GD needs per step of momentum, for the same error reduction
                 measured[f"speedup_{kkey(k)}"] = math.log(res[k]["rate_m"]) / math.log(res[k]["rate_gd"])
-        out.append(C.claim(
+        out.append(claim(
             f"{label}_optimal_rate",
             f"With the optimal step{' and momentum' if which == 'm' else ''}, {name} converges at rate {formula}",
             SOURCE,
@@ -177,7 +177,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         ))
 
     err_lec = _slope_error(rate_lecture, theory_lecture)
-    out.append(C.claim(
+    out.append(claim(
         "lecture_step_oscillates",
         f"With the lecture's step {la:g} and momentum {lb:g} the iterates oscillate (complex roots) and converge "
         "at rate sqrt(beta), whatever the curvature; plain gradient descent at the same step does not oscillate",
@@ -190,10 +190,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             "rate_gd_lecture": rate_lecture_gd, "theory_gd_lecture": theory_lecture_gd,
         },
         checks=[_slope_check(rate_lecture, theory_lecture, "slope_rel_error"),
-                C.check("sign_changes_momentum", osc_m, THRESHOLDS["sign_changes_momentum"], random=False),
-                C.check("sign_changes_gd", osc_gd, THRESHOLDS["sign_changes_gd"], random=False)],
+                check("sign_changes_momentum", osc_m, THRESHOLDS["sign_changes_momentum"], random=False),
+                check("sign_changes_gd", osc_gd, THRESHOLDS["sign_changes_gd"], random=False)],
     ))
-    out.append(C.claim(
+    out.append(claim(
         "momentum_allows_larger_steps",
         f"Momentum allows a larger range of step sizes: at step {config.big_step_factor:g}/lmax gradient descent "
         f"diverges while momentum {bb:g} converges (stable up to 2(1+beta)/lmax)",
@@ -204,10 +204,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             "step": a_big, "rate_gd": rate_big_gd, "theory_gd": theory_big_gd,
             "rate_momentum": rate_big_m, "theory_momentum": theory_big_m,
         },
-        checks=[C.check("rate_gd_big_step", rate_big_gd, THRESHOLDS["rate_gd_big_step"], random=False,
-                        statistic="rate_gd"),
-                C.check("rate_momentum_big_step", rate_big_m, THRESHOLDS["rate_momentum_big_step"], random=False,
-                        statistic="rate_momentum"),
+        checks=[check("rate_gd_big_step", rate_big_gd, THRESHOLDS["rate_gd_big_step"], random=False,
+                      statistic="rate_gd"),
+                check("rate_momentum_big_step", rate_big_m, THRESHOLDS["rate_momentum_big_step"], random=False,
+                      statistic="rate_momentum"),
                 _slope_check(rate_big_gd, theory_big_gd, "slope_rel_error_gd"),
                 _slope_check(rate_big_m, theory_big_m, "slope_rel_error_momentum")],
     ))
@@ -273,7 +273,7 @@ def _figures(config, workdir, res, valley, ws_m, ws_gd, la, lb) -> None:
     q = res[100.0]["quad"]
     alphas = np.linspace(1e-4, 2 * 2 / q.lmax, 160)
     betas = np.linspace(0.0, 0.999, 120)
-    rates = M.momentum_rate_grid(alphas, betas, q.lmin, q.lmax)
+    rates = momentum_theory.momentum_rate_grid(alphas, betas, q.lmin, q.lmax)
     fig, (ax,) = subplots(size=(6, 4.2), layout="constrained")
     im = ax.pcolormesh(alphas * q.lmax, betas, np.minimum(rates, 1.2), cmap="viridis_r", shading="auto")
     fig.colorbar(im, ax=ax, label="convergence rate (>= 1: diverges; clipped at 1.2)")

@@ -24,7 +24,7 @@ from nnbasics.data import ArrayDataset, load_dataset
 from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.models.perceptron import least_squares, perceptron_init, perceptron_predict, perceptron_train
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "basics"
@@ -35,15 +35,15 @@ GATES = ("and", "or", "xor")
 # theorem (convergence on separable data; no line separates XOR), so the worst case over the
 # initializations is checked deterministically; the MLP's accuracy is a random quantity per seed.
 THRESHOLDS = {
-    "and_or_min_accuracy": C.Threshold(">=", 100.0, "perceptron convergence theorem (Novikoff 1962): separable data "
-                                       "are classified without error after finitely many updates, from any start"),
-    "and_or_last_epoch_mistakes": C.Threshold("<=", 0, "after convergence the rule makes no more updates"),
-    "xor_best_accuracy": C.Threshold("<=", 75.0, "Minsky & Papert 1969: no line separates XOR; the best line gets "
-                                     "3 of 4 points"),
-    "xor_last_epoch_mistakes": C.Threshold(">=", 1, "a perceptron that misclassifies a point updates in every epoch"),
-    "mlp_xor_accuracy": C.Threshold(">", 75.0, "75%: the best any linear classifier can do on XOR (3 of 4)"),
-    "linear_regression_distance": C.Threshold("<=", 1e-4, "gradient descent on a convex quadratic converges to its "
-                                              "unique minimum; float32 rounding of the closed form is ~1e-6"),
+    "and_or_min_accuracy": Threshold(">=", 100.0, "perceptron convergence theorem (Novikoff 1962): separable data "
+                                     "are classified without error after finitely many updates, from any start"),
+    "and_or_last_epoch_mistakes": Threshold("<=", 0, "after convergence the rule makes no more updates"),
+    "xor_best_accuracy": Threshold("<=", 75.0, "Minsky & Papert 1969: no line separates XOR; the best line gets "
+                                   "3 of 4 points"),
+    "xor_last_epoch_mistakes": Threshold(">=", 1, "a perceptron that misclassifies a point updates in every epoch"),
+    "mlp_xor_accuracy": Threshold(">", 75.0, "75%: the best any linear classifier can do on XOR (3 of 4)"),
+    "linear_regression_distance": Threshold("<=", 1e-4, "gradient descent on a convex quadratic converges to its "
+                                            "unique minimum; float32 rounding of the closed form is ~1e-6"),
 }
 
 SWEEPS = {
@@ -141,17 +141,18 @@ def linear_data(cfg: ml_collections.ConfigDict, seed: int = 0) -> ArrayDataset:
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     # --- the perceptron rule on AND, OR, XOR: gates x seeds in one vmapped program
-    pc = config.perceptron
+    perceptron_config = config.perceptron
     tables = [load_dataset("logic_gates", gate=g) for g in GATES]
     x = jnp.asarray(tables[0].x_train)
     ys = jnp.stack([jnp.asarray(t.y_train) for t in tables])  # (gates, 4)
-    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in pc.seeds])
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in perceptron_config.seeds])
 
     def train_one(y, key_data):
         key = jax.random.wrap_key_data(key_data)
         k_init, k_order = jax.random.split(key)
-        p0 = perceptron_init(k_init, x.shape[1], float(pc.init_scale))
-        return perceptron_train(p0, x, y, k_order, epochs=int(pc.epochs), lr=float(pc.learning_rate))
+        p0 = perceptron_init(k_init, x.shape[1], float(perceptron_config.init_scale))
+        return perceptron_train(p0, x, y, k_order, epochs=int(perceptron_config.epochs),
+                                lr=float(perceptron_config.learning_rate))
 
     params, hist = jax.jit(jax.vmap(jax.vmap(train_one, (None, 0)), (0, None)))(ys, keys)
     acc = np.asarray(hist["accuracy"])  # (gates, seeds, epochs)
@@ -159,14 +160,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
 
     # --- a two-layer MLP on XOR by gradient descent
     xor = tables[GATES.index("xor")]
-    mc = config.mlp
-    mlp = get_model("mlp", num_classes=2, hidden=tuple(mc.hidden), activation=mc.activation)
-    mres = fit(mlp, xor, TrainConfig.from_config(mc), workdir=workdir, tag="mlp_xor")
+    mlp_config = config.mlp
+    mlp = get_model("mlp", num_classes=2, hidden=tuple(mlp_config.hidden), activation=mlp_config.activation)
+    mres = fit(mlp, xor, TrainConfig.from_config(mlp_config), workdir=workdir, tag="mlp_xor")
     mlp_acc = mres.final("test_accuracy")
 
     # --- linear regression as a one-layer net, against the closed form
-    lc = config.linear_regression
-    lin = linear_data(lc, seed=int(lc.seed))
+    linreg_config = config.linear_regression
+    lin = linear_data(linreg_config, seed=int(linreg_config.seed))
     w_star, b_star = least_squares(jnp.asarray(lin.x_train, jnp.float32), jnp.asarray(lin.y_train, jnp.float32))
     theta_star = jnp.concatenate([w_star.ravel(), b_star.ravel()])
 
@@ -175,8 +176,9 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         return jnp.max(jnp.abs(jnp.concatenate([p["kernel"].ravel(), p["bias"].ravel()]) - theta_star))
 
     ltc = TrainConfig(
-        steps=int(lc.steps), batch_size=len(lin.x_train), eval_every=int(lc.eval_every), seeds=(int(lc.seed),),
-        optimizer=lc.optimizer.to_dict(), loss="mse",
+        steps=int(linreg_config.steps), batch_size=len(lin.x_train), eval_every=int(linreg_config.eval_every),
+        seeds=(int(linreg_config.seed),),
+        optimizer=linreg_config.optimizer.to_dict(), loss="mse",
     )
     lres = fit(get_model("linear_regression", num_classes=1), lin, ltc, workdir=workdir,
                tag="linear_regression", eval_fns={"max_abs_diff_closed_form": distance})
@@ -227,17 +229,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
 
 
 def _claims(config, acc, mistakes, mlp_acc, mres, lin_diff) -> list[dict]:
-    pc, mc, lc = config.perceptron, config.mlp, config.linear_regression
+    perceptron_config, mlp_config, linreg_config = config.perceptron, config.mlp, config.linear_regression
     and_or = [GATES.index("and"), GATES.index("or")]
     final_and_or = acc[and_or, :, -1]
     last_mistakes_and_or = mistakes[and_or, :, -1]
     xi = GATES.index("xor")
     xor_best = float(acc[xi].max())
     xor_last_mistakes = float(mistakes[xi, :, -1].min())
-    n_seeds = len(pc.seeds)
+    n_seeds = len(perceptron_config.seeds)
     mlp_pct = 100 * np.asarray(mlp_acc, np.float64)
     return [
-        C.claim(
+        claim(
             "perceptron_and_or",
             "The perceptron learning rule separates AND and OR (linearly separable): 100% training accuracy "
             "and an error-free last epoch from every initialization",
@@ -250,14 +252,14 @@ def _claims(config, acc, mistakes, mlp_acc, mres, lin_diff) -> list[dict]:
                 "accuracy_or_min": float(final_and_or[1].min()) * 100,
                 "last_epoch_mistakes_max": float(last_mistakes_and_or.max()),
                 "initializations": n_seeds,
-                "epochs": int(pc.epochs),
+                "epochs": int(perceptron_config.epochs),
             },
-            checks=[C.check("and_or_min_accuracy", 100 * float(final_and_or.min()), THRESHOLDS["and_or_min_accuracy"],
-                            random=False, statistic="accuracy_and_or_min"),
-                    C.check("and_or_last_epoch_mistakes", float(last_mistakes_and_or.max()),
-                            THRESHOLDS["and_or_last_epoch_mistakes"], random=False, statistic="last_epoch_mistakes_max")],
+            checks=[check("and_or_min_accuracy", 100 * float(final_and_or.min()), THRESHOLDS["and_or_min_accuracy"],
+                          random=False, statistic="accuracy_and_or_min"),
+                    check("and_or_last_epoch_mistakes", float(last_mistakes_and_or.max()),
+                          THRESHOLDS["and_or_last_epoch_mistakes"], random=False, statistic="last_epoch_mistakes_max")],
         ),
-        C.claim(
+        claim(
             "perceptron_xor_fails",
             "The perceptron cannot separate XOR: its training accuracy never exceeds 75% (3 of 4 points) "
             "and it keeps making mistakes",
@@ -269,14 +271,14 @@ def _claims(config, acc, mistakes, mlp_acc, mres, lin_diff) -> list[dict]:
                 "accuracy_xor_final_mean": float(acc[xi, :, -1].mean()) * 100,
                 "last_epoch_mistakes_min": xor_last_mistakes,
             },
-            checks=[C.check("xor_best_accuracy", xor_best * 100, THRESHOLDS["xor_best_accuracy"], random=False,
-                            statistic="accuracy_xor_best"),
-                    C.check("xor_last_epoch_mistakes", xor_last_mistakes, THRESHOLDS["xor_last_epoch_mistakes"],
-                            random=False, statistic="last_epoch_mistakes_min")],
+            checks=[check("xor_best_accuracy", xor_best * 100, THRESHOLDS["xor_best_accuracy"], random=False,
+                          statistic="accuracy_xor_best"),
+                    check("xor_last_epoch_mistakes", xor_last_mistakes, THRESHOLDS["xor_last_epoch_mistakes"],
+                          random=False, statistic="last_epoch_mistakes_min")],
         ),
-        C.claim(
+        claim(
             "mlp_solves_xor",
-            f"A two-layer MLP (hidden {tuple(mc.hidden)}, {mc.activation}) trained by gradient descent separates "
+            f"A two-layer MLP (hidden {tuple(mlp_config.hidden)}, {mlp_config.activation}) trained by gradient descent separates "
             f"XOR, which no line can: {int(np.sum(mlp_pct >= 100))} of {len(mlp_pct)} seeds classify all four points",
             "Lecture: '2+ layers can represent any function'; Rumelhart, Hinton & Williams 1986",
             "mean accuracy over seeds > 75% (the best of any linear classifier)",
@@ -286,18 +288,18 @@ def _claims(config, acc, mistakes, mlp_acc, mres, lin_diff) -> list[dict]:
                 "loss_mlp_xor_max": float(mres.final("test_loss").max()),
                 "seeds": len(mlp_pct),
             },
-            checks=[C.check("mlp_xor_accuracy", mlp_pct, THRESHOLDS["mlp_xor_accuracy"], statistic="accuracy_mlp_xor")],
+            checks=[check("mlp_xor_accuracy", mlp_pct, THRESHOLDS["mlp_xor_accuracy"], statistic="accuracy_mlp_xor")],
         ),
-        C.claim(
+        claim(
             "linear_regression_closed_form",
             "Linear regression as a one-layer network trained by gradient descent on the squared error "
             "reaches the closed-form least-squares weights",
             "Lecture: 'linear regression with a neural net'; normal equations",
             f"max |w - w*| over weights and bias <= {THRESHOLDS['linear_regression_distance'].value:g} (a convex "
             "problem: the same minimum for any data draw and start)",
-            {"max_abs_diff_closed_form": lin_diff, "steps": int(lc.steps)},
-            checks=[C.check("linear_regression_distance", lin_diff, THRESHOLDS["linear_regression_distance"],
-                            random=False, statistic="max_abs_diff_closed_form")],
+            {"max_abs_diff_closed_form": lin_diff, "steps": int(linreg_config.steps)},
+            checks=[check("linear_regression_distance", lin_diff, THRESHOLDS["linear_regression_distance"],
+                          random=False, statistic="max_abs_diff_closed_form")],
         ),
     ]
 

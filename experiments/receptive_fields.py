@@ -24,7 +24,7 @@ from nnbasics.analysis import receptive_field as rfa
 from nnbasics.analysis.conv_matrix import compose_kernels
 from nnbasics.models import get_model, model_info, model_names
 from nnbasics.nn.conv import conv_general
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "convolution"
@@ -36,10 +36,10 @@ ARAUJO = "Araujo, Norris & Sim 2019, Computing receptive fields of CNNs (Distill
 # Every claim here is an exact identity or a count (random weights; any draw gives the same verdict):
 # deterministic checks (random=False).
 THRESHOLDS = {
-    "composite_error": C.Threshold("<=", 1e-5, "an exact identity (two linear convs = one conv with the composed "
-                                   "kernel) in float32 at highest precision: rounding is ~1e-7 relative"),
-    "dof_two_3x3": C.Threshold("<=", 18, "Simonyan & Zisserman 2015 Sec. 2.3: two 3x3 kernels have 18 weights"),
-    "dof_three_3x3": C.Threshold("<=", 27, "Simonyan & Zisserman 2015 Sec. 2.3: three 3x3 kernels have 27 weights"),
+    "composite_error": Threshold("<=", 1e-5, "an exact identity (two linear convs = one conv with the composed "
+                                 "kernel) in float32 at highest precision: rounding is ~1e-7 relative"),
+    "dof_two_3x3": Threshold("<=", 18, "Simonyan & Zisserman 2015 Sec. 2.3: two 3x3 kernels have 18 weights"),
+    "dof_three_3x3": Threshold("<=", 27, "Simonyan & Zisserman 2015 Sec. 2.3: three 3x3 kernels have 27 weights"),
 }
 
 
@@ -119,7 +119,7 @@ def dilation_claim(config, workdir, maps) -> dict:
         maps["dilations " + ", ".join(str(d) for d in dil[:n])] = (m.grad_map, a, m)
     per_layer = np.diff([0] + params)
     linear = bool(np.all(per_layer == per_layer[0]))
-    return C.claim(
+    return claim(
         "dilated_receptive_fields",
         f"3x3 convolutions with dilations {dil} reach receptive fields {tuple(expected)} (exponential growth) while "
         "the parameter count grows linearly",
@@ -174,7 +174,7 @@ def stacked_3x3_claim(config, workdir, maps) -> dict:
     sep = np.asarray(jax.jit(comp((3, 1), (1, 3)))(normal(np.random.default_rng(config.seed), (6,)))).reshape(3, 3)
     sep_rank = int(np.linalg.matrix_rank(sep, tol=1e-5 * np.abs(sep).max()))
     ok = analytic == [5, 7] and measured == [5, 7] and sep_rank == 1
-    return C.claim(
+    return claim(
         "stacked_3x3_convs",
         "Two stacked 3x3 convs see a 5x5 receptive field with 18 instead of 25 weights (three: 7x7 with 27 instead of "
         "49); the composite 5x5 kernel has at most 18 degrees of freedom (measured: the Jacobian rank, 17 = 18 minus "
@@ -187,9 +187,9 @@ def stacked_3x3_claim(config, workdir, maps) -> dict:
          "dof_separable_3x3": dof_sep, "separable_matrix_rank": sep_rank, "composite_relative_error": compose_err,
          "weights_per_channel_pair_ratio": 18 / 25},
         ok,
-        checks=[C.check("composite_error", compose_err, THRESHOLDS["composite_error"], random=False),
-                C.check("dof_two_3x3", dof5, THRESHOLDS["dof_two_3x3"], random=False),
-                C.check("dof_three_3x3", dof7, THRESHOLDS["dof_three_3x3"], random=False)],
+        checks=[check("composite_error", compose_err, THRESHOLDS["composite_error"], random=False),
+                check("dof_two_3x3", dof5, THRESHOLDS["dof_two_3x3"], random=False),
+                check("dof_three_3x3", dof7, THRESHOLDS["dof_three_3x3"], random=False)],
     )
 
 
@@ -238,7 +238,7 @@ def registry_claim(config, workdir, maps) -> dict:
     measured["models_measured"] = len(measured_names)
     measured["models_tabulated"] = len(table)
     note = f" (not registered, skipped: {', '.join(skipped)})" if skipped else ""
-    return C.claim(
+    return claim(
         "registry_receptive_fields",
         "The analytic receptive field of every registry model measured (up to its last convolution) equals the "
         f"support of the gradient of its centre unit: {', '.join(measured_names)}{note}",

@@ -27,7 +27,7 @@ from nnbasics.analysis.ridge import polynomial_features, ridge_path, rms_error
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, create_state, fit, forward, optim
 from nnbasics.models import get_model
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "basics"
@@ -35,21 +35,21 @@ ORDER = 23
 TAIL = 0.2  # an MLP's test accuracy: the mean over the evaluations in the last 20% of training
 
 THRESHOLDS = {
-    "overfit_log10_ratio": C.Threshold(">=", math.log10(2.0), (
+    "overfit_log10_ratio": Threshold(">=", math.log10(2.0), (
         "test RMSE at lambda = 0 at least 2x that at the best lambda, per data draw (log10): Bishop's PRML "
         "Fig. 1.5 has E_RMS(test) ~1 for the unregularized degree-9 fit against ~0.3 at a good lambda (Fig. 1.8)")),
-    "underfit_log10_ratio": C.Threshold(">", 0.0, (
+    "underfit_log10_ratio": Threshold(">", 0.0, (
         "test RMSE at the largest lambda above that at the best lambda, per data draw (log10): the lecture and "
         "PRML Sec. 1.1 say only that a too large lambda underfits; lambda = 100 lies outside Fig. 1.8's range")),
-    "weight_decay_gain": C.Threshold(">", 0.0, (
+    "weight_decay_gain": Threshold(">", 0.0, (
         "paired test-accuracy gain of weight decay over the same initialization without it: the lecture's claim "
         "is that it improves test accuracy, with no size given")),
-    "dropout_gain": C.Threshold(">", 0.0, (
+    "dropout_gain": Threshold(">", 0.0, (
         "paired test-accuracy gain of dropout over the same initialization without it: the lecture (and "
         "Srivastava et al. 2014, whose gains are task-specific) claim an improvement, with no size that carries over")),
-    "dropout_eval_max_abs_diff": C.Threshold("<=", 0.0, "inverted dropout is the identity at evaluation: exact"),
-    "dropout_same_step_max_abs_diff": C.Threshold("<=", 0.0, "the mask is a function of (rng, step): exact"),
-    "dropout_outputs_changed_between_steps": C.Threshold(">", 0.0, "a fresh mask every step changes the outputs"),
+    "dropout_eval_max_abs_diff": Threshold("<=", 0.0, "inverted dropout is the identity at evaluation: exact"),
+    "dropout_same_step_max_abs_diff": Threshold("<=", 0.0, "the mask is a function of (rng, step): exact"),
+    "dropout_outputs_changed_between_steps": Threshold(">", 0.0, "a fresh mask every step changes the outputs"),
 }
 
 SWEEPS = {
@@ -126,12 +126,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def ridge_curves(config) -> dict[str, np.ndarray]:
     """Train and test RMSE (data seeds, lambdas) for lam = 0 followed by the log-spaced grid."""
-    rc = config.ridge
-    lams = np.concatenate([[0.0], np.logspace(rc.log10_lambda_min, rc.log10_lambda_max, int(rc.num_lambdas))])
+    ridge_config = config.ridge
+    grid = np.logspace(ridge_config.log10_lambda_min, ridge_config.log10_lambda_max, int(ridge_config.num_lambdas))
+    lams = np.concatenate([[0.0], grid])
     train, test, fits = [], [], []
-    for seed in rc.data_seeds:
-        d = load_dataset("polynomial", n_train=int(rc.num_train), noise=float(rc.noise), seed=int(seed))
-        ptr, pte = polynomial_features(d.x_train, int(rc.degree)), polynomial_features(d.x_test, int(rc.degree))
+    for seed in ridge_config.data_seeds:
+        d = load_dataset("polynomial", n_train=int(ridge_config.num_train), noise=float(ridge_config.noise), seed=int(seed))
+        degree = int(ridge_config.degree)
+        ptr, pte = polynomial_features(d.x_train, degree), polynomial_features(d.x_test, degree)
         thetas = ridge_path(ptr, d.y_train, lams)
         train.append(rms_error(ptr, d.y_train, thetas))
         test.append(rms_error(pte, d.y_test, thetas))
@@ -140,31 +142,32 @@ def ridge_curves(config) -> dict[str, np.ndarray]:
 
 
 def regularized_mlps(config, workdir) -> dict[str, object]:
-    mc = config.mlp
-    data = load_dataset(mc.data).subset(int(mc.num_train), seed=int(mc.data_seed))
-    base_opt = mc.optimizer.to_dict()
-    tc = TrainConfig(steps=int(mc.steps), batch_size=int(mc.batch_size), eval_every=int(mc.eval_every),
-                     seeds=tuple(mc.seeds), optimizer=base_opt, eval_train=True)
+    mlp_config = config.mlp
+    data = load_dataset(mlp_config.data).subset(int(mlp_config.num_train), seed=int(mlp_config.data_seed))
+    base_opt = mlp_config.optimizer.to_dict()
+    train_config = TrainConfig(steps=int(mlp_config.steps), batch_size=int(mlp_config.batch_size),
+                               eval_every=int(mlp_config.eval_every),
+                               seeds=tuple(mlp_config.seeds), optimizer=base_opt, eval_train=True)
     variants = {
         "no regularization": (base_opt, 0.0),
-        f"weight decay {mc.weight_decay:g}": ({**base_opt, "weight_decay": float(mc.weight_decay)}, 0.0),
-        f"dropout {mc.dropout:g}": (base_opt, float(mc.dropout)),
+        f"weight decay {mlp_config.weight_decay:g}": ({**base_opt, "weight_decay": float(mlp_config.weight_decay)}, 0.0),
+        f"dropout {mlp_config.dropout:g}": (base_opt, float(mlp_config.dropout)),
     }
     out = {}
     for label, (opt, p) in variants.items():
-        model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(mc.hidden), dropout=p)
-        out[label] = fit(model, data, dataclasses.replace(tc, optimizer=opt), workdir=workdir, tag=label)
+        model = get_model("mlp", num_classes=data.num_classes, hidden=tuple(mlp_config.hidden), dropout=p)
+        out[label] = fit(model, data, dataclasses.replace(train_config, optimizer=opt), workdir=workdir, tag=label)
     return out
 
 
 def dropout_checks(config) -> dict[str, float]:
     """Evaluation ignores dropout; training masks are fresh every step and reproducible per step."""
-    mc = config.mlp
-    seed = int(mc.seeds[0])
+    mlp_config = config.mlp
+    seed = int(mlp_config.seeds[0])
     x = jnp.asarray(np.random.default_rng(seed).uniform(size=(32, 40)), jnp.float32)
-    drop = get_model("mlp", num_classes=10, hidden=tuple(mc.hidden), dropout=float(mc.dropout))
-    plain = get_model("mlp", num_classes=10, hidden=tuple(mc.hidden))
-    tx = optim.make_optimizer(mc.optimizer.to_dict())
+    drop = get_model("mlp", num_classes=10, hidden=tuple(mlp_config.hidden), dropout=float(mlp_config.dropout))
+    plain = get_model("mlp", num_classes=10, hidden=tuple(mlp_config.hidden))
+    tx = optim.make_optimizer(mlp_config.optimizer.to_dict())
 
     @jax.jit
     def outputs(key):  # one compiled program (eager init dispatches hundreds of tiny ops)
@@ -197,24 +200,24 @@ def tail_accuracy(res) -> np.ndarray:
 
 
 def plot(config, rr: dict, mres: dict, best: int, workdir) -> None:
-    rc, mc = config.ridge, config.mlp
+    ridge_config, mlp_config = config.ridge, config.mlp
     lams, test_med, train_med = rr["lams"], np.median(rr["test"], 0), np.median(rr["train"], 0)
     fig, axes = subplots(2, 2, size=(5.4, 3.9))
     ax = axes[0]
     x_plot = lams.copy()
     x_plot[0] = lams[1] / 10  # lam = 0 drawn one decade left of the grid
-    ax.loglog(x_plot[1:], test_med[1:], "o-", ms=3, label=f"test (median of {len(rc.data_seeds)} data draws)")
+    ax.loglog(x_plot[1:], test_med[1:], "o-", ms=3, label=f"test (median of {len(ridge_config.data_seeds)} data draws)")
     ax.loglog(x_plot[1:], train_med[1:], "s-", ms=3, label="train")
     ax.loglog([x_plot[0]], [test_med[0]], "o", color=ax.lines[0].get_color(), mfc="none", ms=8, label="test at lambda = 0")
     ax.axvline(lams[best], color="k", ls=":", lw=1, label=f"best lambda {lams[best]:.0e}")
     ax.set(xlabel="lambda (lambda = 0 at far left)", ylabel="RMS error",
-           title=f"ridge regression, degree {rc.degree}, {rc.num_train} points")
+           title=f"ridge regression, degree {ridge_config.degree}, {ridge_config.num_train} points")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
     ax = axes[1]
     d, thetas = rr["example"]
     xs = np.linspace(0, 1, 400)
-    phi = polynomial_features(xs, int(rc.degree))
+    phi = polynomial_features(xs, int(ridge_config.degree))
     ax.plot(xs, np.sin(2 * np.pi * xs), "k--", lw=1, label="sin(2 pi x), the truth")
     for i, lab in [(0, "lambda = 0"), (best, f"lambda = {lams[best]:.0e}"), (len(lams) - 1, f"lambda = {lams[-1]:g}")]:
         ax.plot(xs, phi @ thetas[i], label=lab)
@@ -226,7 +229,8 @@ def plot(config, rr: dict, mres: dict, best: int, workdir) -> None:
     for label, res in mres.items():
         steps, acc = res.curve("test_accuracy")
         band(ax, steps, 100 * acc, label=label)
-    ax.set(xlabel="SGD step", ylabel="test accuracy (%)", title=f"MLP {tuple(mc.hidden)} on {mc.num_train} {mc.data} examples")
+    ax.set(xlabel="SGD step", ylabel="test accuracy (%)",
+           title=f"MLP {tuple(mlp_config.hidden)} on {mlp_config.num_train} {mlp_config.data} examples")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax = axes[3]
@@ -235,7 +239,7 @@ def plot(config, rr: dict, mres: dict, best: int, workdir) -> None:
     ax.bar(pos - 0.2, [100 * mres[lab].final("train_full_accuracy").mean() for lab in labels], 0.4, label="train")
     ax.bar(pos + 0.2, [tail_accuracy(mres[lab]).mean() for lab in labels], 0.4, label=f"test (last {TAIL:.0%})")
     ax.set_xticks(pos, labels, fontsize=8)
-    ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=f"final accuracy (mean of {len(mc.seeds)} seeds)")
+    ax.set(ylabel="accuracy (%)", ylim=(0, 105), title=f"final accuracy (mean of {len(mlp_config.seeds)} seeds)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -243,20 +247,20 @@ def plot(config, rr: dict, mres: dict, best: int, workdir) -> None:
 
 
 def ridge_claim(config, rr: dict, best: int) -> dict:
-    rc = config.ridge
+    ridge_config = config.ridge
     lams, test, train = rr["lams"], rr["test"], rr["train"]
     test_med = np.median(test, 0)
     overfit = np.log10(test[:, 0] / test[:, best])  # per data draw, against the best lambda of the median curve
     underfit = np.log10(test[:, -1] / test[:, best])
     interior = 0 < best < len(lams) - 1
     train_grows = bool(np.all(np.diff(train, axis=1) >= -1e-9))  # exact for every draw (up to rounding)
-    return C.claim(
+    return claim(
         "ridge_u_shape",
-        f"Ridge regression on a degree-{rc.degree} polynomial basis: the test error against lambda is U-shaped; "
+        f"Ridge regression on a degree-{ridge_config.degree} polynomial basis: the test error against lambda is U-shaped; "
         "lambda = 0 overfits and a large lambda underfits, while the training error only grows with lambda",
         "Lecture 'regularized least squares' (ridge / Tikhonov); Bishop, PRML Sec. 1.1, Figs. 1.5, 1.7, 1.8",
         f"best lambda of the median test curve interior; per draw, log10 test RMSE(lambda=0) / RMSE(best) >= "
-        f"log10 2 and log10 RMSE(lambda={lams[-1]:g}) / RMSE(best) > 0 (95% intervals over {len(rc.data_seeds)} "
+        f"log10 2 and log10 RMSE(lambda={lams[-1]:g}) / RMSE(best) > 0 (95% intervals over {len(ridge_config.data_seeds)} "
         "draws); training RMSE non-decreasing in lambda for every draw",
         {
             "test_rmse_lambda0_median": float(test_med[0]),
@@ -267,19 +271,19 @@ def ridge_claim(config, rr: dict, best: int) -> dict:
             "underfit_log10_ratio": underfit,
         },
         passed=interior and train_grows,
-        checks=[C.check("overfit_log10_ratio", overfit, THRESHOLDS["overfit_log10_ratio"]),
-                C.check("underfit_log10_ratio", underfit, THRESHOLDS["underfit_log10_ratio"])],
+        checks=[check("overfit_log10_ratio", overfit, THRESHOLDS["overfit_log10_ratio"]),
+                check("underfit_log10_ratio", underfit, THRESHOLDS["underfit_log10_ratio"])],
     )
 
 
 def regularizer_claim(config, mres: dict) -> dict:
-    mc = config.mlp
+    mlp_config = config.mlp
     base_label, wd_label, do_label = list(mres)
     base, wd, do = (tail_accuracy(mres[lab]) for lab in (base_label, wd_label, do_label))
-    return C.claim(
+    return claim(
         "weight_decay_and_dropout_help",
-        f"Weight decay ({mc.weight_decay:g}) and dropout ({mc.dropout:g}) each improve the test accuracy of an "
-        f"over-parameterized MLP trained on {mc.num_train} {mc.data} examples",
+        f"Weight decay ({mlp_config.weight_decay:g}) and dropout ({mlp_config.dropout:g}) each improve the test accuracy of an "
+        f"over-parameterized MLP trained on {mlp_config.num_train} {mlp_config.data} examples",
         "Lecture 'regularizing deep nets': weight decay, dropout; Srivastava et al. 2014",
         f"paired gain over the same initializations (test accuracy, mean of the last {TAIL:.0%} of training) > 0 "
         "for each (95% interval over seeds)",
@@ -288,10 +292,10 @@ def regularizer_claim(config, mres: dict) -> dict:
             "test_accuracy_weight_decay": wd,
             "test_accuracy_dropout": do,
             "train_accuracy_baseline": 100 * mres[base_label].final("train_full_accuracy"),
-            "seeds": len(mc.seeds),
+            "seeds": len(mlp_config.seeds),
         },
-        checks=[C.check("weight_decay_gain", wd - base, THRESHOLDS["weight_decay_gain"]),
-                C.check("dropout_gain", do - base, THRESHOLDS["dropout_gain"])],
+        checks=[check("weight_decay_gain", wd - base, THRESHOLDS["weight_decay_gain"]),
+                check("dropout_gain", do - base, THRESHOLDS["dropout_gain"])],
     )
 
 
@@ -307,14 +311,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     return [
         ridge_claim(config, rr, best),
         regularizer_claim(config, mres),
-        C.claim(
+        claim(
             "dropout_eval_and_fresh_masks",
             "Dropout is off at evaluation (the output equals the same network without dropout) and draws a "
             "fresh mask at every training step (reproducibly: the same step gives the same mask)",
             "Srivastava et al. 2014 (inverted dropout); known defect: a dropout key fixed once (d2l #2405)",
             "eval difference = 0, same-step difference = 0, outputs changed between steps > 0",
             masks,
-            checks=[C.check(k, masks[v], THRESHOLDS[k], random=False) for k, v in names.items()],
+            checks=[check(k, masks[v], THRESHOLDS[k], random=False) for k, v in names.items()],
         ),
     ]
 

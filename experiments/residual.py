@@ -27,7 +27,7 @@ import numpy as np
 
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, fit
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim, interval
 from nnbasics.runs.plotting import band, subplots
 
 TOPIC = "architectures"
@@ -36,14 +36,14 @@ SOURCE = "He, Zhang, Ren & Sun 2016, Deep Residual Learning, Fig. 1, Fig. 6 and 
 PAPER_WIDTH = 16  # the paper's filters in the first stage; narrower nets do not get the ResNet depth claim
 
 THRESHOLDS = {
-    "plain_gap": C.Threshold(">", 0.0, "He et al. Fig. 1 and Fig. 6 left: plain-56 has a higher training error than "
+    "plain_gap": Threshold(">", 0.0, "He et al. Fig. 1 and Fig. 6 left: plain-56 has a higher training error than "
                                        "plain-20 throughout training"),
-    "gap_reduction": C.Threshold(">", 0.0, "He et al. Fig. 6: the deep-minus-shallow gap is positive for plain nets "
+    "gap_reduction": Threshold(">", 0.0, "He et al. Fig. 6: the deep-minus-shallow gap is positive for plain nets "
                                            "and negative for ResNets, so (plain gap) - (ResNet gap) > 0"),
-    "resnet_minus_plain": C.Threshold("<", 0.0, "He et al. Fig. 6: ResNet-56's training error is far below "
+    "resnet_minus_plain": Threshold("<", 0.0, "He et al. Fig. 6: ResNet-56's training error is far below "
                                                 "plain-56's"),
-    "resnet_gap": C.Threshold("<=", 0.0, "He et al. Fig. 6 right: ResNet-56 at or below ResNet-20"),
-    "response_std_ratio": C.Threshold("<", 1.0, "He et al. Fig. 7: the residual functions' responses are generally "
+    "resnet_gap": Threshold("<=", 0.0, "He et al. Fig. 6 right: ResNet-56 at or below ResNet-20"),
+    "response_std_ratio": Threshold("<", 1.0, "He et al. Fig. 7: the residual functions' responses are generally "
                                                 "smaller than the plain net's"),
 }
 
@@ -137,14 +137,14 @@ def layer_response_stds(model, variables, x) -> np.ndarray:
 
 def _train(config, data, workdir) -> tuple[dict, dict]:
     """Every net for every seed: the training results and the per-seed 3x3 layer response stds."""
-    tc = TrainConfig.from_config(config)
+    train_config = TrainConfig.from_config(config)
     results, responses = {}, {}
     x_resp = data.x_train[: int(config.response_examples)]
     for kind in ("plain", "resnet"):
         for d in sorted(int(d) for d in config.depths):
             name = f"{kind}{d}"
             model = _model(kind, d, data.num_classes, config)
-            res = fit(model, data, tc, workdir=workdir, tag=name)
+            res = fit(model, data, train_config, workdir=workdir, tag=name)
             results[name] = res
             responses[name] = np.stack([layer_response_stds(model, res.member_state(i).variables, x_resp)
                                         for i in range(len(res.members))])  # (seeds, layers)
@@ -180,15 +180,15 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
     narrow = "" if paper_width else f" (narrowed: {w}/{2 * w}/{4 * w} filters)"
     losses = {f"train_loss_{k}{d}": final[f"{k}{d}"] for k in ("plain", "resnet") for d in (shallow, deep)}
     out = [
-        C.claim(
+        claim(
             "plain_degrades",
             f"The deeper plain net has a higher training loss: plain-{deep} above plain-{shallow}{narrow}",
             SOURCE + ", Fig. 1 and Fig. 6 left",
             f"per-seed train loss plain-{deep} - plain-{shallow} > 0 (95% interval of the mean)",
             {**losses, "plain_gap": plain_gap},
-            checks=[C.check("plain_gap", plain_gap, THRESHOLDS["plain_gap"], statistic=f"plain{deep} - plain{shallow}")],
+            checks=[check("plain_gap", plain_gap, THRESHOLDS["plain_gap"], statistic=f"plain{deep} - plain{shallow}")],
         ),
-        C.claim(
+        claim(
             "shortcuts_reduce_degradation",
             f"Shortcuts reduce the degradation: the ResNets' {deep}-minus-{shallow} gap in training loss is smaller "
             f"than the plain nets', and ResNet-{deep} trains below plain-{deep}{narrow}"
@@ -198,24 +198,24 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
             SOURCE + ", Fig. 6",
             "per seed: (plain gap) - (ResNet gap) > 0 and ResNet-deep - plain-deep < 0",
             {**losses, "plain_gap": plain_gap, "resnet_gap": resnet_gap},
-            checks=[C.check("gap_reduction", plain_gap - resnet_gap, THRESHOLDS["gap_reduction"],
-                            statistic="plain gap - ResNet gap"),
-                    C.check("resnet_minus_plain", r_d - p_d, THRESHOLDS["resnet_minus_plain"],
-                            statistic=f"resnet{deep} - plain{deep}")],
+            checks=[check("gap_reduction", plain_gap - resnet_gap, THRESHOLDS["gap_reduction"],
+                          statistic="plain gap - ResNet gap"),
+                    check("resnet_minus_plain", r_d - p_d, THRESHOLDS["resnet_minus_plain"],
+                          statistic=f"resnet{deep} - plain{deep}")],
         ),
     ]
     if paper_width:
-        out.append(C.claim(
+        out.append(claim(
             "resnet_does_not_degrade",
             f"The deeper ResNet does not degrade: ResNet-{deep} at or below ResNet-{shallow}",
             SOURCE + ", Fig. 6 right",
             f"per-seed train loss ResNet-{deep} - ResNet-{shallow} <= 0 (95% interval of the mean)",
             {**losses, "resnet_gap": resnet_gap},
-            checks=[C.check("resnet_gap", resnet_gap, THRESHOLDS["resnet_gap"], statistic=f"resnet{deep} - resnet{shallow}")],
+            checks=[check("resnet_gap", resnet_gap, THRESHOLDS["resnet_gap"], statistic=f"resnet{deep} - resnet{shallow}")],
         ))
     # the median over layers: "generally smaller" (a few large layers would dominate a mean)
     s_plain, s_res = np.median(responses[f"plain{deep}"], axis=1), np.median(responses[f"resnet{deep}"], axis=1)
-    out.append(C.claim(
+    out.append(claim(
         "residual_responses_smaller",
         f"Residual functions respond less than plain layers: the median std of the 3x3 layer responses of "
         f"ResNet-{deep} is below plain-{deep}'s",
@@ -223,8 +223,8 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
         "on training crops)",
         f"per seed: median response std ResNet-{deep} / plain-{deep} < 1 (95% interval of the mean)",
         {f"response_std_resnet{deep}": s_res, f"response_std_plain{deep}": s_plain, "ratio": s_res / s_plain},
-        checks=[C.check("response_std_ratio", s_res / s_plain, THRESHOLDS["response_std_ratio"],
-                        statistic=f"median std resnet{deep} / plain{deep}")],
+        checks=[check("response_std_ratio", s_res / s_plain, THRESHOLDS["response_std_ratio"],
+                      statistic=f"median std resnet{deep} / plain{deep}")],
     ))
     return out
 
@@ -253,7 +253,7 @@ def _figures(results, final, depths, workdir) -> None:
     ax = axes[2]
     for i, kind in enumerate(("plain", "resnet")):
         gap = final[f"{kind}{deep}"] - final[f"{kind}{shallow}"]
-        ci = C.interval(gap)["ci"] if len(gap) > 1 else [gap[0], gap[0]]
+        ci = interval(gap)["ci"] if len(gap) > 1 else [gap[0], gap[0]]
         ax.bar(i, np.mean(gap), color=("C3", "C0")[i], alpha=0.6)
         ax.errorbar(i, np.mean(gap), yerr=[[np.mean(gap) - ci[0]], [ci[1] - np.mean(gap)]], color="k", capsize=6)
         ax.plot(np.full(len(gap), i) + np.linspace(-0.15, 0.15, len(gap)), gap, "k.", ms=5)

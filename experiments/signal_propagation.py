@@ -35,7 +35,7 @@ from nnbasics.analysis.signal_propagation import (
 from nnbasics.engine import PRNG_IMPL
 from nnbasics.models import get_model
 from nnbasics.models.nf_resnet import depth_to_stages
-from nnbasics.runs import claims as C
+from nnbasics.runs.claims import Threshold, check, claim
 from nnbasics.runs.plotting import subplots
 
 TOPIC = "normalization"
@@ -49,18 +49,18 @@ MODELS = {  # name -> (registered model, keyword arguments, label)
 }
 
 THRESHOLDS = {
-    "log10_mean_explosion": C.Threshold(">=", 6.0, "Brock et al. Fig. 1: x + f(x) with He init doubles the squared mean "
-                                        "every block (2^k); a factor 1e6 is 20 doublings, far fewer than the blocks"),
-    "bn_min_stage_reset": C.Threshold(">=", 4.0, "De & Smith 2020 / Brock et al. Fig. 1: BN-ReLU variance grows by ~1 "
-                                      "per block and falls back to ~1 at a stage's first block; 4 is a stage of >= 4 blocks"),
-    "nf_variance_ratio_low": C.Threshold(">=", 0.9, "the prediction 1 + k rho alpha^2 (Brock et al. Sec. 4, with "
-                                         "the zero-padding factor rho) is an expectation that ignores finite width and "
-                                         "spatial correlation: the seed mean of measured / predicted within 10%"),
-    "nf_variance_ratio_high": C.Threshold("<=", 1.1, "as nf_variance_ratio_low, the upper side of the 10% band"),
-    "nf_max_mean_ratio": C.Threshold("<=", 0.05, "Brock et al. Fig. 2: with Scaled WS the squared channel means stay "
-                                     "near zero, two orders below the variance"),
-    "nf_he_mean_shift_ratio": C.Threshold(">=", 0.5, "Brock et al. Sec. 4.1: without WS ReLU's mean shift makes the "
-                                          "squared channel means grow to the size of the variance"),
+    "log10_mean_explosion": Threshold(">=", 6.0, "Brock et al. Fig. 1: x + f(x) with He init doubles the squared mean "
+                                      "every block (2^k); a factor 1e6 is 20 doublings, far fewer than the blocks"),
+    "bn_min_stage_reset": Threshold(">=", 4.0, "De & Smith 2020 / Brock et al. Fig. 1: BN-ReLU variance grows by ~1 "
+                                    "per block and falls back to ~1 at a stage's first block; 4 is a stage of >= 4 blocks"),
+    "nf_variance_ratio_low": Threshold(">=", 0.9, "the prediction 1 + k rho alpha^2 (Brock et al. Sec. 4, with "
+                                       "the zero-padding factor rho) is an expectation that ignores finite width and "
+                                       "spatial correlation: the seed mean of measured / predicted within 10%"),
+    "nf_variance_ratio_high": Threshold("<=", 1.1, "as nf_variance_ratio_low, the upper side of the 10% band"),
+    "nf_max_mean_ratio": Threshold("<=", 0.05, "Brock et al. Fig. 2: with Scaled WS the squared channel means stay "
+                                   "near zero, two orders below the variance"),
+    "nf_he_mean_shift_ratio": Threshold(">=", 0.5, "Brock et al. Sec. 4.1: without WS ReLU's mean shift makes the "
+                                        "squared channel means grow to the size of the variance"),
 }
 
 SWEEPS = {"alpha": [{"alpha": a} for a in (0.1, 0.2, 0.4)], "depth": [{"depth": d} for d in (56, 206, 602)]}
@@ -153,37 +153,37 @@ def _claims(spp, predicted, stages, config) -> list[dict]:
     if "unnormalized" in spp:
         m = spp["unnormalized"]["avg_sq_mean"]
         growth = np.log10(m[:, -1] / m[:, 0])
-        out.append(C.claim(
+        out.append(claim(
             "unnormalized_mean_explodes",
             "Without normalization (x + f(x), He init) the average channel squared mean explodes with depth",
             SOURCE, "log10(squared mean at the last block / at the first), mean over seeds >= 6",
             {"log10_growth": growth, "first_block": m[:, 0], "last_block": m[:, -1]},
-            checks=[C.check("log10_mean_explosion", growth, th["log10_mean_explosion"])],
+            checks=[check("log10_mean_explosion", growth, th["log10_mean_explosion"])],
         ))
     if "bn_relu" in spp and len(stages) > 1:
         v = spp["bn_relu"]["avg_var"]
         within = np.min(v[:, ends] / v[:, starts], axis=1)
         resets = np.min(v[:, ends[:-1]] / v[:, starts[1:]], axis=1)
-        out.append(C.claim(
+        out.append(claim(
             "bn_variance_resets_each_stage",
             "With BatchNorm the variance grows within a stage and is reset at the start of each stage",
             SOURCE, "per seed, the smallest var(stage's last block) / var(next stage's first block) and the smallest "
             "var(stage's last block) / var(its first block): means over seeds >= 4",
             {"min_drop_at_stage_start": resets, "min_growth_within_stage": within, "variance_last_block": v[:, -1]},
-            checks=[C.check("bn_min_stage_reset", resets, th["bn_min_stage_reset"], statistic="min drop at stage start"),
-                    C.check("bn_min_stage_reset", within, th["bn_min_stage_reset"], statistic="min growth within stage")],
+            checks=[check("bn_min_stage_reset", resets, th["bn_min_stage_reset"], statistic="min drop at stage start"),
+                    check("bn_min_stage_reset", within, th["bn_min_stage_reset"], statistic="min growth within stage")],
         ))
     if "nf" in spp:
         out += _nf_claims(spp["nf"], predicted, nf_predicted_variance(stages, float(config.alpha)), ends)
     if "nf_he" in spp:
         v, m = spp["nf_he"]["avg_var"], spp["nf_he"]["avg_sq_mean"]
         ratio = m[:, -1] / v[:, -1]
-        out.append(C.claim(
+        out.append(claim(
             "mean_shift_without_ws",
             "Without Scaled WS, ReLU's mean shift makes the squared channel means grow to the variance's size",
             SOURCE, "avg squared mean / avg variance at the last block, mean over seeds >= 0.5",
             {"mean_to_variance_last_block": ratio, "mean_to_variance_first_block": m[:, 0] / v[:, 0]},
-            checks=[C.check("nf_he_mean_shift_ratio", ratio, th["nf_he_mean_shift_ratio"])],
+            checks=[check("nf_he_mean_shift_ratio", ratio, th["nf_he_mean_shift_ratio"])],
         ))
     return out
 
@@ -194,7 +194,7 @@ def _nf_claims(nf, predicted, unpadded, ends) -> list[dict]:
     mean_ratio = np.max(m / v, axis=1)
     th = THRESHOLDS
     return [
-        C.claim(
+        claim(
             "nf_variance_follows_prediction",
             "The NF-ResNet's variance grows as 1 + k alpha^2 within a stage (reset at each stage). Zero padding "
             "makes each 3x3 conv keep only the valid taps' share of the variance (rho = ((3H-2)/3H)^4 per block on "
@@ -209,16 +209,16 @@ def _nf_claims(nf, predicted, unpadded, ends) -> list[dict]:
              "predicted_last_block_of_stages": predicted[ends],
              "unpadded_prediction_last_block_of_stages": unpadded[ends],
              "mean_residual_branch_variance": np.mean(r, axis=1)},
-            checks=[C.check("nf_variance_ratio_low", ratio, th["nf_variance_ratio_low"], statistic="measured/predicted"),
-                    C.check("nf_variance_ratio_high", ratio, th["nf_variance_ratio_high"],
-                            statistic="measured/predicted")],
+            checks=[check("nf_variance_ratio_low", ratio, th["nf_variance_ratio_low"], statistic="measured/predicted"),
+                    check("nf_variance_ratio_high", ratio, th["nf_variance_ratio_high"],
+                          statistic="measured/predicted")],
         ),
-        C.claim(
+        claim(
             "nf_mean_near_zero",
             "Scaled WS keeps the NF-ResNet's channel means near zero at every depth",
             SOURCE, "max over blocks of avg squared mean / avg variance, mean over seeds <= 0.05",
             {"max_mean_to_variance": mean_ratio, "last_block_sq_mean": m[:, -1]},
-            checks=[C.check("nf_max_mean_ratio", mean_ratio, th["nf_max_mean_ratio"])],
+            checks=[check("nf_max_mean_ratio", mean_ratio, th["nf_max_mean_ratio"])],
         ),
     ]
 

@@ -121,7 +121,3 @@ def apply_dict(cfg: ml_collections.ConfigDict, overrides: dict[str, Any]) -> ml_
     for k, v in overrides.items():
         set_value(cfg, k, v)
     return cfg
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    return cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)

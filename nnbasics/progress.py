@@ -14,10 +14,6 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = bool(quiet)
 
 
-def is_quiet() -> bool:
-    return _QUIET
-
-
 def progress(total: int | None = None, desc: str | None = None, unit: str = "step", **kw) -> tqdm:
     """A tqdm bar that appears after 3 s (so quick runs stay silent) unless quiet."""
     return tqdm(total=total, desc=desc, unit=unit, disable=_QUIET, delay=3.0, file=sys.stderr,

@@ -53,10 +53,10 @@ def nnbasics_seconds(model_name: str, data, steps: int = STEPS, impl: str | None
 
     kw = {} if impl is None else {"impl": impl}
     model = get_model(model_name, num_classes=data.num_classes, **kw)
-    tc = TrainConfig(steps=steps, batch_size=BATCH, eval_every=EVAL_EVERY, seeds=(0,),
-                     optimizer={"name": "adam", "learning_rate": LR})
+    train_config = TrainConfig(steps=steps, batch_size=BATCH, eval_every=EVAL_EVERY, seeds=(0,),
+                               optimizer={"name": "adam", "learning_rate": LR})
     c0, t0 = cpu_seconds(), time.perf_counter()
-    res = fit(model, data, tc)
+    res = fit(model, data, train_config)
     return {"seconds": time.perf_counter() - t0, "cpu": cpu_seconds() - c0, "first_chunk": res.compile_seconds,
             "acc": float(res.final("test_accuracy")[0])}
 

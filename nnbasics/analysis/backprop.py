@@ -27,7 +27,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from nnbasics.nn import activations as A
+from nnbasics.nn.activations import get_activation, leaky_relu
 from nnbasics.nn.conv import conv_general
 
 Params = list[dict[str, jax.Array]]
@@ -45,8 +45,8 @@ def activation_forward(name: str, z: jax.Array, alpha: jax.Array | None = None) 
     if name == "prelu":
         return jnp.where(z > 0, z, alpha * z)
     if name == "leaky_relu":
-        return A.leaky_relu(z, LEAKY_ALPHA)
-    return A.get_activation(name)(z)
+        return leaky_relu(z, LEAKY_ALPHA)
+    return get_activation(name)(z)
 
 
 def activation_derivative(name: str, z: jax.Array, alpha: jax.Array | None = None) -> jax.Array:

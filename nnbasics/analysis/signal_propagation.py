@@ -72,18 +72,6 @@ def signal_propagation(
     return collect(state)
 
 
-def signal_propagation_at_init(model: nn.Module, x: jax.Array, key: jax.Array, train: bool = True) -> dict[str, Any]:
-    """The SPP of `model` freshly initialized with `key` (initialization and forward pass in one
-    compiled program: half the compile time of initializing first)."""
-
-    def stats(k, xx):
-        variables = model.init(k, xx[:1])
-        mutable = [COLLECTION] + (["batch_stats"] if "batch_stats" in variables else [])
-        return model.apply(variables, xx, train=train, mutable=mutable)[1]
-
-    return collect(jax.jit(stats)(key, x))
-
-
 def unit_gaussian(shape: tuple[int, ...], seed: int = 0) -> jax.Array:
     """The SPP input: i.i.d. N(0, 1) images of `shape` (N, H, W, C) (drawn with NumPy: no XLA compile)."""
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)

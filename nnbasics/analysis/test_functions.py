@@ -51,12 +51,6 @@ class TestFunction:
         z = np.asarray(jax.jit(jax.vmap(self.fn))(pts)).reshape(gx.shape)
         return gx, gy, z
 
-    def distance_to_minimum(self, w: np.ndarray) -> np.ndarray:
-        """Euclidean distance from points (..., 2) to the nearest minimum."""
-        w = np.asarray(w, np.float64)
-        d = [np.linalg.norm(w - np.asarray(m), axis=-1) for m in self.minima]
-        return np.min(np.stack(d), axis=0)
-
 
 def rosenbrock(w: jax.Array, a: float = 1.0, b: float = 100.0) -> jax.Array:
     """(a - x)^2 + b (y - x^2)^2."""
