@@ -1,8 +1,9 @@
-"""Activations and their hand-written derivatives against jax.grad; PReLU's learned slope;
+"""Activations and their hand-written derivatives against jax.grad (compiled and eager); PReLU's learned slope;
 per-layer gradient norms and dead-unit counts against hand computations; the activations experiment."""
 
 import math
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -16,11 +17,12 @@ from nnbasics.nn import activations as A
 X = jnp.array([-3.0, -1.0, -0.25, 0.3, 1.0, 2.5])  # no exact zero: the kinks are conventions
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "tanh", "relu", "leaky_relu", "prelu", "identity", "step"])
-def test_hand_written_derivative_equals_jax_grad(name):
-    f = A.get_activation(name)
-    want = jax.vmap(jax.grad(f))(X)
-    np.testing.assert_allclose(A.derivative(name)(X), want, rtol=1e-6, atol=1e-7)
+class DerivativeTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_hand_written_derivatives_equal_jax_grad(self):
+        for name in ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "identity", "step"):
+            hand, auto = self.variant(lambda x: (A.derivative(name)(x), jax.vmap(jax.grad(A.get_activation(name)))(x)))(X)
+            chex.assert_trees_all_close(hand, auto, rtol=1e-6, atol=1e-7)
 
 
 def test_activation_values():

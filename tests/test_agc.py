@@ -1,13 +1,15 @@
-"""Adaptive gradient clipping: the hand-written AGC against optax.adaptive_grad_clip and the formula."""
+"""Adaptive gradient clipping: the hand-written AGC against optax.adaptive_grad_clip (compiled and eager) and the formula."""
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from absl.testing import parameterized
 
 from nnbasics.analysis import model_stats as MS
 from nnbasics.engine.agc import (
@@ -44,18 +46,24 @@ def test_unitwise_norm_is_per_output_unit():
     np.testing.assert_allclose(unitwise_norm(v), [5.0, 5.0])
 
 
-@pytest.mark.parametrize("clip", [0.01, 0.1, 1.0])
-def test_agc_equals_optax(clip):
-    params = _tree(0)
-    grads = _tree(1, scale=0.3)
-    mine, _ = agc(clip).update(grads, agc(clip).init(params), params)
-    ref_tx = optax.adaptive_grad_clip(clip)
-    ref, _ = ref_tx.update(grads, ref_tx.init(params), params)
-    for a, b in zip(jax.tree.leaves(mine), jax.tree.leaves(ref)):
-        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    # and clipping actually happened for the small thresholds
-    if clip < 1:
-        assert not all(np.allclose(a, g) for a, g in zip(jax.tree.leaves(mine), jax.tree.leaves(grads)))
+class AgcEqualsOptaxTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.parameters(0.01, 0.1, 1.0)
+    def test_agc_equals_optax(self, clip):
+        params = _tree(0)
+        grads = _tree(1, scale=0.3)
+        ref_tx = optax.adaptive_grad_clip(clip)
+
+        @self.variant
+        def both(grads, params):
+            mine = agc(clip).update(grads, agc(clip).init(params), params)[0]
+            return mine, ref_tx.update(grads, ref_tx.init(params), params)[0]
+
+        mine, ref = both(grads, params)
+        chex.assert_trees_all_close(mine, ref, rtol=1e-6, atol=1e-7)
+        # and clipping actually happened for the small thresholds
+        if clip < 1:
+            assert not all(np.allclose(a, g) for a, g in zip(jax.tree.leaves(mine), jax.tree.leaves(grads)))
 
 
 def test_agc_formula_and_classifier_excluded():

@@ -1,6 +1,6 @@
 """The fast convolution paths equal lax.conv_general_dilated: outputs and gradients (input and
-kernel) over random shapes, strides, paddings, dilations and groups, 1-D and 2-D, under jit,
-vmap, grad and a sharding mesh."""
+kernel) over random shapes, strides, paddings, dilations and groups, 1-D and 2-D, compiled and
+eager (chex variants), under vmap, grad and a sharding mesh."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import subprocess
 import sys
 import textwrap
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax import lax
 
 from nnbasics.nn import conv as C
@@ -54,21 +56,27 @@ def value_and_grads(f, x, w, ct):
 
 
 def assert_close(got, want, what=""):
-    got, want = np.asarray(got), np.asarray(want)
-    scale = max(1.0, float(np.max(np.abs(want))) if want.size else 1.0)
-    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * scale, err_msg=what)
+    """Equal shapes, and values within 2e-5 relative to the largest entry of `want` (sums of many
+    products: float32 rounding grows with their size)."""
+    chex.assert_equal_shape([got, want])
+    scale = max(1.0, float(np.max(np.abs(want))) if np.size(want) else 1.0)
+    try:
+        chex.assert_trees_all_close(got, want, rtol=2e-5, atol=2e-5 * scale)
+    except AssertionError as e:
+        raise AssertionError(f"{what}: {e}") from None
 
 
 IMPLS = ("patches", "chunked", "auto")
 
 
-def check_case(case: dict, key: jax.Array) -> None:
+def check_case(case: dict, key: jax.Array, variant=jax.jit) -> None:
+    """Every path's output and vjp against lax.conv's, all in one program `variant(...)` (jit or eager)."""
     kx, kw, kc = jax.random.split(key, 3)
     x = jax.random.normal(kx, case["shape"])
     w = jax.random.normal(kw, case["kshape"])
     args = (case["strides"], case["padding"], case["dilation"], case["groups"])
 
-    @jax.jit
+    @variant
     def all_paths(x, w, ct):
         want = value_and_grads(lambda a, b: reference(a, b, *args), x, w, ct)
         got = {i: value_and_grads(functools.partial(C.conv_general, strides=args[0], padding=args[1],
@@ -80,15 +88,18 @@ def check_case(case: dict, key: jax.Array) -> None:
     want, got = all_paths(x, w, ct)
     for impl in IMPLS:
         for name, g, r in zip(("output", "d input", "d kernel"), got[impl], want):
-            assert g.shape == r.shape
             assert_close(g, r, f"{name} {impl} {case}")
 
 
-@pytest.mark.parametrize("nd", [1, 2])
-def test_random_convolutions_match_lax(nd):
-    rng = np.random.RandomState(nd)
-    for _ in range(5):
-        check_case(random_case(rng, nd), jax.random.key(int(rng.randint(1 << 30))))
+class RandomConvolutionsTest(chex.TestCase):
+    """Five random convolutions per dimension, compiled (jit) and op by op (no jit)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(("1d", 1), ("2d", 2))
+    def test_random_convolutions_match_lax(self, nd):
+        rng = np.random.RandomState(nd)
+        for _ in range(5):
+            check_case(random_case(rng, nd), jax.random.key(int(rng.randint(1 << 30))), self.variant)
 
 
 def chunked_vs_reference(x, w, strides, pads, dilation, chunks):
@@ -127,6 +138,7 @@ def test_vmap_over_members_and_second_order():
     for impl in ("chunked", "patches"):
         got = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), (0, 1))))(xs, ws)
         want = jax.vmap(jax.value_and_grad(loss("xla"), (0, 1)))(xs, ws)
+        chex.assert_tree_shape_prefix(got, (2,))  # one loss and one gradient per member
         for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             assert_close(g, r, impl)
     # Forward-mode and second derivatives still work through the patch path (plain autodiff).
@@ -158,10 +170,10 @@ def test_conv_layer_matches_flax_conv():
     want = ref.apply(variables, x)
     for impl in ("auto", "xla", "patches", "chunked"):
         layer = C.Conv(6, (3, 3), strides=2, padding="SAME", feature_group_count=2, impl=impl)
-        assert jax.tree.map(jnp.shape, layer.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape, variables)
+        chex.assert_trees_all_equal_shapes(layer.init(jax.random.key(1), x), variables)
         assert_close(layer.apply(variables, x), want, impl)
     one_d = C.Conv(3, 5, padding=[(1, 1)])
-    assert one_d.init(jax.random.key(0), jnp.zeros((2, 9, 2)))["params"]["kernel"].shape == (5, 2, 3)
+    chex.assert_shape(one_d.init(jax.random.key(0), jnp.zeros((2, 9, 2)))["params"]["kernel"], (5, 2, 3))
 
 
 SHARDED = textwrap.dedent("""

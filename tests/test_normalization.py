@@ -1,13 +1,15 @@
-"""Hand-written normalizers against flax.linen (outputs and gradients), BatchNorm's two modes,
+"""Hand-written normalizers against flax.linen (outputs and gradients, compiled and eager), BatchNorm's two modes,
 the axis masks of the lecture's figure, SelectedNorm, Weight Standardization and the norm CNN."""
 
 from __future__ import annotations
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from jax import lax
 
 from nnbasics.nn import normalization as N
@@ -29,31 +31,33 @@ PAIRS = {
 }
 
 
-@pytest.mark.parametrize("name", list(PAIRS))
-def test_equals_flax_outputs_and_gradients(name):
-    mine, ref = PAIRS[name]
-    vm, vr = mine.init(jax.random.key(1), X), ref.init(jax.random.key(1), X)
-    assert jax.tree.map(jnp.shape, vm) == jax.tree.map(jnp.shape, vr)
-    # non-trivial scale and bias, the same in both
-    params = {"scale": jnp.linspace(0.5, 2.0, 8), "bias": jnp.linspace(-1.0, 1.0, 8)}
-    vm = {**vm, "params": params}
-    vr = {**vr, "params": params}
-    w = normal(*X.shape)
+class EqualsFlaxTest(chex.TestCase):
+    """Each hand-written normalizer against its flax.linen counterpart, under jit and op by op."""
 
-    def loss(module, v, p, x):
-        y, _ = module.apply({**v, "params": p}, x, mutable=["batch_stats"])
-        return jnp.sum(w * jnp.tanh(y))
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*((name, name) for name in PAIRS))
+    def test_outputs_and_gradients(self, name):
+        mine, ref = PAIRS[name]
+        vm, vr = mine.init(jax.random.key(1), X), ref.init(jax.random.key(1), X)
+        chex.assert_trees_all_equal_shapes(vm, vr)
+        # non-trivial scale and bias, the same in both
+        params = {"scale": jnp.linspace(0.5, 2.0, 8), "bias": jnp.linspace(-1.0, 1.0, 8)}
+        vm = {**vm, "params": params}
+        vr = {**vr, "params": params}
+        w = normal(*X.shape)
 
-    ym, sm = jax.jit(lambda v: mine.apply(v, X, mutable=["batch_stats"]))(vm)
-    yr, sr = jax.jit(lambda v: ref.apply(v, X, mutable=["batch_stats"]))(vr)
-    np.testing.assert_allclose(ym, yr, atol=2e-5)
-    if name == "batch":  # running averages updated the same way
-        for k in ("mean", "var"):
-            np.testing.assert_allclose(sm["batch_stats"][k], sr["batch_stats"][k], atol=1e-5)
-    gm = jax.jit(jax.grad(lambda v, p, x: loss(mine, v, p, x), argnums=(1, 2)))(vm, params, X)
-    gr = jax.jit(jax.grad(lambda v, p, x: loss(ref, v, p, x), argnums=(1, 2)))(vr, params, X)
-    for a, b in zip(jax.tree.leaves(gm), jax.tree.leaves(gr)):
-        np.testing.assert_allclose(a, b, atol=2e-4, rtol=1e-4)
+        def outputs_and_grads(module, v):
+            def loss(p, x):
+                y, _ = module.apply({**v, "params": p}, x, mutable=["batch_stats"])
+                return jnp.sum(w * jnp.tanh(y))
+
+            return module.apply(v, X, mutable=["batch_stats"]), jax.grad(loss, argnums=(0, 1))(params, X)
+
+        (ym, sm), gm = self.variant(lambda v: outputs_and_grads(mine, v))(vm)
+        (yr, sr), gr = self.variant(lambda v: outputs_and_grads(ref, v))(vr)
+        chex.assert_trees_all_close(ym, yr, atol=2e-5)
+        chex.assert_trees_all_close(sm, sr, atol=1e-5)  # BatchNorm: running averages updated the same way
+        chex.assert_trees_all_close(gm, gr, atol=2e-4, rtol=1e-4)
 
 
 def test_batchnorm_train_and_eval_modes():
