@@ -244,7 +244,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nnbasics: error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
+        _abort_on_next_interrupt()
         print(f"\nnnbasics: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (loading, compiling, analysis): nothing to checkpoint
+        _abort_on_next_interrupt()
+        print("\nnnbasics: interrupted; finished results are kept, run the same command again to continue",
+              file=sys.stderr)
         return 130
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
@@ -264,6 +270,18 @@ def _announce_run(args: argparse.Namespace, overrides: Sequence[str]) -> None:
     if os.path.exists(os.path.join(wd, "claims.json")) and not args.force:
         return
     estimate.announce(estimate.run_lines(args.experiment, preset, estimate.backend(), overrides))
+
+
+def _abort_on_next_interrupt() -> None:
+    """The run is stopping: another Ctrl-C (say during JAX's teardown at exit) ends it at once with one
+    line, not a KeyboardInterrupt traceback."""
+    import signal
+    import threading
+
+    from nnbasics.engine.interrupt import abort_now
+
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, lambda signum, frame: abort_now("the run"))
 
 
 def _print_claims(results) -> None:

@@ -170,3 +170,27 @@ def test_resume_rebuilds_metrics_rows_lost_from_a_damaged_file(tmp_path, damage)
     assert [r["step"] for r in again.history] == [10, 20, 30, 40, 50, 60]
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(path)]
     assert strip == [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in full.splitlines()]
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.6])
+def test_second_sigint_never_prints_a_traceback_and_the_run_resumes(tmp_path, reference, gap):
+    """Ctrl-C twice, the second `gap` seconds after the first (in the chunk, the checkpoint write or the
+    exit): the process stops with status 130 (or dies of the signal in Python's final teardown) and
+    never a traceback; whatever checkpoint was half-written, the next run ends equal to an uninterrupted one."""
+    wd = tmp_path / "twice"
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'nnbasics'; runpy.run_module('nnbasics.cli', run_name='__main__')")
+    proc = subprocess.Popen([sys.executable, "-c", start, *_cmd(wd)[3:]], cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and len(read_metrics(wd / "metrics.jsonl")) < 1:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(gap)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode in (130, -signal.SIGINT), err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err, err[-2000:]
+    _resume_and_compare(wd, reference, same_order=False)
