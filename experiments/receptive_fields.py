@@ -240,7 +240,8 @@ def registry_claim(config, workdir, maps) -> dict:
     note = f" (not registered, skipped: {', '.join(skipped)})" if skipped else ""
     return claim(
         "registry_receptive_fields",
-        "The analytic receptive field of every registry model measured (up to its last convolution) equals the "
+        "The analytic receptive field of every registry model measured (up to its last convolution, before any pooling "
+        "after it; `nnbasics models` reports the last feature map's, after that pooling: AlexNet 195 px) equals the "
         f"support of the gradient of its centre unit: {', '.join(measured_names)}{note}",
         ARAUJO + "; reference values: AlexNet conv5 163, VGG-16 conv5_3 196, ResNet-50 427, ResNet-18 435",
         "analytic size and first pixel = measured, gradient support a solid rectangle",
@@ -259,7 +260,8 @@ def _table_figure(workdir, table) -> None:
                                                   "measured (gradient)"], loc="center")
         tab.auto_set_font_size(False)
         tab.set_fontsize(8)
-    ax.set_title("Receptive fields of the registry models, up to the last convolution")
+    ax.set_title("Receptive fields of the registry models, up to the last convolution\n(before pooling; "
+                 "`nnbasics models` counts the last feature map, after it: AlexNet 195 instead of 163)", fontsize=9)
     workdir.save_figure(fig, "registry_table")
 
 

@@ -202,3 +202,16 @@ def test_finished_run_with_damaged_metrics_is_rebuilt_from_checkpoints_or_refuse
     assert main([*args, "--force"]) in (0, 1)
     assert workdir_lib.metrics_damage(bare / "metrics.jsonl", json.loads((bare / "claims.json").read_text())[
         "metrics_file"]) is None
+
+
+def test_both_receptive_field_definitions_are_named_in_both_outputs(tmp_path):
+    """`nnbasics models` (last feature map, after pooling: AlexNet 195 px) and the receptive_fields
+    experiment (up to the last convolution: 163 px) each say which one they report and name the other."""
+    from nnbasics.runs.models_table import models_table
+
+    text = models_table(False, ["alexnet"])
+    assert "RF (last map)" in text and "195 px" in text and "163 px at conv5" in text and "after any pooling" in text
+    doc = exp.run_experiment("receptive_fields", "smoke", workdir=tmp_path)
+    rf = next(c for c in doc["claims"] if c["id"] == "registry_receptive_fields")
+    assert "up to its last convolution, before any pooling" in rf["claim"] and "nnbasics models" in rf["claim"]
+    assert "AlexNet conv5 163" in rf["source"]

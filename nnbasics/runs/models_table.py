@@ -2,6 +2,11 @@
 multiply-adds per example and theoretical receptive field, all computed from the model itself
 (`nnbasics.analysis.model_stats`: abstract evaluation, nothing is allocated or run).
 
+The receptive field here is that of one unit of the last spatial feature map, the one the classifier
+flattens or pools globally, so it includes a pooling layer after the last convolution (AlexNet:
+195 px after pool5). `nnbasics run receptive_fields` counts up to the last convolution instead
+(AlexNet: 163 px at conv5, Araujo et al.'s reference); both outputs say which.
+
 ImageNet-sized models (224x224 inputs) are counted for 1000 classes, all others for 10.
 """
 
@@ -50,7 +55,7 @@ def models_table(as_json: bool = False, names: Iterable[str] | None = None) -> s
     rows = model_rows(names)
     if as_json:
         return json.dumps(rows, indent=2)
-    header = ("model", "input", "parameters", "exact", "mult-adds", "receptive field", "reference")
+    header = ("model", "input", "parameters", "exact", "mult-adds", "RF (last map)", "reference")
     lines = []
     for r in rows:
         shape = "x".join(str(s) for s in r["input_shape"]) if r["input_shape"] else "-"
@@ -67,5 +72,7 @@ def models_table(as_json: bool = False, names: Iterable[str] | None = None) -> s
 
     out = [fmt(header), fmt(["-" * w for w in widths])] + [fmt(row) for row in lines]
     out.append("parameters: trainable (BatchNorm scale/bias, not running statistics); mult-adds: convolutions and "
-               "linear layers of one forward pass (torchvision's convention); receptive field: last feature map.")
+               "linear layers of one forward pass (torchvision's convention); RF (last map): receptive field of a unit of "
+               "the last spatial feature map, after any pooling that follows the last convolution (AlexNet 195 px after "
+               "pool5; `nnbasics run receptive_fields` reports it up to the last convolution: 163 px at conv5).")
     return "\n".join(out)
