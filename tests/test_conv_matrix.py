@@ -94,9 +94,6 @@ def test_conv_properties_smoke(tmp_path):
     assert ids == ["parameter_counts", "conv_is_toeplitz_matrix", "translation_equivariance", "any_input_size",
                    "strided_conv_is_subsampled_conv", "max_pooling_shift_stability",
                    "channel_pooling_rotation_invariance", "deformation_stability"]
-    for c in doc["claims"]:
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
     byid = {c["id"]: c for c in doc["claims"]}
     for exact in ("parameter_counts", "conv_is_toeplitz_matrix", "translation_equivariance", "any_input_size",
                   "strided_conv_is_subsampled_conv", "channel_pooling_rotation_invariance"):

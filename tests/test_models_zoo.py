@@ -194,7 +194,6 @@ def test_model_zoo_experiment_smoke(tmp_path):
     assert ids[0] == "params_equal_reference" and "params_resnet20" in ids and "macs_alexnet" in ids
     for c in res["claims"]:
         assert c["verdict"] == "pass", c  # counting is exact even in the smoke preset
-        assert all(isinstance(v, float) for v in c["measured"].values())
     assert res["claims"][0]["context"][0]["lecture_top5_error"] == 15.3
     assert (tmp_path / "models.txt").exists() and (tmp_path / "figures" / "params_vs_macs.png").exists()
 

@@ -113,7 +113,6 @@ def test_momentum_experiment_smoke(tmp_path):
         "gd_optimal_rate", "momentum_optimal_rate", "lecture_step_oscillates", "momentum_allows_larger_steps"
     ]
     for c in doc["claims"]:
-        assert all(isinstance(v, float) for v in c["measured"].values())
         assert all(not k["random"] for k in c["checks"])  # float64 runs on a fixed quadratic
     verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
     assert verdicts["gd_optimal_rate"] == verdicts["momentum_allows_larger_steps"] == "pass"

@@ -1,5 +1,6 @@
 """Every Colab notebook executes on CPU at the smallest preset (nbclient), so a broken one fails CI."""
 
+import json
 import pathlib
 import re
 
@@ -10,6 +11,16 @@ nbclient = pytest.importorskip("nbclient")
 
 COLAB = pathlib.Path(__file__).resolve().parent.parent / "colab"
 NOTEBOOKS = sorted(COLAB.glob("*.ipynb"))
+# identities and exact counts: they pass at any preset, the smoke one included (each experiment's own test says why)
+EXACT = {
+    "backprop": ("mlp_gradients_match", "conv_gradients_match", "sgd_step_matches"),
+    "conv_properties": ("parameter_counts", "conv_is_toeplitz_matrix", "translation_equivariance", "any_input_size",
+                        "strided_conv_is_subsampled_conv", "channel_pooling_rotation_invariance"),
+    "receptive_fields": ("dilated_receptive_fields", "stacked_3x3_convs", "registry_receptive_fields"),
+    "regularization": ("dropout_eval_and_fresh_masks",),
+    "momentum": ("gd_optimal_rate", "momentum_allows_larger_steps"),
+    "model_zoo": ("params_equal_reference",),
+}
 
 
 def test_notebooks_exist_and_are_stored_without_outputs():
@@ -51,4 +62,24 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
         return
     summary = re.search(r"smoke preset: (\d+) of (\d+) claims pass", text)
     assert summary and int(summary.group(2)) > 0, text[-2000:]
-    # the verdicts themselves are the experiments' tests' business (smoke presets are too small to decide them)
+    assert _check_claims_files(tmp_path) == (int(summary.group(1)), int(summary.group(2)))
+
+
+def _check_claims_files(root: pathlib.Path) -> tuple[int, int]:
+    """(claims passed, claims) over the runs under `root`, after checking that every stored verdict is the one
+    its stored samples give against the experiment's THRESHOLDS and that the exact claims pass."""
+    from nnbasics.runs.claims import rejudge
+    from nnbasics.runs.experiment import load_experiment
+
+    docs = [json.loads(f.read_text()) for f in sorted(root.rglob("claims.json"))]
+    passed = total = 0
+    for doc in docs:
+        thresholds = load_experiment(doc["experiment"]).THRESHOLDS
+        verdicts = {c["id"]: c["verdict"] for c in doc["claims"]}
+        for c in doc["claims"]:
+            assert c == rejudge(c, thresholds), (doc["experiment"], c["id"])
+        for cid in EXACT.get(doc["experiment"], ()):
+            assert verdicts[cid] == "pass", (doc["experiment"], cid)
+        passed += sum(v == "pass" for v in verdicts.values())
+        total += len(verdicts)
+    return passed, total

@@ -117,8 +117,6 @@ def test_receptive_fields_smoke(tmp_path):
     assert ids == ["dilated_receptive_fields", "stacked_3x3_convs", "registry_receptive_fields"]
     for c in doc["claims"]:
         assert c["verdict"] == "pass"  # exact identities and counts: a correct implementation passes at any size
-        for v in c["measured"].values():
-            assert all(isinstance(a, float) for a in (v if isinstance(v, list) else [v]))
     byid = {c["id"]: c for c in doc["claims"]}
     assert byid["dilated_receptive_fields"]["measured"]["rf_measured"] == [3.0, 7.0]
     stacked = byid["stacked_3x3_convs"]
