@@ -5,10 +5,10 @@ at a small batch (and the linearly scaled, smaller learning rate) clipping is no
 
 An NF-ResNet (Scaled WS, alpha = 0.2, no normalization layers) on the 8x8 digits, SGD with
 momentum 0.9, the learning rate scaled linearly with the batch size, the same epochs at both
-batch sizes. One compiled program trains every (lambda, batch size, seed) side by side: AGC
-(`nnbasics.engine.agc`) unit-wise on the raw gradients with the logits layer unclipped, lambda = inf being
-plain SGD; a large batch is the average gradient of several small micro-batches (exact here: the
-network has no batch-dependent layer).
+batch sizes. One `fit` trains every (lambda, batch size, seed) side by side in one compiled program:
+AGC (`nnbasics.engine.agc`) unit-wise on the raw gradients with the logits layer unclipped, lambda = inf
+being plain SGD; a large batch is the average gradient of several small micro-batches (gradient
+accumulation, exact here: the network has no batch-dependent layer).
 The paper finds AGC necessary to train NF-ResNets at large batches, with smaller lambda needed
 for larger batches, and little effect at small batches. Every comparison is paired over seeds
 (a seed fixes the initial weights and the batch order, shared by every lambda and batch size) and
@@ -22,15 +22,11 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from nnbasics.data import load_dataset
-from nnbasics.engine import PRNG_IMPL, batch_indices
-from nnbasics.engine.agc import clip_gradients, exclude_logits_layer
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.runs import claims as C
 from nnbasics.runs.plotting import subplots
@@ -109,66 +105,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config.eval_every must divide config.large_batch_steps")
 
 
-def train_grid(model, data, runs: list[tuple[float, int, int]], micro_batch: int, micro_steps: int,
-               eval_every: int, lr: float, momentum: float) -> dict:
-    """Train one member per run (clip, seed, k) in one compiled program; clip = inf is plain SGD.
+def train_grid(model, data, config, workdir, clips: list[float], ratio: int) -> dict:
+    """Train every (batch size, lambda, seed) side by side in one `fit` (one compiled program).
 
-    Every member sees `micro_steps` micro-batches of `micro_batch` images; a member with k > 1
-    averages the gradients of k micro-batches (one batch of k * micro_batch images, drawn without
-    replacement) before each update, with learning rate k * lr: exactly large-batch SGD (the
-    NF-ResNet has no batch-dependent layers), so both batch sizes share one compilation.
-    Returns the loss of every micro-batch, the test accuracy every `eval_every` micro-steps and the
-    final parameters (stacked over members)."""
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    xt, yt = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    n_eval = micro_steps // eval_every
-
-    def loss_fn(params, xb, yb):
-        logits = model.apply({"params": params}, xb)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
-
-    def accuracy(params):
-        return 100.0 * jnp.mean(jnp.argmax(model.apply({"params": params}, xt), -1) == yt)
-
-    exclude = exclude_logits_layer(model, x[:1])
-
-    def member(key_data, clip, k, idx):
-        tx = optax.sgd(lr * k.astype(jnp.float32), momentum=momentum)
-        params = model.init(jax.random.wrap_key_data(key_data, impl=PRNG_IMPL), x[:1])["params"]
-
-        def micro_step(carry, ix):
-            p, opt, acc, t = carry
-            loss, g = jax.value_and_grad(loss_fn)(p, x[ix], y[ix])
-            acc = jax.tree.map(lambda a, b: a + b / k, acc, g)
-            update = (t + 1) % k == 0  # the last micro-batch of a batch: clip, step, reset
-
-            def step(_):
-                gc = clip_gradients(acc, p, clip, exclude=exclude)
-                upd, new_opt = tx.update(gc, opt, p)
-                return optax.apply_updates(p, upd), new_opt, jax.tree.map(jnp.zeros_like, acc)
-
-            p, opt, acc = jax.lax.cond(update, step, lambda _: (p, opt, acc), None)
-            return (p, opt, acc, t + 1), loss
-
-        def chunk(carry, ix):
-            carry, losses = jax.lax.scan(micro_step, carry, ix)
-            return carry, (losses, accuracy(carry[0]))
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        init = (params, tx.init(params), zeros, jnp.zeros((), jnp.int32))
-        final, (losses, acc) = jax.lax.scan(chunk, init, idx.reshape(n_eval, eval_every, -1))
-        return losses.reshape(-1), acc, final[0]
-
-    keys = jnp.stack([jax.random.key_data(jax.random.key(s, impl=PRNG_IMPL)) for _, s, _ in runs])
-    clips = jnp.asarray([c for c, _, _ in runs], jnp.float32)
-    ks = jnp.asarray([k for _, _, k in runs], jnp.int32)
-    idx = np.concatenate([  # (members, micro_steps, micro_batch): batches of k * micro_batch, split
-        batch_indices([s], 0, micro_steps // k, len(x), k * micro_batch).reshape(1, micro_steps, micro_batch)
-        for _, s, k in runs])
-    # vmap: the convs are patch matrices times kernels, so the members' convs are one batched product
-    losses, acc, params = jax.jit(jax.vmap(member))(keys, clips, ks, jnp.asarray(idx))
-    return {"runs": runs, "loss": np.asarray(losses, np.float64), "test_accuracy": np.asarray(acc, np.float64),
-            "eval_steps": (np.arange(n_eval) + 1) * eval_every, "params": params}
+    Every member sees the same number of micro-batches of `small_batch` images; the large batch is
+    `ratio` of them averaged before each update (gradient accumulation, exactly large-batch SGD: the
+    NF-ResNet has no batch-dependent layer) at the linearly scaled rate ratio x learning_rate.
+    lambda = inf is plain SGD (agc_clip 0: AGC off). A diverging member does not stop the others.
+    Returns the members' settings, their training loss and test accuracy (%) per eval point."""
+    lr = float(config.learning_rate)
+    members = [{"agc_clip": 0.0 if math.isinf(c) else c, "accumulate": k, "learning_rate": lr * k}
+               for k in (ratio, 1) for c in clips]
+    tc = TrainConfig(
+        steps=int(config.large_batch_steps) * ratio, batch_size=int(config.small_batch),
+        eval_every=int(config.eval_every) * ratio, seeds=tuple(int(s) for s in config.seeds), members=members,
+        optimizer={"name": "momentum", "learning_rate": lr, "momentum": float(config.momentum)}, stop_on_nan=False)
+    res = fit(model, data, tc, workdir=workdir, tag="nf_resnet")
+    steps, loss = res.curve("train_loss")
+    _, acc = res.curve("test_accuracy")
+    runs = [(math.inf if m["agc_clip"] == 0 else m["agc_clip"], m["seed"], m.get("accumulate", 1)) for m in res.members]
+    return {"runs": runs, "loss": loss, "test_accuracy": 100.0 * acc, "eval_steps": steps}
 
 
 def _summary(res: dict, clip: float, k: int) -> dict:
@@ -188,18 +144,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     model = get_model("nf_resnet", num_classes=data.num_classes, depth=int(config.depth), width=int(config.width),
                       alpha=float(config.alpha), conv_impl=config.conv_impl)
     clips = [math.inf] + [float(c) for c in config.clips]
-    seeds = [int(s) for s in config.seeds]
-    large, small = int(config.large_batch), int(config.small_batch)
-    ratio = large // small  # the large batch = `ratio` micro-batches of the small batch size
-    runs = [(c, s, k) for k in (ratio, 1) for c in clips for s in seeds]
-    micro_steps = int(config.large_batch_steps) * ratio  # the same epochs at both batch sizes
-    res = train_grid(model, data, runs, small, micro_steps, int(config.eval_every) * ratio,
-                     float(config.learning_rate), float(config.momentum))
+    ratio = int(config.large_batch) // int(config.small_batch)  # the large batch = `ratio` small micro-batches
+    res = train_grid(model, data, config, workdir, clips, ratio)
     summaries = {}
     for name, k in (("large", ratio), ("small", 1)):
         summaries[name] = {c: _summary(res, c, k) for c in clips}
         for c, s in summaries[name].items():
-            workdir.metrics.write({"batch": name, "batch_size": small * k, "clip": "none" if math.isinf(c) else c, **s})
+            workdir.metrics.write({"batch": name, "batch_size": int(config.small_batch) * k,
+                                   "clip": "none" if math.isinf(c) else c, **s})
     _figure(workdir, res, clips, ratio, config)
     return _claims(summaries, clips, config)
 
@@ -273,12 +225,9 @@ def _figure(workdir, res, clips, ratio, config) -> None:
         for i, c in enumerate(clips):
             rows = [j for j, (cc, _, kk) in enumerate(res["runs"]) if cc == c and kk == k]
             color = "k" if math.isinf(c) else f"C{i}"
-            loss = res["loss"][rows][:, k - 1::k]  # the loss of the last micro-batch of each update
+            loss = res["loss"][rows]  # the mean training loss of each stretch between evaluations
             loss = np.nanmean(np.where(np.isfinite(loss), loss, np.nan), axis=0)
-            w = max(1, len(loss) // 50)  # a running mean over ~2% of the run
-            smooth = np.convolve(loss, np.ones(w) / w, mode="valid")
-            updates = np.arange(w, len(loss) + 1)
-            axes[col].plot(updates, smooth, color=color, lw=1.2, label=_label(c))
+            axes[col].plot(res["eval_steps"] / k, loss, "o-", ms=2.5, color=color, lw=1.2, label=_label(c))
             acc = np.nanmean(res["test_accuracy"][rows], axis=0)
             axes[2 + col].plot(res["eval_steps"] / k, acc, "o-", ms=2.5, color=color, lw=1.2, label=_label(c))
         axes[col].set(yscale="log", xlabel="update", ylabel="training loss",

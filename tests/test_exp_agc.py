@@ -36,7 +36,13 @@ def test_agc_experiment_smoke(tmp_path):
     # the paired samples are differences of per-seed accuracies stored in metrics.jsonl
     import json
 
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in lines if "batch" in r]  # the summaries (the rest are the engine's training rows)
+    train_rows = [r for r in lines if r.get("run") == "nf_resnet"]
+    ratio = 64 // 32
+    assert [r["step"] for r in train_rows] == [2 * ratio, 4 * ratio]  # micro-batches: the same epochs at both sizes
+    assert train_rows[-1]["accumulate"] == [ratio] * 4 + [1] * 4  # (batch, lambda, seed): large batch first
+    assert train_rows[-1]["agc_clip"] == [0.0, 0.0, 0.04, 0.04] * 2
     acc = {(r["batch"], r["clip"]): np.asarray(r["per_seed"]) for r in rows}
     for r in rows:  # test accuracy of a 4-step run of a tiny net: a percentage, finite
         assert all(0.0 <= a <= 100.0 for a in r["per_seed"])
