@@ -197,7 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = os.path.join(args.root, "claims.json")
             if not os.path.exists(path):
                 raise FileNotFoundError(f"{path} not found: run `nnbasics reproduce --quick --root {args.root}` first")
-            results = read_json(path)["experiments"]
+            results = exp.read_claims_doc(pathlib.Path(path)).get("experiments")
+            if results is None:
+                raise exp.WorkdirConflict(f"{path} holds one run, not a reproduction: give --root the reproduce directory")
             expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
             missing = [n for n in expected if n not in {r["experiment"] for r in results}]
             if missing and not args.force:

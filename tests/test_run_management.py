@@ -215,3 +215,53 @@ def test_both_receptive_field_definitions_are_named_in_both_outputs(tmp_path):
     rf = next(c for c in doc["claims"] if c["id"] == "registry_receptive_fields")
     assert "up to its last convolution, before any pooling" in rf["claim"] and "nnbasics models" in rf["claim"]
     assert "AlexNet conv5 163" in rf["source"]
+
+
+@pytest.mark.parametrize("damage", ["config_garbage", "claims_truncated", "claims_a_list", "metrics_a_directory"])
+def test_damaged_files_of_a_finished_run_are_refused_naming_them(tmp_path, capsys, damage):
+    """Garbage in a finished run's config.json or claims.json, or a metrics.jsonl that is a directory:
+    rc 2 and a message naming the file and --force, never a traceback; --force then runs again."""
+    wd = tmp_path / "w"
+    args = ["run", "mnist1d", "--smoke", "--quiet", "--workdir", str(wd), *(f"--config.{o}" for o in SMALL_MNIST1D)]
+    assert main(args) in (0, 1)
+    name = {"config_garbage": "config.json", "claims_truncated": "claims.json", "claims_a_list": "claims.json",
+            "metrics_a_directory": "metrics.jsonl"}[damage]
+    path = wd / name
+    if damage == "metrics_a_directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_text({"config_garbage": "{garbage", "claims_truncated": path.read_text()[:40],
+                         "claims_a_list": "[]"}[damage])
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "--force" in err and "Traceback" not in err
+    assert main([*args, "--force"]) in (0, 1)
+
+
+def test_report_and_readme_refuse_damaged_claims_files_naming_them(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "claims.json").write_text('{"experiment": "mnist1d", "claims": 3}')
+    before = (tmp_path / "report.md").read_text()
+    assert main(["report", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'x' / 'claims.json'} is damaged" in err and "Traceback" not in err
+    assert (tmp_path / "report.md").read_text() == before  # nothing rewritten
+    (tmp_path / "claims.json").write_text("{trunc")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n")
+    assert main(["readme", "--root", str(tmp_path), "--readme", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'claims.json'} is damaged" in err and "Traceback" not in err
+    assert readme.read_text() == "# x\n"
+
+
+def test_unusable_data_cache_directory_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    monkeypatch.setenv("NNBASICS_CACHE", str(blocker / "cache"))
+    assert main(["run", "mnist1d", "--smoke", "--quiet", "--workdir", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the data cache directory {blocker / 'cache'}" in err and "NNBASICS_CACHE" in err

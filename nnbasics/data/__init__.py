@@ -141,5 +141,11 @@ def cache_dir() -> pathlib.Path:
     """Where generated data sets are cached ($NNBASICS_CACHE or ~/.cache/nnbasics)."""
     root = os.environ.get("NNBASICS_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nnbasics")
     path = pathlib.Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from nnbasics.files import WorkdirUnusable
+
+        raise WorkdirUnusable(f"cannot create the data cache directory {path}: {e.strerror or e}. Set NNBASICS_CACHE to "
+                              "a writable directory") from None
     return path

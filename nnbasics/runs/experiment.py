@@ -253,9 +253,9 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     claims_path = wd_path / "claims.json"
     config_path = wd_path / "config.json"
     if claims_path.exists() and not force:
-        old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
+        old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
         if old_cfg == cfg_json:
-            old = workdir_lib.read_json(claims_path)
+            old = _read_run_file(claims_path, name)
             damage = _finished_metrics_damage(name, wd_path, old)
             if damage is None:
                 log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
@@ -278,7 +278,7 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     interrupted = ckpt_dir.exists() and not claims_path.exists() and any(ckpt_dir.iterdir())
     resuming = (interrupted or resume) and not force and ckpt_dir.exists()
     if resuming:
-        old_cfg = workdir_lib.read_json(config_path) if config_path.exists() else None
+        old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
         if old_cfg is not None and old_cfg != cfg_json:
             raise WorkdirConflict(
                 f"{wd_path} holds an interrupted run of {name} with a different config; "
@@ -329,6 +329,19 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         result["seed_offset"] = seed_offset
     _write_result(wd_path, mod, result)
     return result
+
+
+def _read_run_file(path: pathlib.Path, name: str) -> Any:
+    """config.json or claims.json of an earlier run; a damaged one is a WorkdirConflict naming it."""
+    try:
+        doc = workdir_lib.read_json(path)
+        if path.name == "claims.json" and not (isinstance(doc, dict) and isinstance(doc.get("claims"), list)):
+            raise ValueError("no list of claims in it")
+    except (OSError, ValueError, RecursionError) as e:
+        raise WorkdirConflict(f"{path} of the earlier {name} run in {path.parent} is damaged ({type(e).__name__}: "
+                              f"{str(e)[:120]}); pass --force to run again (the old files are kept as .old), or choose "
+                              "another --workdir") from None
+    return doc
 
 
 def _finished_metrics_damage(name: str, wd_path: pathlib.Path, result: Mapping[str, Any]) -> str | None:
@@ -488,25 +501,48 @@ def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory of runs (run `nnbasics reproduce --quick` first)")
+    docs = {p: read_claims_doc(p) for p in sorted({*root.glob("*/claims.json"), *root.glob("claims*.json")})}
     done = []
-    for path in sorted(root.glob("*/claims.json")) + ([root / "claims.json"] if (root / "claims.json").exists()
-                                                      and "experiment" in workdir_lib.read_json(root / "claims.json")
-                                                      else []):
-        res = workdir_lib.read_json(path)
-        new = judge(res["experiment"], res)
-        _write_result(path.parent, load_experiment(res["experiment"]), new)
-        done.append((path, [new]))
-    for path in sorted(root.glob("claims*.json")):
-        doc = workdir_lib.read_json(path)
-        if "experiments" not in doc:
+    for path, res in docs.items():  # every file was read (and a damaged one refused) before any is rewritten
+        if "experiment" not in res:
             continue
-        results = [judge(r["experiment"], r) if "error" not in r else r for r in doc["experiments"]]
-        dirs = doc.get("workdirs") or [os.path.relpath(default_workdir(r["experiment"], r.get("preset", "quick"), root,
-                                                                       doc.get("seed_offset", 0)), root)
-                                       for r in results]
-        write_reports(root, results, dirs, int(doc.get("seed_offset", 0)))
+        with _damaged_if_malformed(path):
+            new = judge(res["experiment"], res)
+            _write_result(path.parent, load_experiment(res["experiment"]), new)
+        done.append((path, [new]))
+    for path, doc in docs.items():
+        if "experiments" not in doc or path.parent != root:
+            continue
+        with _damaged_if_malformed(path):
+            results = [judge(r["experiment"], r) if "error" not in r else r for r in doc["experiments"]]
+            dirs = doc.get("workdirs") or [os.path.relpath(default_workdir(r["experiment"], r.get("preset", "quick"),
+                                                                           root, doc.get("seed_offset", 0)), root)
+                                           for r in results]
+            write_reports(root, results, dirs, int(doc.get("seed_offset", 0)))
         done.append((path, results))
     return done
+
+
+def read_claims_doc(path: pathlib.Path) -> dict[str, Any]:
+    """One run's claims.json or a combined claims*.json; a damaged one is a WorkdirConflict naming it."""
+    with _damaged_if_malformed(path, reading=True):
+        doc = workdir_lib.read_json(path)
+        if not (isinstance(doc, dict) and (isinstance(doc.get("claims"), list) and isinstance(doc.get("experiment"), str)
+                                           or isinstance(doc.get("experiments"), list))):
+            raise ValueError("neither one run's claims nor a combined report")
+    return doc
+
+
+@contextlib.contextmanager
+def _damaged_if_malformed(path: pathlib.Path, reading: bool = False) -> Iterator[None]:
+    """Malformed content of `path` (and, while `reading` it, an unreadable file) as a WorkdirConflict naming it."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
+        if isinstance(e, (UnknownNameError, config_lib.ConfigError)) or (isinstance(e, OSError) and not reading):
+            raise
+        raise WorkdirConflict(f"{path} is damaged ({type(e).__name__}: {str(e)[:120]}); run its experiment again "
+                              "(with --force), or move the file out of the way") from None
 
 
 def terminal_summary(results: Iterable[Mapping[str, Any]], report_path: str | os.PathLike | None = None) -> str:

@@ -138,7 +138,10 @@ def metrics_damage(path: str | os.PathLike, digest: Any = None) -> str | None:
     digest = digest if isinstance(digest, dict) else None
     if not p.exists():
         return "is missing" if digest and digest.get("rows") else None
-    data = p.read_bytes()
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
     lines = data.splitlines()
     bad = []
     for i, line in enumerate(lines, 1):
