@@ -157,7 +157,21 @@ def _merge(infos: Sequence[Info | None], rank: int) -> Info | None:
     return out or None
 
 
+def _out_rank(eqn: Any) -> int:
+    aval = eqn.outvars[0].aval
+    return len(aval.shape) if hasattr(aval, "shape") else 0
+
+
+_REDUCTIONS = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "reduce_and", "reduce_or")
+_CUMULATIVE = ("cumsum", "cumlogsumexp", "cummax")
+_OPAQUE = ("gather", "scatter", "scatter-add", "dynamic_slice", "dynamic_update_slice", "sort")
+
+
 class _RF:
+    """An abstract interpreter of a jaxpr: each equation maps its inputs' windows to its outputs'
+    (one small rule per primitive, `_RULES`); a feature map an equation consumes (reduces over its
+    spatial axes, flattens, feeds to a dense layer) is recorded in `final`."""
+
     def __init__(self) -> None:
         self.final: list[Window] = []
 
@@ -180,108 +194,139 @@ class _RF:
         return [read(v) for v in jaxpr.outvars]
 
     def eqn(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
-        name, p = eqn.primitive.name, eqn.params
-        n_out = len(eqn.outvars)
+        """The windows of one equation's outputs from those of its inputs (None: not a spatial map)."""
         if not any(ins):
-            return [None] * n_out
-        out_rank = len(eqn.outvars[0].aval.shape) if hasattr(eqn.outvars[0].aval, "shape") else 0
+            return [None] * len(eqn.outvars)
+        name = eqn.primitive.name
+        rule = self._RULES.get(name)
+        if rule is None and name.startswith("reduce_window"):
+            rule = _RF._reduce_window
+        return (rule or _RF._other)(self, eqn, ins)
+
+    # -- windows: convolution and pooling grow them
+    def _conv(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        p, x = eqn.params, ins[0]
+        dn = p["dimension_numbers"]
+        if any(d != 1 for d in p["lhs_dilation"]):
+            self.record(x)
+            return [None]
+        k = eqn.invars[1].aval.shape
+        out: Info = {}
+        for i, (lax_ax, rax, oax) in enumerate(zip(dn.lhs_spec[2:], dn.rhs_spec[2:], dn.out_spec[2:])):
+            if x and lax_ax in x:
+                out[oax] = x[lax_ax].window_op(k[rax], p["window_strides"][i], p["rhs_dilation"][i], p["padding"][i][0])
+        if x and dn.lhs_spec[1] in x:  # a window over channels: treat as consumed
+            self.record(x)
+        return [out or None]
+
+    def _reduce_window(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        p = eqn.params
+        dims, strides = p["window_dimensions"], p["window_strides"]
+        pads, wdil = p["padding"], p.get("window_dilation", (1,) * len(dims))
+        ops = [i for i in ins if i]
+        base = _merge(ops, _out_rank(eqn)) or {}
+        return [{ax: w.window_op(dims[ax], strides[ax], wdil[ax], pads[ax][0]) for ax, w in base.items()} or None] * len(
+            eqn.outvars)
+
+    # -- moving the grid: padding, slicing, transposes, reshapes
+    def _pad(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        cfg, x = eqn.params["padding_config"], ins[0]
+        if any(c[2] for ax, c in enumerate(cfg) if x and ax in x):
+            self.record(x)
+            return [None]
+        return [{ax: dataclasses.replace(w, start=w.start - cfg[ax][0] * w.jump) for ax, w in (x or {}).items()} or None]
+
+    def _slice(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        p = eqn.params
+        st, strides = p["start_indices"], p["strides"] or (1,) * _out_rank(eqn)
+        return [{ax: Window(w.size, w.jump * strides[ax], w.start + st[ax] * w.jump) for ax, w in (ins[0] or {}).items()}
+                or None]
+
+    def _transpose(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        perm = eqn.params["permutation"]
+        return [{perm.index(ax): w for ax, w in (ins[0] or {}).items()} or None]
+
+    def _broadcast_in_dim(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        bd, in_shape, out_shape = eqn.params["broadcast_dimensions"], eqn.invars[0].aval.shape, eqn.params["shape"]
+        out = {}
+        for ax, w in (ins[0] or {}).items():
+            if in_shape[ax] == out_shape[bd[ax]]:
+                out[bd[ax]] = w
+        return [out or None]
+
+    def _squeeze(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        dims = sorted(eqn.params["dimensions"])
+        return [{ax - sum(d < ax for d in dims): w for ax, w in (ins[0] or {}).items() if ax not in dims} or None]
+
+    def _reshape(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
         x = ins[0]
-        if name == "conv_general_dilated":
-            dn = p["dimension_numbers"]
-            if any(d != 1 for d in p["lhs_dilation"]):
+        in_shape, out_shape = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
+        out = {}
+        for ax, w in (x or {}).items():
+            # an axis survives where everything up to it is unchanged (leading axes kept)
+            if ax < len(out_shape) and tuple(in_shape[: ax + 1]) == tuple(out_shape[: ax + 1]):
+                out[ax] = w
+            else:  # flattened into other axes (or squeezed away): the feature map is consumed
                 self.record(x)
                 return [None]
-            k = eqn.invars[1].aval.shape
-            out: Info = {}
-            for i, (lax_ax, rax, oax) in enumerate(zip(dn.lhs_spec[2:], dn.rhs_spec[2:], dn.out_spec[2:])):
-                if x and lax_ax in x:
-                    out[oax] = x[lax_ax].window_op(k[rax], p["window_strides"][i], p["rhs_dilation"][i], p["padding"][i][0])
-            if x and dn.lhs_spec[1] in x:  # a window over channels: treat as consumed
-                self.record(x)
-            return [out or None]
-        if name.startswith("reduce_window") or name == "reduce_window":
-            dims, strides = p["window_dimensions"], p["window_strides"]
-            pads, wdil = p["padding"], p.get("window_dilation", (1,) * len(dims))
-            ops = [i for i in ins if i]
-            base = _merge(ops, out_rank) or {}
-            return [{ax: w.window_op(dims[ax], strides[ax], wdil[ax], pads[ax][0]) for ax, w in base.items()} or None] * n_out
-        if name == "pad":
-            cfg = p["padding_config"]
-            if any(c[2] for ax, c in enumerate(cfg) if x and ax in x):
-                self.record(x)
-                return [None]
-            return [{ax: dataclasses.replace(w, start=w.start - cfg[ax][0] * w.jump) for ax, w in (x or {}).items()} or None]
-        if name == "slice":
-            st, strides = p["start_indices"], p["strides"] or (1,) * out_rank
-            return [{ax: Window(w.size, w.jump * strides[ax], w.start + st[ax] * w.jump) for ax, w in (x or {}).items()} or None]
-        if name == "transpose":
-            perm = p["permutation"]
-            return [{perm.index(ax): w for ax, w in (x or {}).items()} or None]
-        if name == "broadcast_in_dim":
-            bd, in_shape, out_shape = p["broadcast_dimensions"], eqn.invars[0].aval.shape, p["shape"]
-            out = {}
-            for ax, w in (x or {}).items():
-                if in_shape[ax] == out_shape[bd[ax]]:
-                    out[bd[ax]] = w
-            return [out or None]
-        if name == "squeeze":
-            dims = sorted(p["dimensions"])
-            return [{ax - sum(d < ax for d in dims): w for ax, w in (x or {}).items() if ax not in dims} or None]
-        if name in ("reshape", "expand_dims"):
-            in_shape, out_shape = eqn.invars[0].aval.shape, eqn.outvars[0].aval.shape
-            out = {}
-            for ax, w in (x or {}).items():
-                # an axis survives where everything up to it is unchanged (leading axes kept)
-                if ax < len(out_shape) and tuple(in_shape[: ax + 1]) == tuple(out_shape[: ax + 1]):
-                    out[ax] = w
-                else:  # flattened into other axes (or squeezed away): the feature map is consumed
-                    self.record(x)
-                    return [None]
-            return [out or None]
-        if name in ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin", "reduce_and",
-                    "reduce_or", "cumsum", "cumlogsumexp", "cummax"):
-            axes = tuple(p.get("axes", ())) + ((p["axis"],) if "axis" in p else ())
-            if name.startswith("cum"):
-                if x and p["axis"] in x:
-                    self.record(x)
-                    return [None]
-                return [x]
-            if x and any(a in x for a in axes):
-                self.record(x)
-            return [{ax - sum(a < ax for a in axes): w for ax, w in (x or {}).items() if ax not in axes} or None]
-        if name == "dot_general":
-            (lc, rc), (lb, rb) = p["dimension_numbers"]
-            lhs, rhs = ins[0] or {}, ins[1] or {}
-            if any(a in lhs for a in lc) or any(a in rhs for a in rc):
-                # a dense layer over spatial positions: each output unit sees the whole extent
-                for info, var, axes in ((lhs, eqn.invars[0], lc), (rhs, eqn.invars[1], rc)):
-                    for ax, w in info.items():
-                        n = var.aval.shape[ax]
-                        self.final.append(Window(w.size + (n - 1) * w.jump, w.jump, w.start) if ax in axes else w)
-                return [None]
-            lrank, rrank = len(eqn.invars[0].aval.shape), len(eqn.invars[1].aval.shape)
-            lfree = [a for a in range(lrank) if a not in lc and a not in lb]
-            rfree = [a for a in range(rrank) if a not in rc and a not in rb]
-            out: Info = {}
-            for ax, w in lhs.items():
-                out[lb.index(ax) if ax in lb else len(lb) + lfree.index(ax)] = w
-            for ax, w in rhs.items():
-                if ax not in rb:
-                    out[len(lb) + len(lfree) + rfree.index(ax)] = w
-            return [out or None]
-        if name == "concatenate":  # along channels, or along a spatial axis as edge/reflect padding does
-            return [_merge(ins, out_rank)]
-        if name == "rev":
-            return [x]
-        if name == "stack":  # a new axis at `axis`; the operands' axes from there on shift by one
-            a = p["axis"]
-            return [_merge([{ax + (ax >= a): w for ax, w in (i or {}).items()} for i in ins], out_rank)]
+        return [out or None]
+
+    # -- consuming the map: reductions over spatial axes, dense layers over positions
+    def _reduce(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        p, x = eqn.params, ins[0]
+        axes = tuple(p.get("axes", ())) + ((p["axis"],) if "axis" in p else ())
+        if x and any(a in x for a in axes):
+            self.record(x)
+        return [{ax - sum(a < ax for a in axes): w for ax, w in (x or {}).items() if ax not in axes} or None]
+
+    def _cumulative(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        x = ins[0]
+        if x and eqn.params["axis"] in x:
+            self.record(x)
+            return [None]
+        return [x]
+
+    def _dot_general(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lhs, rhs = ins[0] or {}, ins[1] or {}
+        if any(a in lhs for a in lc) or any(a in rhs for a in rc):
+            # a dense layer over spatial positions: each output unit sees the whole extent
+            for info, var, axes in ((lhs, eqn.invars[0], lc), (rhs, eqn.invars[1], rc)):
+                for ax, w in info.items():
+                    n = var.aval.shape[ax]
+                    self.final.append(Window(w.size + (n - 1) * w.jump, w.jump, w.start) if ax in axes else w)
+            return [None]
+        lrank, rrank = len(eqn.invars[0].aval.shape), len(eqn.invars[1].aval.shape)
+        lfree = [a for a in range(lrank) if a not in lc and a not in lb]
+        rfree = [a for a in range(rrank) if a not in rc and a not in rb]
+        out: Info = {}
+        for ax, w in lhs.items():
+            out[lb.index(ax) if ax in lb else len(lb) + lfree.index(ax)] = w
+        for ax, w in rhs.items():
+            if ax not in rb:
+                out[len(lb) + len(lfree) + rfree.index(ax)] = w
+        return [out or None]
+
+    # -- joining maps
+    def _concatenate(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        return [_merge(ins, _out_rank(eqn))]  # along channels, or along a spatial axis as edge/reflect padding does
+
+    def _rev(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        return [ins[0]]
+
+    def _stack(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        a = eqn.params["axis"]  # a new axis at `axis`; the operands' axes from there on shift by one
+        return [_merge([{ax + (ax >= a): w for ax, w in (i or {}).items()} for i in ins], _out_rank(eqn))]
+
+    # -- everything else: sub-programs are entered, opaque ops consume, element-wise ops take the union
+    def _other(self, eqn: Any, ins: list[Info | None]) -> list[Info | None]:
+        name, n_out, out_rank = eqn.primitive.name, len(eqn.outvars), _out_rank(eqn)
         subs = _subjaxprs(eqn)
         if subs and name not in ("scan", "while", "cond"):
             sub = subs[0]
             if len(sub.invars) == len(ins):
                 return self.run(sub, ins)
-        if subs or name in ("gather", "scatter", "scatter-add", "dynamic_slice", "dynamic_update_slice", "sort"):
+        if subs or name in _OPAQUE:
             for i in ins:
                 self.record(i)
             return [None] * n_out
@@ -289,6 +334,24 @@ class _RF:
         shape_ok = [i if (i and len(v.aval.shape) == out_rank) else None for i, v in zip(ins, eqn.invars)
                     if hasattr(v.aval, "shape")]
         return [_merge(shape_ok, out_rank)] * n_out
+
+    _RULES = {
+        "conv_general_dilated": _conv,
+        "reduce_window": _reduce_window,
+        "pad": _pad,
+        "slice": _slice,
+        "transpose": _transpose,
+        "broadcast_in_dim": _broadcast_in_dim,
+        "squeeze": _squeeze,
+        "reshape": _reshape,
+        "expand_dims": _reshape,
+        **dict.fromkeys(_REDUCTIONS, _reduce),
+        **dict.fromkeys(_CUMULATIVE, _cumulative),
+        "dot_general": _dot_general,
+        "concatenate": _concatenate,
+        "rev": _rev,
+        "stack": _stack,
+    }
 
 
 def jaxpr_receptive_field(jaxpr: jcore.ClosedJaxpr, spatial_axes: Sequence[int] = (1, 2)) -> tuple[float, ...] | None:
