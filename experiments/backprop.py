@@ -144,14 +144,12 @@ def _train(layers, params, x, y, lr, steps):
     return [np.asarray(v, np.float64) for v in go(params, x, y)]
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
-    data = load_dataset(config.data)
+def _gradient_cases(config: ml_collections.ConfigDict, data) -> tuple[dict, jax.Array]:
+    """{(net, activation): (layers, params, x)} for the MLP and the conv net, in config order, and the labels."""
     n = int(config.batch)
     x_img = jnp.asarray(data.x_train[:n])
     y = jnp.asarray(data.y_train[:n])
     x_flat = x_img.reshape(n, -1)
-    lr = float(config.learning_rate)
-
     nets = {
         "mlp": (lambda act: mlp_layers(config.mlp_sizes, act), x_flat, (x_flat.shape[1],)),
         "conv": (lambda act: conv_layers(config.conv_channels, config.conv_strides, data.num_classes, act),
@@ -162,8 +160,14 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         for act in config.activations:
             layers = build(act)
             cases[(net, act)] = (layers, init_params(layers, int(config.seed), tuple(shape)), x)
+    return cases, y
+
+
+def _gradient_results(cases: dict, y, lr: float) -> dict[str, dict[str, dict]]:
+    """Per net and activation: the largest relative gradient error, the SGD-step difference, the loss
+    difference, the per-layer gradient norms (hand, autodiff) and the PReLU slopes' error."""
     checked = _check(cases, y, lr)
-    results: dict[str, dict[str, dict]] = {k: {} for k in nets}
+    results: dict[str, dict[str, dict]] = {net: {} for net, _ in cases}
     for net, act in cases:  # in config order (the pytree came back with sorted keys)
         loss, ref_loss, gh, ga, p_hand, p_auto = checked[(net, act)]
         results[net][act] = {
@@ -174,9 +178,12 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                             for g, r in zip(gh, ga) if "W" in r],
             "prelu_rel": max((e["alpha"] for e in relative_errors(gh, ga) if "alpha" in e), default=0.0),
         }
+    return results
 
-    # A short training run with each backward pass (full batch, the train activation's MLP), in
-    # float64 so that the comparison is not blurred by float32 rounding accumulating over steps.
+
+def _training_curves(config: ml_collections.ConfigDict, data) -> tuple[np.ndarray, np.ndarray]:
+    """Loss curves of a short training run with each backward pass (full batch, the train activation's
+    MLP), in float64 so that the comparison is not blurred by float32 rounding accumulating over steps."""
     m = int(config.train_examples)
     layers = mlp_layers(config.mlp_sizes, config.train_activation)
     params = init_params(layers, int(config.seed), (64,))
@@ -186,11 +193,23 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         loss_hand, loss_auto = _train(layers, params, xt, yt, float(config.train_learning_rate),
                                       int(config.train_steps))
-    train_rel = float(np.max(np.abs(loss_hand - loss_auto) / np.abs(loss_auto)))
+    return loss_hand, loss_auto
 
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    data = load_dataset(config.data)
+    lr = float(config.learning_rate)
+    cases, y = _gradient_cases(config, data)
+    results = _gradient_results(cases, y, lr)
+    loss_hand, loss_auto = _training_curves(config, data)
     _figures(config, workdir, results, loss_hand, loss_auto)
+    return [*_gradient_claims(config, results), _sgd_step_claim(results, lr),
+            _training_claim(config, loss_hand, loss_auto)]
 
-    tol, stol = THRESHOLDS["gradient_rel_error"].value, THRESHOLDS["sgd_step_abs_diff"].value
+
+def _gradient_claims(config: ml_collections.ConfigDict, results: dict) -> list[dict]:
+    """Per net: the hand-written gradients equal jax.grad's for every activation."""
+    tol = THRESHOLDS["gradient_rel_error"].value
     out = []
     conv_title = f"conv net ({len(config.conv_channels)} 3x3 convs, strides {tuple(config.conv_strides)})"
     for net, title in (("mlp", f"{len(config.mlp_sizes) - 1}-layer MLP"), ("conv", conv_title)):
@@ -210,8 +229,13 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             checks=[check("gradient_rel_error", worst, THRESHOLDS["gradient_rel_error"], random=False,
                           statistic=f"max_rel_error_{net}")],
         ))
+    return out
+
+
+def _sgd_step_claim(results: dict, lr: float) -> dict:
+    stol = THRESHOLDS["sgd_step_abs_diff"].value
     steps = {f"max_abs_param_diff_{net}": max(v["step"] for v in results[net].values()) for net in results}
-    out.append(claim(
+    return claim(
         "sgd_step_matches",
         "One SGD step with the hand-written gradients gives the same parameters as jax.grad + optax.sgd",
         SOURCE,
@@ -219,8 +243,12 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         {**steps, "learning_rate": lr},
         checks=[check("sgd_step_abs_diff", v, THRESHOLDS["sgd_step_abs_diff"], random=False, statistic=k)
                 for k, v in steps.items()],
-    ))
-    out.append(claim(
+    )
+
+
+def _training_claim(config: ml_collections.ConfigDict, loss_hand: np.ndarray, loss_auto: np.ndarray) -> dict:
+    train_rel = float(np.max(np.abs(loss_hand - loss_auto) / np.abs(loss_auto)))
+    return claim(
         "training_matches",
         f"Training the MLP ({config.train_activation}) with hand-written backprop follows the jax.grad run "
         "step by step",
@@ -233,8 +261,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                       statistic="max_rel_loss_diff"),
                 check("train_loss_ratio", loss_hand[-1] / loss_hand[0], THRESHOLDS["train_loss_ratio"], random=False,
                       statistic="loss_end / loss_start")],
-    ))
-    return out
+    )
 
 
 def _figures(config, workdir, results, loss_hand, loss_auto) -> None:

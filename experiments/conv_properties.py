@@ -228,19 +228,27 @@ def dense_net(params, x):
     return (h @ w2).reshape(x.shape[0], x.shape[1], x.shape[2], -1)
 
 
-def equivariance_claims(config, workdir) -> list[dict]:
+RF_RADIUS = 3  # the receptive-field radius of the three 3x3 layers of circular_conv_net / zero_pad_conv_net
+
+
+def _equivariance_inputs(config) -> tuple[dict, np.ndarray]:
+    """He-scaled random weights of the conv net, the dense net and one strided conv, and two photo crops."""
     n = config.equivariance_size
     rng = np.random.default_rng(config.seed)
-    conv_params = [he(rng, (3, 3, 3, 8)), he(rng, (3, 3, 8, 8)), he(rng, (3, 3, 8, 4))]
-    dense_params = [he(rng, (n * n * 3, 256)), he(rng, (256, n * n * 4))]
-    w_strided = he(rng, (3, 3, 3, 8))
-    x = photo_crops(2, n, config.seed + 3, extra=0, gray=False)
-    shifts = [tuple(int(v) for v in s) for s in config.shifts]
-    b = 3  # the receptive-field radius of the three 3x3 layers
+    weights = {
+        "conv": [he(rng, (3, 3, 3, 8)), he(rng, (3, 3, 8, 8)), he(rng, (3, 3, 8, 4))],
+        "dense": [he(rng, (n * n * 3, 256)), he(rng, (256, n * n * 4))],
+        "strided": he(rng, (3, 3, 3, 8)),
+    }
+    return weights, photo_crops(2, n, config.seed + 3, extra=0, gray=False)
+
+
+def _equivariance_outputs(weights: dict, x: np.ndarray, shifts: list[tuple], n: int) -> dict:
+    """Everything the claims compare, computed in one compiled program."""
+    conv_params, dense_params, w_strided = weights["conv"], weights["dense"], weights["strided"]
 
     @jax.jit
     def outputs(x):
-        """Everything the claims compare, in one compiled program."""
         canvas = jnp.zeros((2, 4 * n, 4 * n, 3)).at[:, n:2 * n, n:2 * n].set(x)
         return {
             "conv": circular_conv_net(conv_params, x),
@@ -256,20 +264,33 @@ def equivariance_claims(config, workdir) -> list[dict]:
             "subsampled": conv_general(x, w_strided, 1, 1)[:, ::2, ::2],
         }
 
-    o = jax.tree.map(np.asarray, outputs(jnp.asarray(x)))
-    conv_err = [relative_difference(o["conv_shifted"][i], translate(o["conv"], s)) for i, s in enumerate(shifts)]
-    dense_err = [relative_difference(o["dense_shifted"][i], translate(o["dense"], s)) for i, s in enumerate(shifts)]
-    small, big = o["small"], o["big"]
-    size_err = relative_difference(big[:, n + b:2 * n - b, n + b:2 * n - b], small[:, b:-b, b:-b])
-    try:
-        jax.eval_shape(lambda z: dense_net(dense_params, z), jax.ShapeDtypeStruct((2, 4 * n, 4 * n, 3), jnp.float32))
-        dense_any_size = 1.0
-    except (TypeError, ValueError):
-        dense_any_size = 0.0
-    strided, subsampled = o["strided"], o["subsampled"]
-    stride_err = relative_difference(strided, subsampled)
+    return jax.tree.map(np.asarray, outputs(jnp.asarray(x)))
 
-    shift = shifts[-1]
+
+def _dense_net_runs_on(dense_params, shape) -> float:
+    """1.0 if the dense net accepts inputs of `shape`, 0.0 if its weights fix another input size."""
+    try:
+        jax.eval_shape(lambda z: dense_net(dense_params, z), jax.ShapeDtypeStruct(shape, jnp.float32))
+        return 1.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _equivariance_errors(o: dict, shifts: list[tuple], n: int, dense_params) -> dict:
+    """Relative errors of the three identities (per shift for equivariance)."""
+    b = RF_RADIUS
+    small, big = o["small"], o["big"]
+    return {
+        "conv": [relative_difference(o["conv_shifted"][i], translate(o["conv"], s)) for i, s in enumerate(shifts)],
+        "dense": [relative_difference(o["dense_shifted"][i], translate(o["dense"], s)) for i, s in enumerate(shifts)],
+        "size": relative_difference(big[:, n + b:2 * n - b, n + b:2 * n - b], small[:, b:-b, b:-b]),
+        "dense_any_size": _dense_net_runs_on(dense_params, (2, 4 * n, 4 * n, 3)),
+        "stride": relative_difference(o["strided"], o["subsampled"]),
+    }
+
+
+def _equivariance_figure(workdir, x: np.ndarray, o: dict, shift: tuple) -> None:
+    """The input, f(x) and f(translate(x)) of the conv net, and both nets' equivariance differences."""
     fx, fsx = o["conv"], o["conv_shifted"][-1]
     ch = int(np.argmax(fx[0].reshape(-1, fx.shape[-1]).std(axis=0)))  # the most varied output channel
     panels = [
@@ -293,40 +314,64 @@ def equivariance_claims(config, workdir) -> list[dict]:
         ax.set(xticks=[], yticks=[])
     fig.suptitle("Translation equivariance: a conv net commutes with shifts (difference exactly 0), a dense net does not")
     workdir.save_figure(fig, "equivariance")
-    tol = THRESHOLDS["conv_equivariance_error"].value
-    th = THRESHOLDS
+
+
+def equivariance_claims(config, workdir) -> list[dict]:
+    n = config.equivariance_size
+    shifts = [tuple(int(v) for v in s) for s in config.shifts]
+    weights, x = _equivariance_inputs(config)
+    o = _equivariance_outputs(weights, x, shifts, n)
+    errors = _equivariance_errors(o, shifts, n, weights["dense"])
+    _equivariance_figure(workdir, x, o, shifts[-1])
     return [
-        claim(
-            "translation_equivariance",
-            "A conv net (circular padding) is translation-equivariant, f(translate(x)) = translate(f(x)), "
-            "while a dense net is not",
-            LECTURE + " (five views: equivariant with translation)",
-            f"conv net relative error <= {tol:g}; dense net >= 0.1",
-            {"conv_net_error_max": max(conv_err), "dense_net_error_min": min(dense_err), "shifts": len(conv_err)},
-            checks=[check("conv_equivariance_error", max(conv_err), th["conv_equivariance_error"], random=False),
-                    check("dense_equivariance_error", min(dense_err), th["dense_equivariance_error"], random=False)],
-        ),
-        claim(
-            "any_input_size",
-            f"The same conv weights run on {n}x{n} and {4 * n}x{4 * n} inputs and compute the same features "
-            "(a dense layer's weights fix its input size)",
-            LECTURE + " (conv layers can be applied to arbitrarily-sized inputs)",
-            f"interior features equal to relative error <= {tol:g}; the dense net rejects the larger input",
-            {"relative_error": size_err, "out_height_small": small.shape[1], "out_height_large": big.shape[1],
-             "dense_net_runs_on_larger_input": dense_any_size},
-            small.shape[1] == n and big.shape[1] == 4 * n and dense_any_size == 0.0,
-            checks=[check("any_size_error", size_err, th["any_size_error"], random=False)],
-        ),
-        claim(
-            "strided_conv_is_subsampled_conv",
-            "A strided convolution equals the convolution followed by subsampling (at 1/stride^2 of the cost)",
-            LECTURE + " (strided convolution)",
-            f"relative error <= {tol:g}",
-            {"relative_error": stride_err, "outputs_strided": float(np.prod(strided.shape)),
-             "outputs_full": float(np.prod(subsampled.shape) * 4)},
-            checks=[check("strided_error", stride_err, th["strided_error"], random=False)],
-        ),
+        _translation_equivariance_claim(errors),
+        _any_input_size_claim(n, errors, o["small"], o["big"]),
+        _strided_conv_claim(errors, o["strided"], o["subsampled"]),
     ]
+
+
+def _translation_equivariance_claim(errors: dict) -> dict:
+    th = THRESHOLDS
+    conv_err, dense_err = errors["conv"], errors["dense"]
+    return claim(
+        "translation_equivariance",
+        "A conv net (circular padding) is translation-equivariant, f(translate(x)) = translate(f(x)), "
+        "while a dense net is not",
+        LECTURE + " (five views: equivariant with translation)",
+        f"conv net relative error <= {th['conv_equivariance_error'].value:g}; dense net >= 0.1",
+        {"conv_net_error_max": max(conv_err), "dense_net_error_min": min(dense_err), "shifts": len(conv_err)},
+        checks=[check("conv_equivariance_error", max(conv_err), th["conv_equivariance_error"], random=False),
+                check("dense_equivariance_error", min(dense_err), th["dense_equivariance_error"], random=False)],
+    )
+
+
+def _any_input_size_claim(n: int, errors: dict, small: np.ndarray, big: np.ndarray) -> dict:
+    tol = THRESHOLDS["conv_equivariance_error"].value
+    size_err, dense_any_size = errors["size"], errors["dense_any_size"]
+    return claim(
+        "any_input_size",
+        f"The same conv weights run on {n}x{n} and {4 * n}x{4 * n} inputs and compute the same features "
+        "(a dense layer's weights fix its input size)",
+        LECTURE + " (conv layers can be applied to arbitrarily-sized inputs)",
+        f"interior features equal to relative error <= {tol:g}; the dense net rejects the larger input",
+        {"relative_error": size_err, "out_height_small": small.shape[1], "out_height_large": big.shape[1],
+         "dense_net_runs_on_larger_input": dense_any_size},
+        small.shape[1] == n and big.shape[1] == 4 * n and dense_any_size == 0.0,
+        checks=[check("any_size_error", size_err, THRESHOLDS["any_size_error"], random=False)],
+    )
+
+
+def _strided_conv_claim(errors: dict, strided: np.ndarray, subsampled: np.ndarray) -> dict:
+    tol = THRESHOLDS["conv_equivariance_error"].value
+    return claim(
+        "strided_conv_is_subsampled_conv",
+        "A strided convolution equals the convolution followed by subsampling (at 1/stride^2 of the cost)",
+        LECTURE + " (strided convolution)",
+        f"relative error <= {tol:g}",
+        {"relative_error": errors["stride"], "outputs_strided": float(np.prod(strided.shape)),
+         "outputs_full": float(np.prod(subsampled.shape) * 4)},
+        checks=[check("strided_error", errors["stride"], THRESHOLDS["strided_error"], random=False)],
+    )
 
 
 @functools.lru_cache(maxsize=2)

@@ -95,9 +95,9 @@ def _slope_check(measured: float, theory: float, statistic: str) -> dict:
                  statistic=statistic)
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
-    tol = THRESHOLDS["slope_rel_error"].value
-    kappas = [float(k) for k in config.kappas]
+def _optimal_runs(config: ml_collections.ConfigDict, kappas: list[float]) -> dict[float, dict]:
+    """Per kappa: gradient descent and momentum, each with its optimal step (and momentum), on a
+    random quadratic; their error curves, measured rates and the theory's."""
     res: dict[float, dict] = {}
     for kappa in kappas:
         quad = momentum_theory.make_quadratic(kappa, int(config.dim), seed=int(config.seed))
@@ -113,43 +113,68 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             "alpha_gd": a_gd, "alpha_m": a_m, "beta_m": b_m,
             "rate_gd": momentum_theory.measured_rate(e_gd), "rate_m": momentum_theory.measured_rate(e_m),
         }
+    return res
 
-    # The lecture's alpha = 0.02, beta = 0.99 on a 2-D valley (axis-aligned, so coordinates = modes).
+
+def _lecture_runs(config: ml_collections.ConfigDict) -> dict:
+    """The lecture's alpha = 0.02, beta = 0.99 on a 2-D valley (axis-aligned, so coordinates = modes),
+    and gradient descent at the same step: paths, rates and sign changes of the slow coordinate."""
     lam = np.asarray(sorted(config.lecture_eigenvalues), np.float64)
     valley = momentum_theory.Quadratic(A=np.diag(lam), eigenvalues=lam, eigenvectors=np.eye(2))
     la, lb = float(config.lecture_alpha), float(config.lecture_beta)
     w_start = np.array([1.0, 1.0]) / math.sqrt(2.0)
-    theory_lecture = momentum_theory.momentum_rate(la, lb, lam)
-    ws_lec = momentum_theory.run_on_quadratic(
+    theory = momentum_theory.momentum_rate(la, lb, lam)
+    ws_m = momentum_theory.run_on_quadratic(
         valley, make_optimizer({"name": "momentum", "learning_rate": la, "momentum": lb}), w_start,
-        max(int(config.lecture_steps), momentum_theory.steps_for(theory_lecture, min(config.decades, 100.0))),
+        max(int(config.lecture_steps), momentum_theory.steps_for(theory, min(config.decades, 100.0))),
     )
-    ws_lec_gd = momentum_theory.run_on_quadratic(valley, make_optimizer({"name": "sgd", "learning_rate": la}), w_start,
-                                                 len(ws_lec) - 1)
+    ws_gd = momentum_theory.run_on_quadratic(valley, make_optimizer({"name": "sgd", "learning_rate": la}), w_start,
+                                             len(ws_m) - 1)
     n_show = int(config.lecture_steps)
-    rate_lecture = momentum_theory.measured_rate(np.linalg.norm(ws_lec, axis=1))
-    theory_lecture_gd = momentum_theory.gd_rate(la, lam)
-    rate_lecture_gd = momentum_theory.measured_rate(np.linalg.norm(ws_lec_gd, axis=1))
-    osc_m = momentum_theory.sign_changes(ws_lec[: n_show + 1, 0])
-    osc_gd = momentum_theory.sign_changes(ws_lec_gd[: n_show + 1, 0])
+    return {
+        "valley": valley, "alpha": la, "beta": lb, "steps_shown": n_show,
+        "ws_m": ws_m[: n_show + 1], "ws_gd": ws_gd[: n_show + 1],
+        "rate_m": momentum_theory.measured_rate(np.linalg.norm(ws_m, axis=1)), "theory_m": theory,
+        "rate_gd": momentum_theory.measured_rate(np.linalg.norm(ws_gd, axis=1)),
+        "theory_gd": momentum_theory.gd_rate(la, lam),
+        "sign_changes_m": momentum_theory.sign_changes(ws_m[: n_show + 1, 0]),
+        "sign_changes_gd": momentum_theory.sign_changes(ws_gd[: n_show + 1, 0]),
+    }
 
-    # A step beyond gradient descent's stability limit 2 / lmax (kappa = 100 quadratic).
-    q100 = res[100.0]["quad"]
+
+def _big_step_runs(config: ml_collections.ConfigDict, q100: momentum_theory.Quadratic) -> dict:
+    """A step beyond gradient descent's stability limit 2 / lmax (kappa = 100 quadratic): measured and
+    theoretical rates of gradient descent and of momentum."""
     w0 = momentum_theory.start_point(q100, seed=int(config.seed) + 1)
     a_big = float(config.big_step_factor) / q100.lmax
     bb = float(config.big_step_beta)
-    theory_big_gd = momentum_theory.gd_rate(a_big, q100.eigenvalues)
-    theory_big_m = momentum_theory.momentum_rate(a_big, bb, q100.eigenvalues)
-    e_big_gd = _errors(q100, {"name": "sgd", "learning_rate": a_big}, w0, 200)
-    e_big_m = _errors(q100, {"name": "momentum", "learning_rate": a_big, "momentum": bb}, w0,
-                      momentum_theory.steps_for(theory_big_m, config.decades))
-    rate_big_gd, rate_big_m = momentum_theory.measured_rate(e_big_gd, 0.2), momentum_theory.measured_rate(e_big_m)
+    theory_m = momentum_theory.momentum_rate(a_big, bb, q100.eigenvalues)
+    e_gd = _errors(q100, {"name": "sgd", "learning_rate": a_big}, w0, 200)
+    e_m = _errors(q100, {"name": "momentum", "learning_rate": a_big, "momentum": bb}, w0,
+                  momentum_theory.steps_for(theory_m, config.decades))
+    return {
+        "step": a_big, "beta": bb,
+        "rate_gd": momentum_theory.measured_rate(e_gd, 0.2), "theory_gd": momentum_theory.gd_rate(a_big, q100.eigenvalues),
+        "rate_m": momentum_theory.measured_rate(e_m), "theory_m": theory_m,
+    }
 
-    _figures(config, workdir, res, valley, ws_lec[: n_show + 1], ws_lec_gd[: n_show + 1], la, lb)
 
-    def kkey(k: float) -> str:
-        return f"kappa{int(k)}"
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    kappas = [float(k) for k in config.kappas]
+    res = _optimal_runs(config, kappas)
+    lecture = _lecture_runs(config)
+    big = _big_step_runs(config, res[100.0]["quad"])
+    _figures(config, workdir, res, lecture["valley"], lecture["ws_m"], lecture["ws_gd"], lecture["alpha"], lecture["beta"])
+    return [*_optimal_rate_claims(res, kappas), _lecture_claim(lecture), _big_step_claim(config, big)]
 
+
+def _kappa_key(k: float) -> str:
+    return f"kappa{int(k)}"
+
+
+def _optimal_rate_claims(res: dict[float, dict], kappas: list[float]) -> list[dict]:
+    """Gradient descent and momentum, each at its optimum, converge at the theory's rate for every kappa."""
+    tol = THRESHOLDS["slope_rel_error"].value
     out = []
     for which, name, formula in (
         ("gd", "gradient descent", "(kappa-1)/(kappa+1)"),
@@ -159,13 +184,13 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         measured, checks = {}, []
         for k in kappas:
             r, t = res[k][f"rate_{which}"], res[k][f"theory_{which}"]
-            measured[f"rate_{label}_{kkey(k)}"] = r
-            measured[f"theory_{label}_{kkey(k)}"] = t
-            measured[f"slope_rel_error_{label}_{kkey(k)}"] = _slope_error(r, t)
-            checks.append(_slope_check(r, t, f"slope_rel_error_{label}_{kkey(k)}"))
+            measured[f"rate_{label}_{_kappa_key(k)}"] = r
+            measured[f"theory_{label}_{_kappa_key(k)}"] = t
+            measured[f"slope_rel_error_{label}_{_kappa_key(k)}"] = _slope_error(r, t)
+            checks.append(_slope_check(r, t, f"slope_rel_error_{label}_{_kappa_key(k)}"))
         if which == "m":
             for k in kappas:  # steps GD needs per step of momentum, for the same error reduction
-                measured[f"speedup_{kkey(k)}"] = math.log(res[k]["rate_m"]) / math.log(res[k]["rate_gd"])
+                measured[f"speedup_{_kappa_key(k)}"] = math.log(res[k]["rate_m"]) / math.log(res[k]["rate_gd"])
         out.append(claim(
             f"{label}_optimal_rate",
             f"With the optimal step{' and momentum' if which == 'm' else ''}, {name} converges at rate {formula}",
@@ -175,43 +200,52 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             measured,
             checks=checks,
         ))
+    return out
 
-    err_lec = _slope_error(rate_lecture, theory_lecture)
-    out.append(claim(
+
+def _lecture_claim(lecture: dict) -> dict:
+    tol = THRESHOLDS["slope_rel_error"].value
+    la, lb = lecture["alpha"], lecture["beta"]
+    rate, theory = lecture["rate_m"], lecture["theory_m"]
+    osc_m, osc_gd = lecture["sign_changes_m"], lecture["sign_changes_gd"]
+    return claim(
         "lecture_step_oscillates",
         f"With the lecture's step {la:g} and momentum {lb:g} the iterates oscillate (complex roots) and converge "
         "at rate sqrt(beta), whatever the curvature; plain gradient descent at the same step does not oscillate",
         SOURCE,
-        f"rate within {100 * tol:g}% (slope) of {theory_lecture:.5f}; >= 4 sign changes of the slow coordinate in "
-        f"{n_show} steps for momentum, 0 for gradient descent",
+        f"rate within {100 * tol:g}% (slope) of {theory:.5f}; >= 4 sign changes of the slow coordinate in "
+        f"{lecture['steps_shown']} steps for momentum, 0 for gradient descent",
         {
-            "rate_momentum_lecture": rate_lecture, "theory_momentum_lecture": theory_lecture,
-            "slope_rel_error": err_lec, "sign_changes_momentum": osc_m, "sign_changes_gd": osc_gd,
-            "rate_gd_lecture": rate_lecture_gd, "theory_gd_lecture": theory_lecture_gd,
+            "rate_momentum_lecture": rate, "theory_momentum_lecture": theory,
+            "slope_rel_error": _slope_error(rate, theory), "sign_changes_momentum": osc_m, "sign_changes_gd": osc_gd,
+            "rate_gd_lecture": lecture["rate_gd"], "theory_gd_lecture": lecture["theory_gd"],
         },
-        checks=[_slope_check(rate_lecture, theory_lecture, "slope_rel_error"),
+        checks=[_slope_check(rate, theory, "slope_rel_error"),
                 check("sign_changes_momentum", osc_m, THRESHOLDS["sign_changes_momentum"], random=False),
                 check("sign_changes_gd", osc_gd, THRESHOLDS["sign_changes_gd"], random=False)],
-    ))
-    out.append(claim(
+    )
+
+
+def _big_step_claim(config: ml_collections.ConfigDict, big: dict) -> dict:
+    tol = THRESHOLDS["slope_rel_error"].value
+    return claim(
         "momentum_allows_larger_steps",
         f"Momentum allows a larger range of step sizes: at step {config.big_step_factor:g}/lmax gradient descent "
-        f"diverges while momentum {bb:g} converges (stable up to 2(1+beta)/lmax)",
+        f"diverges while momentum {big['beta']:g} converges (stable up to 2(1+beta)/lmax)",
         SOURCE,
         "measured gradient-descent rate > 1 and momentum rate < 1, each within "
         f"{100 * tol:g}% (slope) of theory",
         {
-            "step": a_big, "rate_gd": rate_big_gd, "theory_gd": theory_big_gd,
-            "rate_momentum": rate_big_m, "theory_momentum": theory_big_m,
+            "step": big["step"], "rate_gd": big["rate_gd"], "theory_gd": big["theory_gd"],
+            "rate_momentum": big["rate_m"], "theory_momentum": big["theory_m"],
         },
-        checks=[check("rate_gd_big_step", rate_big_gd, THRESHOLDS["rate_gd_big_step"], random=False,
+        checks=[check("rate_gd_big_step", big["rate_gd"], THRESHOLDS["rate_gd_big_step"], random=False,
                       statistic="rate_gd"),
-                check("rate_momentum_big_step", rate_big_m, THRESHOLDS["rate_momentum_big_step"], random=False,
+                check("rate_momentum_big_step", big["rate_m"], THRESHOLDS["rate_momentum_big_step"], random=False,
                       statistic="rate_momentum"),
-                _slope_check(rate_big_gd, theory_big_gd, "slope_rel_error_gd"),
-                _slope_check(rate_big_m, theory_big_m, "slope_rel_error_momentum")],
-    ))
-    return out
+                _slope_check(big["rate_gd"], big["theory_gd"], "slope_rel_error_gd"),
+                _slope_check(big["rate_m"], big["theory_m"], "slope_rel_error_momentum")],
+    )
 
 
 def _figures(config, workdir, res, valley, ws_m, ws_gd, la, lb) -> None:

@@ -139,8 +139,9 @@ def linear_data(cfg: ml_collections.ConfigDict, seed: int = 0) -> ArrayDataset:
     return ArrayDataset("linear", x, y, x, y, num_classes=0, task="regression")
 
 
-def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
-    # --- the perceptron rule on AND, OR, XOR: gates x seeds in one vmapped program
+def _perceptron_runs(config: ml_collections.ConfigDict) -> dict:
+    """The perceptron rule on AND, OR, XOR: gates x seeds in one vmapped program. Returns the inputs,
+    labels (gates, 4), parameters and per-epoch accuracy and mistakes, each (gates, seeds, epochs)."""
     perceptron_config = config.perceptron
     tables = [load_dataset("logic_gates", gate=g) for g in GATES]
     x = jnp.asarray(tables[0].x_train)
@@ -155,17 +156,20 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
                                 lr=float(perceptron_config.learning_rate))
 
     params, hist = jax.jit(jax.vmap(jax.vmap(train_one, (None, 0)), (0, None)))(ys, keys)
-    acc = np.asarray(hist["accuracy"])  # (gates, seeds, epochs)
-    mistakes = np.asarray(hist["mistakes"])
+    return {"tables": tables, "x": x, "ys": ys, "params": params,
+            "accuracy": np.asarray(hist["accuracy"]), "mistakes": np.asarray(hist["mistakes"])}
 
-    # --- a two-layer MLP on XOR by gradient descent
-    xor = tables[GATES.index("xor")]
+
+def _mlp_run(config: ml_collections.ConfigDict, xor: ArrayDataset, workdir):
+    """A two-layer MLP on XOR by gradient descent."""
     mlp_config = config.mlp
     mlp = get_model("mlp", num_classes=2, hidden=tuple(mlp_config.hidden), activation=mlp_config.activation)
-    mres = fit(mlp, xor, TrainConfig.from_config(mlp_config), workdir=workdir, tag="mlp_xor")
-    mlp_acc = mres.final("test_accuracy")
+    return fit(mlp, xor, TrainConfig.from_config(mlp_config), workdir=workdir, tag="mlp_xor")
 
-    # --- linear regression as a one-layer net, against the closed form
+
+def _linear_regression_run(config: ml_collections.ConfigDict, workdir):
+    """Linear regression as a one-layer net trained by gradient descent, with its distance to the
+    closed-form least-squares weights recorded at every evaluation."""
     linreg_config = config.linear_regression
     lin = linear_data(linreg_config, seed=int(linreg_config.seed))
     w_star, b_star = least_squares(jnp.asarray(lin.x_train, jnp.float32), jnp.asarray(lin.y_train, jnp.float32))
@@ -180,12 +184,32 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         seeds=(int(linreg_config.seed),),
         optimizer=linreg_config.optimizer.to_dict(), loss="mse",
     )
-    lres = fit(get_model("linear_regression", num_classes=1), lin, ltc, workdir=workdir,
+    return fit(get_model("linear_regression", num_classes=1), lin, ltc, workdir=workdir,
                tag="linear_regression", eval_fns={"max_abs_diff_closed_form": distance})
-    lin_diff = float(lres.final("max_abs_diff_closed_form")[0])
 
-    # --- figures
+
+def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
+    perceptron = _perceptron_runs(config)
+    mres = _mlp_run(config, perceptron["tables"][GATES.index("xor")], workdir)
+    mlp_acc = mres.final("test_accuracy")
+    lres = _linear_regression_run(config, workdir)
+    lin_diff = float(lres.final("max_abs_diff_closed_form")[0])
+    _figures(perceptron, mres, mlp_acc, lres, workdir)
+    return _claims(config, perceptron["accuracy"], perceptron["mistakes"], mlp_acc, mres, lin_diff)
+
+
+def _figures(perceptron: dict, mres, mlp_acc, lres, workdir) -> None:
     fig, axes = subplots(2, 3, size=(4.0, 3.8))
+    _decision_region_panels(axes[:4], perceptron, mres, mlp_acc)
+    _perceptron_accuracy_panel(axes[4], perceptron["accuracy"])
+    _linear_regression_panel(axes[5], lres)
+    fig.tight_layout()
+    workdir.save_figure(fig, "decision_regions")
+
+
+def _decision_region_panels(axes, perceptron: dict, mres, mlp_acc) -> None:
+    """The first seed's perceptron on each gate, and the first seed's MLP on XOR."""
+    x, ys, params, acc = perceptron["x"], perceptron["ys"], perceptron["params"], perceptron["accuracy"]
     for gi, g in enumerate(GATES):
         p0 = jax.tree.map(lambda a, gi=gi: a[gi, 0], params)
         plot_decision_regions(
@@ -198,7 +222,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         np.asarray(x), np.asarray(ys[2]), f"2-layer MLP on XOR: {100 * mlp_acc[0]:.0f}% correct",
     )
     axes[0].legend(loc="upper left", fontsize=7)
-    ax = axes[4]
+
+
+def _perceptron_accuracy_panel(ax, acc: np.ndarray) -> None:
+    """Training accuracy per epoch of the perceptron rule on each gate (mean and range over inits)."""
     epochs = np.arange(1, acc.shape[-1] + 1)
     # AND and OR both end at 100%: a wide pale line under a dashed one, and markers, keep both visible
     styles = {"and": {"lw": 5, "alpha": 0.45, "marker": "o", "ms": 5},
@@ -212,7 +239,10 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     ax.set(xlabel="epoch", ylabel="training accuracy (%)", title="perceptron learning rule", ylim=(0, 105))
     ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
-    ax = axes[5]
+
+
+def _linear_regression_panel(ax, lres) -> None:
+    """Distance of the gradient-descent weights to the closed form, per step."""
     steps, d = lres.curve("max_abs_diff_closed_form")
     ax.semilogy(steps, d[0], label="gradient descent")
     tol = THRESHOLDS["linear_regression_distance"].value
@@ -221,11 +251,6 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
            title="linear regression net vs least squares")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    workdir.save_figure(fig, "decision_regions")
-
-    # --- claims
-    return _claims(config, acc, mistakes, mlp_acc, mres, lin_diff)
 
 
 def _claims(config, acc, mistakes, mlp_acc, mres, lin_diff) -> list[dict]:
