@@ -265,3 +265,23 @@ def test_unusable_data_cache_directory_is_a_clear_error(tmp_path, capsys, monkey
     assert main(["run", "mnist1d", "--smoke", "--quiet", "--workdir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert f"cannot create the data cache directory {blocker / 'cache'}" in err and "NNBASICS_CACHE" in err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--config.seeds=(0, 0)"], "config.seeds must hold distinct seeds"),
+    (["--config.models=('mlp', 'mlp')"], "config.models names a model twice"),
+    (["--workdir", ""], "--workdir is empty"),
+])
+def test_repeated_seeds_or_models_and_an_empty_workdir_are_refused(tmp_path, capsys, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)  # an empty --workdir used to write the run into the current directory
+    wd = [] if "--workdir" in args else ["--workdir", str(tmp_path / "w")]
+    assert main(["run", "mnist1d", "--smoke", "--quiet", *wd, *args]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_reproduce_only_with_no_names_is_refused(tmp_path, capsys):
+    assert main(["reproduce", "--smoke", "--only", ",", "--root", str(tmp_path)]) == 2
+    assert "--only names no experiment" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

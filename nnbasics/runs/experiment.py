@@ -160,6 +160,10 @@ def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
                     raise config_lib.ConfigError(f"config.{p} must be a non-empty list of integers, e.g. '(0, 1)'")
                 if not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in seeds):
                     raise config_lib.ConfigError(f"config.{p} must hold integers between 0 and {MAX_SEED}, got {v}")
+                if len(set(seeds)) != len(seeds):
+                    raise config_lib.ConfigError(f"config.{p} must hold distinct seeds (a repeated seed repeats a run), got {v}")
+            elif (k == "models" or k.endswith("_models")) and isinstance(v, (tuple, list)) and len(set(map(str, v))) != len(v):
+                raise config_lib.ConfigError(f"config.{p} names a model twice (its runs would share one name), got {v}")
             elif k in ("data", "dataset") and isinstance(v, str):
                 try:
                     check_dataset(v)
@@ -235,6 +239,8 @@ def run_experiment(
     cfg = config if config is not None else get_config(name, preset, overrides, seed_offset)
     if config is not None:
         validate(name, cfg)
+    if workdir is not None and not str(workdir).strip():  # Path("") is the current directory: never meant
+        raise config_lib.ConfigError("--workdir is empty; give a directory (or leave it out for runs/NAME)")
     wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset, seed_offset=seed_offset)
     cfg_json = _config_json(cfg)
     if workdir_lib.is_main_process():  # a read-only or full disk fails here, before anything is moved or compiled
@@ -415,8 +421,10 @@ def reproduce(
     `seed_offset` every seed of every experiment is shifted (workdirs NAME-quick-seedK)."""
     all_names = experiment_names()
     names = [n for n in all_names if getattr(load_experiment(n), "REPRODUCE", True)]
-    if only:
+    if only is not None:
         only = [o for o in only if o]
+        if not only:  # `--only ,` or `--only ""`: not "everything" (hours of work) by accident
+            raise config_lib.ConfigError("--only names no experiment; give comma-separated names (see `nnbasics list`)")
         for o in only:
             if o not in all_names:
                 raise UnknownNameError(unknown_name_message("experiment", o, all_names))
