@@ -7,6 +7,8 @@ full (4000: gradient descent) and with every optimizer, all curves in one figure
 of the minibatch gradient against the batch size (log-log slope, expected -1); (d) random search
 (values only), gradient descent (gradients) and Newton (Hessian) on one quadratic. The optimizers
 are `nnbasics.engine.optim.make_optimizer` by name (optax); every learning-rate grid is vmapped.
+The MLP trains through the engine's `fit`, one call per optimizer and batch size, every (rate, seed)
+a member; its metrics rows go to the run's metrics.jsonl (runs `sgd_batch32`, ..., `sgd_full_batch`).
 
     nnbasics run optimizers --quick
     nnbasics run optimizers --config.optimizers.momentum.momentum=0.95 --config.epochs=10
@@ -26,7 +28,7 @@ from nnbasics.analysis import momentum_theory as M
 from nnbasics.analysis import test_functions as T
 from nnbasics.analysis import zeroth_second_order as Z
 from nnbasics.data import load_dataset
-from nnbasics.engine import batch_indices, optim
+from nnbasics.engine import TrainConfig, fit, optim
 from nnbasics.engine.optim import make_optimizer
 from nnbasics.models import get_model
 from nnbasics.runs import claims as C
@@ -176,6 +178,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _unit_optimizers(config) -> dict[str, optax.GradientTransformation]:
+    """The optimizers at learning rate 1 for the 2-D paths (`T.optimizer_paths` scales the updates by
+    each rate of its vmapped grid; exact for these optimizers, tested)."""
     return {k: make_optimizer({**config.optimizers[k].to_dict(), "learning_rate": 1.0}) for k in NAMES}
 
 
@@ -213,52 +217,24 @@ def _test_functions(config) -> dict:
 # --------------------------------------------------------------------------- (b) MNIST-1D MLP
 
 
-def _curves(model, params0, data, groups: dict, seeds: list[int]) -> dict:
-    """Train from params0 (one initialization per seed, stacked); groups = {group: (runs, batch_size,
-    steps, n_evals)} with runs = {name: (make_optimizer spec, learning rates)}, every seed x rate a
-    vmapped member. Batches are drawn without replacement per epoch like the engine, per seed, the
-    same for every run of a group; the full training-set loss is recorded at n_evals points.
-    Everything compiles into one program: XLA compiles one program of several optimizers in about
-    half the time of one program each."""
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    xt, yt = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
-    txs = {g: {k: make_optimizer({**dict(spec), "learning_rate": 1.0}) for k, (spec, _) in runs.items()}
-           for g, (runs, *_) in groups.items()}
-    grids = {g: {k: jnp.asarray(lrs, jnp.float32) for k, (_, lrs) in runs.items()} for g, (runs, *_) in groups.items()}
-    idx = {g: jnp.asarray(batch_indices(seeds, 0, steps, len(x), bs).reshape(len(seeds), ne, steps // ne, bs))
-           for g, (_, bs, steps, ne) in groups.items()}
-
-    def loss(p, xb, yb):
-        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, xb), yb).mean()
-
-    def train(tx, lr, idx, params0, x, y, xt, yt):
-        def step(carry, i):
-            p, s = carry
-            u, s = tx.update(jax.grad(loss)(p, x[i], y[i]), s, p)
-            return (optax.apply_updates(p, jax.tree.map(lambda a: lr * a, u)), s), None
-
-        def chunk(carry, ix):
-            carry, _ = jax.lax.scan(step, carry, ix)
-            return carry, loss(carry[0], x, y)
-
-        (p, _), losses = jax.lax.scan(chunk, (params0, tx.init(params0)), idx)
-        acc = jnp.mean(jnp.argmax(model.apply({"params": p}, xt), -1) == yt)
-        return jnp.concatenate([loss(params0, x, y)[None], losses]), acc
-
-    def seeds_x_rates(tx, grid, idx, params0, *data):  # -> (seeds, rates, ...)
-        return jax.vmap(lambda ix, p0: jax.vmap(lambda lr: train(tx, lr, ix, p0, *data))(grid))(idx, params0)
-
-    @jax.jit
-    def go(grids, idx, params0, *data):  # data as arguments, not constants folded into the program
-        return {g: {k: seeds_x_rates(tx, grids[g][k], idx[g], params0, *data) for k, tx in txs[g].items()}
-                for g in txs}
-
-    out = jax.device_get(go(grids, idx, params0, x, y, xt, yt))
-    res = {}
-    for g, (runs, _, steps, ne) in groups.items():
-        res[g] = {k: _best_per_seed(losses, acc, runs[k][1], np.arange(ne + 1) * (steps // ne))
-                  for k, (losses, acc) in out[g].items()}
-    return res
+def _grid(model, data, workdir, tag: str, spec: dict, lrs, batch_size: int, steps: int, evals: int,
+          seeds: list[int]) -> dict:
+    """Train one optimizer at one batch size through the engine's `fit`, every (learning rate, seed)
+    a vmapped member: batches without replacement per epoch and seed, the same for every rate; the
+    full training-set loss at step 0 and at `evals` points, the test accuracy at the end. A rate
+    that diverges keeps training (NaN) and is never a seed's best. -> `_best_per_seed`'s dict."""
+    lrs = [float(v) for v in lrs]
+    tc = TrainConfig(steps=steps, batch_size=batch_size, eval_every=steps // evals, seeds=tuple(seeds),
+                     learning_rates=tuple(lrs), optimizer=dict(spec), eval_train=True, eval_at_start=True,
+                     stop_on_nan=False)
+    res = fit(model, data, tc, workdir=workdir, tag=tag)
+    order = [(m["learning_rate"], m["seed"]) for m in res.members]
+    if order != [(lr, s) for lr in lrs for s in seeds]:  # the reshape below needs rates outermost, then seeds
+        raise RuntimeError(f"{tag}: fit returned its members in an unexpected order: {order}")
+    points, losses = res.curve("train_full_loss")
+    losses = losses.reshape(len(lrs), len(seeds), -1).transpose(1, 0, 2)  # -> (seeds, rates, points)
+    acc = res.final("test_accuracy").reshape(len(lrs), len(seeds)).T
+    return _best_per_seed(losses, acc, lrs, points)
 
 
 def _best_per_seed(losses, acc, lrs, points, at: int = -1) -> dict:
@@ -307,29 +283,35 @@ def _gradient_variance(model, params, data, sizes, k: int, seeds: list[int]) -> 
     return np.asarray(go(params, jnp.asarray(idx), jnp.asarray(weights), x, y), np.float64)
 
 
-def _mnist1d(config) -> dict:
+def _init_params(model, data, seeds: list[int]):
+    """One initialization per seed, stacked, for the gradient-variance measurement (an 'rbg' key:
+    XLA compiles it much faster than threefry). The training runs are initialized by `fit` from the
+    same seeds (its own key derivation, so other draws): the measurement only needs a network at init."""
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s, impl="rbg")) for s in seeds])
+    return jax.jit(jax.vmap(lambda k: model.init(jax.random.wrap_key_data(k, impl="rbg"),
+                                                 jnp.zeros((1, *data.input_shape)))["params"]))(keys)
+
+
+def _mnist1d(config, workdir) -> dict:
     data = load_dataset(config.data)  # the published MNIST-1D set (its own fixed generation seed)
     model = get_model(config.model, num_classes=data.num_classes)
     seeds = [int(s) for s in config.seeds]
-    # One initialization per seed shared by every run (an 'rbg' key: XLA compiles it much faster than threefry).
-    keys = jnp.stack([jax.random.key_data(jax.random.key(s, impl="rbg")) for s in seeds])
-    params0 = jax.jit(jax.vmap(lambda k: model.init(jax.random.wrap_key_data(k, impl="rbg"),
-                                                    jnp.zeros((1, *data.input_shape)))["params"]))(keys)
     n, e, ev = len(data.x_train), int(config.epochs), int(config.evals_per_epoch)
-    sgd = config.optimizers.sgd.to_dict()
-    sb = int(config.small_batch)
-    res = _curves(model, params0, data, {
-        "small": ({k: (config.optimizers[k].to_dict(), config.learning_rates[k]) for k in NAMES},
-                  sb, e * (n // sb), e * ev),
-        "one": ({"sgd": (sgd, config.lr_grid_bs1)}, 1, e * n, e * ev),
-        "full": ({"sgd": (sgd, config.lr_grid_full)}, n, int(config.gd_steps), int(config.gd_steps)),
-    }, seeds)
-    opts = res["small"]
-    full = res["full"]["sgd"]  # full batch: each seed's rate that is best after `epochs` epochs
+    sb, sgd = int(config.small_batch), config.optimizers.sgd.to_dict()
+
+    def grid(tag, spec, lrs, batch_size, steps, evals):
+        return _grid(model, data, workdir, tag, spec, lrs, batch_size, steps, evals, seeds)
+
+    # Every member of every fit starts from its seed's initialization (the engine's, the same in every call).
+    opts = {k: grid(f"{k}_batch{sb}", config.optimizers[k].to_dict(), config.learning_rates[k], sb, e * (n // sb), e * ev)
+            for k in NAMES}
+    one = grid("sgd_batch1", sgd, config.lr_grid_bs1, 1, e * n, e * ev)
+    full = grid("sgd_full_batch", sgd, config.lr_grid_full, n, int(config.gd_steps), int(config.gd_steps))
+    # full batch: each seed's rate that is best after `epochs` epochs
     full = _best_per_seed(full["losses"], full["acc"], full["lrs"], full["points"], at=e)
-    batch = {"1": res["one"]["sgd"], str(sb): opts["sgd"], "full": full}
+    batch = {"1": one, str(sb): opts["sgd"], "full": full}
     sizes = [int(b) for b in config.variance_batch_sizes]
-    var = _gradient_variance(model, params0, data, sizes, int(config.variance_batches), seeds)
+    var = _gradient_variance(model, _init_params(model, data, seeds), data, sizes, int(config.variance_batches), seeds)
     fits = [np.polyfit(np.log(sizes), np.log(v), 1) for v in var]
     return {"batch": batch, "opts": opts, "sizes": sizes, "var": var, "slopes": np.array([f[0] for f in fits]),
             "intercepts": np.array([f[1] for f in fits])}
@@ -374,7 +356,7 @@ def _finite(v: float, cap: float) -> float:
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     fns = _test_functions(config)
-    mn = _mnist1d(config)
+    mn = _mnist1d(config, workdir)
     orders = _orders(config)
     _figures(config, workdir, fns, mn, orders)
     return [*_test_function_claims(config, fns), *_mnist1d_claims(config, mn), _order_claim(config, orders)]

@@ -1,6 +1,7 @@
 """Optimizers: the library's named optimizers equal optax's own, the learning-rate scaling used
-for vmapped grids is exact, the 2-D test functions and 0th/1st/2nd-order methods are right, and
-the `optimizers` experiment keeps the claims contract."""
+for the vmapped 2-D paths is exact, the 2-D test functions and 0th/1st/2nd-order methods are right,
+the MNIST-1D grids trained through `fit` equal a hand-written training loop, and the `optimizers`
+experiment keeps the claims contract."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from nnbasics.analysis import momentum_theory as M
 from nnbasics.analysis import test_functions as T
 from nnbasics.analysis import zeroth_second_order as Z
+from nnbasics.engine import PRNG_IMPL, batch_indices, create_state
 from nnbasics.engine.optim import make_optimizer
 
 HYPER = {"momentum": 0.8, "b1": 0.85, "b2": 0.99, "eps": 1e-7, "decay": 0.95, "weight_decay": 0.01}
@@ -132,8 +134,81 @@ def test_zeroth_first_second_order_on_a_quadratic():
     assert Z.iterations_to_tolerance(gd, 0.0, 1e-8) < Z.iterations_to_tolerance(rs, 0.0, 1e-8)
 
 
+def _experiment_module():
+    from nnbasics.runs.experiment import load_experiment
+
+    return load_experiment("optimizers")
+
+
+def _hand_written_grid(model, data, spec, lrs, seeds, batch_size, steps, evals):
+    """The MNIST-1D grid as a plain loop: optax from the engine's per-seed initialization (loop.py:
+    fold_in(key(seed), 0)), the engine's batches, the full training-set loss at evals + 1 points."""
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    sample = jnp.zeros((1, *x.shape[1:]), jnp.float32)
+
+    def loss(p, xb, yb):
+        return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, xb), yb).mean()
+
+    idx = batch_indices(seeds, 0, steps, len(x), batch_size)
+    out = np.zeros((len(seeds), len(lrs), evals + 1))
+    for i, seed in enumerate(seeds):
+        key = jax.random.fold_in(jax.random.key(seed, impl=PRNG_IMPL), 0)
+        for j, lr in enumerate(lrs):
+            tx = make_optimizer({**spec, "learning_rate": lr})
+            p = create_state(model, tx, key, sample).params
+            s, step = tx.init(p), jax.jit(lambda p, s, ix: _sgd_step(tx, loss, p, s, x[ix], y[ix]))
+            out[i, j, 0] = loss(p, x, y)
+            for t in range(steps):
+                p, s = step(p, s, idx[i, t])
+                if (t + 1) % (steps // evals) == 0:
+                    out[i, j, (t + 1) // (steps // evals)] = loss(p, x, y)
+    return out
+
+
+def _sgd_step(tx, loss, p, s, xb, yb):
+    u, s = tx.update(jax.grad(loss)(p, xb, yb), s, p)
+    return optax.apply_updates(p, u), s
+
+
+@pytest.mark.parametrize("spec", [{"name": "sgd"}, {"name": "adam", "b1": 0.8}])
+def test_grid_through_fit_equals_a_hand_written_loop(spec):
+    from nnbasics.data import load_dataset
+    from nnbasics.models import get_model
+
+    exp = _experiment_module()
+    data, model = load_dataset("mnist1d"), get_model("mnist1d_mlp", num_classes=10)
+    lrs, seeds = (0.03, 0.3, 1e6), [3, 1]  # rate 1e6 diverges: kept training (NaN), never a seed's best
+    got = exp._grid(model, data, None, "t", spec, lrs, 32, 12, 3, seeds)
+    ref = _hand_written_grid(model, data, spec, lrs, seeds, 32, 12, 3)
+    np.testing.assert_array_equal(got["points"], [0, 4, 8, 12])
+    assert got["losses"].shape == (2, 3, 4) and got["acc"].shape == (2, 3)
+    np.testing.assert_allclose(got["losses"][:, :2], ref[:, :2], rtol=2e-5)
+    np.testing.assert_allclose(got["losses"][:, :, 0], np.log(10), rtol=0.1)  # at init: about chance
+    assert not (got["losses"][:, 2, -1] < 10).any()  # NaN or far above chance
+    best = np.argmin(ref[:, :2, -1], axis=1)
+    np.testing.assert_array_equal(got["best"], best)
+    np.testing.assert_allclose(got["best_loss"], ref[[0, 1], best, -1], rtol=2e-5)
+    assert got["best_lr"].tolist() == [lrs[b] for b in best]
+    assert np.all((got["acc"][:, :2] > 0.1) & (got["acc"][:, :2] < 0.6))
+
+
+def test_best_per_seed_skips_diverged_rates_and_picks_at_a_point():
+    exp = _experiment_module()
+    losses = np.array([[[2.3, 1.0, 0.9], [2.3, 0.5, np.nan], [2.3, 0.8, 0.7]],
+                       [[2.3, 0.6, 0.2], [2.3, np.inf, np.inf], [2.3, 0.4, 0.3]]])
+    acc = np.array([[0.1, 0.2, 0.3], [0.4, 0.5, 0.6]])
+    r = exp._best_per_seed(losses, acc, (0.1, 1.0, 0.3), np.arange(3))
+    assert r["best"].tolist() == [2, 0] and r["best_lr"].tolist() == [0.3, 0.1]
+    np.testing.assert_allclose(r["best_loss"], [0.7, 0.2])
+    np.testing.assert_allclose(r["best_acc"], [0.3, 0.4])
+    np.testing.assert_allclose(r["best_curve"], [[2.3, 0.8, 0.7], [2.3, 0.6, 0.2]])
+    early = exp._best_per_seed(losses, acc, (0.1, 1.0, 0.3), np.arange(3), at=1)  # the best after one point
+    assert early["best"].tolist() == [1, 2] and early["best_loss"].tolist() == [0.5, 0.4]
+
+
 def test_optimizers_experiment_smoke(tmp_path):
     from nnbasics.runs.experiment import get_config, run_experiment
+    from nnbasics.runs.workdir import read_metrics
 
     doc = run_experiment("optimizers", "smoke", workdir=tmp_path)
     ids = [c["id"] for c in doc["claims"]]
@@ -141,9 +216,6 @@ def test_optimizers_experiment_smoke(tmp_path):
         "momentum_faster_on_test_functions", "adaptive_escape_saddle", "sgd_faster_per_epoch",
         "momentum_faster_same_lr", "gradient_variance_slope", "order_of_information",
     ]
-    for c in doc["claims"]:
-        for v in c["measured"].values():
-            assert isinstance(v, float) or (isinstance(v, list) and all(isinstance(x, float) for x in v))
     claims = {c["id"]: c for c in doc["claims"]}
     # deterministic 2-D problems at 60 steps: nothing settles on the valley (61 = not within 60);
     # on the saddle RMSProp and Adam escape in the same few steps from every offset, GD only from 1e-2
@@ -151,6 +223,24 @@ def test_optimizers_experiment_smoke(tmp_path):
     assert claims["momentum_faster_on_test_functions"]["measured"]["valley_steps_sgd"] == 61.0
     assert sad["escape_steps_rmsprop"] == [5.0] * 3 and sad["escape_steps_adam"] == [9.0] * 3
     assert 45 <= sad["escape_steps_sgd"][0] <= 53 and sad["escape_steps_sgd"][-1] == 61.0
+    # MNIST-1D, one epoch from chance (log 10 = 2.30): batch 1 (4000 updates) far ahead, batch 32 (125) and
+    # full batch (1 update per epoch) barely moved; momentum at the same rate ahead of SGD
+    batch, mom = claims["sgd_faster_per_epoch"]["measured"], claims["momentum_faster_same_lr"]["measured"]
+    assert all(1.2 < v < 1.8 for v in batch["loss_batch1"])
+    assert all(1.9 < v < 2.3 for v in batch["loss_batch32"] + batch["loss_full_batch"])
+    assert all(a < b for a, b in zip(batch["loss_full_batch_2_epochs"], batch["loss_full_batch"]))
+    assert mom["loss_sgd"] == batch["loss_batch32"]  # one rate (0.01) in the smoke grid: the same SGD run
+    assert all(m < s - 0.2 for m, s in zip(mom["loss_momentum"], mom["loss_sgd"]))
+    assert all(20 < v < 60 for k in ("rmsprop", "adam") for v in mom[f"best_test_accuracy_{k}"])
+    # training went through fit: its metrics rows, one run per optimizer and batch size, each from the
+    # same per-seed initialization (equal losses at step 0)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    start = {r["run"]: r["train_full_loss"] for r in rows if r["step"] == 0}
+    assert sorted(start) == sorted(["sgd_batch32", "momentum_batch32", "nesterov_batch32", "rmsprop_batch32",
+                                    "adam_batch32", "sgd_batch1", "sgd_full_batch"])
+    for v in start.values():
+        np.testing.assert_allclose(v, start["sgd_batch32"], rtol=1e-6)
+    assert [r["step"] for r in rows if r["run"] == "sgd_full_batch"] == [0, 1, 2]
     # random claims: one value per seed (2 in the smoke preset), paired statistics
     slopes = claims["gradient_variance_slope"]["measured"]["slope"]
     assert len(slopes) == 2 and all(-1.3 < v < -0.7 for v in slopes)  # Var ~ 1/B
