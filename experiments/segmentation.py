@@ -9,6 +9,20 @@ classifier's own weights run as an FCN give exactly its per-pixel answers ("W is
 convolutional kernel applied to the full image"), and the FCN runs on images larger than it was
 trained on.
 
+Both nets train through the engine's `fit` (Adam, the seeds side by side), so they stop on a NaN
+loss, checkpoint, honour Ctrl-C and write the standard metrics rows (tags `fcn` and `patch`). The
+FCN's training set is the training scenes themselves (batches of whole images, drawn without
+replacement per epoch). The patch classifier's is a fixed set of `patch.steps * patch.batch_size`
+patches pre-sampled once from the training scenes, centres uniform over every image and pixel
+(independent draws, as the per-step sampling before), so one epoch covers the run: every step
+still sees fresh random patches, and every seed sees the same patches in its own order (the
+seeds vary initialization and batch order; the FCN and the patch classifier of one seed start
+from the same weights, the engine's He-normal init). Memory: 972 bytes a patch, about 75 MB
+quick and 250 MB full. The claims are measured by this module's evaluation on every pixel of the
+held-out scenes; the metrics rows of the patch classifier evaluate a fixed sample of 2048
+held-out patches. On a CPU the engine's scan-compiled chunks run these small conv nets about 2-3x
+slower per step than a Python loop of jitted steps (the quick preset: ~100 s of CPU, ~60 before).
+
     nnbasics run segmentation --quick
     nnbasics run segmentation --config.large_size=128
 """
@@ -23,11 +37,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
+from nnbasics.data import ArrayDataset
 from nnbasics.data.scenes import CLASSES, make_scenes
+from nnbasics.engine import TrainConfig, TrainResult, fit, validate_train_config
 from nnbasics.models import get_model
-from nnbasics.models.fcn import fcn_radius, init_params
+from nnbasics.models.fcn import fcn_radius
 from nnbasics.runs import claims as C
 from nnbasics.runs.plotting import subplots
 
@@ -55,8 +70,9 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.scenes = ml_collections.ConfigDict({"n_train": 1000, "n_test": 200, "size": 32, "noise": 0.05, "seed": 0})
     c.model = ml_collections.ConfigDict({"channels": 16, "depth": 4})
-    c.fcn = ml_collections.ConfigDict({"steps": 400, "batch_size": 8, "learning_rate": 3e-3})
-    c.patch = ml_collections.ConfigDict({"steps": 2000, "batch_size": 128, "learning_rate": 3e-3})
+    # eval_every: steps between the metrics rows (each evaluates the held-out set and checks for NaN)
+    c.fcn = ml_collections.ConfigDict({"steps": 400, "batch_size": 8, "learning_rate": 3e-3, "eval_every": 50})
+    c.patch = ml_collections.ConfigDict({"steps": 2000, "batch_size": 128, "learning_rate": 3e-3, "eval_every": 250})
     c.seeds = (0, 1, 2)  # initialization and batch order; the seeds train side by side (vmapped)
     c.large_size = 96
     c.n_large = 20
@@ -64,7 +80,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     if preset == "quick":
         c.scenes.n_train, c.scenes.n_test = 400, 100
         c.fcn.steps = 150
-        c.patch.steps = 600
+        c.patch.steps, c.patch.eval_every = 600, 150
         c.n_large = 8
     elif preset == "smoke":
         c.scenes.n_train, c.scenes.n_test = 16, 4
@@ -91,6 +107,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError("config.seeds needs at least two seeds (the accuracy claims take intervals)")
     if config.timing_repeats < 1 or config.n_large < 1:
         raise ValueError("config.timing_repeats and config.n_large must be >= 1")
+    seeds = tuple(int(s) for s in config.seeds)
+    validate_train_config(train_config(config.fcn, seeds), num_train=config.scenes.n_train)
+    validate_train_config(train_config(config.patch, seeds))
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -104,30 +123,23 @@ def all_patches(x_padded: jax.Array, size: int, height: int, width: int) -> jax.
     return patches.reshape(n * height * width, size, size, c)  # (n, H, W, size, size, C) flattened
 
 
-def train(
-    loss_batch: Callable[[Any, jax.Array, jax.Array], jax.Array], params: Any, sample: Callable[[list, int], tuple],
-    steps: int, batch_size: int, lr: float, seeds: tuple[int, ...],
-) -> tuple[Any, np.ndarray]:
-    """Adam on `loss_batch(params, x, y)`, one model per seed side by side: `params` is stacked over
-    the seeds and `sample(rngs, b)` returns batches stacked the same way (seed s draws its batches
-    from its own generator). A Python loop of jitted steps (for these small conv nets XLA's CPU
-    backend runs a scan-compiled loop slower). Returns the stacked parameters and losses (steps, seeds)."""
-    tx = optax.adam(lr)
-    opt = jax.vmap(tx.init)(params)
+def train_config(opt: ml_collections.ConfigDict, seeds: tuple[int, ...]) -> TrainConfig:
+    """The engine's TrainConfig of one net: Adam at `opt.learning_rate`, per-pixel cross-entropy."""
+    return TrainConfig(steps=int(opt.steps), batch_size=int(opt.batch_size), eval_every=int(opt.eval_every),
+                       seeds=seeds, optimizer={"name": "adam", "learning_rate": float(opt.learning_rate)},
+                       loss="cross_entropy")
 
-    def one(p, o, xb, yb):
-        value, g = jax.value_and_grad(loss_batch)(p, xb, yb)
-        updates, o = tx.update(g, o, p)
-        return optax.apply_updates(p, updates), o, value
 
-    step = jax.jit(jax.vmap(one))
-    rngs = [np.random.default_rng(s) for s in seeds]
-    losses = []
-    for _ in range(steps):
-        xb, yb = sample(rngs, batch_size)
-        params, opt, value = step(params, opt, xb, yb)
-        losses.append(value)
-    return params, np.asarray(jax.device_get(losses), np.float64)
+def sample_patches(x: np.ndarray, y: np.ndarray, n: int, radius: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`n` patches of (2 radius + 1)^2 pixels of images x (N, H, W, C) (edge-padded by `radius`),
+    centres drawn independently and uniformly over every image and pixel, each labelled by its
+    centre pixel's class: (n, P, P, C) float32 and (n,) int32."""
+    rng = np.random.default_rng(seed)
+    i, a, b = (rng.integers(0, m, n) for m in y.shape)
+    xp = np.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="edge")
+    p = 2 * radius + 1
+    windows = np.lib.stride_tricks.sliding_window_view(xp, (p, p), axis=(1, 2))  # (N, H, W, C, P, P), no copy
+    return np.ascontiguousarray(windows[i, a, b].transpose(0, 2, 3, 1), np.float32), y[i, a, b].astype(np.int32)
 
 
 def confusion(pred: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -162,10 +174,6 @@ def flop_ratio(depth: int, channels: int, in_channels: int = 3) -> float:
     return per_patch / sum(fans)
 
 
-def stack(trees: list) -> Any:
-    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
-
-
 # ------------------------------------------------------------------------------------------ run
 
 
@@ -178,54 +186,37 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     k = len(CLASSES)
     depth, channels = int(config.model.depth), int(config.model.channels)
     r = fcn_radius(depth)
-    p = 2 * r + 1
     fcn = get_model("fcn", num_classes=k, channels=channels, depth=depth)
     patch_clf = get_model("patch_classifier", num_classes=k, channels=channels, depth=depth)
     seeds = tuple(int(s) for s in config.seeds)
-
-    def ce(logits, labels):
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
     # 1. The FCN, trained on whole images (every pixel's label at once), and 2. the patch
     # classifier, trained on random patches labelled by their centre pixel; one model per seed.
-    x_dev, y_dev = jnp.asarray(xtr), jnp.asarray(ytr)
-    params0 = stack([init_params(fcn, xtr.shape[1:], s) for s in seeds])
-
-    def sample_images(rngs, b):
-        idx = np.stack([rng.integers(0, len(xtr), b) for rng in rngs])
-        return x_dev[idx], y_dev[idx]
-
-    x_pad = jnp.asarray(np.pad(xtr, ((0, 0), (r, r), (r, r), (0, 0)), mode="edge"))
-    cut = jax.jit(jax.vmap(jax.vmap(lambda i, a, b: jax.lax.dynamic_slice(x_pad[i], (a, b, 0), (p, p, 3)))))
-
-    def sample_patches(rngs, b):
-        i, a, c = _indices(rngs, b, len(xtr), sc.size)
-        return cut(i, a, c), y_dev[i, a, c]
-
-    trained, seconds = {}, {}
-    for name, model, sample, opt in (("fcn", fcn, sample_images, config.fcn), ("patch", patch_clf, sample_patches,
-                                                                              config.patch)):
-        t0 = time.perf_counter()
-        trained[name] = train(lambda prm, xb, yb, m=model: ce(m.apply({"params": prm}, xb), yb), params0, sample,
-                              opt.steps, opt.batch_size, opt.learning_rate, seeds)
-        seconds[name] = time.perf_counter() - t0
-        workdir.metrics.write({"run": name, "losses_last_step": trained[name][1][-1].tolist(),
-                               "train_seconds": seconds[name]})
-    m = evaluate(config, fcn, patch_clf, trained, xte, yte, xl, yl, r)
-    _figures(workdir, xte, yte, m["pred_fcn"], m["pred_patch"], xl, yl, m["pred_large"],
-             trained["fcn"][1].mean(1), trained["patch"][1].mean(1))
-    return _claims(config, m, seconds, p)
+    data = training_sets(config, xtr, ytr, xte, yte)
+    results = {name: fit(model, data[name], train_config(config[name], seeds), workdir=workdir, tag=name)
+               for name, model in (("fcn", fcn), ("patch", patch_clf))}
+    params = {name: [res.member_state(i).params for i in range(len(seeds))] for name, res in results.items()}
+    m = evaluate(config, fcn, patch_clf, params, xte, yte, xl, yl, r)
+    _figures(workdir, xte, yte, m["pred_fcn"], m["pred_patch"], xl, yl, m["pred_large"], results)
+    return _claims(config, m, {name: res.seconds for name, res in results.items()}, 2 * r + 1)
 
 
-def _indices(rngs, b, n_images, size):
-    """Per seed: image, row and column indices of `b` random patch centres, stacked (seeds, b)."""
-    draws = [(rng.integers(0, n_images, b), rng.integers(0, size, b), rng.integers(0, size, b)) for rng in rngs]
-    return tuple(np.stack([d[j] for d in draws]) for j in range(3))
+def training_sets(config: ml_collections.ConfigDict, xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray,
+                  yte: np.ndarray) -> dict[str, ArrayDataset]:
+    """What `fit` trains each net on: the FCN the scenes themselves (per-pixel labels); the patch
+    classifier `steps * batch_size` patches of the training scenes (one epoch: fresh patches every
+    step), evaluated in the metrics rows on a fixed sample of patches of the held-out scenes."""
+    sc, r, n = config.scenes, fcn_radius(int(config.model.depth)), int(config.patch.steps) * int(config.patch.batch_size)
+    k = len(CLASSES)
+    px, py = sample_patches(xtr, ytr, n, r, seed=sc.seed + 3_000_003)
+    px_te, py_te = sample_patches(xte, yte, min(2048, yte.size), r, seed=sc.seed + 4_000_003)
+    return {"fcn": ArrayDataset("scenes", xtr, ytr, xte, yte, num_classes=k, task="segmentation"),
+            "patch": ArrayDataset("scenes_patches", px, py, px_te, py_te, num_classes=k)}
 
 
-def evaluate(config, fcn, patch_clf, trained, xte, yte, xl, yl, r) -> dict:
+def evaluate(config, fcn, patch_clf, params, xte, yte, xl, yl, r) -> dict:
     """Per seed: pixel accuracy and mean IoU of both nets, the FCN on larger scenes, the patch
-    classifier's weights run as an FCN; the timings (seed 0's weights: timing does not depend on them)."""
+    classifier's weights run as an FCN; the timings (seed 0's weights: timing does not depend on them).
+    `params` maps "fcn" and "patch" to the trained parameters, one per seed."""
     k, p = len(CLASSES), 2 * r + 1
     h = w = config.scenes.size
     chunk = max(1, min(len(xte), 16))
@@ -248,22 +239,19 @@ def evaluate(config, fcn, patch_clf, trained, xte, yte, xl, yl, r) -> dict:
     def unchunk(a):
         return np.asarray(a).reshape(-1, h, w, k)[: len(xte)]
 
-    def seed(tree, i):
-        return jax.tree.map(lambda a: a[i], tree)
-
-    fcn_p, patch_p = trained["fcn"][0], trained["patch"][0]
-    t_patch, t_fcn = median_times([lambda: patch_logits(seed(patch_p, 0), xte_chunks),
-                                   lambda: fcn_logits(seed(fcn_p, 0), xte_chunks)], config.timing_repeats)
+    fcn_p, patch_p = params["fcn"], params["patch"]
+    t_patch, t_fcn = median_times([lambda: patch_logits(patch_p[0], xte_chunks),
+                                   lambda: fcn_logits(fcn_p[0], xte_chunks)], config.timing_repeats)
     out: dict[str, list] = {key: [] for key in ("acc_fcn", "acc_patch", "miou_fcn", "miou_patch", "acc_large",
                                                 "miou_large", "same_fn_err", "iou_fcn")}
     large = jax.jit(fcn.apply)
     for i in range(len(config.seeds)):
-        pf = unchunk(fcn_logits(seed(fcn_p, i), xte_chunks)).argmax(-1)
-        pp = unchunk(patch_logits(seed(patch_p, i), xte_chunks)).argmax(-1)
-        pl = np.asarray(large({"params": seed(fcn_p, i)}, jnp.asarray(xl))).argmax(-1)
+        pf = unchunk(fcn_logits(fcn_p[i], xte_chunks)).argmax(-1)
+        pp = unchunk(patch_logits(patch_p[i], xte_chunks)).argmax(-1)
+        pl = np.asarray(large({"params": fcn_p[i]}, jnp.asarray(xl))).argmax(-1)
         with jax.default_matmul_precision("highest"):  # an identity: full float32 on GPU/TPU too
-            as_fcn = unchunk(fcn_logits(seed(patch_p, i), xte_chunks))
-            per_patch = unchunk(patch_logits(seed(patch_p, i), xte_chunks))
+            as_fcn = unchunk(fcn_logits(patch_p[i], xte_chunks))
+            per_patch = unchunk(patch_logits(patch_p[i], xte_chunks))
         iou_f = iou_per_class(confusion(pf, yte, k))
         out["iou_fcn"].append(iou_f)
         out["acc_fcn"].append(float(np.mean(pf == yte)))
@@ -338,7 +326,7 @@ def _claims(config, m, seconds, p) -> list[dict]:
     ]
 
 
-def _figures(workdir, xte, yte, pred_fcn, pred_patch, xl, yl, pred_large, fcn_losses, patch_losses) -> None:
+def _figures(workdir, xte, yte, pred_fcn, pred_patch, xl, yl, pred_large, results: dict[str, TrainResult]) -> None:
     from matplotlib.colors import ListedColormap
 
     cmap = ListedColormap(["#7fb2ff", "#f0f0f0", "#d62728", "#4a8c2a"])
@@ -366,10 +354,11 @@ def _figures(workdir, xte, yte, pred_fcn, pred_patch, xl, yl, pred_large, fcn_lo
     workdir.save_figure(fig, "segmentation_examples")
 
     fig, (ax,) = subplots(size=(6, 3.8))
-    ax.plot(np.arange(1, len(fcn_losses) + 1), fcn_losses, label="FCN (whole images)")
-    ax.plot(np.arange(1, len(patch_losses) + 1), patch_losses, label="patch classifier (one patch per example)")
-    ax.set(xlabel="training step", ylabel="cross-entropy (training batch)", yscale="log",
-           title="Training loss: FCN vs patch classifier")
+    for name, label in (("fcn", "FCN (whole images)"), ("patch", "patch classifier (one patch per example)")):
+        steps, losses = results[name].curve("train_loss")  # (members, eval points)
+        ax.plot(steps, losses.mean(0), marker="o", label=label)
+    ax.set(xlabel="training step", ylabel="cross-entropy (training batches,\nmean since the previous point)",
+           yscale="log", title="Training loss: FCN vs patch classifier (mean over seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
     workdir.save_figure(fig, "training_loss")
