@@ -12,44 +12,48 @@ import pytest
 
 from nnbasics.analysis.gradients import dead_fraction, dead_units, kernel_gradient_norms, layer_gradient_norms
 from nnbasics.models import get_model
-from nnbasics.nn import activations as A
+from nnbasics.nn import activations
 
 X = jnp.array([-3.0, -1.0, -0.25, 0.3, 1.0, 2.5])  # no exact zero: the kinks are conventions
+
+
+def _hand_and_autodiff_derivative(name):
+    return lambda x: (activations.derivative(name)(x), jax.vmap(jax.grad(activations.get_activation(name)))(x))
 
 
 class DerivativeTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_hand_written_derivatives_equal_jax_grad(self):
         for name in ("sigmoid", "tanh", "relu", "leaky_relu", "prelu", "identity", "step"):
-            hand, auto = self.variant(lambda x: (A.derivative(name)(x), jax.vmap(jax.grad(A.get_activation(name)))(x)))(X)
+            hand, auto = self.variant(_hand_and_autodiff_derivative(name))(X)
             chex.assert_trees_all_close(hand, auto, rtol=1e-6, atol=1e-7)
 
 
 def test_activation_values():
-    np.testing.assert_allclose(A.sigmoid(jnp.array([0.0])), [0.5])
-    np.testing.assert_allclose(A.tanh(X), 2 * A.sigmoid(2 * X) - 1, atol=1e-6)  # the lecture's identity
-    np.testing.assert_allclose(A.leaky_relu(jnp.array([-1.0, 2.0])), [-0.02, 2.0])  # alpha = 0.02
-    np.testing.assert_allclose(A.prelu(jnp.array([-2.0, 3.0]), 0.5), [-1.0, 3.0])
-    np.testing.assert_allclose(A.step(jnp.array([-1.0, 0.0, 1e-3])), [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(activations.sigmoid(jnp.array([0.0])), [0.5])
+    np.testing.assert_allclose(activations.tanh(X), 2 * activations.sigmoid(2 * X) - 1, atol=1e-6)  # the lecture's identity
+    np.testing.assert_allclose(activations.leaky_relu(jnp.array([-1.0, 2.0])), [-0.02, 2.0])  # alpha = 0.02
+    np.testing.assert_allclose(activations.prelu(jnp.array([-2.0, 3.0]), 0.5), [-1.0, 3.0])
+    np.testing.assert_allclose(activations.step(jnp.array([-1.0, 0.0, 1e-3])), [0.0, 0.0, 1.0])
     # sigmoid' peaks at 1/4, tanh' at 1: a sigmoid layer shrinks the backward signal at least 4x
     grid = jnp.linspace(-6, 6, 1001)
-    np.testing.assert_allclose(A.sigmoid_grad(grid).max(), 0.25, rtol=1e-6)
-    np.testing.assert_allclose(A.tanh_grad(grid).max(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(activations.sigmoid_grad(grid).max(), 0.25, rtol=1e-6)
+    np.testing.assert_allclose(activations.tanh_grad(grid).max(), 1.0, rtol=1e-6)
 
 
 def test_autodiff_fallback_for_activations_without_a_hand_written_derivative():
-    np.testing.assert_allclose(A.derivative("softplus")(X), jax.nn.sigmoid(X), rtol=1e-6)
+    np.testing.assert_allclose(activations.derivative("softplus")(X), jax.nn.sigmoid(X), rtol=1e-6)
     with pytest.raises(KeyError, match="did you mean"):
-        A.derivative("reluu")
+        activations.derivative("reluu")
 
 
 def test_prelu_module_learns_alpha_with_the_right_gradient():
-    layer = A.PReLU()
+    layer = activations.PReLU()
     v = layer.init(jax.random.key(0), X)
     assert float(v["params"]["alpha"]) == pytest.approx(0.25)  # He et al.'s initial slope
     g = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, X)))(v["params"])["alpha"]
-    np.testing.assert_allclose(g, jnp.sum(A.prelu_alpha_grad(X)), rtol=1e-6)  # sum of min(x, 0)
-    per_channel = A.PReLU(channelwise=True, init_alpha=0.1).init(jax.random.key(0), jnp.ones((2, 3)))
+    np.testing.assert_allclose(g, jnp.sum(activations.prelu_alpha_grad(X)), rtol=1e-6)  # sum of min(x, 0)
+    per_channel = activations.PReLU(channelwise=True, init_alpha=0.1).init(jax.random.key(0), jnp.ones((2, 3)))
     assert per_channel["params"]["alpha"].shape == (3,)
 
 
@@ -59,7 +63,7 @@ def test_prelu_by_name_gives_each_layer_its_own_slope():
     alphas = [k for k in params if k.startswith("PReLU")]
     assert alphas == ["PReLU_0", "PReLU_1"]
     # outside a module the name still works, at the initial slope
-    np.testing.assert_allclose(A.get_activation("prelu")(jnp.array([-4.0])), [-1.0])
+    np.testing.assert_allclose(activations.get_activation("prelu")(jnp.array([-4.0])), [-1.0])
 
 
 class _TwoLayer(nn.Module):

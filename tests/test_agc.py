@@ -11,7 +11,7 @@ import optax
 import pytest
 from absl.testing import parameterized
 
-from nnbasics.analysis import model_stats as MS
+from nnbasics.analysis import model_stats
 from nnbasics.engine.agc import (
     agc,
     clip_gradients,
@@ -146,7 +146,7 @@ def test_logits_layer_bias_moves_the_logits_one_for_one(name):
     """The excluded layer produces the logits: adding 1 to its bias adds exactly 1 to every logit."""
     model = get_model(name, num_classes=7)
     x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 40)), jnp.float32)
-    v = MS.random_variables(model, (40,))
+    v = model_stats.random_variables(model, (40,))
     path, _ = logits_layer(model, x, v)
     bumped = jax.tree_util.tree_map_with_path(
         lambda p, a: a + 1.0 if path_names(p) == ("params", *path, "bias") else a, v)
@@ -208,7 +208,7 @@ def test_structural_exclusion_in_make_optimizer():
 
     model = get_model("mnist1d_mlp", num_classes=10)
     x = jnp.zeros((2, 40))
-    params = MS.random_variables(model, (40,))["params"]
+    params = model_stats.random_variables(model, (40,))["params"]
     grads = jax.tree.map(lambda p: 50.0 * np.ones_like(p), params)
     tx = make_optimizer({"name": "sgd", "learning_rate": 1.0, "agc_clip": 0.01}, model=model, sample_input=x)
     u, _ = tx.update(grads, tx.init(params), params)

@@ -105,12 +105,12 @@ def test_dropout_keeps_a_fraction_and_rescales():
 
 
 def test_ridge_claim_is_decided_per_data_draw():
-    from experiments import regularization as R
+    from experiments import regularization
 
-    cfg = R.get_config("smoke")
-    rr = R.ridge_curves(cfg)
+    cfg = regularization.get_config("smoke")
+    rr = regularization.ridge_curves(cfg)
     best = int(np.argmin(np.median(rr["test"], 0)))
-    c = R.ridge_claim(cfg, rr, best)
+    c = regularization.ridge_claim(cfg, rr, best)
     over = {k["name"]: k for k in c["checks"]}["overfit_log10_ratio"]
     want = np.log10(rr["test"][:, 0] / rr["test"][:, best])
     np.testing.assert_allclose(over["samples"], want)

@@ -5,20 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs import experiment as exp
 
 
 def test_interval_matches_hand_computation():
     xs = [1.0, 2.0, 4.0, 7.0]
-    st = C.interval(xs)
+    st = claims.interval(xs)
     mean, sd = np.mean(xs), np.std(xs, ddof=1)
     half = 3.182446305284263 * sd / math.sqrt(4)  # t_{0.975, 3}
     assert st["n"] == 4
     assert st["mean"] == pytest.approx(mean)
     assert st["std"] == pytest.approx(sd)
     assert st["ci"] == pytest.approx([mean - half, mean + half], rel=1e-9)
-    assert C.t_quantile(1) == pytest.approx(12.706204736174707)
+    assert claims.t_quantile(1) == pytest.approx(12.706204736174707)
 
 
 @pytest.mark.parametrize("samples, op, value, verdict", [
@@ -33,55 +33,55 @@ def test_interval_matches_hand_computation():
     ([3.0, 3.0, 3.0], ">", 3.0, "fail"),
 ])
 def test_decide(samples, op, value, verdict):
-    assert C.decide(samples, C.Threshold(op, value))["verdict"] == verdict
+    assert claims.decide(samples, claims.Threshold(op, value))["verdict"] == verdict
 
 
 def test_deterministic_check_and_combination():
-    th = C.Threshold("<=", 0.0)
-    assert C.check("mismatches", 0, th, random=False)["verdict"] == "pass"
-    assert C.check("mismatches", 1, th, random=False)["verdict"] == "fail"
-    assert C.combine(["pass", "inconclusive"]) == "inconclusive"
-    assert C.combine(["inconclusive", "fail", "pass"]) == "fail"
-    assert C.combine(["pass", "pass"]) == "pass"
+    th = claims.Threshold("<=", 0.0)
+    assert claims.check("mismatches", 0, th, random=False)["verdict"] == "pass"
+    assert claims.check("mismatches", 1, th, random=False)["verdict"] == "fail"
+    assert claims.combine(["pass", "inconclusive"]) == "inconclusive"
+    assert claims.combine(["inconclusive", "fail", "pass"]) == "fail"
+    assert claims.combine(["pass", "pass"]) == "pass"
     with pytest.raises(ValueError):
-        C.Threshold("=>", 1.0)
+        claims.Threshold("=>", 1.0)
     with pytest.raises(ValueError):
-        C.claim("x", "x", "s", "e", {}, passed=None)
+        claims.claim("x", "x", "s", "e", {}, passed=None)
 
 
 def test_claim_verdict_from_checks_and_passed():
-    th = C.Threshold(">=", 1.0)
-    ok = C.check("gain", [2.0, 2.5, 3.0], th)
-    c = C.claim("a", "A", "src", "gain >= 1", {"gain": [2.0, 2.5, 3.0]}, checks=[ok])
+    th = claims.Threshold(">=", 1.0)
+    ok = claims.check("gain", [2.0, 2.5, 3.0], th)
+    c = claims.claim("a", "A", "src", "gain >= 1", {"gain": [2.0, 2.5, 3.0]}, checks=[ok])
     assert c["verdict"] == "pass" and c["checks"][0]["n"] == 3
-    c = C.claim("a", "A", "src", "gain >= 1", {"gain": 2.5}, passed=False, checks=[ok])
+    c = claims.claim("a", "A", "src", "gain >= 1", {"gain": 2.5}, passed=False, checks=[ok])
     assert c["verdict"] == "fail"
-    c = C.claim("a", "A", "src", "e", {"x": float("inf")}, passed=True)
+    c = claims.claim("a", "A", "src", "e", {"x": float("inf")}, passed=True)
     assert c["verdict"] == "fail"
 
 
 def test_rejudge_uses_todays_threshold_without_retraining():
-    stored = C.claim("a", "A", "src", "e", {}, checks=[C.check("gain", [2.0, 2.5, 3.0], C.Threshold(">=", 1.0))])
+    stored = claims.claim("a", "A", "src", "e", {}, checks=[claims.check("gain", [2.0, 2.5, 3.0], claims.Threshold(">=", 1.0))])
     assert stored["verdict"] == "pass"
-    again = C.rejudge(stored, {"gain": C.Threshold(">=", 2.5)})
+    again = claims.rejudge(stored, {"gain": claims.Threshold(">=", 2.5)})
     assert again["verdict"] == "inconclusive" and again["checks"][0]["threshold"] == 2.5
-    assert C.rejudge(stored, {"gain": C.Threshold(">=", 10.0)})["verdict"] == "fail"
-    assert C.rejudge(stored, {})["verdict"] == "pass"  # unknown names keep the stored threshold
+    assert claims.rejudge(stored, {"gain": claims.Threshold(">=", 10.0)})["verdict"] == "fail"
+    assert claims.rejudge(stored, {})["verdict"] == "pass"  # unknown names keep the stored threshold
 
 
 def test_check_text():
-    k = C.check("gain", [1.0, 2.0, 3.0], C.Threshold(">=", 0.5))
+    k = claims.check("gain", [1.0, 2.0, 3.0], claims.Threshold(">=", 0.5))
     assert k["ci"][0] < 2.0 < k["ci"][1]
-    text = C.check_text(k)
+    text = claims.check_text(k)
     assert text.startswith("gain = 2 [") and "(n=3) >= 0.5" in text
 
 
 def test_terminal_summary_lists_failed_then_inconclusive():
-    th = C.Threshold(">=", 1.0)
+    th = claims.Threshold(">=", 1.0)
     results = [{"experiment": "e", "claims": [
-        C.claim("ok", "A", "s", "e", {}, passed=True),
-        C.claim("unsure", "B", "s", "e", {}, checks=[C.check("g", [0.5, 1.5, 1.2], th)]),
-        C.claim("bad", "C", "s", "expected something", {}, passed=False),
+        claims.claim("ok", "A", "s", "e", {}, passed=True),
+        claims.claim("unsure", "B", "s", "e", {}, checks=[claims.check("g", [0.5, 1.5, 1.2], th)]),
+        claims.claim("bad", "C", "s", "expected something", {}, passed=False),
     ]}]
     text = exp.terminal_summary(results, "runs/report.md")
     lines = text.splitlines()

@@ -19,14 +19,14 @@ import pytest
 from absl.testing import parameterized
 from jax import lax
 
-from nnbasics.nn import conv as C
+from nnbasics.nn import conv
 
 SPECS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
 
 
 def reference(x, w, strides, padding, dilation, groups):
     nd = x.ndim - 2
-    pads = C.explicit_padding(padding, x.shape[1:-1], w.shape[:nd], strides, dilation)
+    pads = conv.explicit_padding(padding, x.shape[1:-1], w.shape[:nd], strides, dilation)
     return lax.conv_general_dilated(x, w, strides, pads, rhs_dilation=dilation, dimension_numbers=SPECS[nd],
                                     feature_group_count=groups)
 
@@ -44,8 +44,8 @@ def random_case(rng: np.random.RandomState, nd: int) -> dict:
         padding = [["SAME", "VALID"][rng.randint(2)], [(int(rng.randint(0, 3)), int(rng.randint(0, 3))) for _ in range(nd)]][
             rng.randint(2)]
         batch = int(rng.choice([1, 3, 8, 10]))
-        pads = C.explicit_padding(padding, size, k, strides, dilation)
-        if all(o > 0 for o in C.output_shape(size, k, strides, pads, dilation)):
+        pads = conv.explicit_padding(padding, size, k, strides, dilation)
+        if all(o > 0 for o in conv.output_shape(size, k, strides, pads, dilation)):
             return {"shape": (batch, *size, cin), "kshape": (*k, cin // groups, cout), "strides": strides,
                     "padding": padding, "dilation": dilation, "groups": groups}
 
@@ -79,7 +79,7 @@ def check_case(case: dict, key: jax.Array, variant=jax.jit) -> None:
     @variant
     def all_paths(x, w, ct):
         want = value_and_grads(lambda a, b: reference(a, b, *args), x, w, ct)
-        got = {i: value_and_grads(functools.partial(C.conv_general, strides=args[0], padding=args[1],
+        got = {i: value_and_grads(functools.partial(conv.conv_general, strides=args[0], padding=args[1],
                                                     dilation=args[2], feature_group_count=args[3], impl=i), x, w, ct)
                for i in IMPLS}
         return want, got
@@ -108,7 +108,7 @@ def chunked_vs_reference(x, w, strides, pads, dilation, chunks):
     @jax.jit
     def both(x, w, g):
         want = jax.vjp(lambda w_: reference(x, w_, strides, pads, dilation, 1), w)[1](g)[0]
-        got = [C.weight_grad_chunked(x, g, w.shape[:2], strides, pads, dilation, chunk=c) for c in chunks]
+        got = [conv.weight_grad_chunked(x, g, w.shape[:2], strides, pads, dilation, chunk=c) for c in chunks]
         return want, got
 
     return both(x, w, g)
@@ -117,7 +117,7 @@ def chunked_vs_reference(x, w, strides, pads, dilation, chunks):
 def test_chunked_weight_gradient_any_batch_and_stride():
     """Batches that chunks cannot tile evenly (prime) fall back to smaller chunks; strided and
     dilated 2-D kernels; the sum over chunks equals one big product."""
-    assert C.chunk_size(128) == 4 and C.chunk_size(7) == 1 and C.chunk_size(6) == 3 and C.chunk_size(2) == 2
+    assert conv.chunk_size(128) == 4 and conv.chunk_size(7) == 1 and conv.chunk_size(6) == 3 and conv.chunk_size(2) == 2
     for batch, strides, dilation, pads in [(7, (2, 2), (1, 1), [(1, 1), (1, 1)]), (12, (1, 2), (2, 1), [(0, 2), (1, 0)])]:
         x = jax.random.normal(jax.random.key(batch), (batch, 9, 8, 5))
         w = jax.random.normal(jax.random.key(1), (3, 3, 5, 6))
@@ -133,7 +133,7 @@ def test_vmap_over_members_and_second_order():
     ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 3, 4))
 
     def loss(impl):
-        return lambda x, w: jnp.sum(jnp.tanh(C.conv_general(x, w, 1, "SAME", 1, 1, impl)) ** 2)
+        return lambda x, w: jnp.sum(jnp.tanh(conv.conv_general(x, w, 1, "SAME", 1, 1, impl)) ** 2)
 
     for impl in ("chunked", "patches"):
         got = jax.jit(jax.vmap(jax.value_and_grad(loss(impl), (0, 1))))(xs, ws)
@@ -150,16 +150,16 @@ def test_vmap_over_members_and_second_order():
 
 def test_choose_implementation_per_backend():
     for backend in ("gpu", "tpu", "cuda", "rocm"):
-        assert C.choose_implementation(2, 1, 128, backend) == "xla"
-        assert C.choose_implementation(1, 1, 100, backend) == "xla"
-    assert C.choose_implementation(1, 1, 100, "cpu") == "patches"
-    assert C.choose_implementation(2, 1, 128, "cpu") == "chunked"
-    assert C.choose_implementation(2, 1, 2, "cpu") == "xla"  # too small a batch to chunk
-    assert C.choose_implementation(2, 4, 128, "cpu") == "xla"  # grouped: lax.conv
+        assert conv.choose_implementation(2, 1, 128, backend) == "xla"
+        assert conv.choose_implementation(1, 1, 100, backend) == "xla"
+    assert conv.choose_implementation(1, 1, 100, "cpu") == "patches"
+    assert conv.choose_implementation(2, 1, 128, "cpu") == "chunked"
+    assert conv.choose_implementation(2, 1, 2, "cpu") == "xla"  # too small a batch to chunk
+    assert conv.choose_implementation(2, 4, 128, "cpu") == "xla"  # grouped: lax.conv
     with pytest.raises(ValueError, match="unknown conv impl"):
-        C.conv_general(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="fast")
+        conv.conv_general(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="fast")
     with pytest.raises(ValueError, match="feature_group_count"):
-        C.conv_general(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 1, 4)), feature_group_count=2)
+        conv.conv_general(jnp.zeros((1, 4, 4, 3)), jnp.zeros((3, 3, 1, 4)), feature_group_count=2)
 
 
 def test_conv_layer_matches_flax_conv():
@@ -169,10 +169,10 @@ def test_conv_layer_matches_flax_conv():
     variables = ref.init(jax.random.key(1), x)
     want = ref.apply(variables, x)
     for impl in ("auto", "xla", "patches", "chunked"):
-        layer = C.Conv(6, (3, 3), strides=2, padding="SAME", feature_group_count=2, impl=impl)
+        layer = conv.Conv(6, (3, 3), strides=2, padding="SAME", feature_group_count=2, impl=impl)
         chex.assert_trees_all_equal_shapes(layer.init(jax.random.key(1), x), variables)
         assert_close(layer.apply(variables, x), want, impl)
-    one_d = C.Conv(3, 5, padding=[(1, 1)])
+    one_d = conv.Conv(3, 5, padding=[(1, 1)])
     chex.assert_shape(one_d.init(jax.random.key(0), jnp.zeros((2, 9, 2)))["params"]["kernel"], (5, 2, 3))
 
 

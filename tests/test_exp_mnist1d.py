@@ -4,7 +4,7 @@ tail-mean statistic, and verdicts from per-seed accuracies (no training: a fake 
 import numpy as np
 import pytest
 
-from experiments import mnist1d as M
+from experiments import mnist1d
 from nnbasics.engine import TrainResult
 from nnbasics.runs.experiment import get_config
 
@@ -17,13 +17,13 @@ def _result(per_seed_curves):
 
 
 def test_thresholds_are_the_reference_code_plus_minus_the_band():
-    assert M.REFERENCE == {"logistic": 31.5, "mlp": 65.1, "cnn": 92.3}  # the reference notebook at step 6000
-    assert M.PUBLISHED == {"logistic": 32.0, "mlp": 68.0, "cnn": 94.0}  # the paper's Table 1
-    for m, ref in M.REFERENCE.items():
-        lo, hi = M.THRESHOLDS[f"{m}_accuracy_at_least"], M.THRESHOLDS[f"{m}_accuracy_at_most"]
+    assert mnist1d.REFERENCE == {"logistic": 31.5, "mlp": 65.1, "cnn": 92.3}  # the reference notebook at step 6000
+    assert mnist1d.PUBLISHED == {"logistic": 32.0, "mlp": 68.0, "cnn": 94.0}  # the paper's Table 1
+    for m, ref in mnist1d.REFERENCE.items():
+        lo, hi = mnist1d.THRESHOLDS[f"{m}_accuracy_at_least"], mnist1d.THRESHOLDS[f"{m}_accuracy_at_most"]
         assert (lo.op, hi.op) == (">=", "<=")
         assert lo.value == pytest.approx(ref - 3) and hi.value == pytest.approx(ref + 3)
-        assert str(M.PUBLISHED[m]).rstrip("0").rstrip(".") in lo.why
+        assert str(mnist1d.PUBLISHED[m]).rstrip("0").rstrip(".") in lo.why
 
 
 def test_config_has_no_threshold_keys_and_seeds_reach_every_model():
@@ -39,18 +39,18 @@ def test_tail_mean_averages_the_last_fifth_of_training():
     steps = np.arange(250, 6001, 250)  # 24 evaluations; the last 20% are steps >= 4800: 5 of them
     vals = np.tile(np.arange(24, dtype=float), (2, 1))
     vals[1] *= 2
-    np.testing.assert_allclose(M.tail_mean(steps, vals), [np.mean(np.arange(19, 24)), 2 * np.mean(np.arange(19, 24))])
-    np.testing.assert_allclose(M.tail_mean(np.array([100]), np.array([[0.5]])), [0.5])  # one evaluation: the final one
+    np.testing.assert_allclose(mnist1d.tail_mean(steps, vals), [np.mean(np.arange(19, 24)), 2 * np.mean(np.arange(19, 24))])
+    np.testing.assert_allclose(mnist1d.tail_mean(np.array([100]), np.array([[0.5]])), [0.5])  # one evaluation: the final one
 
 
 def test_accuracy_claim_decides_with_the_interval_of_per_seed_accuracies():
     flat = [[0.60] * 24, [0.62] * 24, [0.64] * 24, [0.66] * 24]  # 60, 62, 64, 66 %: mean 63, interval [59.9, 66.1]
-    c = M.accuracy_claim("mlp", _result(flat), 4)
+    c = mnist1d.accuracy_claim("mlp", _result(flat), 4)
     np.testing.assert_allclose(c["measured"]["test_accuracy_mlp"], [60, 62, 64, 66])
     assert [k["verdict"] for k in c["checks"]] == ["inconclusive", "pass"] and c["verdict"] == "inconclusive"
     lo, hi = c["checks"][0]["ci"]
     half = 3.182446 * np.std([60, 62, 64, 66], ddof=1) / 2  # t(0.975, 3) * s / sqrt(4)
     assert (lo, hi) == pytest.approx((63 - half, 63 + half), abs=1e-4)
     tight = [[0.645] * 24, [0.65] * 24, [0.655] * 24]
-    assert M.accuracy_claim("mlp", _result(tight), 3)["verdict"] == "pass"
-    assert M.accuracy_claim("logistic", _result(tight), 3)["verdict"] == "fail"  # 65% is far above 31.5 + 3
+    assert mnist1d.accuracy_claim("mlp", _result(tight), 3)["verdict"] == "pass"
+    assert mnist1d.accuracy_claim("logistic", _result(tight), 3)["verdict"] == "fail"  # 65% is far above 31.5 + 3

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs.experiment import get_config, load_experiment
 
-R = load_experiment("residual")
+residual = load_experiment("residual")
 
 
 def _final(plain20, plain56, resnet20, resnet56):
@@ -21,19 +21,19 @@ def _responses(ratio):
     return {"plain56": plain, "resnet56": plain * np.asarray(ratio)[:, None]}
 
 
-def _by_id(claims):
-    return {c["id"]: c for c in claims}
+def _by_id(claim_list):
+    return {c["id"]: c for c in claim_list}
 
 
 def test_claims_on_hand_made_losses():
     cfg = get_config("residual", "quick")
     # plain gap per seed: 1.0, 0.8, 0.9; ResNet gap: 0.05, 0.0, 0.1; ResNet-56 - plain-56: -1.05, -0.9, -0.9
     final = _final([0.3, 0.4, 0.3], [1.3, 1.2, 1.2], [0.2, 0.3, 0.2], [0.25, 0.3, 0.3])
-    out = _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
+    out = _by_id(residual._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
     assert list(out) == ["plain_degrades", "shortcuts_reduce_degradation", "residual_responses_smaller"]
     k = out["plain_degrades"]["checks"][0]
     np.testing.assert_allclose(k["samples"], [1.0, 0.8, 0.9], atol=1e-12)
-    half = C.t_quantile(2) * 0.1 / np.sqrt(3)  # sample std of (1.0, 0.8, 0.9) is 0.1
+    half = claims.t_quantile(2) * 0.1 / np.sqrt(3)  # sample std of (1.0, 0.8, 0.9) is 0.1
     np.testing.assert_allclose(k["ci"], [0.9 - half, 0.9 + half])
     assert k["verdict"] == "pass" and k["op"] == ">" and k["threshold"] == 0
     red, below = out["shortcuts_reduce_degradation"]["checks"]
@@ -49,7 +49,7 @@ def test_claims_fail_and_stay_inconclusive_where_the_data_say_so():
     cfg = get_config("residual", "quick")
     # plain nets do not degrade (gap -0.1 on every seed): fail; responses straddle 1: inconclusive
     final = _final([0.5, 0.6, 0.7], [0.4, 0.5, 0.6], [0.2, 0.2, 0.2], [0.3, 0.3, 0.3])
-    out = _by_id(R._claims(cfg, final, _responses([0.7, 1.3, 1.0]), 20, 56))
+    out = _by_id(residual._claims(cfg, final, _responses([0.7, 1.3, 1.0]), 20, 56))
     assert out["plain_degrades"]["verdict"] == "fail"
     assert out["shortcuts_reduce_degradation"]["checks"][0]["verdict"] == "fail"  # (-0.1) - 0.1 < 0
     assert out["residual_responses_smaller"]["verdict"] == "inconclusive"
@@ -57,15 +57,16 @@ def test_claims_fail_and_stay_inconclusive_where_the_data_say_so():
 
 def test_paper_width_adds_the_resnet_depth_claim():
     cfg = get_config("residual", "full")
-    assert int(cfg.width) == R.PAPER_WIDTH
+    assert int(cfg.width) == residual.PAPER_WIDTH
     final = _final([0.3, 0.4, 0.3], [1.3, 1.2, 1.2], [0.2, 0.3, 0.2], [0.15, 0.2, 0.12])
-    out = _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
+    out = _by_id(residual._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
     assert "resnet_does_not_degrade" in out and "not shown" not in out["shortcuts_reduce_degradation"]["claim"]
     k = out["resnet_does_not_degrade"]["checks"][0]
     np.testing.assert_allclose(k["samples"], [-0.05, -0.1, -0.08], atol=1e-12)
     assert k["op"] == "<=" and k["threshold"] == 0 and k["verdict"] == "pass"
     final["resnet56"] = np.array([0.3, 0.4, 0.3])  # ResNet-56 above ResNet-20 on every seed
-    assert _by_id(R._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))["resnet_does_not_degrade"]["verdict"] == "fail"
+    out = _by_id(residual._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
+    assert out["resnet_does_not_degrade"]["verdict"] == "fail"
 
 
 def test_final_losses_average_the_last_fraction():
@@ -73,8 +74,8 @@ def test_final_losses_average_the_last_fraction():
         def curve(self, key):
             return np.arange(1, 11) * 10, np.stack([np.arange(10.0), 10 + np.arange(10.0)])
 
-    np.testing.assert_allclose(R.final_losses(Res(), 0.2), [8.5, 18.5])
-    np.testing.assert_allclose(R.final_losses(Res(), 0.01), [9.0, 19.0])  # at least one point
+    np.testing.assert_allclose(residual.final_losses(Res(), 0.2), [8.5, 18.5])
+    np.testing.assert_allclose(residual.final_losses(Res(), 0.01), [9.0, 19.0])  # at least one point
 
 
 def test_no_threshold_in_config_and_offset_reaches_every_seed():
@@ -99,7 +100,7 @@ def test_smoke_run(smoke):
     out = _by_id(res["claims"])
     assert list(out) == ["plain_degrades", "shortcuts_reduce_degradation", "residual_responses_smaller"]
     for c in out.values():
-        assert c["verdict"] in C.VERDICTS
+        assert c["verdict"] in claims.VERDICTS
         for k in c["checks"]:
             assert k["n"] == 2 and len(k["samples"]) == 2 and np.all(np.isfinite(k["samples"]))
     m = out["shortcuts_reduce_degradation"]["measured"]

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnbasics.analysis import loss_landscape as LL
+from nnbasics.analysis import loss_landscape
 
 
 def _params():
@@ -21,7 +21,7 @@ def _params():
 
 def test_filter_normalized_direction():
     p = _params()
-    d = jax.tree.map(np.asarray, LL.random_direction(jax.random.key(1), p))
+    d = jax.tree.map(np.asarray, loss_landscape.random_direction(jax.random.key(1), p))
     # every filter (output channel) of the direction has the norm of the same filter of the weights
     np.testing.assert_allclose(np.linalg.norm(d["conv"]["kernel"].reshape(-1, 4), axis=0),
                                np.linalg.norm(p["conv"]["kernel"].reshape(-1, 4), axis=0), rtol=1e-5)
@@ -52,7 +52,7 @@ def test_loss_surface_equals_pointwise_evaluation():
 
     al, be = np.linspace(-1, 1, 5), np.linspace(-0.5, 0.5, 3)
     for bs in (None, 2):
-        s = LL.loss_surface(loss, w, d1, d2, al, be, batch_size=bs)
+        s = loss_landscape.loss_surface(loss, w, d1, d2, al, be, batch_size=bs)
         ref = np.array([[_np_loss(w, d1, d2, a, b) for b in be] for a in al])
         np.testing.assert_allclose(s, ref, rtol=1e-6)
 
@@ -61,19 +61,19 @@ def test_hessians_and_convexity_of_quadratics():
     ax = np.linspace(-1, 1, 11)
     aa, bb = np.meshgrid(ax, ax, indexing="ij")
     saddle = aa**2 + 3 * aa * bb - bb**2  # Hessian [[2, 3], [3, -2]]: eigenvalues +-sqrt(13)
-    h = LL.surface_hessians(saddle, 0.2, 0.2)
+    h = loss_landscape.surface_hessians(saddle, 0.2, 0.2)
     np.testing.assert_allclose(h, np.broadcast_to([[2.0, 3.0], [3.0, -2.0]], h.shape), atol=1e-9)
-    assert LL.nonconvex_fraction(saddle, ax, ax) == 1.0
-    np.testing.assert_allclose(LL.eigen_ratio_map(saddle, ax, ax), 1.0)
+    assert loss_landscape.nonconvex_fraction(saddle, ax, ax) == 1.0
+    np.testing.assert_allclose(loss_landscape.eigen_ratio_map(saddle, ax, ax), 1.0)
     bowl = aa**2 + 0.5 * bb**2
-    assert LL.nonconvex_fraction(bowl, ax, ax) == 0.0 and LL.eigen_ratio_map(bowl, ax, ax).max() == 0.0
+    assert loss_landscape.nonconvex_fraction(bowl, ax, ax) == 0.0 and loss_landscape.eigen_ratio_map(bowl, ax, ax).max() == 0.0
     # a bump in one corner: non-convex there only, and `radius` restricts the count to the centre
     mixed = bowl - 3 * np.exp(-((aa - 0.8) ** 2 + (bb - 0.8) ** 2) / 0.05)
-    f = LL.nonconvex_fraction(mixed, ax, ax)
-    assert 0 < f < 0.5 and LL.nonconvex_fraction(mixed, ax, ax, radius=0.4) == 0.0
-    assert LL.local_minima(bowl) == 1 and LL.local_minima(saddle) == 0
+    f = loss_landscape.nonconvex_fraction(mixed, ax, ax)
+    assert 0 < f < 0.5 and loss_landscape.nonconvex_fraction(mixed, ax, ax, radius=0.4) == 0.0
+    assert loss_landscape.local_minima(bowl) == 1 and loss_landscape.local_minima(saddle) == 0
     egg = np.cos(6 * aa) * np.cos(6 * bb)  # minima at (+-pi/6, 0), (0, +-pi/6) inside the grid
-    assert LL.local_minima(egg) == 4
+    assert loss_landscape.local_minima(egg) == 4
 
 
 def test_experiment_config_has_no_threshold_and_offset_reaches_every_seed():
@@ -89,13 +89,13 @@ def test_experiment_config_has_no_threshold_and_offset_reaches_every_seed():
 
 
 def test_experiment_smoke(tmp_path):
-    from nnbasics.runs import claims as C
+    from nnbasics.runs import claims
     from nnbasics.runs.experiment import run_experiment
 
     res = run_experiment("loss_landscape", "smoke", workdir=tmp_path)
     assert [c["id"] for c in res["claims"]] == ["no_shortcut_less_convex"]
     c = res["claims"][0]
-    assert c["verdict"] in C.VERDICTS
+    assert c["verdict"] in claims.VERDICTS
     (k,) = c["checks"]
     assert k["n"] == 3 and k["name"] == "nonconvex_gap"
     m = c["measured"]

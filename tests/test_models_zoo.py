@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnbasics.analysis import model_stats as MS
-from nnbasics.models import get_model, model_info
-from nnbasics.models import googlenet as G
+from nnbasics.analysis import model_stats
+from nnbasics.models import get_model, googlenet, model_info
 from nnbasics.models.alexnet import adaptive_avg_pool
 from nnbasics.nn.conv import Conv
 
@@ -26,7 +25,7 @@ TORCHVISION = {
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_counts_equal_torchvision(name):
-    assert MS.count_params(get_model(name, num_classes=1000), (224, 224, 3)) == TORCHVISION[name]
+    assert model_stats.count_params(get_model(name, num_classes=1000), (224, 224, 3)) == TORCHVISION[name]
     assert model_info(name)["reference_params"] == TORCHVISION[name]
 
 
@@ -37,25 +36,26 @@ def test_vgg_bn_adds_two_parameters_per_conv_channel():
 
 def test_googlenet_matches_table1():
     m = get_model("googlenet", num_classes=1000)
-    n = MS.count_params(m, (224, 224, 3))
-    assert n == G.googlenet_params_by_hand() == 6_998_552  # 5x5 branches, biases, no auxiliary heads
-    assert abs(n - G.TABLE1_TOTAL) / G.TABLE1_TOTAL < 0.05  # Table 1's own (rounded) column sums to 6.80M
-    shapes = MS.abstract_variables(m, (224, 224, 3))["params"]
+    n = model_stats.count_params(m, (224, 224, 3))
+    assert n == googlenet.googlenet_params_by_hand() == 6_998_552  # 5x5 branches, biases, no auxiliary heads
+    assert abs(n - googlenet.TABLE1_TOTAL) / googlenet.TABLE1_TOTAL < 0.05  # Table 1's own (rounded) column sums to 6.80M
+    shapes = model_stats.abstract_variables(m, (224, 224, 3))["params"]
     assert shapes["inception_3a"]["b3_5x5"]["conv"]["kernel"].shape == (5, 5, 16, 32)
     # output channels of every block are the four branches' sum (Table 1 "depth" 256, 480, ..., 1024)
     x = jnp.zeros((1, 224, 224, 3))
-    out = jax.eval_shape(lambda: G.Inception(G.INCEPTION["5b"]).init_with_output(jax.random.key(0), jnp.zeros((1, 7, 7, 832))))
+    block = googlenet.Inception(googlenet.INCEPTION["5b"])
+    out = jax.eval_shape(lambda: block.init_with_output(jax.random.key(0), jnp.zeros((1, 7, 7, 832))))
     assert out[0].shape == (1, 7, 7, 1024)
     del x
-    aux = MS.count_params(get_model("googlenet", num_classes=1000, aux_logits=True), (224, 224, 3))
+    aux = model_stats.count_params(get_model("googlenet", num_classes=1000, aux_logits=True), (224, 224, 3))
     assert aux > n  # the auxiliary heads exist on request and are not in the default count
 
 
 def test_inception_uses_the_pool_branch():
     """The pool-projection branch contributes to the output (uvadlc #131 dropped it)."""
-    block = G.Inception((2, 2, 2, 2, 2, 3))
+    block = googlenet.Inception((2, 2, 2, 2, 2, 3))
     x = jax.random.normal(jax.random.key(0), (1, 6, 6, 4))
-    params = MS.random_variables(block, (6, 6, 4))["params"]
+    params = model_stats.random_variables(block, (6, 6, 4))["params"]
     g = jax.jit(jax.grad(lambda p: jnp.sum(block.apply({"params": p}, x) ** 2)))(params)
     assert float(jnp.abs(g["b4_proj"]["conv"]["kernel"]).sum()) > 0
     y = jax.jit(block.apply)({"params": params}, x)
@@ -64,7 +64,7 @@ def test_inception_uses_the_pool_branch():
 
 def test_local_response_norm_by_hand():
     x = jax.random.normal(jax.random.key(0), (1, 2, 2, 7))
-    out = jax.jit(lambda x: G.local_response_norm(x, size=5, alpha=1e-1, beta=0.75, k=2.0))(x)
+    out = jax.jit(lambda x: googlenet.local_response_norm(x, size=5, alpha=1e-1, beta=0.75, k=2.0))(x)
     xn = np.asarray(x)
     ref = np.empty_like(xn)
     for c in range(7):
@@ -94,10 +94,10 @@ class _Tiny(nn.Module):
 
 def test_macs_by_hand_and_against_xla():
     m = _Tiny()
-    assert MS.count_macs(m, (8, 8, 3)) == 6912 + 972 + 30
+    assert model_stats.count_macs(m, (8, 8, 3)) == 6912 + 972 + 30
     # XLA's flop count of the compiled program: 2 per multiply-add, minus the padding zeros XLA
     # skips, plus the element-wise ops; it brackets our count
-    flops = MS.compiled_flops(m, (8, 8, 3))
+    flops = model_stats.compiled_flops(m, (8, 8, 3))
     assert 0.8 * 2 * (6912 + 972 + 30) < flops < 1.5 * 2 * (6912 + 972 + 30)
 
 
@@ -108,7 +108,7 @@ def test_macs_by_hand_and_against_xla():
     ("resnet20", 40_551_040, 81),  # 3 + 2 * (6 * 1 + 6 * 2 + 6 * 4) - ... = 81 (see the hand count below)
 ])
 def test_macs_and_receptive_fields(name, macs, rf):
-    s = MS.model_stats(name)
+    s = model_stats.model_stats(name)
     assert s.macs == macs and s.receptive_field == rf
 
 
@@ -126,7 +126,7 @@ def test_receptive_field_formula_and_gradient():
     # measured: the support of d(last feature map unit)/d(input) for a narrow ResNet-20
     m = get_model("resnet20", width=2, norm="none", activation="identity")  # linear: no dead paths
     x = jax.random.normal(jax.random.key(0), (1, 96, 96, 3))
-    v = MS.random_variables(m, (96, 96, 3))
+    v = model_stats.random_variables(m, (96, 96, 3))
 
     def unit(x):
         _, inter = m.apply(v, x, capture_intermediates=True, mutable=["intermediates"])
@@ -136,7 +136,7 @@ def test_receptive_field_formula_and_gradient():
     g = np.abs(np.asarray(jax.jit(jax.grad(unit))(x)))[0].sum(-1)
     rows, cols = np.flatnonzero(g.sum(1)), np.flatnonzero(g.sum(0))
     assert rows[-1] - rows[0] + 1 == 81 and cols[-1] - cols[0] + 1 == 81
-    assert MS.receptive_field(m, (96, 96, 3)) == 81
+    assert model_stats.receptive_field(m, (96, 96, 3)) == 81
 
 
 class _TwoConvs(nn.Module):
@@ -154,9 +154,9 @@ class _TwoConvs(nn.Module):
 def test_receptive_field_of_either_conv_implementation(impl):
     """Two 3x3 convs see 5x5 (the lecture's 18-for-25); a dilation of 2 in the second: 7x7. The
     patch-matrix implementation (slices, stack, matrix product) gives the same answer."""
-    assert MS.receptive_field(_TwoConvs(impl), (9, 9, 1)) == 5
-    assert MS.receptive_field(_TwoConvs(impl, dilation=2), (9, 9, 1)) == 7
-    assert MS.count_macs(_TwoConvs(impl), (8, 8, 1)) == 8 * 8 * 2 * 9 + 4 * 4 * 2 * 18
+    assert model_stats.receptive_field(_TwoConvs(impl), (9, 9, 1)) == 5
+    assert model_stats.receptive_field(_TwoConvs(impl, dilation=2), (9, 9, 1)) == 7
+    assert model_stats.count_macs(_TwoConvs(impl), (8, 8, 1)) == 8 * 8 * 2 * 9 + 4 * 4 * 2 * 18
 
 
 @pytest.mark.parametrize("name,shape,batch", [
@@ -168,7 +168,7 @@ def test_forward_pass(name, shape, batch):
     narrowed to 256 units (its full shapes are checked by the parameter counts). Every other
     model's forward pass is traced abstractly by the parameter-count tests."""
     m = get_model(name, num_classes=7, **({} if name == "googlenet" else {"hidden": 256}))
-    v = MS.random_variables(m, shape)
+    v = model_stats.random_variables(m, shape)
     x = jax.random.normal(jax.random.key(0), (batch, *shape))
     y = jax.jit(m.apply)(v, x)
     assert y.shape == (batch, 7) and bool(jnp.isfinite(y).all()) and float(jnp.std(y)) > 0

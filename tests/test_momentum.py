@@ -9,45 +9,45 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nnbasics.analysis import momentum_theory as M
+from nnbasics.analysis import momentum_theory
 from nnbasics.engine.optim import make_optimizer
 
 
 @pytest.mark.parametrize("kappa", [10.0, 100.0, 1000.0])
 def test_optimal_parameters_give_closed_form_rates(kappa):
     lmin, lmax = 2.0, 2.0 * kappa
-    a, r = M.gd_optimal(lmin, lmax)
+    a, r = momentum_theory.gd_optimal(lmin, lmax)
     assert r == pytest.approx((kappa - 1) / (kappa + 1))
-    assert M.gd_rate(a, [lmin, lmax]) == pytest.approx(r, rel=1e-12)
-    am, bm, rm = M.momentum_optimal(lmin, lmax)
+    assert momentum_theory.gd_rate(a, [lmin, lmax]) == pytest.approx(r, rel=1e-12)
+    am, bm, rm = momentum_theory.momentum_optimal(lmin, lmax)
     assert rm == pytest.approx((math.sqrt(kappa) - 1) / (math.sqrt(kappa) + 1))
     assert bm == pytest.approx(rm**2)
     # Double roots at both ends: modulus sqrt(beta) = rate, up to sqrt(machine eps).
-    assert M.momentum_rate(am, bm, np.linspace(lmin, lmax, 101)) == pytest.approx(rm, abs=1e-6)
+    assert momentum_theory.momentum_rate(am, bm, np.linspace(lmin, lmax, 101)) == pytest.approx(rm, abs=1e-6)
 
 
 def test_optimum_is_the_best_point_of_a_grid():
     lmin, lmax = 1.0, 100.0
-    _, _, best = M.momentum_optimal(lmin, lmax)
-    rates = M.momentum_rate_grid(np.linspace(1e-3, 0.04, 60), np.linspace(0, 0.99, 60), lmin, lmax)
+    _, _, best = momentum_theory.momentum_optimal(lmin, lmax)
+    rates = momentum_theory.momentum_rate_grid(np.linspace(1e-3, 0.04, 60), np.linspace(0, 0.99, 60), lmin, lmax)
     assert rates.min() >= best - 1e-6
     # And every GD step is worse than the optimal GD step.
-    _a_opt, r_opt = M.gd_optimal(lmin, lmax)
-    assert min(M.gd_rate(a, [lmin, lmax]) for a in np.linspace(1e-3, 0.04, 200)) >= r_opt - 1e-12
+    _a_opt, r_opt = momentum_theory.gd_optimal(lmin, lmax)
+    assert min(momentum_theory.gd_rate(a, [lmin, lmax]) for a in np.linspace(1e-3, 0.04, 200)) >= r_opt - 1e-12
 
 
 def test_rate_grid_equals_the_worst_case_over_a_dense_spectrum():
     alphas, betas = np.linspace(1e-3, 0.04, 7), np.linspace(0, 0.99, 5)
-    grid = M.momentum_rate_grid(alphas, betas, 1.0, 100.0)
+    grid = momentum_theory.momentum_rate_grid(alphas, betas, 1.0, 100.0)
     dense = np.linspace(1.0, 100.0, 5001)
-    brute = np.array([[M.momentum_rate(a, b, dense) for a in alphas] for b in betas])
+    brute = np.array([[momentum_theory.momentum_rate(a, b, dense) for a in alphas] for b in betas])
     np.testing.assert_allclose(grid, brute, atol=1e-6)
 
 
 def test_roots_are_eigenvalues_of_the_iteration_matrix():
     alpha, beta = 0.02, 0.9
     lams = np.array([0.5, 3.0, 50.0, 150.0])
-    roots = M.momentum_roots(alpha, beta, lams)
+    roots = momentum_theory.momentum_roots(alpha, beta, lams)
     for lam, r in zip(lams, roots):
         mat = np.array([[beta, lam], [-alpha * beta, 1 - alpha * lam]])  # on (z, w)
         ev = np.linalg.eigvals(mat)
@@ -55,10 +55,11 @@ def test_roots_are_eigenvalues_of_the_iteration_matrix():
 
 
 def test_optax_momentum_is_the_heavy_ball_recursion():
-    quad = M.make_quadratic(50.0, dim=4, seed=3)
-    w0 = M.start_point(quad)
+    quad = momentum_theory.make_quadratic(50.0, dim=4, seed=3)
+    w0 = momentum_theory.start_point(quad)
     alpha, beta = 0.03, 0.8
-    ws = M.run_on_quadratic(quad, make_optimizer({"name": "momentum", "learning_rate": alpha, "momentum": beta}), w0, 6)
+    ws = momentum_theory.run_on_quadratic(quad, make_optimizer({"name": "momentum", "learning_rate": alpha, "momentum": beta}),
+                                          w0, 6)
     w, z = w0.copy(), np.zeros_like(w0)
     for k in range(6):
         z = beta * z + quad.A @ w  # Goh: z <- beta z + grad f(w); w <- w - alpha z
@@ -68,10 +69,10 @@ def test_optax_momentum_is_the_heavy_ball_recursion():
 
 
 def test_quadratic_has_the_requested_spectrum():
-    quad = M.make_quadratic(100.0, dim=6, lmin=0.5, seed=1)
+    quad = momentum_theory.make_quadratic(100.0, dim=6, lmin=0.5, seed=1)
     np.testing.assert_allclose(np.linalg.eigvalsh(quad.A), np.sort(quad.eigenvalues), rtol=1e-10)
     assert quad.kappa == pytest.approx(100.0)
-    w = jnp.asarray(M.start_point(quad), jnp.float32)
+    w = jnp.asarray(momentum_theory.start_point(quad), jnp.float32)
     assert float(quad.value(w)) > 0
 
 
@@ -79,27 +80,27 @@ def test_measured_rate_of_a_geometric_sequence_ignores_underflow():
     k = np.arange(3000)
     with np.errstate(under="ignore"):
         e = 3.0 * 0.8**k  # underflows to 0 near k = 3000
-    assert M.measured_rate(e) == pytest.approx(0.8, rel=1e-10)
-    assert M.measured_rate(2.0**k[:100], 0.2) == pytest.approx(2.0, rel=1e-10)
+    assert momentum_theory.measured_rate(e) == pytest.approx(0.8, rel=1e-10)
+    assert momentum_theory.measured_rate(2.0**k[:100], 0.2) == pytest.approx(2.0, rel=1e-10)
 
 
 @pytest.mark.parametrize("kappa", [10.0, 100.0])
 def test_measured_rates_match_theory_within_two_percent(kappa):
-    quad = M.make_quadratic(kappa, dim=8, seed=0)
-    w0 = M.start_point(quad)
-    a, r = M.gd_optimal(quad.lmin, quad.lmax)
-    e = np.linalg.norm(M.run_on_quadratic(quad, make_optimizer({"name": "sgd", "learning_rate": a}), w0,
-                                          M.steps_for(r, 60)), axis=1)
-    assert math.log(M.measured_rate(e)) / math.log(r) == pytest.approx(1.0, abs=0.02)
-    am, bm, rm = M.momentum_optimal(quad.lmin, quad.lmax)
+    quad = momentum_theory.make_quadratic(kappa, dim=8, seed=0)
+    w0 = momentum_theory.start_point(quad)
+    a, r = momentum_theory.gd_optimal(quad.lmin, quad.lmax)
+    e = np.linalg.norm(momentum_theory.run_on_quadratic(quad, make_optimizer({"name": "sgd", "learning_rate": a}), w0,
+                                          momentum_theory.steps_for(r, 60)), axis=1)
+    assert math.log(momentum_theory.measured_rate(e)) / math.log(r) == pytest.approx(1.0, abs=0.02)
+    am, bm, rm = momentum_theory.momentum_optimal(quad.lmin, quad.lmax)
     tx = make_optimizer({"name": "momentum", "learning_rate": am, "momentum": bm})
-    e = np.linalg.norm(M.run_on_quadratic(quad, tx, w0, M.steps_for(rm, 150)), axis=1)
-    assert math.log(M.measured_rate(e)) / math.log(rm) == pytest.approx(1.0, abs=0.02)
+    e = np.linalg.norm(momentum_theory.run_on_quadratic(quad, tx, w0, momentum_theory.steps_for(rm, 150)), axis=1)
+    assert math.log(momentum_theory.measured_rate(e)) / math.log(rm) == pytest.approx(1.0, abs=0.02)
 
 
 def test_sign_changes_and_float64_scope():
-    assert M.sign_changes(np.array([1.0, -1.0, 0.0, -2.0, 3.0])) == 2
-    with M.float64():
+    assert momentum_theory.sign_changes(np.array([1.0, -1.0, 0.0, -2.0, 3.0])) == 2
+    with momentum_theory.float64():
         assert jnp.ones(2).dtype == jnp.float64
     assert jnp.ones(2).dtype == jnp.float32
 

@@ -12,7 +12,7 @@ import pytest
 from absl.testing import parameterized
 from jax import lax
 
-from nnbasics.nn import normalization as N
+from nnbasics.nn import normalization
 from nnbasics.registry import UnknownNameError
 
 RNG = np.random.default_rng(0)  # NumPy test data: no per-shape XLA random-number compiles
@@ -22,11 +22,11 @@ X = jnp.asarray(RNG.standard_normal((4, 5, 5, 8)) * 3.0 + 1.0, jnp.float32)
 def normal(*shape: int) -> jax.Array:
     return jnp.asarray(RNG.standard_normal(shape), jnp.float32)
 PAIRS = {
-    "layer": (N.LayerNorm(), nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)),
-    "instance": (N.InstanceNorm(), nn.InstanceNorm(epsilon=1e-5)),
-    "group": (N.GroupNorm(num_groups=4), nn.GroupNorm(num_groups=4, epsilon=1e-5)),
+    "layer": (normalization.LayerNorm(), nn.LayerNorm(epsilon=1e-5, reduction_axes=(1, 2, 3), feature_axes=-1)),
+    "instance": (normalization.InstanceNorm(), nn.InstanceNorm(epsilon=1e-5)),
+    "group": (normalization.GroupNorm(num_groups=4), nn.GroupNorm(num_groups=4, epsilon=1e-5)),
     # flax averages the biased batch variance into its running variance: our option for that convention
-    "batch": (N.BatchNorm(train=True, momentum=0.9, unbiased_running_var=False),
+    "batch": (normalization.BatchNorm(train=True, momentum=0.9, unbiased_running_var=False),
               nn.BatchNorm(use_running_average=False, momentum=0.9)),
 }
 
@@ -61,7 +61,7 @@ class EqualsFlaxTest(chex.TestCase):
 
 
 def test_batchnorm_train_and_eval_modes():
-    bn = N.BatchNorm(train=True, momentum=0.9)
+    bn = normalization.BatchNorm(train=True, momentum=0.9)
     v = bn.init(jax.random.key(0), X)
     np.testing.assert_array_equal(v["batch_stats"]["mean"], 0.0)  # init does not update
     y, new = bn.apply(v, X, mutable=["batch_stats"])
@@ -73,7 +73,7 @@ def test_batchnorm_train_and_eval_modes():
     np.testing.assert_allclose(new["batch_stats"]["var"], 0.9 + 0.1 * np.var(np.asarray(X), axis=(0, 1, 2), ddof=1),
                                rtol=1e-5)
     # evaluation: the running averages, so the output differs and does not depend on the batch
-    ev = N.BatchNorm(train=False)
+    ev = normalization.BatchNorm(train=False)
     v2 = {**v, **new}
     y_eval = ev.apply(v2, X)
     expect = (X - new["batch_stats"]["mean"]) / jnp.sqrt(new["batch_stats"]["var"] + 1e-5)
@@ -84,32 +84,35 @@ def test_batchnorm_train_and_eval_modes():
 
 
 def test_group_norm_limits_and_bad_groups():
-    v = N.GroupNorm(num_groups=1).init(jax.random.key(0), X)
-    np.testing.assert_allclose(N.GroupNorm(num_groups=1).apply(v, X), N.LayerNorm().apply(v, X), atol=1e-5)
-    np.testing.assert_allclose(N.GroupNorm(num_groups=8).apply(v, X), N.InstanceNorm().apply(v, X), atol=1e-5)
-    np.testing.assert_allclose(N.GroupNorm(num_groups=None, group_size=2).apply(v, X),
-                               N.GroupNorm(num_groups=4).apply(v, X), atol=1e-6)
+    v = normalization.GroupNorm(num_groups=1).init(jax.random.key(0), X)
+    np.testing.assert_allclose(normalization.GroupNorm(num_groups=1).apply(v, X), normalization.LayerNorm().apply(v, X),
+                               atol=1e-5)
+    np.testing.assert_allclose(normalization.GroupNorm(num_groups=8).apply(v, X), normalization.InstanceNorm().apply(v, X),
+                               atol=1e-5)
+    np.testing.assert_allclose(normalization.GroupNorm(num_groups=None, group_size=2).apply(v, X),
+                               normalization.GroupNorm(num_groups=4).apply(v, X), atol=1e-6)
     with pytest.raises(ValueError, match="does not divide"):
-        N.GroupNorm(num_groups=3).init(jax.random.key(0), X)
+        normalization.GroupNorm(num_groups=3).init(jax.random.key(0), X)
     # by name without a group count: 32 groups where wide enough, else >= 2 channels per group
-    assert [N.auto_groups(c) for c in (16, 64, 256, 3, 48)] == [8, 32, 32, 1, 24]
-    assert N.make_norm("group", train=True).apply({"params": v["params"]}, X).shape == X.shape
+    assert [normalization.auto_groups(c) for c in (16, 64, 256, 3, 48)] == [8, 32, 32, 1, 24]
+    assert normalization.make_norm("group", train=True).apply({"params": v["params"]}, X).shape == X.shape
 
 
 def test_registry_and_statistics_masks():
-    assert N.norm_names() == ["batch", "group", "instance", "layer", "none"]
+    assert normalization.norm_names() == ["batch", "group", "instance", "layer", "none"]
     with pytest.raises(UnknownNameError, match="did you mean 'batch'"):
-        N.make_norm("bacth", train=True)
+        normalization.make_norm("bacth", train=True)
     shape, idx = (4, 3, 2, 6), (1, 2, 1, 3)
-    m = {k: N.statistics_mask(k, shape, idx, **({"num_groups": 3} if k == "group" else {})) for k in N.NORM_AXES}
+    m = {k: normalization.statistics_mask(k, shape, idx, **({"num_groups": 3} if k == "group" else {}))
+         for k in normalization.NORM_AXES}
     n_, h, w, c = shape
     assert m["none"].sum() == 1
     assert m["batch"].sum() == n_ * h * w and m["batch"][:, :, :, 3].all()
     assert m["layer"].sum() == h * w * c and m["layer"][1].all()
     assert m["instance"].sum() == h * w and m["instance"][1, :, :, 3].all()
     assert m["group"].sum() == h * w * 2 and m["group"][1, :, :, 2:4].all()
-    make = N.get_norm("group", train=True)
-    assert isinstance(make(name="n", num_groups=2), N.GroupNorm)
+    make = normalization.get_norm("group", train=True)
+    assert isinstance(make(name="n", num_groups=2), normalization.GroupNorm)
 
 
 def _two_steps(module, x1, x2, **kw):
@@ -124,7 +127,7 @@ def _two_steps(module, x1, x2, **kw):
 def test_batchnorm_running_variance_is_unbiased_by_default(momentum):
     """Ioffe & Szegedy's Alg. 2 and PyTorch: the running variance averages m/(m-1) * biased variance."""
     x1, x2 = np.asarray(X), np.asarray(normal(2, 3, 3, 8) * 0.5 - 2.0)  # m = 100 and m = 18 values per channel
-    s1, s2 = _two_steps(N.BatchNorm(train=True, momentum=momentum), jnp.asarray(x1), jnp.asarray(x2))
+    s1, s2 = _two_steps(normalization.BatchNorm(train=True, momentum=momentum), jnp.asarray(x1), jnp.asarray(x2))
     mu = momentum
     var1 = mu * 1.0 + (1 - mu) * x1.var(axis=(0, 1, 2), ddof=1)
     np.testing.assert_allclose(s1["var"], var1, rtol=1e-5)
@@ -132,7 +135,7 @@ def test_batchnorm_running_variance_is_unbiased_by_default(momentum):
     np.testing.assert_allclose(s2["mean"], mu * (1 - mu) * x1.mean(axis=(0, 1, 2)) + (1 - mu) * x2.mean(axis=(0, 1, 2)),
                                rtol=1e-5, atol=1e-6)
     # the option off: exactly flax.linen.BatchNorm's batch_stats
-    b1, b2 = _two_steps(N.BatchNorm(train=True, momentum=momentum, unbiased_running_var=False), jnp.asarray(x1),
+    b1, b2 = _two_steps(normalization.BatchNorm(train=True, momentum=momentum, unbiased_running_var=False), jnp.asarray(x1),
                         jnp.asarray(x2))
     f1, f2 = _two_steps(nn.BatchNorm(use_running_average=False, momentum=momentum), jnp.asarray(x1), jnp.asarray(x2))
     for ours, ref in ((b1, f1), (b2, f2)):
@@ -141,8 +144,8 @@ def test_batchnorm_running_variance_is_unbiased_by_default(momentum):
     assert float(jnp.abs(s1["var"] - f1["var"]).max()) > 1e-3  # the two conventions differ
     # SelectedNorm keeps the same running statistics in both conventions
     for unbiased, (r1, r2) in ((True, (s1, s2)), (False, (b1, b2))):
-        sel = N.SelectedNorm(num_groups=4, momentum=momentum, unbiased_running_var=unbiased)
-        kind = N.KINDS.index("batch")
+        sel = normalization.SelectedNorm(num_groups=4, momentum=momentum, unbiased_running_var=unbiased)
+        kind = normalization.KINDS.index("batch")
         v = sel.init(jax.random.key(0), X, kind, True)
         _, t1 = sel.apply(v, jnp.asarray(x1), kind, True, mutable=["batch_stats"])
         _, t2 = sel.apply({**v, **t1}, jnp.asarray(x2), kind, True, mutable=["batch_stats"])
@@ -160,48 +163,49 @@ def test_batchnorm_running_statistics_equal_torch():
     with torch.no_grad():
         for x in (x1, x2):
             outs.append(bn(torch.from_numpy(np.array(x)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy())
-    _, s2 = _two_steps(N.BatchNorm(train=True, momentum=0.9), jnp.asarray(x1), jnp.asarray(x2))
+    _, s2 = _two_steps(normalization.BatchNorm(train=True, momentum=0.9), jnp.asarray(x1), jnp.asarray(x2))
     np.testing.assert_allclose(s2["var"], bn.running_var.numpy(), rtol=1e-5)
     np.testing.assert_allclose(s2["mean"], bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
-    y1 = N.BatchNorm(train=True).apply(N.BatchNorm(train=True).init(jax.random.key(0), X), X, mutable=["batch_stats"])[0]
+    bn_train = normalization.BatchNorm(train=True)
+    y1 = bn_train.apply(bn_train.init(jax.random.key(0), X), X, mutable=["batch_stats"])[0]
     np.testing.assert_allclose(y1, outs[0], atol=2e-5)  # training normalizes with the biased variance in both
 
 
-@pytest.mark.parametrize("kind", N.KINDS)
+@pytest.mark.parametrize("kind", normalization.KINDS)
 def test_selected_norm_equals_each_named_layer(kind):
-    sel = N.SelectedNorm(num_groups=4)
+    sel = normalization.SelectedNorm(num_groups=4)
     vs = sel.init(jax.random.key(1), X, 0, True)
-    ref = N.make_norm(kind, train=True, **({"num_groups": 4} if kind == "group" else {}))
+    ref = normalization.make_norm(kind, train=True, **({"num_groups": 4} if kind == "group" else {}))
     vr = ref.init(jax.random.key(1), X)
-    ys, ss = sel.apply(vs, X, N.KINDS.index(kind), True, mutable=["batch_stats"])
+    ys, ss = sel.apply(vs, X, normalization.KINDS.index(kind), True, mutable=["batch_stats"])
     yr, sr = ref.apply(vr, X, mutable=["batch_stats"])
     np.testing.assert_allclose(ys, yr, atol=2e-5)
     if kind == "batch":
         for k in ("mean", "var"):
             np.testing.assert_allclose(ss["batch_stats"][k], sr["batch_stats"][k], atol=1e-5)
-        ye = sel.apply({**vs, **ss}, X, N.KINDS.index(kind), False)
-        np.testing.assert_allclose(ye, N.BatchNorm(train=False).apply({**vr, **sr}, X), atol=2e-5)
+        ye = sel.apply({**vs, **ss}, X, normalization.KINDS.index(kind), False)
+        np.testing.assert_allclose(ye, normalization.BatchNorm(train=False).apply({**vr, **sr}, X), atol=2e-5)
 
 
 def test_weight_standardization():
     k = normal(3, 3, 4, 6) * 2 + 0.5
-    ws = N.standardize_kernel(k)
+    ws = normalization.standardize_kernel(k)
     np.testing.assert_allclose(ws.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
     np.testing.assert_allclose(ws.var(axis=(0, 1, 2)), 1.0, atol=1e-3)
-    sws = N.standardize_kernel(k, scaled=True)
+    sws = normalization.standardize_kernel(k, scaled=True)
     np.testing.assert_allclose(jnp.sum(sws**2, axis=(0, 1, 2)), 1.0, atol=1e-4)  # N Var = 1
     x = normal(2, 7, 7, 4)
-    layer = N.WSConv(6, (3, 3), scaled=True, gamma=1.7)
+    layer = normalization.WSConv(6, (3, 3), scaled=True, gamma=1.7)
     v = {"params": {"kernel": k, "bias": normal(6), "gain": jnp.ones(6)}}
     assert jax.tree.map(jnp.shape, jax.eval_shape(lambda: layer.init(jax.random.key(0), x))) == jax.tree.map(
         jnp.shape, v)
-    expect = lax.conv_general_dilated(x, 1.7 * N.standardize_kernel(k, scaled=True), (1, 1), "SAME",
+    expect = lax.conv_general_dilated(x, 1.7 * normalization.standardize_kernel(k, scaled=True), (1, 1), "SAME",
                                       dimension_numbers=("NHWC", "HWIO", "NHWC")) + v["params"]["bias"]
     np.testing.assert_allclose(layer.apply(v, x), expect, atol=1e-5)
     # Scaled WS preserves variance: a unit-variance input gives a unit-variance output (interior)
     big = normal(8, 16, 16, 32)
     vb = {"params": {"kernel": normal(3, 3, 32, 32) + 0.3, "bias": jnp.zeros(32), "gain": jnp.ones(32)}}
-    out = N.WSConv(32, (3, 3), scaled=True).apply(vb, big)[:, 1:-1, 1:-1]
+    out = normalization.WSConv(32, (3, 3), scaled=True).apply(vb, big)[:, 1:-1, 1:-1]
     assert 0.9 < float(out.var()) < 1.1
 
 
@@ -237,6 +241,6 @@ def test_norm_cnn_selected_equals_named():
         if kind != "none":  # the named CNN has no conv bias under a normalizer: zero the selected one's
             params = {k: ({**v, "bias": jnp.zeros_like(v["bias"])} if k.startswith("conv") else v)
                       for k, v in params.items()}
-        ys = apply_sel({**vs, "params": params}, N.KINDS.index(kind), ws)
+        ys = apply_sel({**vs, "params": params}, normalization.KINDS.index(kind), ws)
         yn = _named_output(kind, ws, params, x)
         np.testing.assert_allclose(ys, yn, atol=2e-4, rtol=1e-3, err_msg=f"{kind} ws={ws}")

@@ -9,7 +9,7 @@ import subprocess
 import matplotlib.image as mpimg
 import pytest
 
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs.plotting import subplots
 from nnbasics.runs.report import combined_html
 from nnbasics.runs.workdir import Workdir
@@ -24,7 +24,7 @@ def _report(tmp_path):
             ax.plot([0, 1], [i, 1 - i])
             wd.save_figure(fig, f"fig{i}")
         results.append({"experiment": name, "topic": topic, "seconds": 1.0, "figures": list(wd.list_figures()),
-                        "claims": [C.claim("c", "a claim", "src", "x >= 1", {"x": 0.5}, C.at_least(0.5, 1))]})
+                        "claims": [claims.claim("c", "a claim", "src", "x >= 1", {"x": 0.5}, claims.at_least(0.5, 1))]})
         dirs.append(f"{name}-quick")
     return combined_html(results, dirs, str(tmp_path)), results
 

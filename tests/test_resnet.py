@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from nnbasics.analysis.model_stats import abstract_variables, random_variables
-from nnbasics.models import get_model, model_info, model_names
-from nnbasics.models import resnet as R
+from nnbasics.models import get_model, model_info, model_names, resnet
 
 
 def n_params(model, shape) -> int:
@@ -40,9 +39,9 @@ def cifar_count(depth: int, shortcut: str = "A", width: int = 16) -> int:
 
 @pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
 def test_cifar_counts(depth):
-    assert n_params(get_model(f"resnet{depth}"), (32, 32, 3)) == cifar_count(depth) == R.REFERENCE_PARAMS[f"resnet{depth}"]
+    assert n_params(get_model(f"resnet{depth}"), (32, 32, 3)) == cifar_count(depth) == resnet.REFERENCE_PARAMS[f"resnet{depth}"]
     # the paper's rounded numbers (0.27M, 0.46M, 0.66M, 0.85M, 1.7M)
-    paper = R.PAPER_PARAMS[f"resnet{depth}"]
+    paper = resnet.PAPER_PARAMS[f"resnet{depth}"]
     assert abs(cifar_count(depth) - paper) / paper < 0.02
     # a plain net has the same layers (option A shortcuts have no parameters)
     assert n_params(get_model(f"plain{depth}"), (32, 32, 3)) == cifar_count(depth)
@@ -62,13 +61,13 @@ def test_imagenet_counts_equal_torchvision(depth):
 
 def test_every_resnet_has_a_plain_twin():
     names = model_names()
-    for d in (*R.CIFAR_DEPTHS, *R.IMAGENET_SPECS):
+    for d in (*resnet.CIFAR_DEPTHS, *resnet.IMAGENET_SPECS):
         assert f"resnet{d}" in names and f"plain{d}" in names
 
 
 def test_pad_shortcut():
     x = jnp.arange(2 * 4 * 4 * 3, dtype=jnp.float32).reshape(2, 4, 4, 3)
-    s = R.pad_shortcut(x, 7, 2)
+    s = resnet.pad_shortcut(x, 7, 2)
     assert s.shape == (2, 2, 2, 7)
     np.testing.assert_array_equal(s[..., 2:5], x[:, ::2, ::2, :])
     assert float(jnp.abs(s[..., :2]).sum() + jnp.abs(s[..., 5:]).sum()) == 0.0
@@ -81,11 +80,11 @@ def _zero_kernels(params):
     )
 
 
-@pytest.mark.parametrize("block", [R.BasicBlock, R.BottleneckBlock])
+@pytest.mark.parametrize("block", [resnet.BasicBlock, resnet.BottleneckBlock])
 def test_residual_block_is_identity_when_branch_is_zero(block):
     """F(x) = 0 gives relu(x + 0) = relu(x) for a residual block and relu(0) = 0 for a plain one."""
     x = jax.random.normal(jax.random.key(0), (2, 8, 8, 16))
-    feats = 16 if block is R.BasicBlock else 4
+    feats = 16 if block is resnet.BasicBlock else 4
     for residual in (True, False):
         m = block(feats, residual=residual, norm="none")
         params = _zero_kernels(random_variables(m, (8, 8, 16))["params"])
@@ -97,10 +96,10 @@ def test_projection_shortcut_where_shape_changes():
     def params(block):
         return abstract_variables(block, (8, 8, 16))["params"]
 
-    assert params(R.BasicBlock(32, strides=2, shortcut="B"))["proj_conv"]["kernel"].shape == (1, 1, 16, 32)
-    assert "proj_conv" not in params(R.BasicBlock(16, strides=1, shortcut="B"))
-    assert "proj_conv" not in params(R.BasicBlock(32, strides=2, shortcut="A"))
-    assert "proj_conv" in params(R.BasicBlock(16, strides=1, shortcut="C"))
+    assert params(resnet.BasicBlock(32, strides=2, shortcut="B"))["proj_conv"]["kernel"].shape == (1, 1, 16, 32)
+    assert "proj_conv" not in params(resnet.BasicBlock(16, strides=1, shortcut="B"))
+    assert "proj_conv" not in params(resnet.BasicBlock(32, strides=2, shortcut="A"))
+    assert "proj_conv" in params(resnet.BasicBlock(16, strides=1, shortcut="C"))
 
 
 def test_train_mode_updates_batch_stats_and_sows_responses():
@@ -128,10 +127,10 @@ def test_norm_and_activation_are_pluggable():
     ln = get_model("resnet20", norm="layer")
     assert set(abstract_variables(ln, (8, 8, 3))) == {"params"} and n_params(ln, (8, 8, 3)) == 269_722
     with pytest.raises(ValueError, match="6n"):
-        R.cifar_resnet(21)
+        resnet.cifar_resnet(21)
     assert y.shape == (2, 10) and bool(jnp.isfinite(y).all())
     # the activation is the one named: a linear ("identity") block is additive in its input
-    blk = R.BasicBlock(3, residual=True, norm="none", activation="identity")
+    blk = resnet.BasicBlock(3, residual=True, norm="none", activation="identity")
     vb = random_variables(blk, (16, 16, 3))
     f = jax.jit(blk.apply)
     np.testing.assert_allclose(f(vb, 2 * x), 2 * f(vb, x), rtol=1e-4, atol=1e-4)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from nnbasics.cli import main
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs import experiment as exp
 from nnbasics.runs import workdir as workdir_lib
 
@@ -27,8 +27,8 @@ def test_second_writer_is_refused_naming_the_holder(tmp_path):
 
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     wd = tmp_path / "w"
-    code = ("import sys, time; from nnbasics.runs import workdir as w\n"
-            "with w.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
+    code = ("import sys, time; from nnbasics.runs import workdir\n"
+            "with workdir.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)\n")
     p = subprocess.Popen([sys.executable, "-c", code, str(wd)], stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "held"
@@ -44,7 +44,7 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
 
 def _result(name, verdict="pass"):
     return {"experiment": name, "seconds": 1.0, "figures": [], "preset": "quick",
-            "claims": [C.claim("c", "a claim", "s", "e", {"v": 1.0}, passed=verdict == "pass")]}
+            "claims": [claims.claim("c", "a claim", "s", "e", {"v": 1.0}, passed=verdict == "pass")]}
 
 
 def test_partial_reproduction_keeps_the_other_experiments(tmp_path):
@@ -70,8 +70,8 @@ def test_report_rejudges_stored_measurements(tmp_path, capsys):
     """A stored verdict that its own samples contradict is recomputed; no training happens."""
     wd = tmp_path / "mnist1d-quick"
     wd.mkdir()
-    stored = C.claim("g", "gain", "s", ">= 1", {}, checks=[C.check("unlisted_gain", [0.1, 0.2, 0.15],
-                                                                   C.Threshold(">=", 1.0))])
+    stored = claims.claim("g", "gain", "s", ">= 1", {}, checks=[claims.check("unlisted_gain", [0.1, 0.2, 0.15],
+                                                                   claims.Threshold(">=", 1.0))])
     assert stored["verdict"] == "fail"
     stored["verdict"] = "pass"  # as if written by an older, wrong rule
     doc = {"experiment": "mnist1d", "preset": "quick", "seconds": 1.0, "figures": [], "claims": [stored]}
@@ -155,7 +155,8 @@ def test_robustness_table_counts_verdicts(tmp_path, capsys):
     from nnbasics.runs.report import robustness_table
 
     r = _result("mnist1d")
-    r["claims"].append(C.claim("d", "b", "s", "e", {}, checks=[C.check("x", [0.5, 1.5, 1.2], C.Threshold(">=", 1.0))]))
+    r["claims"].append(claims.claim("d", "b", "s", "e", {},
+                                    checks=[claims.check("x", [0.5, 1.5, 1.2], claims.Threshold(">=", 1.0))]))
     r["versions"] = {"cpus": "1", "cpu_flags": "avx2"}
     table = robustness_table([("`runs/claims-seed100.json`", {"experiments": [r], "seed_offset": 100})])
     assert "| `runs/claims-seed100.json` | 100 | 1 | avx2 | 1 of 2 | 0 | 1 |" in table

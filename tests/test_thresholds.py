@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs import experiment as exp
 
 # Words that name a decision boundary rather than a setting of the run.
@@ -40,5 +40,5 @@ def test_thresholds_are_declared_in_code(name):
     th = exp.thresholds_of(name)
     assert th, f"experiments.{name} declares no THRESHOLDS"
     for key, t in th.items():
-        assert isinstance(t, C.Threshold), f"THRESHOLDS[{key!r}] of {name} is not a claims.Threshold"
+        assert isinstance(t, claims.Threshold), f"THRESHOLDS[{key!r}] of {name} is not a claims.Threshold"
         assert t.why, f"THRESHOLDS[{key!r}] of {name} does not say where its value comes from"

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from nnbasics.runs import claims as C
+from nnbasics.runs import claims
 from nnbasics.runs.workdir import MetricsWriter, Workdir, atomic_write_json, read_metrics
 
 
@@ -33,19 +33,19 @@ def test_save_figure(tmp_path):
 
 
 def test_claim_verdicts_are_computed():
-    ok = C.claim("a", "x", "s", "1 +- 0.5", {"v": 1.2}, C.within(1.2, 1, 0.5))
-    bad = C.claim("b", "x", "s", "1 +- 0.5", {"v": 2.0}, C.within(2.0, 1, 0.5))
-    nan = C.claim("c", "x", "s", ">= 0", {"v": math.nan}, True)
+    ok = claims.claim("a", "x", "s", "1 +- 0.5", {"v": 1.2}, claims.within(1.2, 1, 0.5))
+    bad = claims.claim("b", "x", "s", "1 +- 0.5", {"v": 2.0}, claims.within(2.0, 1, 0.5))
+    nan = claims.claim("c", "x", "s", ">= 0", {"v": math.nan}, True)
     assert (ok["verdict"], bad["verdict"], nan["verdict"]) == ("pass", "fail", "fail")
-    assert C.at_least(3, 3) and not C.at_least(math.nan, 0) and C.at_most(1, 2)
-    assert C.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "inconclusive": 0, "total": 3}
+    assert claims.at_least(3, 3) and not claims.at_least(math.nan, 0) and claims.at_most(1, 2)
+    assert claims.summary([ok, bad, nan]) == {"passed": 1, "failed": 2, "inconclusive": 0, "total": 3}
 
 
 def test_readme_results_table_is_rewritten_between_markers():
     from nnbasics.runs.report import update_readme
 
     res = [{"experiment": "e", "seconds": 60, "versions": {"jax": "0.1", "backend": "cpu"},
-            "claims": [C.claim("a", "x works", "s", "1 +- 0.5", {"v": 1.2}, True)]}]
+            "claims": [claims.claim("a", "x works", "s", "1 +- 0.5", {"v": 1.2}, True)]}]
     text = update_readme("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nrest\n", res)
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
     assert "1 of 1 claims pass" in text and "| e | x works | 1 +- 0.5 | v = 1.2 | pass |" in text
@@ -59,7 +59,7 @@ def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
     src.parent.mkdir(parents=True)
     src.write_bytes(b"\x89PNG fake")
     res = [{"experiment": exp, "preset": "quick", "figures": [fig], "seconds": 1,
-            "claims": [C.claim("a", "x", "s", "e", {"v": 1}, True)]},
+            "claims": [claims.claim("a", "x", "s", "e", {"v": 1}, True)]},
            {"experiment": "other", "preset": "quick", "figures": [], "seconds": 1, "claims": []}]
     figs = copy_featured_figures(res, str(tmp_path / "runs"), str(tmp_path))
     rel = f"docs/figures/{exp}-{fig.split('/')[-1]}"
