@@ -185,7 +185,8 @@ def build_table(quick_root: str, full_root: str, rates: Mapping[str, Any] | None
     out: dict[str, Any] = {}
     for name in exp.experiment_names():
         row = dict(old.get("experiments", {}).get(name, {}))
-        q = _claims_seconds(pathlib.Path(quick_root) / f"{name}-quick" / "claims.json")
+        q = next(filter(None, (_claims_seconds(pathlib.Path(r) / f"{name}-quick" / "claims.json")
+                               for r in quick_root.split(","))), None)  # the first root that has it
         f = _claims_seconds(pathlib.Path(full_root) / name / "claims.json")
         if q:
             row["quick"] = q
@@ -216,17 +217,49 @@ def write_table(doc: Mapping[str, Any], path: pathlib.Path = TABLE_PATH) -> None
     path.write_text(text, encoding="utf-8")
 
 
+def full_preset_table(claims_path: str | pathlib.Path, reasons: Mapping[str, str] | None = None) -> str:
+    """The README's full-preset table (Markdown): claims and times of the finished full runs in a
+    reproduce root's claims.json, and for every other experiment "not run here" with its estimate."""
+    from nnbasics.runs import experiment as exp
+
+    path = pathlib.Path(claims_path)
+    done = {r["experiment"]: r for r in json.loads(path.read_text(encoding="utf-8"))["experiments"]} \
+        if path.exists() else {}
+    rows = ["| experiment | full preset: claims pass | CPU time | wall time | machine |", "|---|---|---|---|---|"]
+    for name in exp.experiment_names():
+        r = done.get(name)
+        if r and r.get("preset") == "full" and not r.get("error"):
+            ok, n = sum(c["verdict"] == "pass" for c in r["claims"]), len(r["claims"])
+            v = r.get("versions", {})
+            where = f"{v.get('cpus', '?')}-core CPU ({v.get('cpu_flags', '?')}), jax {v.get('jax', '?')}"
+            rows.append(f"| {name} | {ok} of {n} | {format_duration(r.get('cpu_seconds'))} | "
+                        f"{format_duration(r['seconds'])} | {where} |")
+        else:
+            e = estimate(name, "full") or {}
+            acc = (f"; on an accelerator ~{format_duration(e['accelerator_seconds']).lstrip('~')} from its FLOPs"
+                   if e.get("accelerator_seconds") else "")
+            why = (reasons or {}).get(name, "")
+            rows.append(f"| {name} | not run here{': ' + why if why else ''} | estimated "
+                        f"{format_duration(e.get('seconds'))}{acc} | | {table()['machine']} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     import datetime
     import subprocess
 
     ap = argparse.ArgumentParser(description="Print (or rewrite) the measured time table.")
     ap.add_argument("--write", action="store_true", help=f"rewrite {TABLE_PATH.name} from finished runs")
-    ap.add_argument("--quick-root", default="runs")
+    ap.add_argument("--quick-root", default="runs", help="comma-separated roots; the first with NAME-quick wins")
     ap.add_argument("--full-root", default="runs-full")
     ap.add_argument("--rates", default=None, help="JSON from python -m experiments.benchmarks.full_preset_rates")
     ap.add_argument("--machine", default=None, help="a description of this machine (default: the table's)")
+    ap.add_argument("--full-table", default=None, metavar="CLAIMS_JSON",
+                    help="print the README's full-preset table from a full reproduction's claims.json")
     args = ap.parse_args(argv)
+    if args.full_table:
+        print(full_preset_table(args.full_table))
+        return 0
     if args.write:
         rates = json.loads(pathlib.Path(args.rates).read_text(encoding="utf-8")) if args.rates else None
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -234,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         doc = build_table(args.quick_root, args.full_root, rates, old, args.machine or old["machine"],
                           datetime.date.today().isoformat(), commit or old.get("commit", "?"))
         write_table(doc)
+        import importlib
+
+        from nnbasics.runs import measured_times
+
+        importlib.reload(measured_times)
     from nnbasics.runs import experiment as exp
 
     for name in exp.experiment_names():
