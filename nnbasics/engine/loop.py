@@ -210,7 +210,7 @@ class _Run:
     data: Any
     arrays: tuple[jax.Array, ...]  # x_train, y_train, x_test, y_test (placed on the mesh)
     init_one: Callable  # (key data, member values) -> one member's state with a member axis of 1
-    run_chunk: Callable  # (state, indices, x_train, y_train) -> (state, per-step metrics)
+    run_chunk: Callable  # (state, indices, x_train, y_train, length) -> (state, per-step metrics)
     run_stream_chunk: Callable  # (state, xs, ys) -> (state, per-step metrics)
     run_eval: Callable  # (state, x_test, y_test, x_train, y_train) -> metrics per member
     stream: Any = None  # the streaming iterator, opened at the first chunk
@@ -251,8 +251,17 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
     def step(st, batch):
         return train_step(st, *parallel.shard_batch_constraint(batch, mesh), tc.loss)
 
-    def member_chunk(state, idx, xs, ys):  # the batches are gathered from the on-device set
-        return jax.lax.scan(lambda st, ix: step(st, (xs[ix], ys[ix])), state, idx)
+    def member_chunk(state, idx, xs, ys, length):
+        """The first `length` steps of idx (steps, batch): the batches are gathered from the on-device
+        set. A run-time trip count, so a shorter last chunk reuses this program (no second compile)."""
+        def body(i, carry):
+            st, out = carry
+            st, metrics = step(st, (xs[idx[i]], ys[idx[i]]))
+            return st, jax.tree.map(lambda buf, v: buf.at[i].set(v), out, metrics)
+
+        shapes = jax.eval_shape(step, state, (xs[idx[0]], ys[idx[0]]))[1]
+        out = jax.tree.map(lambda a: jnp.zeros((idx.shape[0], *a.shape), a.dtype), shapes)
+        return jax.lax.fori_loop(0, length, body, (state, out))
 
     def member_stream(state, xs, ys):
         return jax.lax.scan(step, state, (xs, ys))
@@ -267,7 +276,7 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
     donate = functools.partial(jax.jit, donate_argnums=(0,))
     return {
         "init_one": light_jit(init_member),  # compiled once, called per member: cheaper than a vmapped init
-        "run_chunk": donate(jax.vmap(member_chunk, in_axes=(0, 0, None, None))),
+        "run_chunk": donate(jax.vmap(member_chunk, in_axes=(0, 0, None, None, None))),
         "run_stream_chunk": donate(jax.vmap(member_stream, in_axes=(0, None, None))),
         "run_eval": light_jit(jax.vmap(member_eval, in_axes=(0, None, None, None, None))),
     }
@@ -295,7 +304,8 @@ def _initial_state(run: _Run) -> tuple[TrainState, float]:
         chunk = min(int(run.tc.eval_every), int(run.tc.steps))
         idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32)
         x_train, y_train, x_test, y_test = run.arrays
-        compile_side_by_side([run.init_one.lower(keys[0], values[0]), run.run_chunk.lower(shape, idx, x_train, y_train),
+        compile_side_by_side([run.init_one.lower(keys[0], values[0]),
+                              run.run_chunk.lower(shape, idx, x_train, y_train, np.int32(chunk)),
                               run.run_eval.lower(shape, x_test, y_test, x_train, y_train)])
         seconds = time.perf_counter() - t0
     parts = [run.init_one(k, v) for k, v in zip(keys, values)]
@@ -325,9 +335,11 @@ def _train_chunk(run: _Run, state: TrainState, step: int, length: int) -> tuple[
     if not run.streaming:
         seeds, counts = [m["seed"] for m in run.members], [m["accumulate"] for m in run.members]
         idx = batch_indices(seeds, step, length, run.arrays[0].shape[0], int(run.tc.batch_size), counts)
-        idx = parallel.replicate(idx, run.mesh)
-        state, metrics = run.run_chunk(state, idx, run.arrays[0], run.arrays[1])
-        return state, {k: np.asarray(v) for k, v in metrics.items()}
+        capacity = min(int(run.tc.eval_every), int(run.tc.steps))  # every chunk has this shape (unused steps: 0s)
+        idx = np.pad(idx, ((0, 0), (0, capacity - length), (0, 0)))
+        state, metrics = run.run_chunk(state, parallel.replicate(idx, run.mesh), run.arrays[0], run.arrays[1],
+                                       np.int32(length))
+        return state, {k: np.asarray(v)[:, :length] for k, v in metrics.items()}
     parts, done = [], 0  # several transfers of a few batches each
     while done < length:
         k = min(int(run.data.steps_per_transfer), length - done)
