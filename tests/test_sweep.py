@@ -124,6 +124,8 @@ def test_sweep_root_that_is_a_file_or_read_only_is_refused(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert f"cannot create the directory {blocker}" in err and "Traceback" not in err
     assert blocker.read_text() == "not a directory"
+    assert main(["collect", str(blocker)]) == 2
+    assert f"{blocker} is not a directory" in capsys.readouterr().err
 
     ro = tmp_path / "ro"
     ro.mkdir()

@@ -200,7 +200,8 @@ def collect(directory: str | os.PathLike) -> tuple[pathlib.Path, list[dict[str, 
     text copied from the files into collect.md is escaped."""
     directory = pathlib.Path(directory)
     if not directory.is_dir():
-        raise FileNotFoundError(f"no such directory: {directory}")
+        raise FileNotFoundError(f"{directory} is not a directory (give the sweep's directory)" if directory.exists()
+                                else f"no such directory: {directory}")
     runs = sorted(p.parent for p in directory.glob("*/claims.json"))
     if not runs:
         raise FileNotFoundError(f"no finished runs (*/claims.json) under {directory}")
