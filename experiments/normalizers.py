@@ -6,8 +6,8 @@ normalizer sees at least 16 positions per channel and example) is trained with n
 InstanceNorm, GroupNorm and GroupNorm + Weight Standardization at batch sizes from 32 down to 2,
 as in the paper: SGD with momentum, the learning rate scaled linearly with the batch size, the
 same number of epochs at every batch size. All normalizers and seeds of a batch size train side
-by side in one vmapped program (`SelectedNorm`: each normalizer is a choice of averaging over
-examples and channels, so the choice can be data). The lecture's figure of which axes each
+by side in one `fit` (`SelectedNorm`: each normalizer is a choice of averaging over examples and
+channels, so the choice is a call argument that differs per member). The lecture's figure of which axes each
 normalizer averages over is drawn from the layers' own gradients (`statistics_mask`).
 
 Every comparison is paired over seeds (a seed fixes the initial weights, shared by every
@@ -19,16 +19,11 @@ normalizer and batch size, and the order of the batches) and decided by a 95% t-
 
 from __future__ import annotations
 
-import functools
-
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from nnbasics.data import load_dataset
-from nnbasics.engine import PRNG_IMPL, batch_indices
+from nnbasics.engine import TrainConfig, fit
 from nnbasics.models import get_model
 from nnbasics.nn.normalization import KINDS, NORM_AXES, statistics_mask
 from nnbasics.runs import claims as C
@@ -139,40 +134,26 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.num_groups={config.num_groups} must divide every width, got {config.widths}")
 
 
-def _train_program(model, x, y, lr: float, momentum: float):
-    """A compiled function: per member (params, stats, kind, ws, batch indices), stacked -> trained
-    params, stats and the loss of every step; members train side by side (vmap: the convs are
-    patch matrices times kernels, so a vmapped conv is a batched matrix product)."""
-    tx = optax.sgd(lr, momentum=momentum)
-
-    def member(params, stats, kind, ws, idx):
-        def step(carry, ix):
-            p, s, opt = carry
-
-            def loss_fn(pp):
-                out, new = model.apply({"params": pp, "batch_stats": s}, x[ix], train=True, kind=kind, ws=ws,
-                                       mutable=["batch_stats"])
-                return optax.softmax_cross_entropy_with_integer_labels(out, y[ix]).mean(), new["batch_stats"]
-
-            (loss, s), g = jax.value_and_grad(loss_fn, has_aux=True)(p)
-            upd, opt = tx.update(g, opt, p)
-            return (optax.apply_updates(p, upd), s, opt), loss
-
-        (params, stats, _), losses = jax.lax.scan(step, (params, stats, tx.init(params)), idx)
-        return params, stats, losses
-
-    return jax.jit(jax.vmap(member))
-
-
-def _eval_program(model, xt, yt):
-    """Test error (%) of every member (lax.map: one member's activations at a time)."""
-
-    def one(args):
-        params, stats, kind, ws = args
-        out = model.apply({"params": params, "batch_stats": stats}, xt, train=False, kind=kind, ws=ws)
-        return 100.0 * (1.0 - jnp.mean(jnp.argmax(out, -1) == yt))
-
-    return jax.jit(lambda *a: jax.lax.map(one, a))
+def _train_batch_size(model, data, config, workdir, b: int, names: list[str]) -> tuple[dict, dict, dict]:
+    """Every normalizer in `names` and every seed at batch size `b`, side by side in one `fit`
+    (the normalizer is a call argument of the switchable net, one per member). Returns per
+    normalizer the test errors (%), the training loss over the last ~20% of steps (one chunk
+    between evaluations) per seed, and the summary row."""
+    largest = max(int(v) for v in config.batch_sizes)
+    steps = max(1, round(float(config.epochs) * len(data.x_train) / b))
+    lr = float(config.learning_rate) * b / largest
+    members = [{"model": {"kind": KINDS.index(VARIANTS[v][0]), "ws": VARIANTS[v][1]}} for v in names]
+    tc = TrainConfig(steps=steps, batch_size=b, eval_every=-(-steps // 5), seeds=tuple(int(s) for s in config.seeds),
+                     members=members, optimizer={"name": "momentum", "learning_rate": lr, "momentum": float(config.momentum)})
+    res = fit(model, data, tc, workdir=workdir, tag=f"batch_{b}")
+    n = len(config.seeds)
+    err = 100.0 * (1.0 - res.final("test_accuracy"))
+    loss = res.final("train_loss")  # the mean over the last chunk: the last ~20% of the steps
+    errors = {v: err[i * n:(i + 1) * n] for i, v in enumerate(names)}
+    fit_loss = {v: loss[i * n:(i + 1) * n] for i, v in enumerate(names)}
+    rows = [{"variant": v, "batch_size": b, "steps": steps, "learning_rate": lr, "seed": list(config.seeds),
+             "test_error": errors[v].tolist(), "final_train_loss": fit_loss[v].tolist()} for v in names]
+    return errors, fit_loss, rows
 
 
 def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
@@ -180,44 +161,17 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     model = get_model("norm_cnn", num_classes=data.num_classes, norm="selected", widths=tuple(config.widths),
                       convs_per_stage=int(config.convs_per_stage), num_groups=int(config.num_groups),
                       conv_impl=config.conv_impl)
-    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    seeds = [int(s) for s in config.seeds]
     sizes = sorted({int(b) for b in config.batch_sizes}, reverse=True)
-    largest = sizes[0]
-
-    # one initialization per seed, shared by every normalizer and batch size (same starting weights)
-    init = jax.jit(lambda kd: model.init(jax.random.wrap_key_data(kd, impl=PRNG_IMPL), x[:1], train=False, kind=0,
-                                         ws=False))
-    inits = [init(jax.random.key_data(jax.random.key(s, impl=PRNG_IMPL))) for s in seeds]
-    evaluate = _eval_program(model, jnp.asarray(data.x_test), jnp.asarray(data.y_test))
-    stack = functools.partial(jax.tree.map, lambda *a: jnp.stack(a))
-
     errors: dict[tuple[str, int], np.ndarray] = {}
     fit_loss: dict[tuple[str, int], np.ndarray] = {}  # training loss over the last 20% of steps
     for b in sizes:
-        names = [v for v in config.variants if config.every_variant_at_every_batch or b == largest
+        names = [v for v in config.variants if config.every_variant_at_every_batch or b == sizes[0]
                  or v in ("batch", "group")]
-        members = [(v, si) for v in names for si in range(len(seeds))]
-        params = stack(*[inits[si]["params"] for _, si in members])
-        stats = stack(*[inits[si]["batch_stats"] for _, si in members])
-        kinds = jnp.asarray([KINDS.index(VARIANTS[v][0]) for v, _ in members])
-        wss = jnp.asarray([VARIANTS[v][1] for v, _ in members])
-        steps = max(1, round(float(config.epochs) * len(x) / b))
-        idx = jnp.asarray(batch_indices([seeds[si] for _, si in members], 0, steps, len(x), b))
-        lr = float(config.learning_rate) * b / largest
-        params, stats, losses = _train_program(model, x, y, lr, float(config.momentum))(params, stats, kinds, wss, idx)
-        err = np.asarray(evaluate(params, stats, kinds, wss), np.float64)
-        losses = np.asarray(losses, np.float64)
-        for v in names:
-            rows = [i for i, (vv, _) in enumerate(members) if vv == v]
-            errors[(v, b)] = err[rows]
-            fit_loss[(v, b)] = losses[rows, -max(1, steps // 5):].mean(axis=1)
-            workdir.metrics.write({
-                "variant": v, "batch_size": b, "steps": steps, "learning_rate": lr, "seed": seeds,
-                "test_error": err[rows].tolist(),
-                "final_train_loss": losses[rows, -max(1, steps // 5):].mean(axis=1).tolist(),
-            })
-
+        err, loss, rows = _train_batch_size(model, data, config, workdir, b, names)
+        errors.update({(v, b): e for v, e in err.items()})
+        fit_loss.update({(v, b): v_loss for v, v_loss in loss.items()})
+        for row in rows:
+            workdir.metrics.write(row)
     claims = _claims(errors, sizes, config) if config.test_error_claims else _fit_claims(fit_loss, errors, sizes)
     _error_figure(workdir, errors, config, sizes, claims)
     _axes_figure(workdir)

@@ -35,7 +35,11 @@ def test_normalizers_experiment_smoke(tmp_path):
                             "gn_beats_bn_at_smallest_batch", "bn_at_least_as_good_at_large_batch"]
     cfg = get_config("normalizers", "smoke")
     n = len(cfg.seeds)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = [r for r in lines if "variant" in r]  # the summaries; the rest are the engine's training rows
+    train = {r["run"]: r for r in lines if r.get("run", "").startswith("batch_")}  # the last row of each fit
+    assert set(train) == {"batch_32", "batch_4"}
+    assert train["batch_4"]["model"] == [{"kind": 1, "ws": False}] * n + [{"kind": 4, "ws": False}] * n
     err = {(r["variant"], r["batch_size"]): np.asarray(r["test_error"]) for r in rows}
     assert set(err) == {(v, 32) for v in cfg.variants} | {("batch", 4), ("group", 4)}
     for (v, b), e in err.items():
@@ -45,6 +49,8 @@ def test_normalizers_experiment_smoke(tmp_path):
     for r in rows:  # the learning rate scales linearly with the batch size, the epochs stay the same
         assert math.isclose(r["learning_rate"], cfg.learning_rate * r["batch_size"] / 32)
         assert r["steps"] == round(cfg.epochs * 1437 / r["batch_size"])
+    # the summary rows hold the engine's final evaluation: error = 100 (1 - test accuracy), per member
+    np.testing.assert_allclose(err[("batch", 4)], 100 * (1 - np.asarray(train["batch_4"]["test_accuracy"][:n])), atol=1e-6)
     # every check is paired over the seeds: its samples are per-seed differences of stored errors
     checks = {k["name"]: k for c in claims.values() for k in c["checks"]}
     np.testing.assert_allclose(checks["bn_rise"]["samples"], err[("batch", 4)] - err[("batch", 32)], atol=1e-9)
