@@ -159,3 +159,22 @@ def test_injected_learning_rate_follows_the_schedule():
         got.append(float(-upd["w"][0]))
     np.testing.assert_allclose(got, [2.0, 1.5, 1.0, 0.5], rtol=1e-6)
     jax.tree.map(lambda a: a, state)  # the state stays a plain pytree
+
+
+@pytest.mark.parametrize("model_name, kw", [("mlp", {"hidden": (8,)}), ("small_cnn", {})])
+def test_step_mode_equals_chunk_mode(blobs, model_name, kw):
+    data = load_dataset("digits") if model_name == "small_cnn" else blobs
+    model = get_model(model_name, num_classes=data.num_classes, **kw)
+    cfg = dict(steps=7, batch_size=10, eval_every=3, seeds=(0, 1), learning_rates=(0.05, 0.1),
+               optimizer={"name": "momentum", "learning_rate": 0.1})
+    chunk = fit(model, data, TrainConfig(**cfg))
+    step = fit(model, data, TrainConfig(step_mode="step", **cfg))
+    for i in range(4):
+        chex.assert_trees_all_close(_params(step, i), _params(chunk, i), rtol=1e-5, atol=1e-6)
+    assert [r["step"] for r in step.history] == [3, 6, 7]
+    np.testing.assert_allclose(step.curve("train_loss")[1], chunk.curve("train_loss")[1], rtol=1e-5)
+
+
+def test_step_mode_is_checked(blobs):
+    with pytest.raises(ValueError, match="step_mode"):
+        fit(get_model("mlp", num_classes=3, hidden=(4,)), blobs, TrainConfig(steps=2, batch_size=10, step_mode="fast"))
