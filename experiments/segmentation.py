@@ -71,8 +71,12 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.scenes = ml_collections.ConfigDict({"n_train": 1000, "n_test": 200, "size": 32, "noise": 0.05, "seed": 0})
     c.model = ml_collections.ConfigDict({"channels": 16, "depth": 4})
     # eval_every: steps between the metrics rows (each evaluates the held-out set and checks for NaN)
-    c.fcn = ml_collections.ConfigDict({"steps": 400, "batch_size": 8, "learning_rate": 3e-3, "eval_every": 50})
-    c.patch = ml_collections.ConfigDict({"steps": 2000, "batch_size": 128, "learning_rate": 3e-3, "eval_every": 250})
+    # step_mode: the FCN trains one compiled step per dispatch, 3.5x faster on a 2-core CPU than a compiled
+    # loop of steps, whose body XLA:CPU compiles less well for this net (the same numbers to float rounding)
+    c.fcn = ml_collections.ConfigDict({"steps": 400, "batch_size": 8, "learning_rate": 3e-3, "eval_every": 50,
+                                       "step_mode": "step"})
+    c.patch = ml_collections.ConfigDict({"steps": 2000, "batch_size": 128, "learning_rate": 3e-3, "eval_every": 250,
+                                         "step_mode": "chunk"})
     c.seeds = (0, 1, 2)  # initialization and batch order; the seeds train side by side (vmapped)
     c.large_size = 96
     c.n_large = 20
@@ -127,7 +131,7 @@ def train_config(opt: ml_collections.ConfigDict, seeds: tuple[int, ...]) -> Trai
     """The engine's TrainConfig of one net: Adam at `opt.learning_rate`, per-pixel cross-entropy."""
     return TrainConfig(steps=int(opt.steps), batch_size=int(opt.batch_size), eval_every=int(opt.eval_every),
                        seeds=seeds, optimizer={"name": "adam", "learning_rate": float(opt.learning_rate)},
-                       loss="cross_entropy")
+                       loss="cross_entropy", step_mode=str(opt.step_mode))
 
 
 def sample_patches(x: np.ndarray, y: np.ndarray, n: int, radius: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
