@@ -93,7 +93,7 @@ def plan_lines(names: list[str], preset: str, backend: str = "cpu") -> list[str]
     lines = [f"estimated time of the {preset} preset on a CPU ({machine()}):"]
     width = max((len(n) for n in names), default=0)
     lines += [f"  {n:<{width}}  {format_duration(s)}" for n, s in est.items()]
-    lines.append(f"  {'total':<{width}}  {format_duration(total)}"
+    lines.append(f"  {'total':<{width}}  {format_duration(total if len(unknown) < len(names) else None)}"
                  + (f" (and {len(unknown)} without an estimate: {', '.join(unknown)})" if unknown else ""))
     if backend == "cpu" and total > LONG_RUN_SECONDS:
         long = [n for n, s in est.items() if s is not None and s > LONG_RUN_SECONDS]
@@ -151,6 +151,8 @@ class Countdown:
             self.spent_real += elapsed
             self.spent_est += self.est[name]
         ratio = min(5.0, max(0.2, self.spent_real / self.spent_est)) if self.spent_est else 1.0
+        if not self.total:
+            return "no time estimate"
         if not self.left:
             return f"all done (estimated {format_duration(self.total)} in all)"
         rest = ratio * sum(self.est.get(n, 0.0) for n in self.left)
@@ -236,7 +238,8 @@ def full_preset_table(claims_path: str | pathlib.Path, reasons: Mapping[str, str
                         f"{format_duration(r['seconds'])} | {where} |")
         else:
             e = estimate(name, "full") or {}
-            acc = (f"; on an accelerator ~{format_duration(e['accelerator_seconds']).lstrip('~')} from its FLOPs"
+            tflops = table().get("assumed_accelerator_flops", 0) / 1e12
+            acc = (f"; on a GPU {format_duration(e['accelerator_seconds'])} from its FLOPs at an assumed {tflops:g} TFLOP/s"
                    if e.get("accelerator_seconds") else "")
             why = (reasons or {}).get(name, "")
             rows.append(f"| {name} | not run here{': ' + why if why else ''} | estimated "
