@@ -10,7 +10,7 @@ step per example). Also a FLOP count for an accelerator.
     python -m experiments.benchmarks.full_preset_rates            # prints JSON
     python -m experiments.benchmarks.full_preset_rates --steps 2  # k (default 2)
 
-`python -m nnbasics.runs.estimate --write --rates FILE` puts the result into the committed table.
+`python -m nnbasics.runs.time_table --write --rates FILE` puts the result into the committed table.
 """
 
 from __future__ import annotations
