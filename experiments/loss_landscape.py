@@ -6,7 +6,7 @@ around the trained weights, along two random filter-normalized directions (every
 direction rescaled to the norm of the same filter of the weights; biases and BatchNorm
 parameters zeroed; BatchNorm normalizing with the statistics of the evaluation batch, so that the
 loss is invariant to the scale of each filter, the premise of filter normalization). The grid is
-evaluated by one compiled program (`lax.map` over the points). Convexity is measured as the
+evaluated by one compiled program per net (`lax.map` over the points, the seeds vmapped). Convexity is measured as the
 fraction of grid points near the minimum where the 2-D surface's finite-difference Hessian has a
 negative eigenvalue (Li et al. map |lambda_min / lambda_max|; here of the 2-D slice); the number
 of local minima in the grid is reported too. Each seed trains both nets (vmapped) and draws its own
@@ -65,7 +65,10 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.grid_points = 31  # per axis
     c.grid_radius = 1.0  # alpha, beta in [-radius, radius]
     c.landscape_examples = 1024  # training examples the loss is evaluated on
-    c.points_per_batch = 1  # grid points vmapped together inside the compiled map
+    c.points_per_batch = 1  # grid points vmapped together inside the compiled map (the seeds always are)
+    # the convolution of the grid's forward passes (nnbasics.nn.conv): "patches" is the fastest on a CPU for
+    # the quick preset's 8x8 maps with the seeds vmapped (see experiments/benchmarks/README.md)
+    c.landscape_conv_impl = "auto"
     c.direction_seed = 0  # the directions of training seed s come from key(direction_seed) folded with s
     # train: BatchNorm with the statistics of the evaluation batch, which keeps the scale invariance that
     # filter normalization assumes | eval: the running statistics (fixed: a bigger filter is a bigger signal)
@@ -80,6 +83,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.eval_every = 500
         c.grid_points = 21
         c.landscape_examples = 256
+        c.landscape_conv_impl = "patches"
     elif preset == "smoke":
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 200, "n_test": 100, "size": 8, "seed": 0})
         c.depth = 8
@@ -89,6 +93,7 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.eval_every = 2
         c.grid_points = 5
         c.landscape_examples = 16
+        c.landscape_conv_impl = "patches"
     return c
 
 
@@ -101,21 +106,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.grid_radius must be > 0, got {config.grid_radius}")
     if not float(config.radius) > 0:
         raise ValueError(f"config.radius must be > 0, got {config.radius}")
+    from nnbasics.nn.conv import IMPLEMENTATIONS
+
+    if config.landscape_conv_impl not in IMPLEMENTATIONS:
+        raise ValueError(f"config.landscape_conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, got "
+                         f"{config.landscape_conv_impl!r}")
     if config.bn_mode not in ("eval", "train"):
         raise ValueError(f"config.bn_mode must be 'eval' or 'train', got {config.bn_mode!r}")
     if len(config.seeds) < 1:
         raise ValueError("config.seeds must hold at least one seed (one landscape per net and seed)")
 
 
-def landscape(model, state, x, y, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The loss surface around the trained state along two filter-normalized directions, drawn from
-    key(config.direction_seed) folded with the training seed `seed`."""
-    params, stats = state.params, state.batch_stats
-    k1, k2 = jax.random.split(jax.random.fold_in(jax.random.key(int(config.direction_seed)), int(seed)))
-    d1, d2 = LL.random_direction(k1, params), LL.random_direction(k2, params)
+def _loss_fn(model, x, y, config):
+    """The training loss of one net's (params, batch_stats) on (x, y), BatchNorm as config.bn_mode says."""
     train = config.bn_mode == "train"
 
-    def loss_fn(p):
+    def loss_fn(p, stats):
         variables = {"params": p, "batch_stats": stats} if stats else {"params": p}
         if train and stats:
             logits, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -123,10 +129,43 @@ def landscape(model, state, x, y, config, seed: int) -> tuple[np.ndarray, np.nda
             logits = model.apply(variables, x, train=False)
         return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
+    return loss_fn
+
+
+def _directions(config, params, seed: int):
+    """The two filter-normalized directions of training seed `seed`: key(config.direction_seed) folded with it."""
+    k1, k2 = jax.random.split(jax.random.fold_in(jax.random.key(int(config.direction_seed)), int(seed)))
+    return LL.random_direction(k1, params), LL.random_direction(k2, params)
+
+
+def _axis(config) -> np.ndarray:
     r = float(config.grid_radius)
-    axis = np.linspace(-r, r, int(config.grid_points))
-    surface = LL.loss_surface(loss_fn, params, d1, d2, axis, axis, batch_size=int(config.points_per_batch))
+    return np.linspace(-r, r, int(config.grid_points))
+
+
+def landscape(model, state, x, y, config, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The loss surface around the trained state along two filter-normalized directions, drawn from
+    key(config.direction_seed) folded with the training seed `seed`."""
+    params, stats = state.params, state.batch_stats
+    d1, d2 = _directions(config, params, seed)
+    loss_fn = _loss_fn(model, x, y, config)
+    axis = _axis(config)
+    surface = LL.loss_surface(lambda p: loss_fn(p, stats), params, d1, d2, axis, axis,
+                              batch_size=int(config.points_per_batch))
     return axis, surface
+
+
+def landscapes(model, state, x, y, config, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """`landscape` of every member of a stacked state (member i trained with seed seeds[i]) in one
+    compiled program: the members are vmapped at every grid point, so the net compiles once and its
+    many small operations run once for all members. Shape (members, points, points)."""
+    host = jax.device_get({"params": state.params, "stats": state.batch_stats})  # per-member slices on the host
+    dirs = [_directions(config, jax.tree.map(lambda a: a[i], host["params"]), s) for i, s in enumerate(seeds)]
+    d1, d2 = (jax.tree.map(lambda *a: jax.numpy.stack(a), *[d[j] for d in dirs]) for j in (0, 1))
+    axis = _axis(config)
+    loss = LL.stacked_loss(_loss_fn(model, x, y, config), host["stats"])
+    surfaces = LL.loss_surface(loss, host["params"], d1, d2, axis, axis, batch_size=int(config.points_per_batch))
+    return axis, np.moveaxis(surfaces, -1, 0)
 
 
 def _surface_stats(surface, axis, radius: float) -> dict[str, float]:
@@ -151,10 +190,12 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         model = cifar_resnet(depth, data.num_classes, residual=residual, width=int(config.width), scan_blocks=True)
         res = fit(model, data, train_config, workdir=workdir, tag=name)
         seconds += res.seconds
-        surfaces[name], rows = [], []
-        for i, seed in enumerate(seeds):
-            axis, surface = landscape(model, res.member_state(i), x, y, config, seed)
-            surfaces[name].append(surface)
+        # the same net with the evaluation's convolution (the parameters do not depend on it)
+        evaluated = cifar_resnet(depth, data.num_classes, residual=residual, width=int(config.width), scan_blocks=True,
+                                 conv_impl=config.landscape_conv_impl)
+        axis, stacked = landscapes(evaluated, res.state, x, y, config, seeds)
+        surfaces[name], rows = list(stacked), []
+        for seed, surface in zip(seeds, stacked):
             rows.append(_surface_stats(surface, axis, float(config.radius)))
             workdir.metrics.write({"run": name, "seed": seed, "landscape": rows[-1]})
         stats[name] = {k: np.array([r[k] for r in rows]) for k in rows[0]}  # per seed

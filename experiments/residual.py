@@ -117,12 +117,17 @@ def _model(kind: str, depth: int, num_classes: int, config):
                         norm=config.norm, activation=config.activation, scan_blocks=True)
 
 
-def layer_response_stds(model, variables, x) -> np.ndarray:
+def response_apply(model):
+    """The compiled forward pass that `layer_response_stds` runs (make it once per model: one compile)."""
+    return jax.jit(functools.partial(model.apply, train=True, mutable=["intermediates", "batch_stats"]))
+
+
+def layer_response_stds(model, variables, x, apply=None) -> np.ndarray:
     """Standard deviation of every 3x3 layer's response (after its norm, before the addition and
     ReLU), in layer order, for the batch x (He et al. Fig. 7). BatchNorm normalizes with the
     statistics of the batch (training mode, statistics discarded), so the numbers do not depend on
     the running averages; a response's std then reflects its layer's learned scales and shifts."""
-    _, inter = jax.jit(functools.partial(model.apply, train=True, mutable=["intermediates", "batch_stats"]))(variables, x)
+    _, inter = (apply or response_apply(model))(variables, x)
     stds = []
     for stage in sorted({k.split("_")[0] for k in inter["intermediates"]}):
         first = inter["intermediates"].get(f"{stage}_block1", {}).get("response", ())
@@ -146,7 +151,8 @@ def _train(config, data, workdir) -> tuple[dict, dict]:
             model = _model(kind, d, data.num_classes, config)
             res = fit(model, data, train_config, workdir=workdir, tag=name)
             results[name] = res
-            responses[name] = np.stack([layer_response_stds(model, res.member_state(i).variables, x_resp)
+            apply, variables = response_apply(model), jax.device_get(res.state.variables)  # one compile; host slices
+            responses[name] = np.stack([layer_response_stds(model, jax.tree.map(lambda a: a[i], variables), x_resp, apply)
                                         for i in range(len(res.members))])  # (seeds, layers)
             workdir.metrics.write({"run": name, "response_std": responses[name].mean(axis=0).tolist()})
     return results, responses

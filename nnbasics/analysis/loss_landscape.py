@@ -72,7 +72,9 @@ def loss_surface(
     betas: np.ndarray,
     batch_size: int | None = None,
 ) -> np.ndarray:
-    """loss_fn(params + a d1 + b d2) on the grid alphas x betas, shape (len(alphas), len(betas)).
+    """loss_fn(params + a d1 + b d2) on the grid alphas x betas, shape (len(alphas), len(betas)), followed
+    by the shape of loss_fn's value when it is not a scalar (e.g. one loss per member of stacked params:
+    several nets' surfaces in one program, see `stacked_loss`).
 
     One jit-compiled `lax.map` over the points; `batch_size` points at a time are vmapped."""
     aa, bb = np.meshgrid(np.asarray(alphas, np.float32), np.asarray(betas, np.float32), indexing="ij")
@@ -86,7 +88,17 @@ def loss_surface(
 
         return jax.lax.map(at, points, batch_size=batch_size)
 
-    return np.asarray(grid(params, d1, d2, points)).reshape(aa.shape)
+    out = np.asarray(grid(params, d1, d2, points))
+    return out.reshape(*aa.shape, *out.shape[1:])
+
+
+def stacked_loss(loss_fn: Callable[..., jax.Array], *args: Any) -> Callable[[Any], jax.Array]:
+    """A loss of stacked parameters (a leading member axis on every leaf) with one value per member:
+    `loss_fn(params_i, *args_i)` vmapped over the members. With stacked directions, `loss_surface`
+    then evaluates every member's surface in one compiled program (one compile, and the members'
+    small operations batched together), shape (len(alphas), len(betas), members)."""
+    batched = jax.vmap(loss_fn)
+    return lambda params: batched(params, *args)
 
 
 def surface_hessians(surface: np.ndarray, step_a: float, step_b: float) -> np.ndarray:
