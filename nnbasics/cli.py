@@ -12,7 +12,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from nnbasics.progress import set_quiet
 
@@ -62,20 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="a list of {name, input_shape, params, macs, ...}")
     s.add_argument("names", nargs="*", help="only these models")
 
-    def presets(sp, default="full"):
-        g = sp.add_mutually_exclusive_group()
-        g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
-        g.add_argument("--full", action="store_true", help="the full preset")
-        g.add_argument("--smoke", action="store_true", help="a seconds-long preset (for tests)")
-        sp.set_defaults(default_preset=default)
-
-    def seed_offset(sp):
-        sp.add_argument("--seed-offset", type=int, default=0, metavar="K",
-                        help="held-out seeds: add K to every seed of every config (workdirs NAME-quick-seedK)")
-
     s = sub.add_parser("run", help="run one experiment")
     s.add_argument("experiment")
-    presets(s)
+    _presets(s)
     s.add_argument("--workdir", help="where results go (default runs/EXPERIMENT[-quick])")
     s.add_argument("--force", action="store_true", help="run again even if a finished run is in the workdir")
     s.add_argument("--resume", action="store_true",
@@ -83,25 +72,44 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="checkpoint training every N steps (0: at the end of each training run)")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
-    seed_offset(s)
+    _seed_offset(s)
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
-    presets(s, default="quick")
+    _presets(s, default="quick")
     s.add_argument("--only", default="", help="comma-separated experiment names")
     s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
     s.add_argument("--force", action="store_true")
-    seed_offset(s)
+    _seed_offset(s)
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
     s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
     s.add_argument("experiment")
     s.add_argument("--sweep", required=True, help="the sweep's name (see `nnbasics list --sweeps`)")
     s.add_argument("--shard", default=None, help="I/N: run every N-th point from point I (one machine of N)")
-    presets(s)
+    _presets(s)
     s.add_argument("--root", default="runs")
     s.add_argument("--force", action="store_true")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
 
+    _add_result_commands(sub)
+    return p
+
+
+def _presets(sp: argparse.ArgumentParser, default: str = "full") -> None:
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
+    g.add_argument("--full", action="store_true", help="the full preset")
+    g.add_argument("--smoke", action="store_true", help="a seconds-long preset (for tests)")
+    sp.set_defaults(default_preset=default)
+
+
+def _seed_offset(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                    help="held-out seeds: add K to every seed of every config (workdirs NAME-quick-seedK)")
+
+
+def _add_result_commands(sub: Any) -> None:
+    """The commands that read finished runs: collect, readme, report, config."""
     s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
     s.add_argument("directory")
 
@@ -118,9 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("config", help="print an experiment's config (after overrides) as JSON")
     s.add_argument("experiment")
-    presets(s)
-    seed_offset(s)
-    return p
+    _presets(s)
+    _seed_offset(s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,16 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(rest)
-    set_quiet(args.quiet)
-    from nnbasics import enable_compilation_cache
-
-    enable_compilation_cache()
-    if args.multihost or args.coordinator:
-        from nnbasics.engine.parallel import initialize_distributed
-
-        initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
-        if args.process_id not in (None, 0):
-            set_quiet(True)
+    _start(args)
     from nnbasics.config import ConfigError
     from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted
@@ -148,99 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if overrides and args.command not in ("run", "reproduce", "config", "sweep"):
         parser.error(f"--config overrides are only valid with run, reproduce, sweep and config, got {overrides}")
     try:
-        if args.command == "list":
-            return _list(args.json)
-        if args.command == "models":
-            from nnbasics.models import MODELS, model_names
-
-            for n in args.names:
-                if n not in model_names():
-                    MODELS.get(n)  # raises with the closest names
-            from nnbasics.runs.models_table import models_table
-
-            print(models_table(as_json=args.json, names=args.names or None))
-            return 0
-        if args.command == "config":
-            cfg = exp.get_config(args.experiment, _preset(args), overrides, args.seed_offset)
-            print(json.dumps(cfg.to_dict(), indent=2, default=str))
-            return 0
-        if args.command == "run":
-            if args.checkpoint_every is not None and args.checkpoint_every < 0:
-                raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
-            _announce_run(args, overrides)
-            res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
-                                     resume=args.resume, checkpoint_every=args.checkpoint_every,
-                                     seed_offset=args.seed_offset)
-            wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
-            _print_claims([res])
-            print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
-            return 0 if all(c["verdict"] == "pass" for c in res["claims"]) else 1
-        if args.command == "sweep":
-            from nnbasics.runs import sweep as sweep_lib
-
-            out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
-                                               args.root, args.force)
-            _print_claims(results)
-            print("\n" + exp.terminal_summary(results))
-            print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
-            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
-        if args.command == "readme":
-            from nnbasics.runs.report import (
-                ROBUST_BEGIN,
-                copy_featured_figures,
-                robustness_table,
-                update_readme,
-                update_robustness,
-            )
-            from nnbasics.runs.workdir import atomic_write_text, read_json
-
-            path = os.path.join(args.root, "claims.json")
-            if not os.path.exists(path):
-                raise FileNotFoundError(f"{path} not found: run `nnbasics reproduce --quick --root {args.root}` first")
-            results = exp.read_claims_doc(pathlib.Path(path)).get("experiments")
-            if results is None:
-                raise exp.WorkdirConflict(f"{path} holds one run, not a reproduction: give --root the reproduce directory")
-            expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
-            missing = [n for n in expected if n not in {r["experiment"] for r in results}]
-            if missing and not args.force:
-                raise exp.WorkdirConflict(
-                    f"{path} covers {len(results)} of the {len(expected)} experiments (missing: {', '.join(missing)}); "
-                    f"the README's results would lose them. Run `nnbasics reproduce --quick --root {args.root}` first, "
-                    "or pass --force")
-            with open(args.readme, encoding="utf-8") as f:
-                text = f.read()
-            figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
-            text = update_readme(text, results, figures=figures)
-            runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]
-                    for p in sorted(pathlib.Path(d).glob("claims*.json"), key=lambda q: (len(q.name), q.name))]
-            if ROBUST_BEGIN in text:
-                text = update_robustness(text, robustness_table(runs))
-            atomic_write_text(args.readme, text)
-            print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme} "
-                  f"from {path}")
-            return 0
-        if args.command == "collect":
-            from nnbasics.runs import sweep as sweep_lib
-
-            path, rows = sweep_lib.collect(args.directory)
-            print(path.read_text())
-            return 0
-        if args.command == "reproduce":
-            only = [o.strip() for o in args.only.split(",")] if args.only else None
-            results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset)
-            _print_claims(results)
-            print("\n" + exp.terminal_summary(results, path))
-            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
-        if args.command == "report":
-            done = exp.rejudge_root(args.root)
-            if not done:
-                raise FileNotFoundError(f"no claims.json under {args.root}: nothing to recompute")
-            top = pathlib.Path(args.root) / "claims.json"  # the reproduction's combined document, if any
-            combined = [res for path, res in done if path == top]
-            results = combined[0] if combined else [r for _, res in done for r in res]
-            print(f"recomputed the verdicts of {len(done)} claims files under {args.root}")
-            print(exp.terminal_summary(results))
-            return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
+        return COMMANDS[args.command](args, overrides)
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
             WorkdirUnusable, WorkdirBusy) as e:
         print(f"nnbasics: error: {e}", file=sys.stderr)
@@ -257,7 +163,151 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
         return 3
+
+
+def _start(args: argparse.Namespace) -> None:
+    """Quiet mode, the compilation cache and (with --multihost/--coordinator) JAX's distributed runtime."""
+    set_quiet(args.quiet)
+    from nnbasics import enable_compilation_cache
+
+    enable_compilation_cache()
+    if args.multihost or args.coordinator:
+        from nnbasics.engine.parallel import initialize_distributed
+
+        initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
+        if args.process_id not in (None, 0):
+            set_quiet(True)
+
+
+def _all_pass(results: Sequence[Mapping[str, Any]]) -> int:
+    """The exit status of a command that judged claims: 0 when every claim passes, else 1."""
+    return 0 if all(c["verdict"] == "pass" for r in results for c in r["claims"]) else 1
+
+
+def _cmd_list(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    return _list(args.json)
+
+
+def _cmd_models(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.models import MODELS, model_names
+    from nnbasics.runs.models_table import models_table
+
+    for n in args.names:
+        if n not in model_names():
+            MODELS.get(n)  # raises with the closest names
+    print(models_table(as_json=args.json, names=args.names or None))
     return 0
+
+
+def _cmd_config(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs import experiment as exp
+
+    cfg = exp.get_config(args.experiment, _preset(args), overrides, args.seed_offset)
+    print(json.dumps(cfg.to_dict(), indent=2, default=str))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.config import ConfigError
+    from nnbasics.runs import experiment as exp
+
+    if args.checkpoint_every is not None and args.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    _announce_run(args, overrides)
+    res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
+                             resume=args.resume, checkpoint_every=args.checkpoint_every, seed_offset=args.seed_offset)
+    wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
+    _print_claims([res])
+    print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
+    return _all_pass([res])
+
+
+def _cmd_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs import experiment as exp
+    from nnbasics.runs import sweep as sweep_lib
+
+    out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
+                                       args.root, args.force)
+    _print_claims(results)
+    print("\n" + exp.terminal_summary(results))
+    print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
+    return _all_pass(results)
+
+
+def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, Any]]]:
+    """The claims of a whole reproduction under `root`, refusing a partial one (the README's results
+    would lose experiments) unless forced."""
+    from nnbasics.runs import experiment as exp
+
+    path = os.path.join(root, "claims.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `nnbasics reproduce --quick --root {root}` first")
+    results = exp.read_claims_doc(pathlib.Path(path)).get("experiments")
+    if results is None:
+        raise exp.WorkdirConflict(f"{path} holds one run, not a reproduction: give --root the reproduce directory")
+    expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
+    missing = [n for n in expected if n not in {r["experiment"] for r in results}]
+    if missing and not force:
+        raise exp.WorkdirConflict(
+            f"{path} covers {len(results)} of the {len(expected)} experiments (missing: {', '.join(missing)}); "
+            f"the README's results would lose them. Run `nnbasics reproduce --quick --root {root}` first, "
+            "or pass --force")
+    return path, results
+
+
+def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs.report import ROBUST_BEGIN, copy_featured_figures, robustness_table, update_readme, update_robustness
+    from nnbasics.runs.workdir import atomic_write_text, read_json
+
+    path, results = _reproduction_results(args.root, args.force)
+    with open(args.readme, encoding="utf-8") as f:
+        text = f.read()
+    figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
+    text = update_readme(text, results, figures=figures)
+    runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]
+            for p in sorted(pathlib.Path(d).glob("claims*.json"), key=lambda q: (len(q.name), q.name))]
+    if ROBUST_BEGIN in text:
+        text = update_robustness(text, robustness_table(runs))
+    atomic_write_text(args.readme, text)
+    print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme} "
+          f"from {path}")
+    return 0
+
+
+def _cmd_collect(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs import sweep as sweep_lib
+
+    path, rows = sweep_lib.collect(args.directory)
+    print(path.read_text())
+    return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs import experiment as exp
+
+    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset)
+    _print_claims(results)
+    print("\n" + exp.terminal_summary(results, path))
+    return _all_pass(results)
+
+
+def _cmd_report(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.runs import experiment as exp
+
+    done = exp.rejudge_root(args.root)
+    if not done:
+        raise FileNotFoundError(f"no claims.json under {args.root}: nothing to recompute")
+    top = pathlib.Path(args.root) / "claims.json"  # the reproduction's combined document, if any
+    combined = [res for path, res in done if path == top]
+    results = combined[0] if combined else [r for _, res in done for r in res]
+    print(f"recomputed the verdicts of {len(done)} claims files under {args.root}")
+    print(exp.terminal_summary(results))
+    return _all_pass(results)
+
+
+COMMANDS = {"list": _cmd_list, "models": _cmd_models, "config": _cmd_config, "run": _cmd_run, "sweep": _cmd_sweep,
+            "readme": _cmd_readme, "collect": _cmd_collect, "reproduce": _cmd_reproduce, "report": _cmd_report}
 
 
 def _announce_run(args: argparse.Namespace, overrides: Sequence[str]) -> None:

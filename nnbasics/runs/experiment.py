@@ -256,57 +256,15 @@ def run_experiment(
 def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_json: Any, wd_path: pathlib.Path,
                 preset: str, force: bool, resume: bool, checkpoint_every: int | None, replace_changed: bool,
                 seed_offset: int) -> dict[str, Any]:
-    claims_path = wd_path / "claims.json"
-    config_path = wd_path / "config.json"
-    if claims_path.exists() and not force:
-        old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
-        if old_cfg == cfg_json:
-            old = _read_run_file(claims_path, name)
-            damage = _finished_metrics_damage(name, wd_path, old)
-            if damage is None:
-                log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
-                new = judge(name, old)  # today's thresholds on the stored measurements
-                if new != old and workdir_lib.is_main_process():
-                    _write_result(wd_path, mod, new)
-                return new
-            resume = True  # rebuild the damaged metrics from the checkpoints (no training)
-        elif replace_changed:  # reproduce: the experiment's config changed, so its results are stale
-            log(f"{name}: the config changed since the finished run in {wd_path}; running again "
-                "(the old claims.json is kept as claims.json.<time>.old)")
-            force = True
-        else:
-            raise WorkdirConflict(
-                f"{wd_path} holds a finished run of {name} with a different config; "
-                "choose another --workdir or pass --force to replace it"
-            )
-    wd_path.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = wd_path / "checkpoints"
-    interrupted = ckpt_dir.exists() and not claims_path.exists() and any(ckpt_dir.iterdir())
-    resuming = (interrupted or resume) and not force and ckpt_dir.exists()
-    if resuming:
-        old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
-        if old_cfg is not None and old_cfg != cfg_json:
-            raise WorkdirConflict(
-                f"{wd_path} holds an interrupted run of {name} with a different config; "
-                "choose another --workdir or pass --force to start over"
-            )
-        log(f"{name}: resuming the interrupted run in {wd_path}")
-    elif workdir_lib.is_main_process():
-        # Start clean, but keep what an earlier (interrupted or replaced) run wrote.
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for stale in ("metrics.jsonl", "claims.json", "report.md"):
-            p = wd_path / stale
-            if p.exists():
-                os.replace(p, wd_path / f"{stale}.{stamp}.old")
-        if ckpt_dir.exists():
-            shutil.rmtree(ckpt_dir)
-    if (wd_path / "figures").exists() and workdir_lib.is_main_process():
-        shutil.rmtree(wd_path / "figures")
+    reused, force, resume = _reuse_finished(name, mod, cfg_json, wd_path, force, resume, replace_changed)
+    if reused is not None:
+        return reused
+    resuming = _prepare_workdir(name, cfg_json, wd_path, force, resume)
     wd = workdir_lib.Workdir(wd_path)
     every = checkpoint_every if checkpoint_every is not None else cfg.get("checkpoint_every")
     if every is not None or resuming:
         wd.enable_checkpoints(int(every or 0))
-    workdir_lib.atomic_write_json(config_path, cfg_json)
+    workdir_lib.atomic_write_json(wd_path / "config.json", cfg_json)
     t0, c0 = time.perf_counter(), time.process_time()  # process time: every thread's CPU seconds
     try:
         claims = mod.run(cfg, wd)
@@ -335,6 +293,58 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         result["seed_offset"] = seed_offset
     _write_result(wd_path, mod, result)
     return result
+
+
+def _reuse_finished(name: str, mod: ModuleType, cfg_json: Any, wd_path: pathlib.Path, force: bool, resume: bool,
+                    replace_changed: bool) -> tuple[dict[str, Any] | None, bool, bool]:
+    """A finished run of the same config in the workdir: its result, re-judged with today's thresholds
+    (or resume=True when its metrics are damaged: rebuilt from the checkpoints). A finished run of
+    another config: refused, or replaced (force=True) when `replace_changed`. -> (result, force, resume)"""
+    claims_path, config_path = wd_path / "claims.json", wd_path / "config.json"
+    if not claims_path.exists() or force:
+        return None, force, resume
+    old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
+    if old_cfg == cfg_json:
+        old = _read_run_file(claims_path, name)
+        if _finished_metrics_damage(name, wd_path, old) is not None:
+            return None, force, True  # rebuild the damaged metrics from the checkpoints (no training)
+        log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
+        new = judge(name, old)  # today's thresholds on the stored measurements
+        if new != old and workdir_lib.is_main_process():
+            _write_result(wd_path, mod, new)
+        return new, force, resume
+    if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
+        log(f"{name}: the config changed since the finished run in {wd_path}; running again "
+            "(the old claims.json is kept as claims.json.<time>.old)")
+        return None, True, resume
+    raise WorkdirConflict(f"{wd_path} holds a finished run of {name} with a different config; "
+                          "choose another --workdir or pass --force to replace it")
+
+
+def _prepare_workdir(name: str, cfg_json: Any, wd_path: pathlib.Path, force: bool, resume: bool) -> bool:
+    """Make the workdir ready: resume an interrupted run of the same config (-> True), or start clean,
+    keeping an earlier run's metrics, claims and report as *.old (-> False). Old figures are removed."""
+    config_path, ckpt_dir = wd_path / "config.json", wd_path / "checkpoints"
+    wd_path.mkdir(parents=True, exist_ok=True)
+    interrupted = ckpt_dir.exists() and not (wd_path / "claims.json").exists() and any(ckpt_dir.iterdir())
+    resuming = (interrupted or resume) and not force and ckpt_dir.exists()
+    if resuming:
+        old_cfg = _read_run_file(config_path, name) if config_path.exists() else None
+        if old_cfg is not None and old_cfg != cfg_json:
+            raise WorkdirConflict(f"{wd_path} holds an interrupted run of {name} with a different config; "
+                                  "choose another --workdir or pass --force to start over")
+        log(f"{name}: resuming the interrupted run in {wd_path}")
+    elif workdir_lib.is_main_process():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for stale in ("metrics.jsonl", "claims.json", "report.md"):
+            p = wd_path / stale
+            if p.exists():
+                os.replace(p, wd_path / f"{stale}.{stamp}.old")
+        if ckpt_dir.exists():
+            shutil.rmtree(ckpt_dir)
+    if (wd_path / "figures").exists() and workdir_lib.is_main_process():
+        shutil.rmtree(wd_path / "figures")
+    return resuming
 
 
 def _read_run_file(path: pathlib.Path, name: str) -> Any:
