@@ -353,7 +353,8 @@ def _train_chunk(run: _Run, state: TrainState, step: int, length: int) -> tuple[
             for i in range(length):
                 state, m = run.run_step(state, parallel.replicate(idx[:, i], run.mesh), run.arrays[0], run.arrays[1])
                 got.append(m)
-            return state, {k: np.stack([np.asarray(m[k]) for m in got], axis=1) for k in got[0]}
+            got = jax.device_get(got)  # one transfer for the chunk's metrics, not one per step
+            return state, {k: np.stack([m[k] for m in got], axis=1) for k in got[0]}
         capacity = min(int(run.tc.eval_every), int(run.tc.steps))  # every chunk has this shape (unused steps: 0s)
         idx = np.pad(idx, ((0, 0), (0, capacity - length), (0, 0)))
         state, metrics = run.run_chunk(state, parallel.replicate(idx, run.mesh), run.arrays[0], run.arrays[1],
