@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as e:
         _abort_on_next_interrupt()
         print(f"\nnnbasics: {e}", file=sys.stderr)
-        return 130
+        return 128 + e.signum
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (loading, compiling, analysis): nothing to checkpoint
         _abort_on_next_interrupt()
         print("\nnnbasics: interrupted; finished results are kept, run the same command again to continue",

@@ -165,10 +165,11 @@ import os, signal, sys, time
 import jax, jax.numpy as jnp
 from nnbasics.engine.interrupt import graceful_interrupt
 
+SIG = int(sys.argv[1])
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background shell ignores SIGINT)
 spin = jax.jit(lambda x: jax.lax.fori_loop(0, 2_000_000_000, lambda i, v: v * 1.0000001 + 1e-9, x))
 with graceful_interrupt("test") as flag:
-    os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C: a request, nothing stops yet
+    os.kill(os.getpid(), SIG)  # the first Ctrl-C (or SIGTERM): a request, nothing stops yet
     assert flag.requested
     print("requested", flush=True)
     spin(jnp.float32(1.0)).block_until_ready()  # a compiled chunk of minutes: Python handlers cannot run
@@ -176,12 +177,15 @@ print("the chunk ended", flush=True)
 """
 
 
-def test_second_sigint_stops_at_once_with_one_line_and_no_traceback():
-    """The second Ctrl-C stops the process at once (rc 130) even inside a long compiled chunk, with one
-    line on stderr: no KeyboardInterrupt raised at random places (gc callbacks, threads) as tracebacks."""
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_second_stop_signal_stops_at_once_with_one_line_and_no_traceback(name):
+    """The second Ctrl-C (or SIGTERM) stops the process at once (rc 130, 143) even inside a long compiled
+    chunk, with one line on stderr: no KeyboardInterrupt raised at random places (gc callbacks, threads)
+    as tracebacks."""
     import signal
 
-    proc = subprocess.Popen([sys.executable, "-c", SECOND_CTRL_C], cwd=ROOT, stdout=subprocess.PIPE,
+    signum = int(getattr(signal, name))
+    proc = subprocess.Popen([sys.executable, "-c", SECOND_CTRL_C, str(signum)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     try:
         assert proc.stdout.readline().strip() == "requested"
@@ -189,12 +193,13 @@ def test_second_sigint_stops_at_once_with_one_line_and_no_traceback():
 
         time.sleep(1.0)  # inside the compiled loop by now
         t0 = time.perf_counter()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         out, err = proc.communicate(timeout=60)
         waited = time.perf_counter() - t0
     finally:
         proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    said = "Ctrl-C" if name == "SIGINT" else name
+    assert proc.returncode == 128 + signum, err[-2000:]
     assert waited < 10 and "the chunk ended" not in out  # the old default handler waited for the chunk (25 s)
     assert "Traceback" not in err and "Exception ignored" not in err
-    assert err.count("second interrupt: test stopped at once") == 1 and err.count("interrupt received") == 1
+    assert err.count(f"second {said}: test stopped at once") == 1 and err.count(f"{said} received") == 1

@@ -91,9 +91,11 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path, reference):
     _resume_and_compare(killed, reference)
 
 
-def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
-    """Ctrl-C stops after the chunk in flight with a checkpoint at the last metric row, also
-    without --checkpoint-every, and the next run continues from it to the same result."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+def test_stop_signal_writes_a_checkpoint_and_stops(tmp_path, reference, signum):
+    """Ctrl-C (or SIGTERM, a scheduler's preemption) stops after the chunk in flight with a checkpoint
+    at the last metric row, also without --checkpoint-every, and the next run continues from it to the
+    same result; the exit status is 128 + the signal (130, 143)."""
     wd = tmp_path / "interrupted"
     cmd = [c for c in _cmd(wd) if c not in ("--checkpoint-every", "100")]
     # a shell running pytest in the background passes SIGINT on as ignored, and Python then keeps
@@ -109,10 +111,11 @@ def test_sigint_writes_a_checkpoint_and_stops(tmp_path, reference):
     while time.time() < deadline and proc.poll() is None and len(read_metrics(wd / "metrics.jsonl")) < 1:
         time.sleep(0.01)
     assert proc.poll() is None, "the run finished before it could be interrupted"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 130, err[-2000:]
+    assert proc.returncode == 128 + signum, err[-2000:]
     assert "interrupted at step" in err and "Run the same command again" in err
+    assert ("Ctrl-C received" if signum == signal.SIGINT else "SIGTERM received") in err
     rows = read_metrics(wd / "metrics.jsonl")
     last_run, last_step = rows[-1]["run"], rows[-1]["step"]
     assert 100 <= last_step < 400

@@ -149,3 +149,30 @@ def test_sweep_root_that_is_a_file_or_read_only_is_refused(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert f"cannot create the directory {ro}" in err and "Traceback" not in err
     assert not list(ro.iterdir())
+
+
+def test_two_identical_sweeps_at_once_share_the_points(tmp_path, capsys):
+    """A point another process is running (its workdir lock is held) is left to it, not refused and
+    not run twice; the rest run here, and the next run finishes what is left."""
+    from nnbasics.runs.workdir import exclusive, read_metrics
+
+    out = tmp_path / "mnist1d-sweep-learning_rate-smoke"
+    held = out / "001-learning_rate=0.01"
+    with exclusive(held, what="the other sweep"):
+        _, first = run_sweep("mnist1d", "learning_rate", "smoke", None, SMALL, tmp_path)
+    assert len(first) == 2 and not (held / "claims.json").exists()
+    err = capsys.readouterr().err
+    assert "1 point(s) left to the other process running this sweep (001-learning_rate=0.01: pid" in err
+    _, second = run_sweep("mnist1d", "learning_rate", "smoke", None, SMALL, tmp_path)
+    assert len(second) == 3 and (held / "claims.json").exists()
+    for d in out.glob("0*"):  # every point's rows written once
+        rows = read_metrics(d / "metrics.jsonl")
+        assert len(rows) == len({json.dumps(r, sort_keys=True) for r in rows}) > 0
+
+
+def test_sweep_with_other_overrides_in_the_same_directory_is_refused(tmp_path):
+    run_sweep("mnist1d", "learning_rate", "smoke", "0/3", SMALL, tmp_path)
+    meta = (tmp_path / "mnist1d-sweep-learning_rate-smoke" / "sweep.json").read_text()
+    with pytest.raises(ConfigError, match=r"sweep.json holds the sweep with other settings .*--force"):
+        run_sweep("mnist1d", "learning_rate", "smoke", "1/3", [*SMALL[:1], "--config.steps=30", SMALL[2]], tmp_path)
+    assert (tmp_path / "mnist1d-sweep-learning_rate-smoke" / "sweep.json").read_text() == meta

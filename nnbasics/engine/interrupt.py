@@ -1,4 +1,4 @@
-"""Ctrl-C (SIGINT) during training: finish the chunk in flight, write a checkpoint, then stop.
+"""Ctrl-C (SIGINT) or SIGTERM during training: finish the chunk in flight, write a checkpoint, then stop.
 
 A compiled chunk of training steps cannot be cut in the middle, and stopping between chunks
 without saving would lose everything since the last checkpoint. `graceful_interrupt()` turns the
@@ -8,8 +8,10 @@ chunk runs (a thread woken by the signal's wakeup fd exits, so no KeyboardInterr
 random places as a traceback): what was written stays (metric lines are flushed one by one,
 results and checkpoints are renamed into place only when complete, a torn checkpoint is detected
 and skipped on resume), and the run continues from the last complete checkpoint next time.
-Outside the main thread, or when someone else installed a SIGINT handler (a notebook kernel, a
-test runner), nothing is changed.
+SIGTERM (what `kill`, a batch scheduler's preemption or `timeout` send) is handled the same way:
+checkpoint after the chunk, exit status 143; a second SIGTERM stops at once. Outside the main
+thread, or for a signal someone else installed a handler for (a notebook kernel, a test runner),
+nothing is changed.
 """
 
 from __future__ import annotations
@@ -21,43 +23,55 @@ import sys
 import threading
 from typing import Iterator
 
+# the stop signals and the disposition they have when nobody else handles them
+_DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT after writing a checkpoint at `step` (under `directory`)."""
+    """Training stopped on SIGINT or SIGTERM (`signum`) after writing a checkpoint at `step` (under
+    `directory`); the process should exit with 128 + signum."""
 
-    def __init__(self, message: str, step: int, directory: str | None):
+    def __init__(self, message: str, step: int, directory: str | None, signum: int = signal.SIGINT):
         super().__init__(message)
-        self.step, self.directory = step, directory
+        self.step, self.directory, self.signum = step, directory, int(signum)
 
 
 class InterruptFlag:
-    """Whether SIGINT arrived since the flag was armed."""
+    """Whether a stop signal (SIGINT, SIGTERM) arrived since the flag was armed, and which."""
 
     def __init__(self) -> None:
         self.requested = False
         self.installed = False
+        self.signum = int(signal.SIGINT)
 
 
 @contextlib.contextmanager
 def graceful_interrupt(what: str = "training") -> Iterator[InterruptFlag]:
     flag = InterruptFlag()
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGINT) if main else None
-    if not main or previous is not signal.default_int_handler:
+    previous = {s: signal.getsignal(s) for s in _DEFAULTS} if main else {}
+    ours = [s for s, p in previous.items() if p is _DEFAULTS[s]]
+    if not ours:
         yield flag
         return
 
-    wakeup: list[tuple[int, int]] = []  # (the previous wakeup fd, ours) once the first Ctrl-C armed ours
+    wakeup: list[tuple[int, int]] = []  # (the previous wakeup fd, ours) once the first signal armed ours
 
     def handler(signum, frame):  # noqa: ARG001
-        if flag.requested:  # the second Ctrl-C, if the main thread got here before the watcher thread
-            abort_now(what)
-        flag.requested = True
-        wakeup.append(_arm_second_interrupt(what))
-        print(f"\nnnbasics: interrupt received: {what} stops after the current chunk of steps and writes a "
-              "checkpoint (Ctrl-C again to stop at once, without one)", file=sys.stderr, flush=True)
+        if flag.requested:  # the second signal, if the main thread got here before the watcher thread
+            abort_now(what, signum)
+        flag.requested, flag.signum = True, int(signum)
+        wakeup.append(_arm_second_interrupt(what, ours))
+        again = "Ctrl-C" if signum == signal.SIGINT else signal_name(signum)
+        print(f"\nnnbasics: {signal_name(signum)} received: {what} stops after the current chunk of steps and "
+              f"writes a checkpoint ({again} again to stop at once, without one)", file=sys.stderr, flush=True)
 
-    signal.signal(signal.SIGINT, handler)
+    for s in ours:
+        signal.signal(s, handler)
     flag.installed = True
     try:
         yield flag
@@ -65,27 +79,29 @@ def graceful_interrupt(what: str = "training") -> Iterator[InterruptFlag]:
         if wakeup:
             signal.set_wakeup_fd(wakeup[0][0])
             os.close(wakeup[0][1])  # the watcher thread reads EOF and ends
-        if signal.getsignal(signal.SIGINT) is handler:
-            signal.signal(signal.SIGINT, previous)
+        for s in ours:
+            if signal.getsignal(s) is handler:
+                signal.signal(s, previous[s])
 
 
 _ABORTING = threading.Lock()
 
 
-def abort_now(what: str = "training") -> None:
-    """The second Ctrl-C: one line, then exit 130 without unwinding (no traceback, no half-run cleanup)."""
+def abort_now(what: str = "training", signum: int = signal.SIGINT) -> None:
+    """The second Ctrl-C (or SIGTERM): one line, then exit 128 + signum (130, 143) without unwinding (no
+    traceback, no half-run cleanup)."""
     if not _ABORTING.acquire(blocking=False):  # the watcher thread and the main thread both saw it
         threading.Event().wait()
     try:
         sys.stdout.flush()
-        print(f"\nnnbasics: second interrupt: {what} stopped at once, without a new checkpoint. Run the same "
+        print(f"\nnnbasics: second {signal_name(signum)}: {what} stopped at once, without a new checkpoint. Run the same "
               "command again to continue from the last complete one.", file=sys.stderr, flush=True)
     finally:
-        os._exit(130)
+        os._exit(128 + int(signum))
 
 
-def _arm_second_interrupt(what: str) -> tuple[int, int]:
-    """Route the next SIGINT's wakeup byte to a thread that calls `abort_now` (the C-level signal
+def _arm_second_interrupt(what: str, signums: list[int]) -> tuple[int, int]:
+    """Route the next stop signal's wakeup byte to a thread that calls `abort_now` (the C-level signal
     handler writes it at once, while the main thread may be busy in a compiled chunk for minutes).
     Returns the previous wakeup fd and ours (closing ours ends the thread)."""
     r, w = os.pipe()
@@ -95,11 +111,12 @@ def _arm_second_interrupt(what: str) -> tuple[int, int]:
     def watch() -> None:
         while True:
             data = os.read(r, 64)
-            if not data or signal.SIGINT in data:
+            hit = [b for b in data if b in signums]
+            if not data or hit:
                 break
         os.close(r)
         if data:
-            abort_now(what)
+            abort_now(what, hit[0])
 
     threading.Thread(target=watch, name="nnbasics-second-interrupt", daemon=True).start()
     return previous, w

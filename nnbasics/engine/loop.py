@@ -521,7 +521,8 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
                 ckpt.save(state, history)
                 raise TrainingInterrupted(
                     f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
-                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory))
+                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory),
+                    interrupt.signum)
     finally:
         bar.close()
         if ckpt is not None:

@@ -9,10 +9,12 @@ and figure.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pathlib
 import re
+import sys
 from typing import Any, Iterable
 
 from nnbasics import config as config_lib
@@ -77,16 +79,40 @@ def run_sweep(
     # a read-only --root, or one that is a regular file: one clear error (rc 2) before anything is written
     workdir_lib.ensure_writable(out, what=f"the {name} sweep {sweep!r}")
     dirs = [f"{i:03d}-{point_slug(p)}" for i, p in enumerate(points)]
-    workdir_lib.atomic_write_json(out / "sweep.json", {
+    _write_sweep_meta(out, {
         "experiment": name, "sweep": sweep, "preset": preset, "overrides": list(overrides),
         "points": [{"dir": d, "overrides": p} for d, p in zip(dirs, points)],
-    })
-    results = []
+    }, force)
+    results, busy = [], []
     mine = [i for i in range(len(points)) if i % count == index]
     for k, i in enumerate(mine):
         log(f"[{k + 1}/{len(mine)}] {name} {sweep}: {points[i]}")
-        results.append(exp.run_experiment(name, preset, workdir=out / dirs[i], force=force, config=configs[i]))
+        try:
+            results.append(exp.run_experiment(name, preset, workdir=out / dirs[i], force=force, config=configs[i]))
+        except workdir_lib.WorkdirBusy as e:  # the same sweep runs in another process: the point is its
+            busy.append(f"{dirs[i]}: {e.holder}")
+    if busy:  # said even when quiet: these points' results are not in this sweep's summary
+        print(f"nnbasics: {len(busy)} point(s) left to the other process running this sweep ("
+              f"{'; '.join(busy)}); run `nnbasics collect {out}` once it is done", file=sys.stderr)
     return out, results
+
+
+def _write_sweep_meta(out: pathlib.Path, meta: dict[str, Any], force: bool) -> None:
+    """sweep.json names the points; one left by the same sweep with other overrides is refused
+    (its points' runs would mix two grids) unless forced. Two identical sweeps started at once
+    share the work: each point's lock gives it to the first that reaches it."""
+    path = out / "sweep.json"
+    if path.exists() and not force:
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None  # damaged: rewritten (the points' own runs decide what is reused)
+        if isinstance(old, dict) and {k: old.get(k) for k in meta} != json.loads(workdir_lib.to_json(meta)):
+            raise config_lib.ConfigError(
+                f"{path} holds the sweep with other settings (overrides {old.get('overrides')}, preset "
+                f"{old.get('preset')!r}) than this one ({meta['overrides']}, {meta['preset']!r}); use another "
+                "--root, or --force to replace its runs")
+    workdir_lib.atomic_write_json(path, meta)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -27,7 +27,11 @@ from nnbasics.files import (  # noqa: F401 - the work directory's file primitive
 
 
 class WorkdirBusy(RuntimeError):
-    """Another live process is writing the same work directory."""
+    """Another live process (`holder`: its pid, command and start time) is writing the same work directory."""
+
+    def __init__(self, message: str, holder: str = "another process"):
+        super().__init__(message)
+        self.holder = holder
 
 
 @contextlib.contextmanager
@@ -47,7 +51,7 @@ def exclusive(path: str | os.PathLike, what: str = "the run") -> Iterator[None]:
             f.seek(0)
             holder = f.read().strip() or "another process"
             raise WorkdirBusy(f"{p} is being written by {holder}; wait for it to finish (or stop it) before running "
-                              f"{what} there, or choose another --workdir / --root") from None
+                              f"{what} there, or choose another --workdir / --root", holder) from None
         f.seek(0)
         f.truncate()
         f.write(f"pid {os.getpid()} ({' '.join(sys.argv[:3])}), started {time.strftime('%Y-%m-%d %H:%M:%S')}")
