@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
     _presets(s, default="quick")
     s.add_argument("--only", default="", help="comma-separated experiment names")
+    s.add_argument("--jobs", type=_jobs, default=None, metavar="N",
+                   help="run N experiments at once, each in its own process on its share of the cores (0, the "
+                        "default on a CPU: one per core; 1: one at a time in this process on all cores)")
     s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
     s.add_argument("--force", action="store_true")
     _seed_offset(s)
@@ -93,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_result_commands(sub)
     return p
+
+
+def _jobs(text: str) -> int:
+    """--jobs N: an integer >= 0 (0: one worker per core this process may use)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0 or n > 1024:
+        raise argparse.ArgumentTypeError(f"--jobs wants a whole number of workers from 0 (one per core) to 1024, got {text!r}")
+    if n == 0:
+        from nnbasics.runs.jobs import available_cores
+
+        n = len(available_cores())
+    return n
 
 
 def _presets(sp: argparse.ArgumentParser, default: str = "full") -> None:
@@ -283,10 +301,20 @@ def _cmd_collect(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.config import ConfigError
     from nnbasics.runs import experiment as exp
 
     only = [o.strip() for o in args.only.split(",")] if args.only else None
-    results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset)
+    distributed = bool(args.multihost or args.coordinator)
+    if args.jobs is not None and args.jobs > 1 and distributed:
+        raise ConfigError("--jobs runs experiments in local worker processes; it cannot be combined with --multihost")
+    jobs = args.jobs
+    if jobs is None:  # one worker per core on a CPU; on a GPU/TPU (or across hosts) one experiment at a time
+        from nnbasics.runs import estimate
+        from nnbasics.runs.jobs import available_cores
+
+        jobs = len(available_cores()) if estimate.backend() == "cpu" and not distributed else 1
+    results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset, jobs)
     _print_claims(results)
     print("\n" + exp.terminal_summary(results, path))
     return _all_pass(results)

@@ -153,7 +153,8 @@ class TrainResult:
     state: TrainState  # leading axis = member (setting x seed)
     members: list[dict[str, Any]]  # [{"seed": s, "learning_rate": lr, ...the member's settings}, ...]
     seconds: float
-    compile_seconds: float
+    compile_seconds: float  # compiling (side by side before training; else the first chunk, which also runs)
+    first_chunk_seconds: float = 0.0  # from the call until the first chunk's losses are back (init, compile, steps)
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[member, eval point]) of a metric."""
@@ -499,7 +500,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         step = int(history[-1]["step"]) if history else 0
         if metrics_writer is not None and jax.process_index() == 0:  # the run's rows become the checkpoint's
             metrics_writer.restore(tag, history)
-    interrupt, last_saved, bar = interrupt or InterruptFlag(), step, progress(total, desc=tag or "train")
+    interrupt, last_saved, first, bar = interrupt or InterruptFlag(), step, step, progress(total, desc=tag or "train")
     bar.update(step)
     if tc.eval_at_start and not history:
         history.append(_evaluation_row(run, 0, tag, {}, time.perf_counter() - t0, metrics_writer, state))
@@ -507,7 +508,10 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         while step < total:
             length, tc0 = min(int(tc.eval_every), total - step), time.perf_counter()
             state, metrics = _train_chunk(run, state, step, length)  # the one host sync per chunk
-            compile_seconds += time.perf_counter() - tc0 if step == 0 else 0.0
+            if step == first:
+                first_chunk = time.perf_counter() - t0
+                if not compile_seconds:  # not compiled side by side: the first chunk compiles (and runs)
+                    compile_seconds = time.perf_counter() - tc0
             if tc.stop_on_nan:
                 _check_finite(metrics["loss"], step, run.members, tag)
             step += length
@@ -528,5 +532,9 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    return TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
-                       compile_seconds)
+    seconds = time.perf_counter() - t0
+    if hasattr(workdir, "record_fit"):  # the experiment's timing table: where its time went
+        workdir.record_fit(tag, steps=total - first, members=len(run.members), seconds=seconds,
+                           compile_seconds=compile_seconds)
+    return TrainResult(history, state, [member_summary(m) for m in run.members], seconds, compile_seconds,
+                       first_chunk if total > first else 0.0)

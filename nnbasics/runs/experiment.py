@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import json
 import math
 import os
 import pathlib
 import pkgutil
 import shutil
+import sys
 import time
 from types import ModuleType
 from typing import Any, Iterable, Iterator, Mapping
@@ -209,9 +211,8 @@ class WorkdirConflict(RuntimeError):
     """The work directory holds a finished run of a different config."""
 
 
-def _config_json(cfg: ml_collections.ConfigDict) -> Any:
-    import json
-
+def config_json(cfg: ml_collections.ConfigDict) -> Any:
+    """The config as config.json stores it (tuples as lists)."""
     return json.loads(workdir_lib.to_json(cfg.to_dict()))
 
 
@@ -242,7 +243,7 @@ def run_experiment(
     if workdir is not None and not str(workdir).strip():  # Path("") is the current directory: never meant
         raise config_lib.ConfigError("--workdir is empty; give a directory (or leave it out for runs/NAME)")
     wd_path = pathlib.Path(workdir) if workdir is not None else default_workdir(name, preset, seed_offset=seed_offset)
-    cfg_json = _config_json(cfg)
+    cfg_json = config_json(cfg)
     if workdir_lib.is_main_process():  # a read-only or full disk fails here, before anything is moved or compiled
         workdir_lib.ensure_writable(wd_path, what=f"the {name} experiment")
         lock = workdir_lib.exclusive(wd_path, what=f"the {name} experiment")
@@ -265,7 +266,7 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     if every is not None or resuming:
         wd.enable_checkpoints(int(every or 0))
     workdir_lib.atomic_write_json(wd_path / "config.json", cfg_json)
-    t0, c0 = time.perf_counter(), time.process_time()  # process time: every thread's CPU seconds
+    t0, c0, started = time.perf_counter(), time.process_time(), time.time()  # process time: every thread's CPU s
     try:
         claims = mod.run(cfg, wd)
     except FileNotFoundError as e:  # a tfds set not prepared: name the config key where this experiment has one
@@ -284,6 +285,9 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         "seconds": round(seconds, 2),
         "cpu_seconds": round(cpu_seconds, 2),
         "seeds": _seed_count(cfg),
+        "started": round(started, 1), "finished": round(time.time(), 1),  # the reproduction's span
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "training": wd.training_summary(),
         "claims": list(claims),
         "figures": list(wd.list_figures()),
         "versions": _versions(),
@@ -426,9 +430,12 @@ def reproduce(
     force: bool = False,
     overrides: Iterable[str] = (),
     seed_offset: int = 0,
+    jobs: int = 1,
 ) -> tuple[list[dict[str, Any]], pathlib.Path]:
     """Run every experiment (or `only` these) and write the combined report.md in `root`; with
-    `seed_offset` every seed of every experiment is shifted (workdirs NAME-quick-seedK)."""
+    `seed_offset` every seed of every experiment is shifted (workdirs NAME-quick-seedK); with `jobs`
+    > 1 the experiments run side by side in that many worker processes, each on its share of the
+    cores (`nnbasics.runs.jobs`), and this process collects their workdirs."""
     all_names = experiment_names()
     names = [n for n in all_names if getattr(load_experiment(n), "REPRODUCE", True)]
     if only is not None:
@@ -446,14 +453,20 @@ def reproduce(
     from nnbasics.runs import estimate
 
     estimate.announce(estimate.plan_lines(names, preset, estimate.backend()))
+    ran = set()
+    if int(jobs) > 1:
+        from nnbasics.runs import jobs as jobs_lib
+
+        todo = [n for n in names if force or not _finished_same_config(n, preset, overrides, seed_offset, root)]
+        ran = jobs_lib.run_side_by_side(todo, preset, root, force, overrides, seed_offset, int(jobs))
     countdown = estimate.Countdown(names, preset)
     for i, name in enumerate(names):
         log(f"[{i + 1}/{len(names)}] {name} (estimated {estimate.format_duration(estimate.seconds(name, preset))})")
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
-            res = run_experiment(name, preset, overrides, workdir=wd, force=force, replace_changed=True,
-                                 seed_offset=seed_offset)
+            res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
+                                 replace_changed=True, seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
                 workdir_lib.WorkdirUnusable, workdir_lib.WorkdirBusy):
             raise
@@ -475,6 +488,39 @@ def reproduce(
     results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)
     path = write_reports(root, results, dirs, seed_offset)
     return results, path
+
+
+def _finished_same_config(name: str, preset: str, overrides: Iterable[str], seed_offset: int,
+                          root: pathlib.Path) -> bool:
+    """A finished run of this config is in the workdir (reproduce reuses it; no worker needed)."""
+    wd = default_workdir(name, preset, root, seed_offset)
+    try:
+        stored = workdir_lib.read_json(wd / "config.json")
+    except (OSError, ValueError):
+        return False
+    return (wd / "claims.json").exists() and stored == config_json(get_config(name, preset, overrides, seed_offset))
+
+
+def worker(spec_json: str) -> int:
+    """One experiment in a `reproduce --jobs` worker process (`nnbasics.runs.jobs`): it writes the
+    workdir as `reproduce` would; its exit status is 0 when the run finished, 128 + the signal when
+    Ctrl-C or SIGTERM stopped it (after a checkpoint), 1 on an error (the traceback on stderr)."""
+    import signal
+
+    spec = json.loads(spec_json)
+    from nnbasics import enable_compilation_cache
+    from nnbasics.progress import set_quiet
+
+    set_quiet(True)
+    enable_compilation_cache()
+    wd = default_workdir(spec["name"], spec["preset"], spec["root"], spec["seed_offset"])
+    try:
+        run_experiment(spec["name"], spec["preset"], spec["overrides"], workdir=wd, force=spec["force"],
+                       replace_changed=True, seed_offset=spec["seed_offset"])
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM passed on: the checkpoint is written
+        print(f"nnbasics: {e}", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
+    return 0
 
 
 def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list[str], seed_offset: int,

@@ -100,18 +100,29 @@ def combined_report(
 
 
 def timing_table(results: Sequence[Mapping[str, Any]]) -> str:
-    """Wall and CPU seconds, seeds and claims of each experiment, slowest first, and the total."""
-    lines = ["| experiment | wall s | CPU s | CPU / wall | seeds | claims |", "|---|---|---|---|---|---|"]
+    """Wall and CPU seconds, the cores each experiment had, its fits' compile seconds and training rate
+    (member-steps per second after compiling: one step of one seed or setting), seeds and claims,
+    slowest first, and the total; then the reproduction's span, from the first experiment's start to the
+    last one's end (experiments run side by side with `--jobs` make it less than the sum of walls)."""
+    lines = ["| experiment | wall s | CPU s | CPU / wall | cores | compile s | member-steps/s | seeds | claims |",
+             "|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(results, key=lambda r: -float(r.get("seconds", 0)))
     for r in rows:
-        wall, cpu = float(r.get("seconds", 0)), r.get("cpu_seconds")
+        wall, cpu, t = float(r.get("seconds", 0)), r.get("cpu_seconds"), r.get("training") or {}
         ratio = f"{cpu / wall:.2f}" if cpu is not None and wall > 0 else "-"
+        compile_s = f"{t['compile_seconds']:.1f}" if t else "-"
+        rate = f"{t['member_steps'] / max(t['seconds'] - t['compile_seconds'], 1e-9):.0f}" if t else "-"
         lines.append(f"| {r['experiment']} | {wall:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} | {ratio} "
-                     f"| {r.get('seeds', '-')} | {len(r['claims'])} |")
+                     f"| {r.get('cores', '-')} | {compile_s} | {rate} | {r.get('seeds', '-')} | {len(r['claims'])} |")
     wall = sum(float(r.get("seconds", 0)) for r in results)
     cpu = sum(float(r.get("cpu_seconds", 0) or 0) for r in results)
-    lines.append(f"| **total** | {wall:.1f} | {cpu:.1f} | {cpu / wall if wall else 0:.2f} | | "
+    comp = sum((r.get("training") or {}).get("compile_seconds", 0) for r in results)
+    lines.append(f"| **total** | {wall:.1f} | {cpu:.1f} | {cpu / wall if wall else 0:.2f} | | {comp:.1f} | | | "
                  f"{sum(len(r['claims']) for r in results)} |")
+    if results and all("started" in r and "finished" in r for r in results):
+        span = max(r["finished"] for r in results) - min(r["started"] for r in results)
+        lines += ["", f"From the first experiment's start to the last one's end: {span:.0f} s ({span / 60:.1f} min) "
+                      f"of wall time for {cpu / 60:.1f} CPU-minutes."]
     return "\n".join(lines)
 
 

@@ -179,6 +179,21 @@ class Workdir:
         self.checkpoint_every: int = 0
         self.interrupt_dir = self.path / "checkpoints"
         self.figures: list[str] = []
+        self.fits: list[dict[str, Any]] = []  # one entry per `fit` call: steps, members, seconds, compile seconds
+
+    def record_fit(self, tag: str | None, *, steps: int, members: int, seconds: float, compile_seconds: float) -> None:
+        self.fits.append({"tag": tag, "steps": int(steps), "members": int(members), "seconds": round(seconds, 3),
+                          "compile_seconds": round(compile_seconds, 3)})
+
+    def training_summary(self) -> dict[str, Any] | None:
+        """The fits of this run together: how many, steps, member-steps (a step of one seed or setting),
+        seconds in fit, of which compiling; None when nothing trained through `fit`."""
+        if not self.fits:
+            return None
+        return {"fits": len(self.fits), "steps": sum(f["steps"] for f in self.fits),
+                "member_steps": sum(f["steps"] * f["members"] for f in self.fits),
+                "seconds": round(sum(f["seconds"] for f in self.fits), 2),
+                "compile_seconds": round(sum(f["compile_seconds"] for f in self.fits), 2)}
 
     def __truediv__(self, other: str) -> pathlib.Path:
         return self.path / other
