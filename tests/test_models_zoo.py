@@ -232,3 +232,25 @@ def test_googlenet_pools_round_up_like_pytorch(hw):
 def test_googlenet_too_small_input_is_an_error():
     with pytest.raises(ValueError, match="too small"):
         jax.eval_shape(lambda x: get_model("googlenet", num_classes=5).init(jax.random.key(0), x), jnp.zeros((1, 30, 30, 3)))
+
+
+def test_models_table_is_cached_by_source_and_survives_a_damaged_cache(tmp_path, monkeypatch):
+    """The rows come from the cache once computed (the counters are not called again), equal the
+    computed ones, and a damaged cache file is ignored and rewritten."""
+    from nnbasics.runs import models_table as mt
+
+    monkeypatch.setenv("NNBASICS_CACHE", str(tmp_path))
+    first = mt.model_rows(["resnet20", "alexnet"])
+    (path,) = tmp_path.glob("models-*.json")
+    assert set(json.loads(path.read_text())) == {"resnet20", "alexnet"}
+
+    def fail(names):
+        raise AssertionError(f"computed again: {names}")
+
+    with monkeypatch.context() as m:
+        m.setattr(mt, "_compute_rows", fail)
+        assert mt.model_rows(["alexnet", "resnet20"]) == first[::-1]
+    path.write_text('{"resnet20": [1, 2')  # cut mid-file
+    again = mt.model_rows(["resnet20"])
+    assert again == first[:1] and again[0]["params"] == 269_722
+    assert json.loads(path.read_text())["resnet20"] == first[0]

@@ -8,24 +8,82 @@ flattens or pools globally, so it includes a pooling layer after the last convol
 (AlexNet: 163 px at conv5, Araujo et al.'s reference); both outputs say which.
 
 ImageNet-sized models (224x224 inputs) are counted for 1000 classes, all others for 10.
+
+Tracing every model takes tens of seconds, so the rows are cached in the data cache directory
+(`models-<key>.json`), keyed by the source of the models, layers and counters and by the jax and
+flax versions: an edit to any of them computes the table anew; a damaged cache file is ignored and
+rewritten.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import pathlib
 from collections.abc import Iterable
 from typing import Any
+
+
+def _cache_file() -> pathlib.Path | None:
+    """The cache file for this source and these versions (None when there is no writable cache)."""
+    from importlib import metadata
+
+    import nnbasics
+    from nnbasics.data import cache_dir
+    from nnbasics.files import WorkdirUnusable
+
+    pkg = pathlib.Path(nnbasics.__file__).parent
+    h = hashlib.sha256()
+    for f in sorted([*(pkg / "models").rglob("*.py"), *(pkg / "nn").rglob("*.py"), pkg / "analysis" / "model_stats.py",
+                     pathlib.Path(__file__)]):
+        h.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
+    for dist in ("jax", "flax"):
+        try:
+            h.update(f"{dist} {metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(dist.encode())
+    try:
+        return cache_dir() / f"models-{h.hexdigest()[:20]}.json"
+    except WorkdirUnusable:
+        return None
+
+
+def _read_cache(path: pathlib.Path | None) -> dict[str, dict[str, Any]]:
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8")) if path is not None and path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # damaged: computed anew and rewritten
+    return rows if isinstance(rows, dict) and all(isinstance(v, dict) for v in rows.values()) else {}
 
 
 def model_rows(names: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """One dict per model: name, input_shape, params, macs, receptive_field, reference_params, family.
 
     A model that needs more than a name to be built (no registered input shape) gets None values."""
+    from nnbasics.models import model_names
+
+    path = _cache_file()
+    cached = _read_cache(path)
+    names = list(names if names is not None else model_names())
+    missing = [n for n in names if n not in cached]
+    if missing:
+        cached.update({r["name"]: r for r in _compute_rows(missing)})
+        if path is not None:
+            from nnbasics.files import atomic_write_json
+
+            try:
+                atomic_write_json(path, cached)
+            except OSError:
+                pass  # a cache that cannot be written only costs time
+    return [dict(cached[n]) for n in names]
+
+
+def _compute_rows(names: list[str]) -> list[dict[str, Any]]:
     from nnbasics.analysis.model_stats import model_stats
-    from nnbasics.models import model_info, model_names
+    from nnbasics.models import model_info
 
     rows = []
-    for name in names if names is not None else model_names():
+    for name in names:
         info = model_info(name)
         row: dict[str, Any] = {"name": name, "input_shape": None, "params": None, "macs": None,
                                "receptive_field": None, "reference_params": info.get("reference_params"),
