@@ -1,0 +1,294 @@
+"""Hostile inputs, as a user would try them: bad values, damaged files, concurrent writers, signals.
+
+    python scripts/hostile_inputs.py [--only SUBSTRING] [--keep DIR]
+
+Each case runs the `nnbasics` command (a fresh process, as a user would) in a scratch directory
+with its own cache (NNBASICS_CACHE) and is classified:
+  clean      the expected exit status, no traceback, and the expected words in the output
+  traceback  a Python traceback reached the user
+  wrong      another exit status, or the message lacks what it should name
+and a table and the counts are printed (exit status 1 unless every case is clean). The cases cover
+the list of issue 16 (bad config values, damaged caches and result files, a second writer, Ctrl-C
+and SIGTERM, sweeps and collect on hostile files); the tests check each of them too, this script
+re-runs them end to end through the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable
+
+SMOKE = ["--smoke"]
+
+
+class Case:
+    def __init__(self, name: str, argv: list[str] | Callable[[pathlib.Path], list[str]], rc: tuple[int, ...],
+                 words: tuple[str, ...] = (), setup: Callable[[pathlib.Path], None] | None = None,
+                 check: Callable[[pathlib.Path], str | None] | None = None, needs_non_root: bool = False):
+        self.name, self.argv, self.rc, self.words, self.setup, self.check = name, argv, rc, words, setup, check
+        self.needs_non_root = needs_non_root  # root ignores file permissions: the case cannot happen
+
+
+def nnbasics(argv: list[str], cwd: pathlib.Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnbasics.cli", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# ------------------------------------------------------------------------------ setups and checks
+
+
+def _finished_run(d: pathlib.Path, name: str = "momentum") -> pathlib.Path:
+    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+    out = nnbasics(["--quiet", "run", name, *SMOKE, "--workdir", str(d / "wd")], d, env)
+    assert out.returncode in (0, 1), out.stderr
+    return d / "wd"
+
+
+def _damage_config(d: pathlib.Path) -> None:
+    (_finished_run(d) / "config.json").write_text("{ not json")
+
+
+def _cut_claims(d: pathlib.Path) -> None:
+    p = _finished_run(d) / "claims.json"
+    p.write_text(p.read_text()[:50])
+
+
+def _cut_metrics(d: pathlib.Path) -> None:
+    p = _finished_run(d, "perceptron_xor") / "metrics.jsonl"
+    p.write_text(p.read_text()[:-40])
+
+
+def _mnist1d_cache(damage: Callable[[pathlib.Path], None]) -> Callable[[pathlib.Path], None]:
+    def setup(d: pathlib.Path) -> None:
+        src = pathlib.Path(os.environ.get("NNBASICS_CACHE") or pathlib.Path.home() / ".cache" / "nnbasics")
+        (d / "cache").mkdir(exist_ok=True)
+        f = next(src.glob("mnist1d_*.npz"), None)
+        if f is None:
+            raise RuntimeError(f"no MNIST-1D cache in {src}: run `nnbasics run mnist1d --smoke` once first")
+        shutil.copy(f, d / "cache" / f.name)
+        damage(d / "cache" / f.name)
+    return setup
+
+
+def _truncate(p: pathlib.Path) -> None:
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _flip(p: pathlib.Path) -> None:
+    b = bytearray(p.read_bytes())
+    b[len(b) // 2] ^= 0xFF
+    p.write_bytes(bytes(b))
+
+
+def _missing_key(p: pathlib.Path) -> None:
+    import numpy as np
+
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files if k != "t"}
+    with open(p, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _nan_values(p: pathlib.Path) -> None:
+    import numpy as np
+
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["x"] = np.full_like(arrays["x"], np.nan)
+    with open(p, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _read_only_root(d: pathlib.Path) -> None:
+    (d / "ro").mkdir()
+    os.chmod(d / "ro", 0o555)
+
+
+def _file_root(d: pathlib.Path) -> None:
+    (d / "afile").write_text("x")
+
+
+def _hostile_sweep(content: str) -> Callable[[pathlib.Path], None]:
+    def setup(d: pathlib.Path) -> None:
+        run = d / "sw" / "000-x"
+        run.mkdir(parents=True)
+        (run / "claims.json").write_text(content)
+        (run / "config.json").write_text("{}")
+    return setup
+
+
+def _umask_check(d: pathlib.Path) -> str | None:
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (d / "wd").iterdir() if p.is_file() and p.name != ".lock"}
+    bad = {k: oct(v) for k, v in modes.items() if v != 0o644}
+    return f"modes not 0644 under umask 022: {bad}" if bad else None
+
+
+def _no_claims(d: pathlib.Path) -> str | None:
+    return "files were written" if list(d.rglob("claims.json")) else None
+
+
+CASES = [
+    # bad config values: rc 2 and a message naming the key, before anything is compiled
+    Case("seed -1", ["run", "mnist1d", *SMOKE, "--config.seeds=(-1,)"], (2,), ("seeds",), check=_no_claims),
+    Case("20-digit seed", ["run", "mnist1d", *SMOKE, "--config.seeds=(12345678901234567890,)"], (2,), ("seed",)),
+    Case("repeated seed", ["run", "mnist1d", *SMOKE, "--config.seeds=(1,1)"], (2,), ("seed",)),
+    Case("empty seeds", ["run", "mnist1d", *SMOKE, "--config.seeds=()"], (2,), ("seeds",)),
+    Case("negative learning rates", ["run", "capacity", *SMOKE, "--config.learning_rates=(-1,)"], (2,),
+         ("learning_rate",)),
+    Case("steps 10^20", ["run", "mnist1d", *SMOKE, "--config.steps=99999999999999999999"], (2,), ("steps",)),
+    Case("learning rate 1e999", ["run", "mnist1d", *SMOKE, "--config.optimizer.learning_rate=1e999"], (2,),
+         ("learning_rate", "finite")),
+    Case("learning rate nan", ["run", "mnist1d", *SMOKE, "--config.optimizer.learning_rate=nan"], (2,),
+         ("learning_rate",)),
+    Case("unknown key", ["run", "mnist1d", *SMOKE, "--config.stepz=10"], (2,), ("stepz", "did you mean")),
+    Case("unknown experiment", ["run", "mnist1e", *SMOKE], (2,), ("did you mean",)),
+    Case("unknown model", ["run", "mnist1d", *SMOKE, "--config.models=('mlq',)"], (2,), ("mlq",)),
+    Case("code as a value", ["run", "mnist1d", *SMOKE, "--config.steps=__import__('os').getpid()"], (2,),
+         ("steps",)),
+    Case("batch larger than data", ["run", "mnist1d", *SMOKE, "--config.batch_size=100000"], (2,), ("batch",)),
+    Case("data_dir on mnist1d", ["run", "mnist1d", *SMOKE, "--config.data_dir=/x"], (2,), ("data_dir",)),
+    Case("empty --workdir", ["run", "mnist1d", *SMOKE, "--workdir", ""], (2,), ("--workdir",)),
+    Case("--only empty", ["reproduce", *SMOKE, "--only", ","], (2,), ("--only",)),
+    Case("--jobs -1", ["reproduce", *SMOKE, "--only", "momentum", "--jobs", "-1"], (2,), ("--jobs",)),
+    Case("--shard 4/5 of 3 points", ["sweep", "mnist1d", "--sweep", "learning_rate", *SMOKE, "--shard", "4/5"], (2,),
+         ("3 points",)),
+    Case("--shard x", ["sweep", "mnist1d", "--sweep", "learning_rate", *SMOKE, "--shard", "x"], (2,), ("I/N",)),
+    Case("unknown sweep", ["sweep", "mnist1d", "--sweep", "learning_rat", *SMOKE], (2,), ("did you mean",)),
+    # roots that cannot be written
+    Case("sweep --root read-only", ["sweep", "momentum", "--sweep", "dim", *SMOKE, "--root", "ro"], (2,), ("ro",),
+         setup=_read_only_root, needs_non_root=True),
+    Case("sweep --root a file", ["sweep", "momentum", "--sweep", "dim", *SMOKE, "--root", "afile"], (2,), ("afile",),
+         setup=_file_root),
+    Case("run --workdir a file", ["run", "momentum", *SMOKE, "--workdir", "afile"], (2,), ("afile",), setup=_file_root),
+    # damaged result files
+    Case("garbage config.json", ["run", "momentum", *SMOKE, "--workdir", "wd"], (2,), ("config.json",),
+         setup=_damage_config),
+    Case("cut claims.json", ["run", "momentum", *SMOKE, "--workdir", "wd"], (2,), ("claims.json",), setup=_cut_claims),
+    Case("cut metrics.jsonl of a finished run", ["run", "perceptron_xor", *SMOKE, "--workdir", "wd"], (2,),
+         ("metrics.jsonl",), setup=_cut_metrics),
+    Case("report on a damaged claims.json", ["report", "--root", "."], (2,), ("claims.json",), setup=_cut_claims),
+    # damaged MNIST-1D caches: set aside, rebuilt, with a warning naming the file
+    Case("mnist1d cache truncated", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_truncate)),
+    Case("mnist1d cache empty", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(lambda p: p.write_bytes(b""))),
+    Case("mnist1d cache bit flipped", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_flip)),
+    Case("mnist1d cache missing key", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_missing_key)),
+    Case("mnist1d cache NaN", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_nan_values)),
+    # collect on hostile point files
+    Case("collect: truncated claims", ["collect", "sw"], (0, 2), ("000-x",), setup=_hostile_sweep('{"experiment": "m')),
+    Case("collect: HTML in a claim", ["collect", "sw"], (0, 2), (),
+         setup=_hostile_sweep(json.dumps({"experiment": "<script>alert(1)</script>", "claims": "<b>x</b>"}))),
+    Case("collect: deep nesting", ["collect", "sw"], (0, 2), (), setup=_hostile_sweep("[" * 100000 + "]" * 100000)),
+    Case("collect: 5000-digit int", ["collect", "sw"], (0, 2), (),
+         setup=_hostile_sweep('{"experiment": "m", "claims": [], "seconds": ' + "9" * 5000 + "}")),
+    Case("collect on a file", ["collect", "afile"], (2,), ("not a directory",), setup=_file_root),
+    # files honour the umask
+    Case("umask 022 modes", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (), check=_umask_check),
+]
+
+
+def concurrent_runs(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """The same run twice at once: the second is refused naming the holder; every metrics row once."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "--quiet", "run", "mnist1d", "--quick", "--workdir", "wd",
+           "--config.models=('mlp',)"]
+    a = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    b = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+    a.communicate()
+    rows = [json.loads(x) for x in (d / "wd" / "metrics.jsonl").read_text().splitlines()]
+    dup = len(rows) - len({json.dumps(r, sort_keys=True) for r in rows})
+    ok = b.returncode == 2 and "being written by pid" in b.stderr and dup == 0 and "Traceback" not in b.stderr
+    return ("clean" if ok else "wrong"), f"second rc {b.returncode}, {dup} duplicate rows"
+
+
+def sigterm_run(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """SIGTERM mid-training: a checkpoint, exit 143; the next run resumes and finishes."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "run", "mnist1d", "--quick", "--workdir", "wd",
+           "--config.models=('mlp',)"]
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    m = d / "wd" / "metrics.jsonl"
+    while p.poll() is None and not (m.exists() and m.read_text().strip()):
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate()
+    again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+    ok = p.returncode == 143 and "checkpoint written" in err and again.returncode in (0, 1) and "Traceback" not in err
+    return ("clean" if ok else "wrong"), f"rc {p.returncode}, resumed rc {again.returncode}"
+
+
+def classify(case: Case, out: subprocess.CompletedProcess, d: pathlib.Path) -> tuple[str, str]:
+    text = out.stdout + out.stderr
+    if "Traceback" in out.stderr:
+        return "traceback", out.stderr.strip().splitlines()[-1][:150]
+    if out.returncode not in case.rc:
+        return "wrong", f"rc {out.returncode} (expected {case.rc}): {out.stderr.strip()[-150:]}"
+    missing = [w for w in case.words if w not in text]
+    if missing:
+        return "wrong", f"rc {out.returncode}, message lacks {missing}: {out.stderr.strip()[-150:]}"
+    why = case.check(d) if case.check else None
+    if why:
+        return "wrong", why
+    last = (out.stderr.strip().splitlines() or [""])[-1]
+    return "clean", f"rc {out.returncode}: {last[:150]}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default="", help="run the cases whose name contains this")
+    ap.add_argument("--keep", default=None, help="keep the scratch directories under DIR")
+    args = ap.parse_args()
+    base = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="nnbasics-hostile-"))
+    repo = str(pathlib.Path(__file__).resolve().parents[1])
+    rows = []
+    extra = [("concurrent run", concurrent_runs), ("SIGTERM mid-run", sigterm_run)]
+    for i, case in enumerate([*CASES, *extra]):
+        name = case.name if isinstance(case, Case) else case[0]
+        if args.only not in name:
+            continue
+        if isinstance(case, Case) and case.needs_non_root and hasattr(os, "geteuid") and os.geteuid() == 0:
+            print(f"{'n/a':9s} {name}: skipped, running as root (permissions do not apply)", flush=True)
+            continue
+        d = base / f"{i:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu",
+               "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        old = os.umask(0o022)
+        try:
+            if isinstance(case, Case):
+                if case.setup:
+                    case.setup(d)
+                argv = case.argv(d) if callable(case.argv) else case.argv
+                verdict, detail = classify(case, nnbasics(argv, d, env), d)
+            else:
+                verdict, detail = case[1](d, env)
+        except Exception as e:  # noqa: BLE001 - a broken case is reported, the others go on
+            verdict, detail = "wrong", f"the case itself failed: {type(e).__name__}: {e}"
+        finally:
+            os.umask(old)
+            for p in d.rglob("*"):  # a read-only directory made by a case would block the cleanup
+                if p.is_dir():
+                    os.chmod(p, 0o755)
+        rows.append((name, verdict, detail))
+        print(f"{verdict:9s} {name}: {detail}", flush=True)
+    counts = {v: sum(r[1] == v for r in rows) for v in ("clean", "traceback", "wrong")}
+    print(f"\n{len(rows)} cases: {counts['clean']} clean, {counts['traceback']} traceback, {counts['wrong']} wrong")
+    if not args.keep:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0 if counts["clean"] == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
