@@ -74,6 +74,11 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.seeds = (0, 1, 2, 3, 4)
     c.final_fraction = 0.2  # the final training loss: mean over the last 20% of steps
     c.response_examples = 256
+    # how the nets run (not what they compute): the convolution of `nnbasics.nn.conv` and whether each
+    # stage's repeated blocks are one `nn.scan` (one compiled body; the parameters are stacked, so the
+    # initial draws, and with them the trained numbers, differ from the unrolled net's)
+    c.conv_impl = "auto"
+    c.scan_blocks = True
     if preset == "quick":
         # 8x8 crops and 4/8/16 filters keep a 56-layer net cheap on a 2-core CPU; the learning rate
         # is the paper's 0.1 at batch 128 scaled to batch 32, divided by 10 at 50% and 75%. Five
@@ -87,7 +92,13 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         c.eval_every = 80
         c.seeds = (0, 1, 2, 3, 4)
         c.response_examples = 128
+        # the seeds' 8x8 maps with 4-16 channels: unrolled blocks on the patch-matrix conv train ResNet-56
+        # 1.7x faster on one CPU core than scanned blocks on "auto" (experiments/benchmarks/README.md)
+        c.conv_impl = "patches"
+        c.scan_blocks = False
     elif preset == "smoke":
+        c.conv_impl = "patches"
+        c.scan_blocks = False
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 200, "n_test": 100, "size": 8, "seed": 0})
         c.depths = (8, 14)
         c.width = 2
@@ -108,13 +119,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config.width must be a positive integer, got {config.width}")
     if not 0 < float(config.final_fraction) <= 1:
         raise ValueError(f"config.final_fraction must be in (0, 1], got {config.final_fraction}")
+    from nnbasics.nn.conv import IMPLEMENTATIONS
+
+    if config.conv_impl not in IMPLEMENTATIONS:
+        raise ValueError(f"config.conv_impl must be one of {', '.join(IMPLEMENTATIONS)}, got {config.conv_impl!r}")
+    if not isinstance(config.scan_blocks, bool):
+        raise ValueError(f"config.scan_blocks must be True or False, got {config.scan_blocks!r}")
 
 
 def _model(kind: str, depth: int, num_classes: int, config):
     from nnbasics.models.resnet import cifar_resnet
 
     return cifar_resnet(depth, num_classes=num_classes, residual=(kind == "resnet"), width=int(config.width),
-                        norm=config.norm, activation=config.activation, scan_blocks=True)
+                        norm=config.norm, activation=config.activation, scan_blocks=bool(config.scan_blocks),
+                        conv_impl=config.conv_impl)
 
 
 def response_apply(model):
@@ -128,12 +146,14 @@ def layer_response_stds(model, variables, x, apply=None) -> np.ndarray:
     statistics of the batch (training mode, statistics discarded), so the numbers do not depend on
     the running averages; a response's std then reflects its layer's learned scales and shifts."""
     _, inter = (apply or response_apply(model))(variables, x)
-    stds = []
-    for stage in sorted({k.split("_")[0] for k in inter["intermediates"]}):
-        first = inter["intermediates"].get(f"{stage}_block1", {}).get("response", ())
-        stds += [float(np.std(np.asarray(r))) for r in first]
-        scanned = inter["intermediates"].get(f"{stage}_blocks", {}).get("block", {}).get("response", ())
-        if scanned:
+    inter, stds = inter["intermediates"], []
+    for stage in sorted({k.split("_")[0] for k in inter}, key=lambda name: int(name.removeprefix("stage"))):
+        blocks = sorted((k for k in inter if k.startswith(f"{stage}_block") and k != f"{stage}_blocks"),
+                        key=lambda k: int(k.rsplit("block", 1)[1]))  # unrolled: stageS_block1, _block2, ...
+        for name in blocks:
+            stds += [float(np.std(np.asarray(r))) for r in inter[name]["response"]]
+        scanned = inter.get(f"{stage}_blocks", {}).get("block", {}).get("response", ())
+        if scanned:  # nn.scan: stageS_block1, then the stacked rest
             stacked = [np.asarray(r) for r in scanned]  # each (blocks, N, H, W, C)
             for j in range(stacked[0].shape[0]):
                 stds += [float(np.std(r[j])) for r in stacked]

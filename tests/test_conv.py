@@ -213,3 +213,16 @@ def test_speed_benchmarks_skip_cleanly_without_torch(monkeypatch, capsys):
     assert cnn_speed.main([]) == 0
     assert mnist1d_speed.main([]) == 0
     assert capsys.readouterr().out.count("torch is not installed") == 2
+
+
+def test_small_resnet_step_benchmark_prints_every_setting(capsys):
+    """The quick presets' ResNet benchmark runs end to end (a depth-8 net, 1 member, 2 steps) and
+    prints one row per setting asked for with a positive rate, the baseline row at 1.00x."""
+    from experiments.benchmarks import small_resnet_step
+
+    settings = (("auto", True), ("patches", False))
+    small_resnet_step.main([8], members=1, steps=2, repeats=1, settings=settings)
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert len(rows) == len(settings)
+    assert rows[0].startswith("| auto | scan |") and rows[0].endswith("| 1.00x |")
+    assert all(float(r.split("|")[4]) > 0 for r in rows)

@@ -134,6 +134,9 @@ def test_presets_without_estimates_say_so(fake_table):
 
 
 def test_reproduce_prints_the_plan_and_what_is_left(fake_table, monkeypatch, tmp_path, capsys):
+    from nnbasics import progress
+
+    monkeypatch.setattr(progress, "_QUIET", False)  # the tests run quiet; whichever test ran before, this one is not
     monkeypatch.setattr(exp, "run_experiment", lambda name, preset, *a, **k: {
         "experiment": name, "preset": preset, "seconds": 1.0, "claims": [], "figures": []})
     monkeypatch.setattr(exp, "write_reports", lambda root, *a, **k: root / "report.md")

@@ -112,3 +112,41 @@ def test_smoke_run(smoke):
     r = out["residual_responses_smaller"]["measured"]
     assert all(0.8 < v < 1.2 for v in r["response_std_resnet14"] + r["response_std_plain14"])
     assert (wd / "figures" / "training_loss.png").exists() and (wd / "figures" / "response_std.png").exists()
+
+
+def _unroll(tree):
+    """Scanned-block variables (stageS_blocks/block, stacked) as the unrolled net's stageS_block2, _block3, ..."""
+    import jax
+
+    out = {}
+    for k, sub in tree.items():
+        if k.endswith("_blocks"):
+            for j in range(jax.tree.leaves(sub)[0].shape[0]):
+                out[f"{k.split('_')[0]}_block{j + 2}"] = jax.tree.map(lambda t, j=j: t[j], sub["block"])
+        else:
+            out[k] = sub
+    return out
+
+
+def test_layer_response_stds_same_for_scanned_and_unrolled_blocks():
+    """ResNet-62 (10 blocks a stage: block10 must come after block9, not after block1) with the same
+    parameters, scanned and unrolled: the same per-layer stds in the same order, one per 3x3 layer,
+    and the first equals the std of the first block's first response computed by hand."""
+    import jax
+
+    from nnbasics.models.resnet import cifar_resnet
+
+    x = jax.random.normal(jax.random.key(0), (8, 4, 4, 3))
+    scanned = cifar_resnet(62, 10, width=2, scan_blocks=True, conv_impl="xla")
+    unrolled = cifar_resnet(62, 10, width=2, scan_blocks=False, conv_impl="xla")
+    v = scanned.init(jax.random.key(1), x, train=False)
+    v = {"params": v["params"], "batch_stats": v["batch_stats"]}
+    a = residual.layer_response_stds(scanned, v, x)
+    vu = {c: _unroll(v[c]) for c in v}
+    b = residual.layer_response_stds(unrolled, vu, x)
+    assert a.shape == b.shape == (60,)
+    np.testing.assert_allclose(a, b, rtol=1e-4)
+    _, inter = unrolled.apply(vu, x, train=True, mutable=["intermediates", "batch_stats"])
+    order = [f"stage{s}_block{j}" for s in (1, 2, 3) for j in range(1, 11)]
+    by_hand = [float(np.std(np.asarray(r))) for name in order for r in inter["intermediates"][name]["response"]]
+    np.testing.assert_allclose(b, by_hand, rtol=1e-6)
