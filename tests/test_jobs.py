@@ -88,3 +88,24 @@ def test_sigterm_reaches_the_workers_which_checkpoint_and_stop(tmp_path):
     assert list((root / "mnist1d-quick" / "checkpoints").glob("*/*")), "the worker wrote no checkpoint"
     assert not (root / "mnist1d-quick" / "claims.json").exists()
     assert exp.default_workdir("mnist1d", "quick", root) == root / "mnist1d-quick"
+
+
+def test_span_only_for_experiments_that_ran_as_one_reproduction():
+    """Side by side or back to back: the span from the first start to the last end. With an idle gap
+    (a run reused from hours before, an `--only` re-run) there is no span, and the timing table says why."""
+    from nnbasics.runs import report
+
+    def res(name, start, end):
+        return {"experiment": name, "started": start, "finished": end, "seconds": end - start, "claims": []}
+
+    side_by_side = [res("a", 0.0, 100.0), res("b", 1.0, 60.0), res("c", 61.0, 90.0)]
+    assert report.span_seconds(side_by_side) == 100.0
+    assert report._time_text(side_by_side).startswith("1.7 min of wall time, 3.1 min of experiment time")  # 188 s summed
+    back_to_back = [res("a", 0.0, 100.0), res("b", 100.0 + report.SPAN_GAP_SECONDS, 300.0)]
+    assert report.span_seconds(back_to_back) == 300.0
+    reused = [res("a", 0.0, 100.0), res("b", 101.0 + report.SPAN_GAP_SECONDS, 400.0)]
+    assert report.span_seconds(reused) is None
+    assert report._time_text(reused) == f"{(100.0 + 400.0 - 221.0) / 60:.1f} min of experiment time"
+    table = report.timing_table(reused)
+    assert "no wall-time span" in table and "From the first experiment's start" not in table
+    assert report.span_seconds([{"experiment": "old", "seconds": 3.0, "claims": []}]) is None

@@ -123,6 +123,9 @@ def timing_table(results: Sequence[Mapping[str, Any]]) -> str:
     if span is not None:
         lines += ["", f"From the first experiment's start to the last one's end: {span:.0f} s ({span / 60:.1f} min) "
                       f"of wall time for {cpu / 60:.1f} CPU-minutes."]
+    elif results and all("started" in r for r in results):
+        lines += ["", "The experiments ran at different times (some reused from earlier runs or re-run with "
+                      "`--only`), so no wall-time span is given; the total is the sum of their times."]
     return "\n".join(lines)
 
 
@@ -223,12 +226,23 @@ README_BEGIN = "<!-- results:begin -->"
 README_END = "<!-- results:end -->"
 
 
+SPAN_GAP_SECONDS = 120.0  # more idle time than this between experiments: they were not one reproduction
+
+
 def span_seconds(results: Sequence[Mapping[str, Any]]) -> float | None:
-    """Wall seconds from the first experiment's start to the last one's end (None for runs that did not
-    record them); with experiments side by side (`reproduce --jobs`) less than the sum of their times."""
+    """Wall seconds from the first experiment's start to the last one's end; with experiments side by
+    side (`reproduce --jobs`) less than the sum of their times. None for runs that did not record
+    their times, and for experiments that ran at different times (a gap of more than SPAN_GAP_SECONDS
+    in which none ran: runs reused from earlier, `--only` re-runs), whose span measures nothing."""
     if not results or not all("started" in r and "finished" in r for r in results):
         return None
-    return max(float(r["finished"]) for r in results) - min(float(r["started"]) for r in results)
+    times = sorted((float(r["started"]), float(r["finished"])) for r in results)
+    end = times[0][1]
+    for start, finish in times[1:]:
+        if start > end + SPAN_GAP_SECONDS:
+            return None
+        end = max(end, finish)
+    return end - times[0][0]
 
 
 def _time_text(results: Sequence[Mapping[str, Any]]) -> str:
