@@ -107,6 +107,29 @@ def width_for_budget(inputs: int, outputs: int, depth: int, budget: int) -> int:
     return best
 
 
+def hidden_for_budget(inputs: int, outputs: int, depth: int, budget: int) -> tuple[int, ...]:
+    """Hidden widths for `depth` layers whose parameter count is closest to `budget`: equal widths
+    (`width_for_budget`) when they come within 1% of it, else equal widths but the last, which is
+    solved for (at small budgets one unit more in every layer of a deep net adds more than 2%)."""
+    w = width_for_budget(inputs, outputs, depth, budget)
+    best = (w,) * depth
+    if depth == 1 or abs(mlp_param_count(inputs, best, outputs) - budget) <= 0.01 * budget:
+        return best
+    for base in (w - 1, w, w + 1):
+        if base < 1:
+            continue
+        for last in range(1, 4 * (w + 1)):
+            hidden = (base,) * (depth - 1) + (last,)
+            if abs(mlp_param_count(inputs, hidden, outputs) - budget) < abs(mlp_param_count(inputs, best, outputs) - budget):
+                best = hidden
+    return best
+
+
+def hidden_label(hidden: tuple[int, ...]) -> str:
+    """'4x16' for equal widths, '9, 9, 9, 12' otherwise."""
+    return f"{len(hidden)}x{hidden[0]}" if len(set(hidden)) == 1 else ", ".join(map(str, hidden))
+
+
 def tail_mean(res, key: str) -> np.ndarray:
     """Per member: `key` (%) averaged over the evaluations in the last `TAIL` of training."""
     steps, vals = res.curve(key)
@@ -123,8 +146,8 @@ def train_models(config, data, workdir) -> dict[str, dict]:
     train_config.eval_train = True
     models = {"1 layer (linear)": ()}
     for depth in config.depths:
-        w = width_for_budget(d_in, k, int(depth), int(config.budget))
-        models[f"{int(depth) + 1} layers ({depth}x{w})"] = (w,) * int(depth)
+        hidden = hidden_for_budget(d_in, k, int(depth), int(config.budget))
+        models[f"{int(depth) + 1} layers ({hidden_label(hidden)})"] = hidden
     results = {}
     for label, hidden in models.items():
         model = get_model("mlp", num_classes=k, hidden=hidden, activation=config.activation)

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
     s.add_argument("experiment")
-    s.add_argument("--sweep", required=True, help="the sweep's name (see `nnbasics list --sweeps`)")
+    s.add_argument("--sweep", required=True, help="the sweep's name (`nnbasics list` names each experiment's sweeps)")
     s.add_argument("--shard", default=None, help="I/N: run every N-th point from point I (one machine of N)")
     _presets(s)
     s.add_argument("--root", default="runs")
@@ -378,10 +378,12 @@ def _list(as_json: bool) -> int:
     from nnbasics.models import model_names
     from nnbasics.runs import estimate
     from nnbasics.runs import experiment as exp
+    from nnbasics.runs.sweep import sweep_names
 
     names = exp.experiment_names()
     info = {
         "experiments": {n: exp.describe(n) for n in names},
+        "sweeps": {n: sweep_names(n) for n in names},
         "estimated_seconds": {n: {p: estimate.seconds(n, p) for p in ("quick", "full")} for n in names},
         "estimates_measured_on": estimate.machine(),
         "models": model_names(),
@@ -396,6 +398,10 @@ def _list(as_json: bool) -> int:
     for n, d in info["experiments"].items():
         q, f = (estimate.format_duration(info["estimated_seconds"][n][p]) for p in ("quick", "full"))
         print(f"  {n:<{width}}  {q:>7}  {f:>7}  {d}")
+    print("sweeps (nnbasics sweep NAME --sweep SWEEP; points in parentheses):")
+    for n, sw in info["sweeps"].items():
+        if sw:
+            print(f"  {n:<{width}}  " + ", ".join(f"{k} ({v})" for k, v in sw.items()))
     print("models:\n  " + ", ".join(info["models"]))
     print("data sets:\n  " + ", ".join(info["datasets"]))
     return 0

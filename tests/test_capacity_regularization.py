@@ -72,6 +72,25 @@ def test_capacity_widths_match_the_parameter_budget():
         assert abs(n - 900) / 900 < 0.01
 
 
+def test_capacity_nets_match_every_swept_budget():
+    """The `budget` sweep's points (300, 900, 3000): every net within 1% of its budget, so the claim's
+    2% spread can hold (equal widths at 300 and 3000 miss it by 5% and 2.5%)."""
+    from experiments.capacity import SWEEPS, hidden_for_budget, hidden_label, mlp_param_count, width_for_budget
+
+    for budget in [p["budget"] for p in SWEEPS["budget"]]:
+        counts = []
+        for depth in (1, 2, 4):
+            hidden = hidden_for_budget(2, 2, depth, budget)
+            assert len(hidden) == depth
+            counts.append(mlp_param_count(2, hidden, 2))
+            assert abs(counts[-1] - budget) / budget <= 0.01, (budget, hidden, counts[-1])
+        assert (max(counts) - min(counts)) / max(counts) <= 0.02
+    # at the default budget the widths stay equal (the preset's nets unchanged)
+    assert hidden_for_budget(2, 2, 4, 900) == (width_for_budget(2, 2, 4, 900),) * 4 == (16,) * 4
+    assert hidden_label((16,) * 4) == "4x16" and hidden_label((8, 8, 8, 12)) == "8, 8, 8, 12"
+    assert hidden_for_budget(2, 2, 4, 300) == (8, 8, 8, 12) and mlp_param_count(2, (8, 8, 8, 12), 2) == 302
+
+
 def test_dropout_is_off_at_eval_and_fresh_every_step():
     x = jnp.asarray(np.random.default_rng(0).uniform(size=(16, 8)), jnp.float32)
     drop = get_model("mlp", num_classes=3, hidden=(64, 64), dropout=0.5)

@@ -61,9 +61,14 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mnist1d" in out and "mnist1d_cnn" in out and "digits" in out
+    assert "learning_rate (3), batch_size (3), steps (4)" in out  # the sweeps `nnbasics sweep --sweep` takes
     assert main(["list", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert "mnist1d" in info["experiments"] and "spirals" in info["datasets"]
+    from experiments import mnist1d
+
+    assert info["sweeps"]["mnist1d"] == {k: len(v) for k, v in mnist1d.SWEEPS.items()}
+    assert info["sweeps"]["momentum"] == {"dim": 3, "lecture_beta": 3}
 
 
 @pytest.mark.parametrize(

@@ -34,6 +34,12 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+def sweep_names(name: str) -> dict[str, int]:
+    """An experiment's named sweeps and their point counts (empty when it defines none)."""
+    sweeps = getattr(exp.load_experiment(name), "SWEEPS", {}) or {}
+    return {k: len(v) for k, v in sweeps.items()}
+
+
 def sweep_points(name: str, sweep: str) -> list[dict[str, Any]]:
     mod = exp.load_experiment(name)
     sweeps = getattr(mod, "SWEEPS", {}) or {}
