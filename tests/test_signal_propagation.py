@@ -104,3 +104,26 @@ def test_thresholds_are_code_not_config():
     cfg = sp.get_config("quick")
     assert not any(k.startswith(("min_", "max_")) for k in cfg.keys())
     assert set(sp.THRESHOLDS) >= {"nf_variance_ratio_low", "nf_variance_ratio_high"}
+
+
+def test_measure_draws_each_seed_alone():
+    """A seed's statistics do not depend on the other seeds in the list, and equal one forward pass of
+    the net initialized with that seed's key (the key `fit` gives member s) on that seed's input."""
+    from experiments import signal_propagation as sp
+    from nnbasics.analysis.signal_propagation import COLLECTION, METRICS, collect, unit_gaussian
+    from nnbasics.engine import PRNG_IMPL
+    from nnbasics.models import get_model
+
+    cfg = sp.get_config("smoke")
+    both = sp.measure("nf", cfg)
+    cfg.seeds = (2,)
+    alone = sp.measure("nf", cfg)
+    for m in METRICS:
+        np.testing.assert_allclose(alone[0][m], both[2][m], rtol=1e-6)
+    model = get_model("nf_resnet", depth=int(cfg.depth), width=int(cfg.width), scan=True, alpha=float(cfg.alpha))
+    x = unit_gaussian(tuple(cfg.input_shape), seed=2)
+    variables = model.init(jax.random.key(2, impl=PRNG_IMPL), x[:1])
+    direct = collect({COLLECTION: model.apply(variables, x, train=True, mutable=[COLLECTION])[1][COLLECTION]})
+    for m in METRICS:
+        np.testing.assert_allclose(alone[0][m], direct[m], rtol=1e-4)
+    assert not np.allclose(both[0]["avg_var"], both[1]["avg_var"])  # seeds draw different nets
