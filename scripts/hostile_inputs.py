@@ -117,13 +117,84 @@ def _file_root(d: pathlib.Path) -> None:
     (d / "afile").write_text("x")
 
 
-def _hostile_sweep(content: str) -> Callable[[pathlib.Path], None]:
+def _hostile_sweep(content: str | bytes) -> Callable[[pathlib.Path], None]:
     def setup(d: pathlib.Path) -> None:
         run = d / "sw" / "000-x"
         run.mkdir(parents=True)
-        (run / "claims.json").write_text(content)
+        (run / "claims.json").write_bytes(content if isinstance(content, bytes) else content.encode())
         (run / "config.json").write_text("{}")
     return setup
+
+
+def _reshape(key: str, fn: Callable) -> Callable[[pathlib.Path], None]:
+    """A cache whose array `key` was changed by fn (a wrong shape, a length mismatch)."""
+    def damage(p: pathlib.Path) -> None:
+        import numpy as np
+
+        with np.load(p) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays[key] = fn(arrays[key])
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+    return damage
+
+
+def _photo_cache_truncated(d: pathlib.Path) -> None:
+    """The photo crops' cache, cut in half (filled by a first smoke run in this directory)."""
+    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+    out = nnbasics(["--quiet", "run", "image_statistics", *SMOKE, "--workdir", str(d / "first")], d, env)
+    assert out.returncode in (0, 1), out.stderr
+    files = list((d / "cache").glob("photos_*.npz"))
+    if not files:
+        raise RuntimeError("image_statistics --smoke wrote no photos_*.npz cache")
+    for f in files:
+        _truncate(f)
+
+
+def _compile_cache_damaged(d: pathlib.Path) -> None:
+    """Every entry of JAX's persistent compilation cache cut in half (filled by a first smoke run)."""
+    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+    out = nnbasics(["--quiet", "run", "momentum", *SMOKE, "--workdir", str(d / "first")], d, env)
+    assert out.returncode in (0, 1), out.stderr
+    entries = [p for p in (d / "cache" / "jax").rglob("*") if p.is_file()]
+    if not entries:
+        raise RuntimeError("the first run wrote no compilation cache entries")
+    for f in entries:
+        _truncate(f)
+
+
+def _smoke_root(names: str) -> Callable[[pathlib.Path], None]:
+    """A reproduce root r/ holding a finished smoke reproduction of `names`."""
+    def setup(d: pathlib.Path) -> None:
+        env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+        out = nnbasics(["--quiet", "reproduce", *SMOKE, "--only", names, "--root", "r", "--jobs", "1"], d, env)
+        assert out.returncode in (0, 1), out.stderr
+    return setup
+
+
+def _keeps_both(d: pathlib.Path) -> str | None:
+    names = {e.get("experiment") for e in json.loads((d / "r" / "claims.json").read_text()).get("experiments", [])}
+    report = (d / "r" / "report.md").read_text()
+    lost = [n for n in ("momentum", "perceptron_xor") if n not in names or n not in report]
+    return f"the combined report lost {lost}" if lost else None
+
+
+def _readme_setup(d: pathlib.Path) -> None:
+    _smoke_root("momentum")(d)
+    shutil.copy(pathlib.Path(__file__).resolve().parents[1] / "README.md", d / "README.md")
+    (d / "README.orig").write_bytes((d / "README.md").read_bytes())
+
+
+def _readme_unchanged(d: pathlib.Path) -> str | None:
+    return None if (d / "README.md").read_bytes() == (d / "README.orig").read_bytes() else "README.md was rewritten"
+
+
+def _garbage_tfds_info(d: pathlib.Path) -> None:
+    import tensorflow_datasets as tfds
+
+    info = d / "tfds" / "mnist" / str(tfds.builder_cls("mnist").VERSION) / "dataset_info.json"
+    info.parent.mkdir(parents=True)
+    info.write_text('{"name": "mnist", "vers')
 
 
 def _umask_check(d: pathlib.Path) -> str | None:
@@ -163,6 +234,24 @@ CASES = [
          ("3 points",)),
     Case("--shard x", ["sweep", "mnist1d", "--sweep", "learning_rate", *SMOKE, "--shard", "x"], (2,), ("I/N",)),
     Case("unknown sweep", ["sweep", "mnist1d", "--sweep", "learning_rat", *SMOKE], (2,), ("did you mean",)),
+    Case("seed 0.5", ["run", "mnist1d", *SMOKE, "--config.seeds=(0.5,)"], (2,), ("seed",)),
+    Case("steps 0", ["run", "mnist1d", *SMOKE, "--config.steps=0"], (2,), ("steps",)),
+    Case("steps not a number", ["run", "mnist1d", *SMOKE, "--config.steps=abc"], (2,), ("steps",)),
+    Case("batch size 0", ["run", "mnist1d", *SMOKE, "--config.batch_size=0"], (2,), ("batch_size",)),
+    Case("eval_every 0", ["run", "mnist1d", *SMOKE, "--config.eval_every=0"], (2,), ("eval_every",)),
+    Case("learning rate -1", ["run", "mnist1d", *SMOKE, "--config.optimizer.learning_rate=-1"], (2,),
+         ("learning_rate",)),
+    Case("unknown optimizer", ["run", "mnist1d", *SMOKE, "--config.optimizer.name=adamm"], (2,), ("adamm",)),
+    Case("no models", ["run", "mnist1d", *SMOKE, "--config.models=()"], (2,), ("models",)),
+    Case("--seed-offset -1", ["run", "mnist1d", *SMOKE, "--seed-offset", "-1"], (2,), ("--seed-offset",)),
+    Case("--seed-offset 2^31", ["run", "mnist1d", *SMOKE, "--seed-offset", "2147483648"], (2,), ("seed",)),
+    Case("--checkpoint-every -5", ["run", "mnist1d", *SMOKE, "--checkpoint-every", "-5"], (2,),
+         ("checkpoint",)),
+    Case("two presets", ["run", "mnist1d", "--quick", "--smoke"], (2,), ("not allowed",)),
+    Case("--shard 0/0", ["sweep", "mnist1d", "--sweep", "learning_rate", *SMOKE, "--shard", "0/0"], (2,),
+         ("shard",)),
+    Case("report on a missing root", ["report", "--root", "nowhere"], (2,), ("nowhere",)),
+    Case("collect on a missing directory", ["collect", "nowhere"], (2,), ("nowhere",)),
     # roots that cannot be written
     Case("sweep --root read-only", ["sweep", "momentum", "--sweep", "dim", *SMOKE, "--root", "ro"], (2,), ("ro",),
          setup=_read_only_root, needs_non_root=True),
@@ -187,6 +276,26 @@ CASES = [
          setup=_mnist1d_cache(_missing_key)),
     Case("mnist1d cache NaN", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
          setup=_mnist1d_cache(_nan_values)),
+    Case("mnist1d cache wrong shape", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_reshape("x", lambda a: a[:, :-1]))),
+    Case("mnist1d cache length mismatch", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_reshape("y", lambda a: a[:-5]))),
+    Case("mnist1d cache labels out of range", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(_reshape("y", lambda a: a + 10))),
+    Case("mnist1d cache not a zip", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
+         setup=_mnist1d_cache(lambda p: p.write_bytes(b"not a zip file at all"))),
+    Case("photo cache truncated", ["run", "image_statistics", *SMOKE, "--workdir", "wd"], (0, 1), ("photos_",),
+         setup=_photo_cache_truncated),
+    Case("compilation cache damaged", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (),
+         setup=_compile_cache_damaged),
+    Case("damaged tfds dataset_info.json", ["run", "mnist1d", *SMOKE, "--workdir", "wd", "--config.data=mnist"], (2,),
+         ("dataset_info.json",), setup=_garbage_tfds_info),
+    # a partial re-run never shrinks a fuller report
+    Case("reproduce --only keeps the others", ["reproduce", *SMOKE, "--only", "momentum", "--root", "r", "--jobs", "1",
+                                               "--force"], (0, 1), (), setup=_smoke_root("momentum,perceptron_xor"),
+         check=_keeps_both),
+    Case("readme from a smaller report", ["readme", "--root", "r", "--readme", "README.md"], (2,), ("--force",),
+         setup=_readme_setup, check=_readme_unchanged),
     # collect on hostile point files
     Case("collect: truncated claims", ["collect", "sw"], (0, 2), ("000-x",), setup=_hostile_sweep('{"experiment": "m')),
     Case("collect: HTML in a claim", ["collect", "sw"], (0, 2), (),
@@ -195,23 +304,77 @@ CASES = [
     Case("collect: 5000-digit int", ["collect", "sw"], (0, 2), (),
          setup=_hostile_sweep('{"experiment": "m", "claims": [], "seconds": ' + "9" * 5000 + "}")),
     Case("collect on a file", ["collect", "afile"], (2,), ("not a directory",), setup=_file_root),
+    Case("collect: claims not a list", ["collect", "sw"], (0, 2), ("000-x",),
+         setup=_hostile_sweep('{"experiment": "m", "claims": 5}')),
+    Case("collect: claims of strings", ["collect", "sw"], (0, 2), ("000-x",),
+         setup=_hostile_sweep('{"experiment": "m", "claims": ["a", 1, null]}')),
+    Case("collect: a top-level list", ["collect", "sw"], (0, 2), ("000-x",), setup=_hostile_sweep("[1, 2]")),
+    Case("collect: empty file", ["collect", "sw"], (0, 2), ("000-x",), setup=_hostile_sweep("")),
+    Case("collect: NaN and Infinity", ["collect", "sw"], (0, 2), (),
+         setup=_hostile_sweep('{"experiment": "m", "claims": [{"id": "x", "verdict": "pass", "checks": '
+                              '[{"name": "a", "mean": NaN, "ci": [-Infinity, Infinity]}]}]}')),
+    Case("collect: bytes that are not UTF-8", ["collect", "sw"], (0, 2), ("000-x",),
+         setup=_hostile_sweep(b'{"experiment": "\xff\xfe"}')),
     # files honour the umask
     Case("umask 022 modes", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (), check=_umask_check),
 ]
 
 
-def concurrent_runs(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+def concurrent_runs(d: pathlib.Path, env: dict[str, str], extra: tuple[str, ...] = ()) -> tuple[str, str]:
     """The same run twice at once: the second is refused naming the holder; every metrics row once."""
     cmd = [sys.executable, "-m", "nnbasics.cli", "--quiet", "run", "mnist1d", "--quick", "--workdir", "wd",
-           "--config.models=('mlp',)"]
+           "--config.models=('mlp',)", *extra]
     a = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     time.sleep(6)
     b = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
-    a.communicate()
+    _, err_a = a.communicate()
     rows = [json.loads(x) for x in (d / "wd" / "metrics.jsonl").read_text().splitlines()]
     dup = len(rows) - len({json.dumps(r, sort_keys=True) for r in rows})
-    ok = b.returncode == 2 and "being written by pid" in b.stderr and dup == 0 and "Traceback" not in b.stderr
-    return ("clean" if ok else "wrong"), f"second rc {b.returncode}, {dup} duplicate rows"
+    ok = (b.returncode == 2 and "being written by pid" in b.stderr and dup == 0 and a.returncode in (0, 1)
+          and "Traceback" not in b.stderr + err_a)
+    return ("clean" if ok else "wrong"), f"first rc {a.returncode}, second rc {b.returncode}, {dup} duplicate rows"
+
+
+def _until_rows(p: subprocess.Popen, metrics: pathlib.Path, n: int) -> None:
+    while p.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= n):
+        time.sleep(0.05)
+
+
+def second_ctrl_c(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """Ctrl-C twice: the second stops at once with one line, status 130, no traceback; the same
+    command then finishes."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "run", "mnist1d", "--quick", "--workdir", "wd",
+           "--config.models=('mlp',)"]
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _until_rows(p, d / "wd" / "metrics.jsonl", 1)
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate()
+    again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+    ok = p.returncode == 130 and "Traceback" not in err + again.stderr and again.returncode in (0, 1)
+    return ("clean" if ok else "wrong"), f"rc {p.returncode}, then rc {again.returncode}: {err.strip()[-120:]}"
+
+
+def resume_with_cut_metrics(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """A checkpointed run killed midway whose metrics.jsonl then loses its last line and a half: the
+    resumed run writes the lost rows again (with a warning naming the file), once each."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "run", "mnist1d", "--quick", "--workdir", "wd",
+           "--config.models=('mlp',)", "--checkpoint-every", "500"]
+    m = d / "wd" / "metrics.jsonl"
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _until_rows(p, m, 6)
+    p.send_signal(signal.SIGKILL)
+    p.communicate()
+    lines = m.read_text().splitlines(keepends=True)
+    m.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
+    again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+    steps = [json.loads(x)["step"] for x in m.read_text().splitlines()]
+    want = list(range(250, 6001, 250))  # the quick preset: 6000 steps, an evaluation every 250
+    ok = again.returncode in (0, 1) and steps == want and "metrics.jsonl" in again.stderr
+    ok = ok and "Traceback" not in again.stderr
+    return ("clean" if ok else "wrong"), (f"killed after {len(lines)} rows, resumed rc {again.returncode}, "
+                                          f"{len(steps)} rows (want {len(want)}), steps in order: {steps == want}")
 
 
 def sigterm_run(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
@@ -253,7 +416,10 @@ def main() -> int:
     base = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="nnbasics-hostile-"))
     repo = str(pathlib.Path(__file__).resolve().parents[1])
     rows = []
-    extra = [("concurrent run", concurrent_runs), ("SIGTERM mid-run", sigterm_run)]
+    extra = [("concurrent run", concurrent_runs),
+             ("concurrent run with checkpoints", lambda d, env: concurrent_runs(d, env, ("--checkpoint-every", "500"))),
+             ("SIGTERM mid-run", sigterm_run), ("second Ctrl-C", second_ctrl_c),
+             ("resume with a cut metrics.jsonl", resume_with_cut_metrics)]
     for i, case in enumerate([*CASES, *extra]):
         name = case.name if isinstance(case, Case) else case[0]
         if args.only not in name:

@@ -82,6 +82,8 @@ def test_list(capsys):
         (["run", "mnist1d", "--config.models=('cnn','rnn')"], "unknown MNIST-1D model 'rnn'"),
         (["run", "mnist1d", "--config.data=mnist1"], "did you mean 'mnist1d'"),
         (["reproduce", "--only", "mnist1d,nope"], "unknown experiment 'nope'"),
+        (["run", "mnist1d", "--seed-offset", "-1"], "--seed-offset must be a non-negative integer"),
+        (["reproduce", "--seed-offset", "-3"], "--seed-offset must be a non-negative integer"),
     ],
 )
 def test_bad_input_is_rejected_before_anything_runs(argv, match, tmp_path, capsys):

@@ -84,7 +84,7 @@ def is_seed_key(key: str) -> bool:
 def shift_seeds(cfg: ml_collections.ConfigDict, offset: int) -> list[str]:
     """Add `offset` to every seed key of `cfg` (in place); returns the dotted keys shifted."""
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise config_lib.ConfigError(f"the seed offset must be a non-negative integer, got {offset!r}")
+        raise config_lib.ConfigError(f"--seed-offset must be a non-negative integer, got {offset!r}")
     shifted = []
     for node, k, path, v in config_leaves(cfg):
         if is_seed_key(k) and v is not None:
