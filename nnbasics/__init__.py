@@ -77,4 +77,7 @@ def enable_compilation_cache(path: str | None = None) -> str | None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     except (OSError, AttributeError, ValueError):  # read-only home, or a jax without the option
         return None
+    from nnbasics.engine.compile import watch_compilation_cache
+
+    watch_compilation_cache(path)  # a damaged entry is set aside and rebuilt, not warned about forever
     return path

@@ -28,13 +28,16 @@ import time
 from typing import Callable
 
 SMOKE = ["--smoke"]
+PHOTOS = ["--config.cnn.data=photos"]  # activations' CNN on the photo crops (a cached data set)
 
 
 class Case:
     def __init__(self, name: str, argv: list[str] | Callable[[pathlib.Path], list[str]], rc: tuple[int, ...],
                  words: tuple[str, ...] = (), setup: Callable[[pathlib.Path], None] | None = None,
-                 check: Callable[[pathlib.Path], str | None] | None = None, needs_non_root: bool = False):
+                 check: Callable[[pathlib.Path], str | None] | None = None, needs_non_root: bool = False,
+                 env: dict[str, str] | None = None):
         self.name, self.argv, self.rc, self.words, self.setup, self.check = name, argv, rc, words, setup, check
+        self.env = env or {}  # extra environment variables (paths relative to the scratch directory)
         self.needs_non_root = needs_non_root  # root ignores file permissions: the case cannot happen
 
 
@@ -142,11 +145,11 @@ def _reshape(key: str, fn: Callable) -> Callable[[pathlib.Path], None]:
 def _photo_cache_truncated(d: pathlib.Path) -> None:
     """The photo crops' cache, cut in half (filled by a first smoke run in this directory)."""
     env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", "image_statistics", *SMOKE, "--workdir", str(d / "first")], d, env)
+    out = nnbasics(["--quiet", "run", "activations", *SMOKE, *PHOTOS, "--workdir", str(d / "first")], d, env)
     assert out.returncode in (0, 1), out.stderr
     files = list((d / "cache").glob("photos_*.npz"))
     if not files:
-        raise RuntimeError("image_statistics --smoke wrote no photos_*.npz cache")
+        raise RuntimeError("activations --smoke on photos wrote no photos_*.npz cache")
     for f in files:
         _truncate(f)
 
@@ -154,13 +157,20 @@ def _photo_cache_truncated(d: pathlib.Path) -> None:
 def _compile_cache_damaged(d: pathlib.Path) -> None:
     """Every entry of JAX's persistent compilation cache cut in half (filled by a first smoke run)."""
     env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", "momentum", *SMOKE, "--workdir", str(d / "first")], d, env)
+    out = nnbasics(["--quiet", "run", "mnist1d", *SMOKE, "--workdir", str(d / "first")], d, env)
     assert out.returncode in (0, 1), out.stderr
     entries = [p for p in (d / "cache" / "jax").rglob("*") if p.is_file()]
     if not entries:
         raise RuntimeError("the first run wrote no compilation cache entries")
     for f in entries:
         _truncate(f)
+
+
+def _compile_cache_repaired(d: pathlib.Path) -> str | None:
+    """The run after the repair reads the rebuilt entries without a warning."""
+    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+    out = nnbasics(["--quiet", "run", "mnist1d", *SMOKE, "--workdir", str(d / "again")], d, env)
+    return "the next run still warns about the cache" if "cache entr" in out.stderr else None
 
 
 def _smoke_root(names: str) -> Callable[[pathlib.Path], None]:
@@ -284,12 +294,12 @@ CASES = [
          setup=_mnist1d_cache(_reshape("y", lambda a: a + 10))),
     Case("mnist1d cache not a zip", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1), ("mnist1d_",),
          setup=_mnist1d_cache(lambda p: p.write_bytes(b"not a zip file at all"))),
-    Case("photo cache truncated", ["run", "image_statistics", *SMOKE, "--workdir", "wd"], (0, 1), ("photos_",),
+    Case("photo cache truncated", ["run", "activations", *SMOKE, *PHOTOS, "--workdir", "wd"], (0, 1), ("photos_",),
          setup=_photo_cache_truncated),
-    Case("compilation cache damaged", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (),
-         setup=_compile_cache_damaged),
+    Case("compilation cache damaged", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (0, 1),
+         ("damaged compilation cache",), setup=_compile_cache_damaged, check=_compile_cache_repaired),
     Case("damaged tfds dataset_info.json", ["run", "mnist1d", *SMOKE, "--workdir", "wd", "--config.data=mnist"], (2,),
-         ("dataset_info.json",), setup=_garbage_tfds_info),
+         ("dataset_info.json", "damaged"), setup=_garbage_tfds_info, env={"TFDS_DATA_DIR": "tfds"}),
     # a partial re-run never shrinks a fuller report
     Case("reproduce --only keeps the others", ["reproduce", *SMOKE, "--only", "momentum", "--root", "r", "--jobs", "1",
                                                "--force"], (0, 1), (), setup=_smoke_root("momentum,perceptron_xor"),
@@ -357,8 +367,9 @@ def second_ctrl_c(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
 
 
 def resume_with_cut_metrics(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
-    """A checkpointed run killed midway whose metrics.jsonl then loses its last line and a half: the
-    resumed run writes the lost rows again (with a warning naming the file), once each."""
+    """A checkpointed run killed midway whose metrics.jsonl then loses all but two rows and a half
+    (rows the checkpoint at step 1000 or later holds): the resumed run writes them again, with a
+    warning naming the file, once each."""
     cmd = [sys.executable, "-m", "nnbasics.cli", "run", "mnist1d", "--quick", "--workdir", "wd",
            "--config.models=('mlp',)", "--checkpoint-every", "500"]
     m = d / "wd" / "metrics.jsonl"
@@ -367,12 +378,14 @@ def resume_with_cut_metrics(d: pathlib.Path, env: dict[str, str]) -> tuple[str, 
     p.send_signal(signal.SIGKILL)
     p.communicate()
     lines = m.read_text().splitlines(keepends=True)
-    m.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])
+    m.write_text("".join(lines[:2]) + lines[2][: len(lines[2]) // 2])  # rows 3+ gone, the 3rd torn
     again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
     steps = [json.loads(x)["step"] for x in m.read_text().splitlines()]
     want = list(range(250, 6001, 250))  # the quick preset: 6000 steps, an evaluation every 250
     ok = again.returncode in (0, 1) and steps == want and "metrics.jsonl" in again.stderr
     ok = ok and "Traceback" not in again.stderr
+    if not ok:
+        print(again.stderr[-2000:], file=sys.stderr)
     return ("clean" if ok else "wrong"), (f"killed after {len(lines)} rows, resumed rc {again.returncode}, "
                                           f"{len(steps)} rows (want {len(want)}), steps in order: {steps == want}")
 
@@ -437,6 +450,7 @@ def main() -> int:
                 if case.setup:
                     case.setup(d)
                 argv = case.argv(d) if callable(case.argv) else case.argv
+                env.update({k: str(d / v) for k, v in case.env.items()})
                 verdict, detail = classify(case, nnbasics(argv, d, env), d)
             else:
                 verdict, detail = case[1](d, env)

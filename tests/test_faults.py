@@ -203,3 +203,54 @@ def test_second_stop_signal_stops_at_once_with_one_line_and_no_traceback(name):
     assert waited < 10 and "the chunk ended" not in out  # the old default handler waited for the chunk (25 s)
     assert "Traceback" not in err and "Exception ignored" not in err
     assert err.count(f"second {said}: test stopped at once") == 1 and err.count(f"{said} received") == 1
+
+
+_CACHE_SCRIPT = """
+import sys
+import jax, jax.numpy as jnp
+from nnbasics import enable_compilation_cache
+enable_compilation_cache(sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+print(float(jax.jit(lambda x: (jnp.sin(x) * 2 + 1).sum())(jnp.arange(5.0))))
+"""
+
+
+def test_damaged_compilation_cache_entry_is_set_aside_and_rebuilt(tmp_path):
+    """jax only warns about a cache entry it cannot read (and warns again on every later run): the
+    entry is moved aside with one line naming it, the program compiled and cached anew, and the next
+    run reads the new entry without a word."""
+    cache = tmp_path / "jax"
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(cache)], capture_output=True, text=True,
+                             env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return out
+
+    first = run()
+    entries = [p for p in cache.iterdir() if p.name.endswith("-cache")]
+    assert entries, "the first run cached nothing"
+    for p in entries:  # cut every entry in half
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+    second = run()
+    assert second.stdout == first.stdout
+    assert "damaged compilation cache entr" in second.stderr and entries[0].name in second.stderr
+    assert "Error reading persistent compilation cache" not in second.stderr
+    assert sorted(p.name for p in cache.glob("*.corrupt-*")) and all(p.exists() for p in entries)  # rebuilt
+    third = run()
+    assert third.stdout == first.stdout and "damaged" not in third.stderr and "Error reading" not in third.stderr
+
+
+def test_set_aside_damaged_entries_moves_only_what_does_not_decompress(tmp_path):
+    from jax._src.compilation_cache import compress_executable
+
+    from nnbasics.engine.compile import set_aside_damaged_entries
+
+    (tmp_path / "jit_f-aaa-cache").write_bytes(compress_executable(b"a program"))
+    (tmp_path / "jit_f-bbb-cache").write_bytes(b"\x00garbage")
+    (tmp_path / "jit_g-ccc-cache").write_bytes(b"\x00garbage")  # another program: not touched
+    assert set_aside_damaged_entries(tmp_path, "jit_f") == ["jit_f-bbb-cache"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[:2] == ["jit_f-aaa-cache", "jit_f-bbb-cache.corrupt-" + names[1].split(".corrupt-")[1]]
+    assert (tmp_path / "jit_g-ccc-cache").exists() and set_aside_damaged_entries(tmp_path, "jit_f") == []

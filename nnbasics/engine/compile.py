@@ -10,6 +10,10 @@ hundred steps). On GPU/TPU everything is plain `jax.jit`.
 from __future__ import annotations
 
 import os
+import pathlib
+import sys
+import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import jax
@@ -55,3 +59,64 @@ def compile_side_by_side(lowered: Sequence[Any]) -> None:
 
     with ThreadPoolExecutor(max(1, min(len(lowered), os.cpu_count() or 1))) as ex:
         list(ex.map(one, lowered))
+
+
+_CACHE_READ_ERROR = "Error reading persistent compilation cache entry for '"
+_watched: set[str] = set()
+
+
+def _decompress(blob: bytes) -> bytes:
+    """A cache entry's payload, decompressed the way this jax wrote it (zstd or zlib)."""
+    try:
+        from jax._src.compilation_cache import decompress_executable
+    except ImportError:  # a jax that moved it: zlib, its fallback
+        import zlib
+
+        return zlib.decompress(blob)
+    return decompress_executable(blob)
+
+
+def set_aside_damaged_entries(cache: str | os.PathLike, program: str) -> list[str]:
+    """Move every entry of `program` (file names starting with it) in the compilation cache that does
+    not decompress to `<name>.corrupt-<time>`; returns the names moved. jax only warns about such an
+    entry and never rewrites it, so without this every later run would warn and compile again."""
+    moved = []
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for p in sorted(pathlib.Path(cache).glob(f"{program}*")):
+        if not p.is_file() or ".corrupt-" in p.name:
+            continue
+        try:
+            _decompress(p.read_bytes())
+        except Exception:  # noqa: BLE001 - zlib/zstd errors, a truncated file: damaged
+            try:
+                os.replace(p, p.with_name(f"{p.name}.corrupt-{stamp}"))
+                moved.append(p.name)
+            except OSError:
+                pass
+    return moved
+
+
+def watch_compilation_cache(cache: str | os.PathLike) -> None:
+    """When jax warns that it cannot read an entry of the persistent compilation cache in `cache`,
+    move the damaged entries of that program aside (jax then compiles it and writes a fresh entry)
+    and say so in one line naming the files; other warnings pass through unchanged."""
+    if str(cache) in _watched:
+        return
+    _watched.add(str(cache))
+    previous = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text.startswith(_CACHE_READ_ERROR):
+            program = text[len(_CACHE_READ_ERROR):].split("'", 1)[0]
+            moved = set_aside_damaged_entries(cache, program) if program else []
+            if moved:
+                why = text.split("': ", 1)[-1][:120]
+                print(f"nnbasics: warning: {len(moved)} damaged compilation cache "
+                      f"{'entry' if len(moved) == 1 else 'entries'} of {program} in {cache} ({why}): "
+                      f"{', '.join(moved)} moved aside to NAME.corrupt-<time>; compiled anew and cached again",
+                      file=sys.stderr)
+                return
+        previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
