@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import sys
+import warnings
 from typing import Any, Mapping, Sequence
 
 from nnbasics.progress import set_quiet
@@ -183,9 +184,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 3
 
 
+_python_formatwarning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """nnbasics's own warnings (a damaged cache or checkpoint set aside, ...) as one line a user reads,
+    without the source line Python shows; every other warning as Python formats it."""
+    if getattr(category, "__module__", "").startswith("nnbasics"):
+        return f"nnbasics: warning: {message}\n"
+    return _python_formatwarning(message, category, filename, lineno, line)
+
+
 def _start(args: argparse.Namespace) -> None:
     """Quiet mode, the compilation cache and (with --multihost/--coordinator) JAX's distributed runtime."""
     set_quiet(args.quiet)
+    warnings.formatwarning = _format_warning
     from nnbasics import enable_compilation_cache
 
     enable_compilation_cache()

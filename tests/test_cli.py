@@ -158,3 +158,16 @@ def test_every_preset_and_sweep_point_of_every_experiment_validates():
                             node = node[part]
                         assert node == value or list(node) == list(value), (name, key)
                     exp.validate(name, cfg)
+
+
+def test_own_warnings_are_one_line_for_the_user():
+    """A damaged cache set aside is reported as one 'nnbasics: warning:' line, without the source
+    line Python prints; other libraries' warnings keep Python's format."""
+    from nnbasics.cli import _format_warning
+    from nnbasics.data import CorruptCacheWarning
+    from nnbasics.engine.checkpoint import CorruptCheckpointWarning
+
+    for category in (CorruptCacheWarning, CorruptCheckpointWarning):
+        assert _format_warning("x.npz is damaged", category, "/a/b.py", 3, "code()") == "nnbasics: warning: x.npz is damaged\n"
+    other = _format_warning("deprecated", DeprecationWarning, "/a/b.py", 3, "code()")
+    assert "/a/b.py:3: DeprecationWarning: deprecated" in other
