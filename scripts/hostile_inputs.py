@@ -254,7 +254,7 @@ CASES = [
     Case("unknown optimizer", ["run", "mnist1d", *SMOKE, "--config.optimizer.name=adamm"], (2,), ("adamm",)),
     Case("no models", ["run", "mnist1d", *SMOKE, "--config.models=()"], (2,), ("models",)),
     Case("--seed-offset -1", ["run", "mnist1d", *SMOKE, "--seed-offset", "-1"], (2,), ("--seed-offset",)),
-    Case("--seed-offset 2^31", ["run", "mnist1d", *SMOKE, "--seed-offset", "2147483648"], (2,), ("seed",)),
+    Case("--seed-offset 2^31", ["run", "mnist1d", *SMOKE, "--seed-offset", "2147483648"], (2,), ("--seed-offset",)),
     Case("--checkpoint-every -5", ["run", "mnist1d", *SMOKE, "--checkpoint-every", "-5"], (2,),
          ("checkpoint",)),
     Case("two presets", ["run", "mnist1d", "--quick", "--smoke"], (2,), ("not allowed",)),

@@ -84,6 +84,7 @@ def test_list(capsys):
         (["reproduce", "--only", "mnist1d,nope"], "unknown experiment 'nope'"),
         (["run", "mnist1d", "--seed-offset", "-1"], "--seed-offset must be a non-negative integer"),
         (["reproduce", "--seed-offset", "-3"], "--seed-offset must be a non-negative integer"),
+        (["run", "mnist1d", "--seed-offset", "2147483647"], "--seed-offset 2147483647 moves config."),
     ],
 )
 def test_bad_input_is_rejected_before_anything_runs(argv, match, tmp_path, capsys):

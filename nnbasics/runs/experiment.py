@@ -82,16 +82,22 @@ def is_seed_key(key: str) -> bool:
 
 
 def shift_seeds(cfg: ml_collections.ConfigDict, offset: int) -> list[str]:
-    """Add `offset` to every seed key of `cfg` (in place); returns the dotted keys shifted."""
+    """Add `offset` to every seed key of `cfg` (in place); returns the dotted keys shifted. An offset
+    that would move a seed past MAX_SEED is refused naming the key and the valid offsets."""
     if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
         raise config_lib.ConfigError(f"--seed-offset must be a non-negative integer, got {offset!r}")
-    shifted = []
-    for node, k, path, v in config_leaves(cfg):
-        if is_seed_key(k) and v is not None:
-            with node.unlocked():
-                node[k] = int(v) + offset if isinstance(v, int) else tuple(int(s) + offset for s in v)
-            shifted.append(path)
-    return shifted
+    leaves = [(node, k, path, v) for node, k, path, v in config_leaves(cfg) if is_seed_key(k) and v is not None]
+    largest = {path: max([v] if isinstance(v, int) else [x for x in v if isinstance(x, int)], default=0)
+               for _, _, path, v in leaves}
+    if offset and largest and max(largest.values()) + offset > MAX_SEED:
+        path = max(largest, key=largest.get)
+        raise config_lib.ConfigError(
+            f"--seed-offset {offset} moves config.{path} (largest seed {largest[path]}) past the largest seed, "
+            f"{MAX_SEED}; valid offsets here: 0 to {MAX_SEED - largest[path]}")
+    for node, k, path, v in leaves:
+        with node.unlocked():
+            node[k] = int(v) + offset if isinstance(v, int) else tuple(int(s) + offset for s in v)
+    return [path for _, _, path, _ in leaves]
 
 
 def config_leaves(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[Any, str, str, Any]]:
