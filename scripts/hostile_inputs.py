@@ -49,10 +49,20 @@ def nnbasics(argv: list[str], cwd: pathlib.Path, env: dict[str, str], timeout: f
 # ------------------------------------------------------------------------------ setups and checks
 
 
-def _finished_run(d: pathlib.Path, name: str = "momentum") -> pathlib.Path:
-    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", name, *SMOKE, "--workdir", str(d / "wd")], d, env)
+def _scratch_env(d: pathlib.Path) -> dict[str, str]:
+    """The environment of every command of a case: its own cache in the scratch directory, the CPU."""
+    return {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
+
+
+def _setup_run(d: pathlib.Path, argv: list[str]) -> subprocess.CompletedProcess:
+    """A command a case's setup needs to have finished (exit 0 or 1: claims may fail at smoke size)."""
+    out = nnbasics(["--quiet", *argv], d, _scratch_env(d))
     assert out.returncode in (0, 1), out.stderr
+    return out
+
+
+def _finished_run(d: pathlib.Path, name: str = "momentum") -> pathlib.Path:
+    _setup_run(d, ["run", name, *SMOKE, "--workdir", str(d / "wd")])
     return d / "wd"
 
 
@@ -144,9 +154,7 @@ def _reshape(key: str, fn: Callable) -> Callable[[pathlib.Path], None]:
 
 def _photo_cache_truncated(d: pathlib.Path) -> None:
     """The photo crops' cache, cut in half (filled by a first smoke run in this directory)."""
-    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", "activations", *SMOKE, *PHOTOS, "--workdir", str(d / "first")], d, env)
-    assert out.returncode in (0, 1), out.stderr
+    _setup_run(d, ["run", "activations", *SMOKE, *PHOTOS, "--workdir", str(d / "first")])
     files = list((d / "cache").glob("photos_*.npz"))
     if not files:
         raise RuntimeError("activations --smoke on photos wrote no photos_*.npz cache")
@@ -156,9 +164,7 @@ def _photo_cache_truncated(d: pathlib.Path) -> None:
 
 def _compile_cache_damaged(d: pathlib.Path) -> None:
     """Every entry of JAX's persistent compilation cache cut in half (filled by a first smoke run)."""
-    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", "mnist1d", *SMOKE, "--workdir", str(d / "first")], d, env)
-    assert out.returncode in (0, 1), out.stderr
+    _setup_run(d, ["run", "mnist1d", *SMOKE, "--workdir", str(d / "first")])
     entries = [p for p in (d / "cache" / "jax").rglob("*") if p.is_file()]
     if not entries:
         raise RuntimeError("the first run wrote no compilation cache entries")
@@ -168,17 +174,14 @@ def _compile_cache_damaged(d: pathlib.Path) -> None:
 
 def _compile_cache_repaired(d: pathlib.Path) -> str | None:
     """The run after the repair reads the rebuilt entries without a warning."""
-    env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-    out = nnbasics(["--quiet", "run", "mnist1d", *SMOKE, "--workdir", str(d / "again")], d, env)
+    out = _setup_run(d, ["run", "mnist1d", *SMOKE, "--workdir", str(d / "again")])
     return "the next run still warns about the cache" if "cache entr" in out.stderr else None
 
 
 def _smoke_root(names: str) -> Callable[[pathlib.Path], None]:
     """A reproduce root r/ holding a finished smoke reproduction of `names`."""
     def setup(d: pathlib.Path) -> None:
-        env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu"}
-        out = nnbasics(["--quiet", "reproduce", *SMOKE, "--only", names, "--root", "r", "--jobs", "1"], d, env)
-        assert out.returncode in (0, 1), out.stderr
+        _setup_run(d, ["reproduce", *SMOKE, "--only", names, "--root", "r", "--jobs", "1"])
     return setup
 
 
@@ -442,8 +445,7 @@ def main() -> int:
             continue
         d = base / f"{i:02d}"
         d.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "NNBASICS_CACHE": str(d / "cache"), "JAX_PLATFORMS": "cpu",
-               "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        env = {**_scratch_env(d), "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
         old = os.umask(0o022)
         try:
             if isinstance(case, Case):
