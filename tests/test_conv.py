@@ -127,6 +127,23 @@ def test_chunked_weight_gradient_any_batch_and_stride():
             assert_close(dw, want, f"chunk {chunk}")
 
 
+def test_channel_major_patches_are_the_transposed_patch_matrix():
+    """The weight gradient's channel-major patch matrix holds exactly the values of
+    `extract_patches` (rows: kernel offsets then channels; columns: images then positions), for
+    strided, dilated and unevenly padded 2-D kernels and for 1-D ones."""
+    rng = np.random.RandomState(0)
+    for shape, kernel, strides, dilation, pads in [((3, 9, 8, 5), (3, 3), (2, 2), (1, 1), [(1, 1), (1, 1)]),
+                                                   ((2, 9, 8, 4), (2, 3), (1, 2), (2, 1), [(0, 2), (1, 0)]),
+                                                   ((4, 11, 3), (5,), (2,), (1,), [(2, 2)])]:
+        x = rng.randn(*shape).astype(np.float32)
+        want = np.asarray(conv.extract_patches(jnp.asarray(x), kernel, strides, pads, dilation))
+        want = want.reshape(-1, want.shape[-1]).T  # (K * C, images * positions)
+        got = conv.patches_channel_major(jnp.asarray(np.moveaxis(x, -1, 0)), kernel, strides, pads, dilation)
+        np.testing.assert_array_equal(np.asarray(got), want)
+    with pytest.raises(ValueError, match="empty"):
+        conv.patches_channel_major(jnp.zeros((2, 1, 3, 3)), (5, 5), (1, 1), [(0, 0), (0, 0)], (1, 1))
+
+
 def test_vmap_over_members_and_second_order():
     """fit() vmaps the train step over seeds: batched kernels and inputs, grads inside vmap."""
     xs = jax.random.normal(jax.random.key(0), (2, 8, 6, 6, 3))
