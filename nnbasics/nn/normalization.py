@@ -20,6 +20,7 @@ This module never imports `nnbasics.models` (models import it).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,6 +87,50 @@ def running_var_estimate(var: jax.Array, count: int, unbiased: bool = True) -> j
     return var
 
 
+def _batch_statistics(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    rstd = jax.lax.rsqrt(var + epsilon)
+    return (x - mean) * rstd, mean, var, rstd
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def batch_standardize(x: jax.Array, epsilon: float = 1e-5) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(x - mean) / sqrt(var + eps) over every axis but the last, with the mean and (biased) variance:
+    BatchNorm's training-mode standardization, with a hand-written backward pass.
+
+    Plain autodiff of the formula differentiates through the mean and the variance separately (more
+    passes over the activation, and reductions XLA:CPU runs slowly for few channels); the backward
+    pass here is the textbook one, dx = (g - mean(g) - xhat * mean(g * xhat)) / sqrt(var + eps), two
+    reductions and one elementwise pass (3.4x faster for a 128x32x32x16 activation on one core, the
+    same values to float32 rounding; tests/test_normalization.py). Reverse mode only (it is a
+    `jax.custom_vjp`): for forward mode (`jax.jvp`, `jax.jacfwd`) use
+    `BatchNorm(fused_backward=False)`. The cotangents of the returned mean and variance are included
+    (the running averages do not need them; a loss that uses the batch statistics does)."""
+    xhat, mean, var, _ = _batch_statistics(x, epsilon)
+    return xhat, mean, var
+
+
+def _batch_standardize_fwd(x, epsilon):
+    xhat, mean, var, rstd = _batch_statistics(x, epsilon)
+    return (xhat, mean, var), (x, mean, rstd)
+
+
+def _batch_standardize_bwd(epsilon, res, cts):
+    x, mean, rstd = res
+    g, g_mean, g_var = cts
+    axes = tuple(range(x.ndim - 1))
+    count = math.prod(x.shape[:-1])
+    xc = x - mean
+    xhat = xc * rstd
+    dx = rstd * (g - jnp.mean(g, axis=axes) - xhat * jnp.mean(g * xhat, axis=axes))
+    return (dx + g_mean / count + (2.0 / count) * g_var * xc,)
+
+
+batch_standardize.defvjp(_batch_standardize_fwd, _batch_standardize_bwd)
+
+
 class BatchNorm(_Affine):
     """Batch Normalization (Ioffe & Szegedy 2015): statistics over every axis but the channel.
 
@@ -96,12 +141,18 @@ class BatchNorm(_Affine):
     The running variance averages the unbiased estimate m / (m - 1) * var of the m = N*H*W values
     per channel, as in Ioffe & Szegedy (Algorithm 2, step 10) and PyTorch's BatchNorm2d;
     `unbiased_running_var=False` averages the biased variance instead, as flax.linen.BatchNorm does
-    (the normalization in training is the same either way)."""
+    (the normalization in training is the same either way).
+
+    In training the standardization's backward pass is hand-written (`batch_standardize`: fewer
+    passes over the activation than autodiff of the formula, the same values to float32 rounding);
+    it supports reverse mode only, so `fused_backward=False` differentiates the formula instead
+    (forward mode, `jax.jvp`/`jax.jacfwd`, through a training-mode BatchNorm)."""
 
     train: bool = True
     momentum: float = 0.9
     epsilon: float = 1e-5
     unbiased_running_var: bool = True
+    fused_backward: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -109,18 +160,25 @@ class BatchNorm(_Affine):
         axes = tuple(range(x.ndim - 1))
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if self.train and self.fused_backward:
+            y, mean, var = batch_standardize(x, self.epsilon)
+            if not self.is_initializing():
+                self._update_running(ra_mean, ra_var, mean, var, math.prod(x.shape[:-1]))
+            return self.affine(y)
         if self.train:
             mean = jnp.mean(x, axis=axes)
             var = jnp.mean(jnp.square(x - mean), axis=axes)
             if not self.is_initializing():
-                m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(
-                    var, math.prod(x.shape[:-1]), self.unbiased_running_var)
+                self._update_running(ra_mean, ra_var, mean, var, math.prod(x.shape[:-1]))
         else:
             mean, var = ra_mean.value, ra_var.value
         y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
         return self.affine(y)
+
+    def _update_running(self, ra_mean: Any, ra_var: Any, mean: jax.Array, var: jax.Array, count: int) -> None:
+        m = self.momentum
+        ra_mean.value = m * ra_mean.value + (1 - m) * mean
+        ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(var, count, self.unbiased_running_var)
 
 
 class LayerNorm(_Affine):
