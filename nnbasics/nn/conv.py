@@ -116,6 +116,26 @@ def _conv_xla(x, kernel, strides, pads, dilation, groups):
 # ------------------------------------------------------------------------------ patch matrices
 
 
+def _windows(x, spatial_axes, kernel_shape, strides, pads, dilation) -> list[jax.Array]:
+    """x zero-padded on its spatial axes, then one strided slice per kernel offset (row-major order):
+    slice k holds, at every output position, the input value that kernel offset k multiplies."""
+    axes = list(spatial_axes)
+    outs = output_shape([x.shape[a] for a in axes], kernel_shape, strides, pads, dilation)
+    if any(o <= 0 for o in outs):
+        raise ValueError(f"convolution output would be empty: input {x.shape}, kernel {tuple(kernel_shape)}")
+    config = [(0, 0, 0)] * x.ndim
+    for a, (lo, hi) in zip(axes, pads):
+        config[a] = (lo, hi, 0)
+    x = lax.pad(x, jnp.zeros((), x.dtype), config)
+    slices = []
+    for offset in itertools.product(*[range(k) for k in kernel_shape]):
+        start, limit, step = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        for a, o, d, s, n in zip(axes, offset, dilation, strides, outs):
+            start[a], limit[a], step[a] = o * d, o * d + s * (n - 1) + 1, s
+        slices.append(lax.slice(x, start, limit, step))
+    return slices
+
+
 def extract_patches(
     x: jax.Array,
     kernel_shape: Sequence[int],
@@ -128,15 +148,7 @@ def extract_patches(
     The column order is (kernel offsets in row-major order, then channels), the order of
     `kernel.reshape(-1, Cout)` for a (*k, C, Cout) kernel."""
     nd = x.ndim - 2
-    outs = output_shape(x.shape[1:-1], kernel_shape, strides, pads, dilation)
-    if any(o <= 0 for o in outs):
-        raise ValueError(f"convolution output would be empty: input {x.shape}, kernel {tuple(kernel_shape)}")
-    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *[(lo, hi, 0) for lo, hi in pads], (0, 0, 0)])
-    slices = []
-    for offset in itertools.product(*[range(k) for k in kernel_shape]):
-        start = [0, *[o * d for o, d in zip(offset, dilation)], 0]
-        limit = [x.shape[0], *[st + s * (o - 1) + 1 for st, s, o in zip(start[1:-1], strides, outs)], x.shape[-1]]
-        slices.append(lax.slice(x, start, limit, [1, *strides, 1]))
+    slices = _windows(x, range(1, nd + 1), kernel_shape, strides, pads, dilation)
     patches = jnp.stack(slices, axis=nd + 1)  # (N, *outs, K, C)
     return patches.reshape(*patches.shape[: nd + 1], -1)
 
@@ -176,15 +188,7 @@ def patches_channel_major(
     product with (B * prod(out), F) output gradients is then a plain matrix product, which XLA:CPU
     runs 2-3x faster than the same product over the (positions, K * C) patch matrix of
     `extract_patches` (experiments/benchmarks/README.md, round four)."""
-    outs = output_shape(x.shape[2:], kernel_shape, strides, pads, dilation)
-    if any(o <= 0 for o in outs):
-        raise ValueError(f"convolution output would be empty: input {x.shape}, kernel {tuple(kernel_shape)}")
-    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), (0, 0, 0), *[(lo, hi, 0) for lo, hi in pads]])
-    slices = []
-    for offset in itertools.product(*[range(k) for k in kernel_shape]):
-        start = [0, 0, *[o * d for o, d in zip(offset, dilation)]]
-        limit = [*x.shape[:2], *[st + s * (o - 1) + 1 for st, s, o in zip(start[2:], strides, outs)]]
-        slices.append(lax.slice(x, start, limit, [1, 1, *strides]))
+    slices = _windows(x, range(2, x.ndim), kernel_shape, strides, pads, dilation)
     patches = jnp.concatenate(slices, axis=0)  # (K * C, B, *outs)
     return patches.reshape(patches.shape[0], -1)
 
