@@ -157,28 +157,21 @@ class BatchNorm(_Affine):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        axes = tuple(range(x.ndim - 1))
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        if self.train and self.fused_backward:
-            y, mean, var = batch_standardize(x, self.epsilon)
-            if not self.is_initializing():
-                self._update_running(ra_mean, ra_var, mean, var, math.prod(x.shape[:-1]))
-            return self.affine(y)
         if self.train:
-            mean = jnp.mean(x, axis=axes)
-            var = jnp.mean(jnp.square(x - mean), axis=axes)
+            if self.fused_backward:
+                y, mean, var = batch_standardize(x, self.epsilon)
+            else:  # the formula, differentiated by JAX (forward mode works)
+                y, mean, var, _ = _batch_statistics(x, self.epsilon)
             if not self.is_initializing():
-                self._update_running(ra_mean, ra_var, mean, var, math.prod(x.shape[:-1]))
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * mean
+                ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(
+                    var, math.prod(x.shape[:-1]), self.unbiased_running_var)
         else:
-            mean, var = ra_mean.value, ra_var.value
-        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+            y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
         return self.affine(y)
-
-    def _update_running(self, ra_mean: Any, ra_var: Any, mean: jax.Array, var: jax.Array, count: int) -> None:
-        m = self.momentum
-        ra_mean.value = m * ra_mean.value + (1 - m) * mean
-        ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(var, count, self.unbiased_running_var)
 
 
 class LayerNorm(_Affine):
