@@ -10,6 +10,7 @@ import pytest
 
 from nnbasics.data import load_dataset
 from nnbasics.engine import TrainConfig, compile_side_by_side, fit, light_jit
+from nnbasics.engine import compile as compile_mod
 from nnbasics.models import get_model
 
 LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # one per program jax lowers
@@ -50,8 +51,8 @@ def test_fit_lowers_each_program_once(data):
     # one member: init, chunk, eval, and nothing else (no per-leaf stacking, no second compile of a
     # program whose side-by-side lowering did not match the real call)
     assert _lowerings(lambda: _fit(data, hidden=12)) == 3
-    # two members: plus one program that stacks the members' states
-    assert _lowerings(lambda: _fit(data, hidden=13, seeds=(0, 1))) == 4
+    # two members: the same three (on the CPU the members' states are joined on the host, no program)
+    assert _lowerings(lambda: _fit(data, hidden=13, seeds=(0, 1))) == 3
 
 
 def test_side_by_side_light_and_default_compiles_give_identical_runs(data, monkeypatch):
@@ -73,6 +74,55 @@ def test_compile_side_by_side_fills_jit_cache_and_light_jit_computes_the_same():
     assert _lowerings(lambda: (f(x), g(x))) == 0  # both served from the cache the threads filled
     np.testing.assert_allclose(np.asarray(f(x)), np.asarray(g(x)), rtol=1e-6)
     compile_side_by_side([])  # nothing to do is fine
+
+
+def _long_chain(x):
+    for i in range(400):  # unrolled: ~1200 lines of StableHLO
+        x = jax.numpy.sin(x) * 1.0001 + i * 1e-3
+    return x
+
+
+def test_light_jit_picks_options_by_program_size_and_computes_the_same(monkeypatch):
+    if jax.default_backend() != "cpu":
+        pytest.skip("the size rule is for the CPU")
+    x = np.linspace(-2, 2, 64, dtype=np.float32)
+    small, big = light_jit(lambda v: jax.numpy.tanh(v) * 3 + v.sum()), light_jit(_long_chain)
+    assert small.lower(x).light and not big.lower(x).light
+    options = []
+    real_compile = jax.stages.Lowered.compile
+    monkeypatch.setattr(jax.stages.Lowered, "compile",
+                        lambda self, opts=None: options.append(opts) or real_compile(self, opts))
+    np.testing.assert_array_equal(np.asarray(small(x)), np.asarray(jax.jit(lambda v: jax.numpy.tanh(v) * 3 + v.sum())(x)))
+    np.testing.assert_array_equal(np.asarray(big(x)), np.asarray(jax.jit(_long_chain)(x)))
+    assert options == [compile_mod.LIGHT_COMPILE_OPTIONS, None]
+    assert _lowerings(lambda: (small(x), big(x))) == 0  # the compiled programs are kept and reused
+    # another shape compiles again; under a trace it is plain jit
+    assert small(np.ones(8, np.float32)).shape == (8,)
+    assert jax.eval_shape(big, jax.ShapeDtypeStruct((5,), np.float32)).shape == (5,)
+    assert jax.jit(lambda v: small(v) + 1)(x).shape == (64,)
+
+
+def test_stack_members_joins_on_the_host_exactly_as_the_compiled_concatenation():
+    from nnbasics.engine.loop import PRNG_IMPL
+
+    rng = np.random.default_rng(0)
+    states = [{"w": rng.normal(size=(1, 3, 2)).astype(np.float32), "n": np.array([i], np.int32),
+               "key": jax.random.split(jax.random.key(i, impl=PRNG_IMPL), 1)} for i in range(3)]
+    ref = compile_mod.concat_members(*states)
+    got = _lowerings_and(lambda: compile_mod.stack_members(states))
+    assert got[0] == 0  # nothing compiled
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got[1])):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            assert jax.random.key_impl(b) == jax.random.key_impl(a)
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert compile_mod.stack_members(states[:1]) is states[0]
+
+
+def _lowerings_and(fn):
+    out = []
+    return _lowerings(lambda: out.append(fn())), out[0]
 
 
 def test_mnist1d_benchmark_child_run_reports_json(capsys, monkeypatch):

@@ -34,7 +34,7 @@ import numpy as np
 from nnbasics.data.streaming import StreamingData
 from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
-from nnbasics.engine.compile import compile_side_by_side, concat_members, light_jit
+from nnbasics.engine.compile import compile_side_by_side, light_jit, stack_members
 from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
 from nnbasics.engine.state import TrainState, create_state, evaluate, train_step
 from nnbasics.nn.losses import CLASSIFICATION, LOSSES
@@ -323,7 +323,7 @@ def _initial_state(run: _Run) -> tuple[TrainState, float]:
                               run.run_eval.lower(shape, x_test, y_test, x_train, y_train)])
         seconds = time.perf_counter() - t0
     parts = [run.init_one(k, v) for k, v in zip(keys, values)]
-    state = parts[0] if len(parts) == 1 else concat_members(*parts)
+    state = stack_members(parts)
     if run.mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
         raw = parallel.replicate(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
         state = raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
