@@ -14,23 +14,24 @@ from nnbasics.engine import compile as compile_mod
 from nnbasics.models import get_model
 
 LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"  # one per program jax lowers
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # one per program XLA compiles
 _events: list[str] | None = None
 
 
 def _listener(event: str, duration: float, **kw) -> None:
-    if _events is not None and event == LOWERING_EVENT:
+    if _events is not None:
         _events.append(event)
 
 
 jax.monitoring.register_event_duration_secs_listener(_listener)
 
 
-def _lowerings(fn) -> int:
+def _lowerings(fn, event: str = LOWERING_EVENT) -> int:
     global _events
     _events = []
     try:
         fn()
-        return len(_events)
+        return _events.count(event)
     finally:
         _events = None
 
@@ -74,6 +75,25 @@ def test_compile_side_by_side_fills_jit_cache_and_light_jit_computes_the_same():
     assert _lowerings(lambda: (f(x), g(x))) == 0  # both served from the cache the threads filled
     np.testing.assert_allclose(np.asarray(f(x)), np.asarray(g(x)), rtol=1e-6)
     compile_side_by_side([])  # nothing to do is fine
+
+
+def test_member_keys_made_inside_the_init_program_equal_eager_keys():
+    from nnbasics.engine import loop
+
+    seeds = [0, 1, 123, -5, 2**31 - 1, -2**31, 2**31, 2**32 - 1]
+    as_int32, _ = loop._seeds([{"seed": s, "overrides": {}, "accumulate": 1, "model": {}} for s in seeds])
+    assert as_int32.dtype == np.int32
+    traced = jax.jit(lambda s: jax.random.key_data(jax.random.key(s, impl=loop.PRNG_IMPL)))
+    for s, v in zip(seeds, as_int32):
+        np.testing.assert_array_equal(np.asarray(traced(v)),
+                                      np.asarray(jax.random.key_data(jax.random.key(s, impl=loop.PRNG_IMPL))))
+
+
+def test_compile_side_by_side_takes_a_generator_and_compiles_each_program():
+    fs = [jax.jit(lambda x, k=k: x * k) for k in range(3)]
+    x = np.ones(4, np.float32)
+    assert _lowerings(lambda: compile_side_by_side(f.lower(x) for f in fs), COMPILE_EVENT) == 3
+    assert _lowerings(lambda: [f(x) for f in fs], COMPILE_EVENT) == 0  # served from the cache
 
 
 def _long_chain(x):

@@ -14,7 +14,7 @@ import pathlib
 import sys
 import time
 import warnings
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -27,19 +27,7 @@ LIGHT_COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 # quick preset, one core): below ~900 lines light is 25-40% cheaper, at 1000-1150 the two are within
 # 15%, at 2260-2520 (the 56-layer ResNets) defaults are 1.3-2.3x cheaper. Numbers are identical.
 LIGHT_MAX_LINES = 1000
-_light_compile_ok: bool | None = None
-
-
-def _light_ok() -> bool:
-    """Whether this XLA knows LIGHT_COMPILE_OPTIONS (checked once per process)."""
-    global _light_compile_ok
-    if _light_compile_ok is None:
-        try:
-            jax.jit(lambda v: v + 1, compiler_options=LIGHT_COMPILE_OPTIONS).lower(np.float32(0)).compile()
-            _light_compile_ok = True
-        except Exception:  # an XLA without the option: plain jit
-            _light_compile_ok = False
-    return _light_compile_ok
+_light_compile_ok = True  # False once this XLA has refused the options (an XLA without them)
 
 
 class _SizedJit:
@@ -78,7 +66,15 @@ class _SizedLowered:
         return self._lowered.as_text().count("\n") <= LIGHT_MAX_LINES
 
     def compile(self) -> Any:
-        compiled = self._lowered.compile(LIGHT_COMPILE_OPTIONS if self.light else None)
+        global _light_compile_ok
+        compiled = None
+        if _light_compile_ok and self.light:
+            try:
+                compiled = self._lowered.compile(LIGHT_COMPILE_OPTIONS)
+            except Exception:  # an XLA that does not know the options: its defaults from now on
+                _light_compile_ok = False
+        if compiled is None:
+            compiled = self._lowered.compile()
         self._owner._compiled = compiled
         return compiled
 
@@ -89,7 +85,7 @@ def light_jit(fun: Callable, **kw) -> Callable:
     LIGHT_MAX_LINES), which compile the same numbers; plain jit on GPU/TPU, with an XLA without the
     options, or when NNBASICS_DEFAULT_COMPILE=1. The result supports `f(*args)` and `f.lower(*args)`
     (whose `compile()` is the one the later calls use)."""
-    if jax.default_backend() != "cpu" or os.environ.get("NNBASICS_DEFAULT_COMPILE") or not _light_ok():
+    if jax.default_backend() != "cpu" or os.environ.get("NNBASICS_DEFAULT_COMPILE") or not _light_compile_ok:
         return jax.jit(fun, **kw)
     return _SizedJit(fun, **kw)
 
@@ -118,10 +114,11 @@ def stack_members(states: Sequence[Any]) -> Any:
     return jax.tree.map(join, *states)
 
 
-def compile_side_by_side(lowered: Sequence[Any]) -> None:
+def compile_side_by_side(lowered: Iterable[Any]) -> None:
     """Compile lowered programs in parallel threads (XLA releases the GIL), filling jit's caches, so
     a run's init, first chunk and evaluation compile side by side on a multi-core CPU instead of
-    one after the other. A failure is ignored here: the real call compiles again and raises it."""
+    one after the other. `lowered` may be a generator: each program's compile starts while the next
+    is lowered here. A failure is ignored here: the real call compiles again and raises it."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(low):
@@ -130,8 +127,9 @@ def compile_side_by_side(lowered: Sequence[Any]) -> None:
         except Exception:
             pass
 
-    with ThreadPoolExecutor(max(1, min(len(lowered), os.cpu_count() or 1))) as ex:
-        list(ex.map(one, lowered))
+    with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as ex:
+        for f in [ex.submit(one, low) for low in lowered]:
+            f.result()
 
 
 _CACHE_READ_ERROR = "Error reading persistent compilation cache entry for '"

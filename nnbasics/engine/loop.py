@@ -216,7 +216,7 @@ class _Run:
     mesh: Any
     data: Any
     arrays: tuple[jax.Array, ...]  # x_train, y_train, x_test, y_test (placed on the mesh)
-    init_one: Callable  # (key data, member values) -> one member's state with a member axis of 1
+    init_one: Callable  # (seed as int32, member values) -> one member's state with a member axis of 1
     run_chunk: Callable  # (state, indices, x_train, y_train, length) -> (state, per-step metrics)
     run_step: Callable  # (state, indices of one step, x_train, y_train) -> (state, metrics)
     run_stream_chunk: Callable  # (state, xs, ys) -> (state, per-step metrics)
@@ -243,15 +243,15 @@ def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
 def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any, members: list[dict],
               eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
     """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
-    sample = jnp.zeros((1, *example_shape), jnp.float32)
+    sample = np.zeros((1, *example_shape), np.float32)  # numpy: no eager program to compile
     counts = {m["accumulate"] for m in members}
     # AGC (when on) leaves the layer that produces the logits unclipped, found by tracing the model
     tx = optim.make_optimizer(tc.optimizer, total_steps=int(tc.steps) // min(counts), model=model, sample_input=sample,
                               member_overrides=[m["overrides"] for m in members],
                               accumulate=None if counts == {1} else min(counts))
 
-    def init_member(key_data, values):
-        key = jax.random.wrap_key_data(key_data, impl=PRNG_IMPL)
+    def init_member(seed, values):
+        key = jax.random.key(seed, impl=PRNG_IMPL)  # inside the program: no eager key programs to compile
         state = create_state(model, tx, jax.random.fold_in(key, 0), sample, model_args=values["model"])
         state = state.replace(opt_state=optim.set_member(state.opt_state, values["overrides"], values["accumulate"]))
         return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
@@ -294,35 +294,36 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
     }
 
 
-def _keys(members: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Each member's key data and the values its init writes into the state (as arrays, so one
-    compiled init serves every member)."""
-    keys = np.stack([np.asarray(jax.random.key_data(jax.random.key(m["seed"], impl=PRNG_IMPL))) for m in members])
+def _seeds(members: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Each member's seed as int32 (modulo 2**32, as `jax.random.key` takes a Python int) and the
+    values its init writes into the state (as arrays, so one compiled init serves every member)."""
+    seeds = np.array([m["seed"] % 2**32 for m in members], np.uint32).view(np.int32)
     values = [{"overrides": {k: np.float32(v) for k, v in m["overrides"].items()}, "accumulate": np.int32(m["accumulate"]),
                "model": {k: np.asarray(v) for k, v in m["model"].items()}} for m in members]
-    return keys, values
+    return seeds, values
 
 
 def _initial_state(run: _Run) -> tuple[TrainState, float]:
     """Every member's initial state, stacked (and replicated over the mesh); on one CPU device the
     init, the first chunk and the evaluation are compiled side by side first. Returns (state, the
     seconds spent compiling side by side)."""
-    keys, values = _keys(run.members)
+    seeds, values = _seeds(run.members)
     seconds = 0.0
     if run.mesh is None and not run.streaming and not os.environ.get("NNBASICS_SERIAL_COMPILE"):
         t0 = time.perf_counter()
-        one = jax.eval_shape(run.init_one, keys[0], values[0])
+        one = jax.eval_shape(run.init_one, seeds[0], values[0])
         shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(run.members), *a.shape[1:]), a.dtype), one)
         chunk = min(int(run.tc.eval_every), int(run.tc.steps))
         idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32)
         x_train, y_train, x_test, y_test = run.arrays
-        train = (run.run_chunk.lower(shape, idx, x_train, y_train, np.int32(chunk)) if run.tc.step_mode == "chunk"
-                 else run.run_step.lower(shape, jax.ShapeDtypeStruct((idx.shape[0], idx.shape[2]), np.int32), x_train,
-                                         y_train))
-        compile_side_by_side([run.init_one.lower(keys[0], values[0]), train,
-                              run.run_eval.lower(shape, x_test, y_test, x_train, y_train)])
+        train = ((lambda: run.run_chunk.lower(shape, idx, x_train, y_train, np.int32(chunk))) if run.tc.step_mode == "chunk"
+                 else (lambda: run.run_step.lower(shape, jax.ShapeDtypeStruct((idx.shape[0], idx.shape[2]), np.int32),
+                                                  x_train, y_train)))
+        # the training program first (the longest compile); each compile starts as soon as it is lowered
+        compile_side_by_side(lower() for lower in (train, lambda: run.init_one.lower(seeds[0], values[0]),
+                                                   lambda: run.run_eval.lower(shape, x_test, y_test, x_train, y_train)))
         seconds = time.perf_counter() - t0
-    parts = [run.init_one(k, v) for k, v in zip(keys, values)]
+    parts = [run.init_one(s, v) for s, v in zip(seeds, values)]
     state = stack_members(parts)
     if run.mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
         raw = parallel.replicate(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
