@@ -120,6 +120,8 @@ def test_light_jit_picks_options_by_program_size_and_computes_the_same(monkeypat
     assert small(np.ones(8, np.float32)).shape == (8,)
     assert jax.eval_shape(big, jax.ShapeDtypeStruct((5,), np.float32)).shape == (5,)
     assert jax.jit(lambda v: small(v) + 1)(x).shape == (64,)
+    static = light_jit(lambda v, n: v * n, static_argnums=1)  # static arguments: plain jit, light options
+    assert float(static(np.float32(2), 3)) == 6.0 and float(static(np.float32(2), 4)) == 8.0
 
 
 def test_stack_members_joins_on_the_host_exactly_as_the_compiled_concatenation():

@@ -84,9 +84,11 @@ def light_jit(fun: Callable, **kw) -> Callable:
     with LIGHT_COMPILE_OPTIONS when it is small and with XLA's defaults when it is large (see
     LIGHT_MAX_LINES), which compile the same numbers; plain jit on GPU/TPU, with an XLA without the
     options, or when NNBASICS_DEFAULT_COMPILE=1. The result supports `f(*args)` and `f.lower(*args)`
-    (whose `compile()` is the one the later calls use)."""
+    (whose `compile()` is the one the later calls use). With static arguments: always light."""
     if jax.default_backend() != "cpu" or os.environ.get("NNBASICS_DEFAULT_COMPILE") or not _light_compile_ok:
         return jax.jit(fun, **kw)
+    if "static_argnums" in kw or "static_argnames" in kw:  # a compiled program is called without those
+        return jax.jit(fun, compiler_options=LIGHT_COMPILE_OPTIONS, **kw)
     return _SizedJit(fun, **kw)
 
 
