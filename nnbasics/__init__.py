@@ -42,6 +42,8 @@ _API = {
     "claim": ("nnbasics.runs.claims", "claim"),
     "check": ("nnbasics.runs.claims", "check"),
     "Threshold": ("nnbasics.runs.claims", "Threshold"),
+    # the CPU
+    "set_cpu_threads": ("nnbasics.threads", "set_cpu_threads"),
 }
 __all__ = ["enable_compilation_cache", *_API]
 

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Config values are overridden with --config.KEY=VALUE (e.g. --config.optimizer.learning_rate=0.05).",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    p.add_argument("--cpu-threads", type=_cpu_threads, default=None, metavar="N",
+                   help="XLA:CPU runs each operation on N threads (default: one per core; 1 is faster for the "
+                        "small MNIST-1D models and gives the numbers of a one-core machine); compiling still "
+                        "uses every core. Workers of `reproduce --jobs N` (N > 1) run on one core each")
     g = p.add_argument_group("multi-host (JAX's distributed runtime; automatic under SLURM / TPU pods)")
     g.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize() first")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
@@ -111,6 +115,21 @@ def _jobs(text: str) -> int:
         from nnbasics.runs.jobs import available_cores
 
         n = len(available_cores())
+    return n
+
+
+def _cpu_threads(text: str) -> int:
+    """--cpu-threads N: 1 to the number of cores this process may use."""
+    from nnbasics.runs.jobs import available_cores
+
+    cores = len(available_cores())
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= cores:
+        raise argparse.ArgumentTypeError(f"--cpu-threads wants a whole number from 1 to {cores} (the cores this "
+                                         f"process may use), got {text!r}")
     return n
 
 
@@ -196,7 +215,8 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _start(args: argparse.Namespace) -> None:
-    """Quiet mode, the compilation cache and (with --multihost/--coordinator) JAX's distributed runtime."""
+    """Quiet mode, the compilation cache, (with --multihost/--coordinator) JAX's distributed runtime and
+    (with --cpu-threads) the size of XLA's CPU thread pools."""
     set_quiet(args.quiet)
     warnings.formatwarning = _format_warning
     from nnbasics import enable_compilation_cache
@@ -208,6 +228,10 @@ def _start(args: argparse.Namespace) -> None:
         initialize_distributed(True, args.coordinator, args.num_processes, args.process_id)
         if args.process_id not in (None, 0):
             set_quiet(True)
+    if args.cpu_threads is not None:
+        from nnbasics.threads import set_cpu_threads
+
+        set_cpu_threads(args.cpu_threads)
 
 
 def _all_pass(results: Sequence[Mapping[str, Any]]) -> int:

@@ -60,7 +60,7 @@ def test_reproduce_with_two_jobs_runs_each_experiment_in_a_worker_on_one_core(tm
         assert r["cores"] == 1 and r["finished"] > r["started"]
     assert by_name["perceptron_xor"]["training"]["member_steps"] > 0  # trains through fit: its steps counted
     text = (root / "report.md").read_text()
-    assert "| cores | compile s | member-steps/s |" in text and "From the first experiment's start" in text
+    assert "| XLA threads | compile s | member-steps/s |" in text and "From the first experiment's start" in text
     assert not list((root / ".jobs").glob("*.log"))  # a worker's log is kept only when it failed
     stamp = (root / "momentum-smoke" / "claims.json").stat().st_mtime_ns
     again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

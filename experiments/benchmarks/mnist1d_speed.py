@@ -62,11 +62,14 @@ def nnbasics_seconds(model_name: str, data, steps: int = STEPS, impl: str | None
 
 
 def nnbasics_fresh_process(model_name: str, steps: int = STEPS, impl: str | None = None,
-                           cache_dir: str | None = None, root: str | None = None) -> dict:
+                           cache_dir: str | None = None, root: str | None = None, cpu_threads: int = 0) -> dict:
     """`nnbasics_seconds` in a new Python process; `cache_dir` turns on the persistent compilation
-    cache there (None: no cache, a cold run); `root`: another checkout to time (default: this one)."""
+    cache there (None: no cache, a cold run); `root`: another checkout to time (default: this one);
+    `cpu_threads` > 0: `nnbasics.set_cpu_threads(cpu_threads)` first (0: XLA's default pools)."""
     cmd = [sys.executable, "-m", "experiments.benchmarks.mnist1d_speed", "--child", model_name,
            "--steps", str(steps)]
+    if cpu_threads:
+        cmd += ["--cpu-threads", str(cpu_threads)]
     if impl:
         cmd += ["--impl", impl]
     if cache_dir:
@@ -80,6 +83,10 @@ def nnbasics_fresh_process(model_name: str, steps: int = STEPS, impl: str | None
 
 def _child(args) -> int:
     """Entry point of the fresh process: one timed run, one JSON line on stdout."""
+    if args.cpu_threads and args.cpu_threads[0]:
+        from nnbasics.threads import set_cpu_threads
+
+        set_cpu_threads(args.cpu_threads[0])
     if args.cache_dir:
         from nnbasics import enable_compilation_cache
 
@@ -110,9 +117,10 @@ def spread(values) -> str:
 
 
 def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xla: bool = False,
-            torch_threads: int = 1, modes=("cold", "warm")) -> dict:
-    """Alternate nnbasics (fresh processes, cold and/or warm) and PyTorch runs; returns
-    {model: {"torch": [runs], "cold": [runs], "warm": [runs], "ratio_cold": [...], ...}}.
+            torch_threads: int = 1, modes=("cold", "warm"), cpu_threads=(0,)) -> dict:
+    """Alternate nnbasics (fresh processes, cold and/or warm, with each of `cpu_threads`: 0 is XLA's
+    default pools, n > 0 `set_cpu_threads(n)`) and PyTorch runs; returns {model: {"torch": [runs],
+    "cold": [runs], "warm": [runs], "ratio_cold": [...], ...}} (keys "cold, 1 XLA thread" etc. for n > 0).
 
     PyTorch runs with `torch_threads` threads: 1 is its fastest setting for these tiny layers (with
     2 threads its per-op synchronization dominates), so the ratio is conservative."""
@@ -130,21 +138,24 @@ def compare(models=("mlp", "cnn"), repeats: int = 2, steps: int = STEPS, with_xl
     out = {}
     with tempfile.TemporaryDirectory(prefix="nnbasics-bench-cache-") as cache:
         for name in models:
-            r = {"torch": [], "cold": [], "warm": [], "xla": []}
+            variants = [(m, t, m if not t else f"{m}, {t} XLA thread{'s' if t > 1 else ''}")
+                        for m in modes for t in cpu_threads]
+            r = {"torch": [], "xla": [], **{label: [] for _, _, label in variants}}
             torch_seconds(name, data, 50)  # PyTorch's lazy initialization, not timed
             if "warm" in modes:  # fill the cache once (not timed)
                 nnbasics_fresh_process(NAMES[name], steps, cache_dir=os.path.join(cache, name))
             for _ in range(repeats):
-                for mode in modes:
-                    r[mode].append(nnbasics_fresh_process(
-                        NAMES[name], steps, cache_dir=os.path.join(cache, name) if mode == "warm" else None))
+                for mode, threads, label in variants:
+                    r[label].append(nnbasics_fresh_process(
+                        NAMES[name], steps, cache_dir=os.path.join(cache, name) if mode == "warm" else None,
+                        cpu_threads=threads))
                     r["torch"].append(torch_seconds(name, data, steps))
                 if with_xla and name == "cnn":
                     r["xla"].append(nnbasics_fresh_process(NAMES[name], steps, impl="xla"))
             t_wall = [x["seconds"] for x in r["torch"]]
             print(f"{name}: torch {spread(t_wall)} s wall, {spread([x['cpu'] for x in r['torch']])} s CPU "
                   f"(test acc {np.mean([x['acc'] for x in r['torch']]):.3f})", flush=True)
-            for mode in modes:
+            for _, _, mode in variants:
                 runs = r[mode]
                 wall = [x["seconds"] for x in runs]
                 ratio = np.median(t_wall) / np.asarray(wall)
@@ -172,6 +183,9 @@ def main(argv=None) -> int:
     p.add_argument("--xla", action="store_true", help="also time the CNN with impl='xla' (lax.conv)")
     p.add_argument("--torch-threads", type=int, default=1)
     p.add_argument("--one-core", action="store_true", help="pin every run to one core (steadier on a busy machine)")
+    p.add_argument("--cpu-threads", type=int, nargs="+", default=[0], metavar="N",
+                   help="time nnbasics with each of these XLA:CPU thread counts (0: XLA's default, one per core; "
+                        "n: nnbasics.set_cpu_threads(n)), e.g. --cpu-threads 0 1")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
@@ -183,7 +197,8 @@ def main(argv=None) -> int:
     if not torch_available():
         print("torch is not installed: skipping the PyTorch comparison (pip install -e .[bench])")
         return 0
-    compare(tuple(args.models), args.repeats, args.steps, args.xla, args.torch_threads, tuple(args.modes))
+    compare(tuple(args.models), args.repeats, args.steps, args.xla, args.torch_threads, tuple(args.modes),
+            tuple(args.cpu_threads))
     return 0
 
 

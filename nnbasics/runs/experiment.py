@@ -33,6 +33,7 @@ from nnbasics.registry import UnknownNameError, unknown_name_message
 from nnbasics.runs import report
 from nnbasics.runs import workdir as workdir_lib
 from nnbasics.runs.workdir import default_workdir
+from nnbasics.threads import cpu_threads
 
 PRESETS = ("full", "quick", "smoke")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
@@ -292,7 +293,7 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
         "cpu_seconds": round(cpu_seconds, 2),
         "seeds": _seed_count(cfg),
         "started": round(started, 1), "finished": round(time.time(), 1),  # the reproduction's span
-        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cores": cpu_threads(),  # XLA:CPU's threads per operation (what the numbers depend on)
         "training": wd.training_summary(),
         "claims": list(claims),
         "figures": list(wd.list_figures()),
