@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
@@ -262,13 +263,17 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
     def member_chunk(state, idx, xs, ys, length):
         """The first `length` steps of idx (steps, batch): the batches are gathered from the on-device
         set. A run-time trip count, so a shorter last chunk reuses this program (no second compile)."""
+        # the step is traced once: its jaxpr gives the metrics' shapes for the buffers and is replayed in
+        # the loop body (the same operations as tracing it there again; a deep net's trace is not free)
+        traced, shapes = jax.make_jaxpr(step, return_shape=True)(state, (xs[idx[0]], ys[idx[0]]))
+        replay, tree = jax_core.jaxpr_as_fun(traced), jax.tree.structure(shapes)
+
         def body(i, carry):
             st, out = carry
-            st, metrics = step(st, (xs[idx[i]], ys[idx[i]]))
+            st, metrics = jax.tree.unflatten(tree, replay(*jax.tree.leaves((st, (xs[idx[i]], ys[idx[i]])))))
             return st, jax.tree.map(lambda buf, v: buf.at[i].set(v), out, metrics)
 
-        shapes = jax.eval_shape(step, state, (xs[idx[0]], ys[idx[0]]))[1]
-        out = jax.tree.map(lambda a: jnp.zeros((idx.shape[0], *a.shape), a.dtype), shapes)
+        out = jax.tree.map(lambda a: jnp.zeros((idx.shape[0], *a.shape), a.dtype), shapes[1])
         return jax.lax.fori_loop(0, length, body, (state, out))
 
     def member_step(state, ix, xs, ys):
