@@ -22,12 +22,15 @@ import warnings
 _pool_threads: int | None = None  # what set_cpu_threads gave XLA's pools in this process
 
 
+def available_cores() -> list[int]:
+    """The cores this process may use (its affinity; every core where the system has none)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def cpu_threads() -> int:
     """The threads XLA:CPU runs an operation on in this process: what `set_cpu_threads` set, else one
     per core the process may use (XLA's default)."""
-    if _pool_threads is not None:
-        return _pool_threads
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return _pool_threads if _pool_threads is not None else len(available_cores())
 
 
 def _backend_exists() -> bool:
@@ -55,7 +58,7 @@ def set_cpu_threads(n: int) -> bool:
         warnings.warn("set_cpu_threads needs Linux's per-thread CPU affinity; XLA keeps one thread per core here",
                       stacklevel=2)
         return False
-    cores = sorted(os.sched_getaffinity(0))
+    cores = available_cores()
     if not 1 <= n <= len(cores):
         raise ValueError(f"cpu threads must be from 1 to {len(cores)} (the cores this process may use: "
                          f"{','.join(map(str, cores))}), got {n}")

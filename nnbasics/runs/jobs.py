@@ -26,10 +26,7 @@ import time
 from typing import Any, Iterable
 
 from nnbasics.progress import log
-
-
-def available_cores() -> list[int]:
-    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+from nnbasics.threads import available_cores
 
 
 def core_sets(jobs: int, cores: list[int] | None = None) -> list[list[int]]:

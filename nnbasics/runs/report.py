@@ -102,8 +102,9 @@ def combined_report(
 def timing_table(results: Sequence[Mapping[str, Any]]) -> str:
     """Wall and CPU seconds, the threads XLA:CPU ran each experiment's operations on, its fits' compile
     seconds and training rate (member-steps per second after compiling: one step of one seed or setting),
-    seeds and claims, slowest first, and the total; then the reproduction's span, from the first experiment's start to the
-    last one's end (experiments run side by side with `--jobs` make it less than the sum of walls)."""
+    seeds and claims, slowest first, and the total; then the reproduction's span, from the first
+    experiment's start to the last one's end (experiments run side by side with `--jobs` make it less
+    than the sum of walls)."""
     lines = ["| experiment | wall s | CPU s | CPU / wall | XLA threads | compile s | member-steps/s | seeds | claims |",
              "|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(results, key=lambda r: -float(r.get("seconds", 0)))
