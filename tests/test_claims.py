@@ -124,3 +124,30 @@ def test_seed_offset_names_the_workdir():
     assert str(exp.default_workdir("mnist1d", "quick", "runs")) == "runs/mnist1d-quick"
     with pytest.raises(exp.config_lib.ConfigError):
         exp.get_config("mnist1d", "smoke", seed_offset=-1)
+
+
+def test_seeds_needed_is_the_smallest_n_of_the_rule():
+    import math
+
+    from nnbasics.runs.claims import seeds_needed, t_quantile
+
+    def brute(mean, std, bound):
+        for n in range(2, 10_001):
+            if t_quantile(n - 1) * std / math.sqrt(n) <= abs(mean - bound) / 2:
+                return n
+        return None
+
+    for mean, std, bound in [(3.0, 1.41, 0.0), (2.2, 2.6, 0.0), (1.0, 1.0, 0.0), (-0.005, 0.0085, -0.02),
+                             (31.6, 0.4, 28.5), (0.9, 0.05, 0.9 - 1e-3), (5.0, 100.0, 0.0)]:
+        assert seeds_needed(mean, std, bound) == brute(mean, std, bound), (mean, std, bound)
+    assert seeds_needed(3.0, 1.41, 0.0) == 6  # t(5) 1.41 / sqrt(6) = 1.48 <= 1.5; at n = 5: 1.75
+    assert seeds_needed(1.0, 0.0, 0.0) == 2 and seeds_needed(1.0, 0.0, 1.0) is None
+    assert seeds_needed(0.0, 1.0, 0.0) is None and seeds_needed(1.0, float("nan"), 0.0) is None
+
+
+def test_every_random_check_carries_its_seed_count():
+    from nnbasics.runs.claims import Threshold, check, seeds_needed
+
+    k = check("gain", [2.0, 3.0, 4.0, 3.5], Threshold(">", 0.0))
+    assert k["seeds_needed"] == seeds_needed(k["mean"], k["std"], 0.0) == 4  # t(3) 0.854 / 2 <= 3.125 / 2
+    assert "seeds_needed" not in check("count", 5, Threshold(">=", 1), random=False)

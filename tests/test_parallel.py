@@ -1,4 +1,5 @@
-"""Data parallelism: 8 simulated CPU devices train to the same parameters and metrics as one."""
+"""Parallelism: 8 simulated CPU devices (batch split, members split, or both) train to the same
+parameters and metrics as one."""
 
 import json
 import os
@@ -8,29 +9,64 @@ import sys
 import numpy as np
 import pytest
 
-from nnbasics.engine.parallel import check_divisible, data_mesh
+from nnbasics.engine.parallel import check_divisible, check_mesh, data_mesh, mesh_shape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _train(devices: int) -> dict:
+def _train(devices: int, *names: str) -> dict:
     env = {**os.environ, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    out = subprocess.run([sys.executable, os.path.join(HERE, "dp_train_script.py")], env=env,
+    out = subprocess.run([sys.executable, os.path.join(HERE, "dp_train_script.py"), *names], env=env,
                          capture_output=True, text=True, timeout=600, cwd=os.path.dirname(HERE))
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout)
+    return json.loads(out.stdout), out.stderr
 
 
-def test_eight_devices_equal_one():
-    one, eight = _train(1), _train(8)
+def _assert_same(one: dict, many: dict) -> None:
+    for a, b in zip(one["params"] + one["stats"], many["params"] + many["stats"]):
+        a, b = np.asarray(a), np.asarray(b)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(a).max()))
+    np.testing.assert_allclose(many["test_accuracy"], one["test_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(many["train_loss"], one["train_loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("names,meshes", [
+    (("mlp", "bn"), {"mlp": [1, 8], "bn": [1, 8]}),  # the batch split 8 ways (BatchNorm statistics global)
+    (("mlp_members", "bn_members", "mlp_subset"), {"mlp_members": [4, 2], "bn_members": [4, 2], "mlp_subset": [3, 1]}),
+])
+def test_eight_devices_equal_one(names, meshes):
+    (one, _), (eight, err) = _train(1, *names), _train(8, *names)
     assert one["devices"] == 1 and eight["devices"] == 8
-    for name in ("mlp", "bn"):
-        for a, b in zip(one[name]["params"] + one[name]["stats"], eight[name]["params"] + eight[name]["stats"]):
-            a, b = np.asarray(a), np.asarray(b)
-            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * max(1.0, np.abs(a).max()))
-        np.testing.assert_allclose(eight[name]["test_accuracy"], one[name]["test_accuracy"], atol=1e-6)
-        np.testing.assert_allclose(eight[name]["train_loss"], one[name]["train_loss"], rtol=1e-5)
+    for name in names:
+        assert one[name]["mesh"] == [1, 1]
+        assert eight[name]["mesh"] == meshes[name], name
+        _assert_same(one[name], eight[name])
+    if "mlp_subset" in names:  # one line says which devices stay idle and what would use them all
+        assert err.count("training on 3 of 8 devices") == 1, err
+        assert "a batch size of 8 or 16 would use every device" in err
+
+
+def test_mesh_shape_rule():
+    assert mesh_shape(8, 2, 32) == (1, 8)  # the batch divides: split it
+    assert mesh_shape(8, 4, 128) == (1, 8)  # both would fill 8 devices: the batch first
+    assert mesh_shape(8, 8, 100) == (2, 4)  # 100 = 4 x 25: 4 batch shards x 2 member groups
+    assert mesh_shape(8, 16, 50) == (4, 2)
+    assert mesh_shape(8, 3, 50) == (3, 2)  # nothing fills 8: the largest that fits (6 devices)
+    assert mesh_shape(8, 1, 50) == (1, 5)
+    assert mesh_shape(8, 3, 11) == (3, 1)
+    assert mesh_shape(8, 1, 7) == (1, 7)
+    assert mesh_shape(8, 1, 1) == (1, 1)
+    assert mesh_shape(8, 3, 7, whole=True) == (0, 0)  # several processes: every device or nothing
+    assert mesh_shape(8, 4, 6, whole=True) == (4, 2)
+    assert mesh_shape(1, 5, 7) == (1, 1)
+    for devices in (1, 2, 3, 4, 6, 8):  # every shape is valid and as large as any valid one
+        for members in range(1, 13):
+            for batch in range(1, 40):
+                m, d = mesh_shape(devices, members, batch)
+                assert members % m == 0 and batch % d == 0 and m * d <= devices
+                assert all(mm * dd <= m * d for mm in range(1, members + 1) if members % mm == 0
+                           for dd in range(1, batch + 1) if batch % dd == 0 and mm * dd <= devices)
 
 
 def test_batch_must_divide_over_devices():
@@ -38,10 +74,20 @@ def test_batch_must_divide_over_devices():
 
     mesh = data_mesh(jax.devices()[:1])
     check_divisible(7, mesh)  # one device: anything divides
+    check_mesh(mesh, 3, 7)
 
     class FakeMesh:
-        class devices:
-            size = 8
+        axis_names = ("data",)
+        shape = {"data": 8}
 
     with pytest.raises(ValueError, match="batch_size=100 does not divide evenly over 8 devices.*96 or 104"):
         check_divisible(100, FakeMesh)
+    with pytest.raises(ValueError, match="batch_size=100 does not divide evenly over the 8 devices.*96 or 104"):
+        check_mesh(FakeMesh, 1, 100)
+
+    class FakeMembersMesh:
+        axis_names = ("members", "data")
+        shape = {"members": 4, "data": 1}
+
+    with pytest.raises(ValueError, match="3 member.*do not divide evenly over the 4 devices of the mesh's 'members'"):
+        check_mesh(FakeMembersMesh, 3, 100)

@@ -157,17 +157,17 @@ def test_robustness_table_counts_verdicts(tmp_path, capsys):
     r = _result("mnist1d")
     r["claims"].append(claims.claim("d", "b", "s", "e", {},
                                     checks=[claims.check("x", [0.5, 1.5, 1.2], claims.Threshold(">=", 1.0))]))
-    r["versions"] = {"cpus": "1", "cpu_flags": "avx2"}
+    r["versions"] = {"cpus": "1", "cpu_flags": "avx2", "devices": "8"}
     table = robustness_table([("`runs/claims-seed100.json`", {"experiments": [r], "seed_offset": 100})])
-    assert "| `runs/claims-seed100.json` | 100 | 1 | avx2 | 1 of 2 | 0 | 1 |" in table
+    assert "| `runs/claims-seed100.json` | 100 | 8 | 1 | avx2 | 1 of 2 | 0 | 1 |" in table
     # the threads XLA ran the operations on (what the numbers depend on), not the cores the process had
     r["versions"]["cpus"], r["cores"] = "2", 1
-    assert "| one thread | 0 | 1 | avx2 |" in robustness_table([("one thread", {"experiments": [r]})])
+    assert "| one thread | 0 | 8 | 1 | avx2 |" in robustness_table([("one thread", {"experiments": [r]})])
     exp.write_reports(tmp_path, [_result(n) for n in exp.experiment_names()], exp.experiment_names())
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:begin -->\n<!-- results:end -->\n<!-- robustness:begin -->\nold\n<!-- robustness:end -->\n")
     assert main(["readme", "--root", str(tmp_path), "--readme", str(readme)]) == 0
-    assert "old" not in readme.read_text() and "| 0 | ? | ? | 18 of 18 |" in readme.read_text().replace(
+    assert "old" not in readme.read_text() and "| 0 | ? | ? | ? | 18 of 18 |" in readme.read_text().replace(
         f"{len(exp.experiment_names())} of {len(exp.experiment_names())}", "18 of 18")
 
 

@@ -3,8 +3,9 @@
 For data that fits on the device (every embedded set) a chunk of `eval_every` steps runs inside one
 compiled program (`lax.scan` over `train_step`, `vmap` over members), with no host sync per step;
 after each chunk the host checks the losses, evaluates, writes a metrics row, and checkpoints when
-due. With more than one device the batch is sharded over a `data` mesh axis and the state is
-replicated; `jit` adds the all-reduce, so results equal one device's up to float rounding.
+due. With more than one device the mesh (`parallel.training_mesh`) splits the batch over a `data`
+axis (`jit` adds the all-reduce) and whole members over a `members` axis (no communication), each
+where it divides; a member's numbers equal one device's up to float rounding.
 
     result = fit(model, dataset, TrainConfig(steps=1000, batch_size=100, seeds=(0, 1)))
     result.final("test_accuracy")  # one number per seed
@@ -69,7 +70,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     eval_train: bool = False  # also evaluate on the whole training set at every eval point
     stop_on_nan: bool = True
-    data_parallel: bool = True
+    data_parallel: bool = True  # use every device (members and batch split over a mesh); False: one device
     checkpoint_every: int = 0  # steps between checkpoints (0: only at the end) when checkpointing is on
     keep_checkpoints: int = 2
 
@@ -289,13 +290,13 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
                                                                    mesh).items()})
         return {**out, **{name: f(st) for name, f in eval_fns.items()}}
 
-    donate = functools.partial(jax.jit, donate_argnums=(0,))
+    donate, vmap = functools.partial(jax.jit, donate_argnums=(0,)), parallel.vmap_members
     return {
         "init_one": light_jit(init_member),  # compiled once, called per member: cheaper than a vmapped init
-        "run_chunk": donate(jax.vmap(member_chunk, in_axes=(0, 0, None, None, None))),
-        "run_step": donate(jax.vmap(member_step, in_axes=(0, 0, None, None))),
-        "run_stream_chunk": donate(jax.vmap(member_stream, in_axes=(0, None, None))),
-        "run_eval": light_jit(jax.vmap(member_eval, in_axes=(0, None, None, None, None))),
+        "run_chunk": donate(vmap(member_chunk, (0, 0, None, None, None), mesh)),
+        "run_step": donate(vmap(member_step, (0, 0, None, None), mesh)),
+        "run_stream_chunk": donate(vmap(member_stream, (0, None, None), mesh)),
+        "run_eval": light_jit(vmap(member_eval, (0, None, None, None, None), mesh)),
     }
 
 
@@ -330,8 +331,8 @@ def _initial_state(run: _Run) -> tuple[TrainState, float]:
         seconds = time.perf_counter() - t0
     parts = [run.init_one(s, v) for s, v in zip(seeds, values)]
     state = stack_members(parts)
-    if run.mesh is not None:  # replicate over the mesh (host values, so it also works across processes)
-        raw = parallel.replicate(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
+    if run.mesh is not None:  # members split over the mesh (host values, so it also works across processes)
+        raw = parallel.shard_members(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
         state = raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
     return state, seconds
 
@@ -358,13 +359,13 @@ def _train_chunk(run: _Run, state: TrainState, step: int, length: int) -> tuple[
         if run.tc.step_mode == "step":  # dispatched one by one (asynchronously: no host sync per step)
             got = []
             for i in range(length):
-                state, m = run.run_step(state, parallel.replicate(idx[:, i], run.mesh), run.arrays[0], run.arrays[1])
+                state, m = run.run_step(state, parallel.shard_members(idx[:, i], run.mesh), run.arrays[0], run.arrays[1])
                 got.append(m)
             got = jax.device_get(got)  # one transfer for the chunk's metrics, not one per step
             return state, {k: np.stack([m[k] for m in got], axis=1) for k in got[0]}
         capacity = min(int(run.tc.eval_every), int(run.tc.steps))  # every chunk has this shape (unused steps: 0s)
         idx = np.pad(idx, ((0, 0), (0, capacity - length), (0, 0)))
-        state, metrics = run.run_chunk(state, parallel.replicate(idx, run.mesh), run.arrays[0], run.arrays[1],
+        state, metrics = run.run_chunk(state, parallel.shard_members(idx, run.mesh), run.arrays[0], run.arrays[1],
                                        np.int32(length))
         return state, {k: np.asarray(v)[:, :length] for k, v in metrics.items()}
     parts, done = [], 0  # several transfers of a few batches each
@@ -455,17 +456,24 @@ def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainRe
     return run
 
 
-def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any) -> _Run:
+def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None) -> _Run:
     """Check the config, choose the mesh, place the data and build the compiled programs."""
+    from nnbasics.config import ConfigError
+
     streaming = isinstance(data, StreamingData)
-    validate_train_config(tc, num_train=None if streaming else len(data.x_train))
-    if streaming and tc.eval_train:
-        raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
-    if mesh == "auto":
-        mesh = parallel.default_mesh() if tc.data_parallel else None
-    parallel.check_divisible(int(tc.batch_size), mesh)
+    try:  # a bad value or a device count that cannot take the work: one line for the user, before any compile
+        validate_train_config(tc, num_train=None if streaming else len(data.x_train))
+        if streaming and tc.eval_train:
+            raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
+        members = _members(tc)
+        if mesh == "auto":  # the devices split the batch where it divides, else whole members (parallel.py)
+            mesh = parallel.training_mesh(len(members), int(tc.batch_size)) if tc.data_parallel else None
+        parallel.check_mesh(mesh, len(members), int(tc.batch_size))
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{tag + ': ' if tag else ''}{e}") from None
     example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
-    members = _members(tc)
     return _Run(tc, members, mesh, data, _place(data, tc, mesh),
                 **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {})))
 
@@ -497,7 +505,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
             checkpoint_dir, tc = workdir.checkpoint_dir, dataclasses.replace(tc, checkpoint_every=workdir.checkpoint_every)
     interrupt_dir = checkpoint_dir or getattr(workdir, "interrupt_dir", None)
     t0 = time.perf_counter()
-    run = _setup(model, data, tc, mesh, eval_fns)
+    run = _setup(model, data, tc, mesh, eval_fns, tag)
     state, compile_seconds = _initial_state(run)
     ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:

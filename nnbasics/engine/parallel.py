@@ -1,13 +1,18 @@
-"""Data parallelism through JAX's own sharding: one `Mesh` over all devices with axis `data`.
+"""Parallelism through JAX's own sharding: one `Mesh` over the devices with axes `members` and `data`.
 
-Batches are sharded along `data`, training state and on-device data sets are replicated, and
-`jit` inserts the gradient all-reduce. The same code runs on one CPU, all local accelerators,
-or many hosts after `initialize_distributed()`.
+`fit` trains members (seeds x settings) side by side, vmapped. On several devices the members axis
+of the mesh splits them (each device trains whole members: no all-reduce, the one-device numbers)
+and the data axis splits each batch (`jit` inserts the gradient all-reduce; BatchNorm's batch
+statistics stay global). `training_mesh` picks the two sizes from what divides: the batch over the
+devices when it divides, otherwise the members, otherwise the largest mesh that fits (with one line
+saying which devices stay idle). On-device data sets are replicated. The same code runs on one CPU,
+all local accelerators, or many hosts after `initialize_distributed()`.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Sequence
 
 import jax
@@ -15,6 +20,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+MEMBERS_AXIS = "members"
 DATA_AXIS = "data"
 
 
@@ -24,9 +30,106 @@ def data_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def default_mesh() -> Mesh | None:
-    """The mesh training uses by default: all devices, or None when there is only one."""
-    return data_mesh() if jax.device_count() > 1 else None
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def mesh_shape(devices: int, members: int, batch_size: int, whole: bool = False) -> tuple[int, int]:
+    """(members axis, data axis) sizes for `members` vmapped members with batches of `batch_size` on
+    `devices` devices: the data axis divides the batch, the members axis divides the members, and
+    their product is at most `devices` (exactly `devices` when `whole`, as several processes need).
+    The largest product wins; among equals the larger data axis (the batch is split first). Returns
+    (0, 0) when `whole` and nothing fits."""
+    best = (0, 0)
+    for d in _divisors(batch_size):
+        if d > devices:
+            break
+        for m in _divisors(members):
+            used = m * d
+            if used > devices or (whole and used != devices):
+                continue
+            if (used, d) > (best[0] * best[1], best[1]):
+                best = (m, d)
+    return best
+
+
+def valid_batch_sizes(devices: int, near: int, members: int = 1) -> list[int]:
+    """The batch sizes nearest to `near` (one below, one above) with which `members` members use all
+    `devices` devices."""
+    def fills(b: int) -> bool:
+        return mesh_shape(devices, members, b, whole=True)[0] > 0
+
+    below = next((b for b in range(near, 0, -1) if fills(b)), None)
+    above = next(b for b in range(near + 1, near + devices + 1) if fills(b))  # a multiple of `devices` is there
+    return [b for b in (below, above) if b is not None]
+
+
+_told: set[str] = set()
+
+
+def _say_once(line: str) -> None:
+    if line not in _told:
+        _told.add(line)
+        print(f"nnbasics: {line}", file=sys.stderr, flush=True)
+
+
+def training_mesh(members: int, batch_size: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """The mesh `fit` trains on: (members, data) over as many of `devices` (default: all) as the member
+    count and the batch size allow; None on one device. When some devices stay idle one line says so;
+    with several processes every device must take part, or a ValueError names the valid batch sizes."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if n == 1:
+        return None
+    multi = jax.process_count() > 1
+    m, d = mesh_shape(n, members, batch_size, whole=multi)
+    if m == 0:
+        raise ValueError(
+            f"batch_size={batch_size} with {members} member(s) cannot use all {n} devices of {jax.process_count()} "
+            f"processes (each device takes a share of the batch or whole members): use a batch size such as "
+            f"{' or '.join(map(str, valid_batch_sizes(n, batch_size, members)))}, or a member count (seeds x "
+            f"settings) that {n} divides")
+    if m * d < n:
+        _say_once(f"training on {m * d} of {n} devices (members split {m} ways, each batch {d} ways): batch_size="
+                  f"{batch_size} and {members} member(s) do not fill {n}; a batch size of "
+                  f"{' or '.join(map(str, valid_batch_sizes(n, batch_size, members)))} would use every device")
+    return Mesh(np.asarray(devices[:m * d]).reshape(m, d), (MEMBERS_AXIS, DATA_AXIS))
+
+
+def axis_size(mesh: Mesh | None, axis: str) -> int:
+    """How many devices `axis` of the mesh spans (1 without a mesh or without that axis)."""
+    return 1 if mesh is None or axis not in mesh.axis_names else int(mesh.shape[axis])
+
+
+def _axis(mesh: Mesh, axis: str) -> str | None:
+    return axis if axis in mesh.axis_names else None
+
+
+def check_mesh(mesh: Mesh | None, members: int, batch_size: int) -> None:
+    """Raise a clear error when a given mesh does not split the batch or the members evenly."""
+    if mesh is None:
+        return
+    d, m = axis_size(mesh, DATA_AXIS), axis_size(mesh, MEMBERS_AXIS)
+    if batch_size % d:
+        raise ValueError(
+            f"batch_size={batch_size} does not divide evenly over the {d} devices of the mesh's '{DATA_AXIS}' "
+            f"axis (per-device batch = global batch / device count); use a multiple of {d}, e.g. "
+            f"{' or '.join(map(str, valid_batch_sizes(d, batch_size)))}")
+    if members % m:
+        raise ValueError(f"{members} member(s) (seeds x settings) do not divide evenly over the {m} devices of the "
+                         f"mesh's '{MEMBERS_AXIS}' axis; use a member count that {m} divides")
+
+
+def check_divisible(batch_size: int, mesh: Mesh | None, what: str = "batch_size") -> None:
+    """Raise a clear error when a global batch does not split evenly over the mesh's data axis."""
+    if mesh is None:
+        return
+    n = axis_size(mesh, DATA_AXIS)
+    if batch_size % n:
+        raise ValueError(
+            f"{what}={batch_size} does not divide evenly over {n} devices "
+            f"(per-device batch = global batch / device count); use a multiple of {n}, e.g. "
+            f"{' or '.join(map(str, valid_batch_sizes(n, batch_size)))}")
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -34,23 +137,22 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
-    """Sharding that splits dimension `batch_axis` over the 'data' axis."""
-    spec = [None] * batch_axis + [DATA_AXIS]
+    """Sharding that splits dimension `batch_axis` over the 'data' axis (replicated over members)."""
+    spec = [None] * batch_axis + [_axis(mesh, DATA_AXIS)]
     return NamedSharding(mesh, P(*spec))
 
 
-def check_divisible(batch_size: int, mesh: Mesh | None, what: str = "batch_size") -> None:
-    """Raise a clear error when a global batch does not split evenly over the devices."""
-    if mesh is None:
-        return
-    n = mesh.devices.size
-    if batch_size % n:
-        lo = (batch_size // n) * n
-        hint = f"{lo} or {lo + n}" if lo else f"{n}"
-        raise ValueError(
-            f"{what}={batch_size} does not divide evenly over {n} devices "
-            f"(per-device batch = global batch / device count); use a multiple of {n}, e.g. {hint}"
-        )
+def members_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits the leading (member) dimension over the 'members' axis."""
+    return NamedSharding(mesh, P(_axis(mesh, MEMBERS_AXIS)))
+
+
+def vmap_members(fun: Any, in_axes: Any, mesh: Mesh | None) -> Any:
+    """`jax.vmap` over members; on a mesh with a members axis, sharding constraints inside `fun` get the
+    member dimension on that axis (so a batch constraint keeps each member's batch on its devices)."""
+    if mesh is not None and MEMBERS_AXIS in mesh.axis_names:
+        return jax.vmap(fun, in_axes=in_axes, spmd_axis_name=MEMBERS_AXIS)
+    return jax.vmap(fun, in_axes=in_axes)
 
 
 def shard_batch_constraint(tree: Any, mesh: Mesh | None) -> Any:
@@ -60,13 +162,7 @@ def shard_batch_constraint(tree: Any, mesh: Mesh | None) -> Any:
     return jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, batch_sharding(mesh)), tree)
 
 
-def replicate(tree: Any, mesh: Mesh | None) -> Any:
-    """Place a pytree of host arrays on every device of the mesh (no-op without a mesh).
-
-    With several processes every process must pass the same values (each fills its own devices)."""
-    if mesh is None:
-        return tree
-    sharding = replicated(mesh)
+def _put(tree: Any, sharding: NamedSharding) -> Any:
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
 
@@ -75,6 +171,20 @@ def replicate(tree: Any, mesh: Mesh | None) -> Any:
         return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
 
     return jax.tree.map(put, tree)
+
+
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """Place a pytree of host arrays on every device of the mesh (no-op without a mesh).
+
+    With several processes every process must pass the same values (each fills its own devices)."""
+    return tree if mesh is None else _put(tree, replicated(mesh))
+
+
+def shard_members(tree: Any, mesh: Mesh | None) -> Any:
+    """Place a pytree of host arrays with a leading member axis on the mesh, members split over the
+    'members' axis and replicated over 'data' (no-op without a mesh). With several processes every
+    process passes the same (global) values."""
+    return tree if mesh is None else _put(tree, members_sharding(mesh))
 
 
 CLUSTER_ENV_VARS = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES")

@@ -102,7 +102,7 @@ def evaluate(
     n = x.shape[0]
     bs = min(batch_size, n)
     if mesh is not None:
-        d = mesh.devices.size
+        d = parallel.axis_size(mesh, parallel.DATA_AXIS)
         bs = -(-bs // d) * d
     nb = -(-n // bs)
     pad = nb * bs - n

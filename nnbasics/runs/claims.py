@@ -12,8 +12,11 @@ the experiment's code (a module-level `THRESHOLDS` dict of `Threshold`s, never a
 A random quantity (one value per seed; paired comparisons pass the per-seed differences) is
 decided with a 95% Student-t interval of its mean: `pass` when the whole interval lies on the
 claim's side of the threshold, `fail` when it lies on the other side, `inconclusive` otherwise (or
-with fewer than two seeds). A deterministic quantity (`random=False`: a parameter count, an exact
-identity) is decided by its value. A claim passes when every check passes, fails when any check
+with fewer than two seeds). Beside each such check stands `seeds_needed`, the seed-count rule
+applied to its own samples: the n at which the interval's half-width is at most half the distance
+between the mean and the threshold (`scripts/seed_counts.py` pools it over seed offsets). A
+deterministic quantity (`random=False`: a parameter count, an exact identity) is decided by its
+value. A claim passes when every check passes, fails when any check
 fails, and is inconclusive otherwise. A non-finite measurement fails.
 
 Every check stores its samples and the name of its threshold, so `rejudge` recomputes verdicts
@@ -79,6 +82,38 @@ def interval(samples: Sequence[float], confidence: float = CONFIDENCE) -> dict[s
     return {"n": n, "mean": mean, "std": std, "ci": [mean - half, mean + half]}
 
 
+MAX_SEEDS = 10_000  # seeds_needed beyond this: None (the mean sits on the threshold)
+
+
+def seeds_needed(mean: float, std: float, bound: float, confidence: float = CONFIDENCE) -> int | None:
+    """The seed-count rule: the smallest n >= 2 at which the `confidence` t-interval's half-width,
+    t(n-1) std / sqrt(n), is at most half the distance between the mean and the threshold, so that
+    another draw of seeds with the same spread decides the same way. None when no n up to MAX_SEEDS
+    does (or the spread is unknown)."""
+    gap = abs(float(mean) - float(bound)) / 2
+    if not (math.isfinite(gap) and math.isfinite(std)):
+        return None
+    if std == 0:
+        return 2 if gap > 0 else None
+    # t(n-1) > 1.96, so n >= (1.96 std / gap)^2; from there up, in doubling steps, then bisection
+    lo = max(2, int((1.959963984540054 * std / gap) ** 2) if gap > 0 else MAX_SEEDS + 1)
+    if lo > MAX_SEEDS:
+        return None
+
+    def ok(n: int) -> bool:
+        return t_quantile(n - 1, confidence) * std / math.sqrt(n) <= gap
+
+    hi = lo
+    while not ok(hi):
+        if hi >= MAX_SEEDS:
+            return None
+        lo, hi = hi + 1, min(2 * hi, MAX_SEEDS)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return hi
+
+
 def _holds(value: float, op: str, bound: float) -> bool:
     return {">=": value >= bound, "<=": value <= bound, ">": value > bound, "<": value < bound}[op]
 
@@ -107,7 +142,7 @@ def decide(samples: Sequence[float], threshold: Threshold, random: bool = True) 
             verdict = "fail"
         else:
             verdict = "inconclusive"
-    return {**stats, "verdict": verdict}
+    return {**stats, "verdict": verdict, "seeds_needed": seeds_needed(stats["mean"], stats["std"], threshold.value)}
 
 
 def check(name: str, samples: float | Iterable[float], threshold: Threshold, random: bool = True,
