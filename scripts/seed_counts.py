@@ -17,9 +17,14 @@ import sys
 from nnbasics.runs.claims import interval, seeds_needed
 
 
-def _checks(root: pathlib.Path):
-    """(experiment, claim id, check) for every random check of the combined report under `root`."""
-    data = json.loads((root / "claims.json").read_text())
+def _files(path: pathlib.Path) -> list[pathlib.Path]:
+    """A claims file, or the combined reports in a reproduce root (claims.json, claims-seedK.json)."""
+    return [path] if path.is_file() else sorted(path.glob("claims*.json"))
+
+
+def _checks(path: pathlib.Path):
+    """(experiment, preset, claim id, check) for every random check of the combined report `path`."""
+    data = json.loads(path.read_text())
     runs = data["experiments"] if isinstance(data, dict) and "experiments" in data else [data]
     for run in runs:
         for c in run.get("claims", []):
@@ -31,12 +36,11 @@ def _checks(root: pathlib.Path):
 def table(roots: list[pathlib.Path]) -> tuple[str, int]:
     """The Markdown table and the number of checks whose seed count is below the rule."""
     pooled: dict[tuple[str, str, str, str], dict] = {}
-    for root in roots:
-        for exp, preset, cid, k in _checks(root):
-            row = pooled.setdefault((exp, preset, cid, k["name"]), {"samples": [], "n": [], "threshold": k["threshold"],
-                                                                      "op": k["op"], "statistic": k["statistic"]})
-            row["samples"] += [float(x) for x in k["samples"]]
-            row["n"].append(len(k["samples"]))
+    for exp, preset, cid, k in (x for root in roots for f in _files(root) for x in _checks(f)):
+        row = pooled.setdefault((exp, preset, cid, k["name"]), {"samples": [], "n": [], "threshold": k["threshold"],
+                                                                  "op": k["op"], "statistic": k["statistic"]})
+        row["samples"] += [float(x) for x in k["samples"]]
+        row["n"].append(len(k["samples"]))
     lines = [f"Seed counts from the rule, pooled over {len(roots)} run(s): "
              + ", ".join(f"`{r}`" for r in roots) + ".", "",
              "| experiment | claim | check | seeds per run | pooled mean | pooled std | threshold | rule: seeds needed | |",
@@ -57,11 +61,13 @@ def table(roots: list[pathlib.Path]) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("roots", nargs="+", type=pathlib.Path, help="reproduce roots, each with a claims.json")
+    p.add_argument("roots", nargs="+", type=pathlib.Path,
+                   help="reproduce roots (their claims.json and claims-seedK.json) or combined claims files")
     args = p.parse_args(argv)
-    missing = [str(r) for r in args.roots if not (r / "claims.json").is_file()]
+    missing = [str(r) for r in args.roots if not _files(r)]
     if missing:
-        print(f"seed_counts: error: no claims.json under {', '.join(missing)}", file=sys.stderr)
+        print(f"seed_counts: error: no claims file (claims.json, claims-seedK.json) at {', '.join(missing)}",
+              file=sys.stderr)
         return 2
     text, short = table(args.roots)
     sys.stdout.write(text)
