@@ -173,7 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     rest, overrides = _split_overrides(argv)
     parser = build_parser()
     args = parser.parse_args(rest)
-    _start(args)
+    try:
+        _start(args)
+    except RuntimeError as e:  # JAX_PLATFORMS naming a backend this machine lacks, a coordinator not reached, ...
+        print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        return 2
     from nnbasics.config import ConfigError
     from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted
@@ -201,6 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
         return 3
+    except RuntimeError as e:
+        if "Unable to initialize backend" not in str(e):  # a bug: its traceback is worth seeing
+            raise
+        print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
 
 
 _python_formatwarning = warnings.formatwarning

@@ -172,3 +172,16 @@ def test_own_warnings_are_one_line_for_the_user():
         assert _format_warning("x.npz is damaged", category, "/a/b.py", 3, "code()") == "nnbasics: warning: x.npz is damaged\n"
     other = _format_warning("deprecated", DeprecationWarning, "/a/b.py", 3, "code()")
     assert "/a/b.py:3: DeprecationWarning: deprecated" in other
+
+
+@pytest.mark.parametrize("platform", ["nonsense", "gpu"])
+def test_a_backend_this_machine_lacks_is_one_line(platform, tmp_path):
+    """JAX_PLATFORMS naming a backend that is not here: one line and exit 2, no traceback."""
+    env = {**os.environ, "JAX_PLATFORMS": platform}
+    out = subprocess.run([sys.executable, "-m", "nnbasics.cli", "run", "momentum", "--smoke", "--workdir",
+                          str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert lines[-1].startswith("nnbasics: error: JAX could not start") and "JAX_PLATFORMS" in lines[-1], out.stderr
+    assert not (tmp_path / "w" / "claims.json").exists()
