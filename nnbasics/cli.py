@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="run again even if a finished run is in the workdir")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (automatic when one is found)")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="checkpoint training every N steps (0: at the end of each training run)")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="run N experiments at once, each in its own process on its share of the cores (0, the "
                         "default on a CPU: one per core; 1: one at a time in this process on all cores)")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
     s.add_argument("--force", action="store_true")
     _seed_offset(s)
@@ -92,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
     s.add_argument("experiment")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--sweep", required=True, help="the sweep's name (`nnbasics list` names each experiment's sweeps)")
     s.add_argument("--shard", default=None, help="I/N: run every N-th point from point I (one machine of N)")
     _presets(s)
@@ -282,7 +285,7 @@ def _cmd_run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
                              resume=args.resume, checkpoint_every=args.checkpoint_every, seed_offset=args.seed_offset)
     wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
-    _print_claims([res])
+    _print_claims([res], args.verbose)
     print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
     return _all_pass([res])
 
@@ -293,7 +296,7 @@ def _cmd_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
                                        args.root, args.force)
-    _print_claims(results)
+    _print_claims(results, args.verbose)
     print("\n" + exp.terminal_summary(results))
     print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
     return _all_pass(results)
@@ -362,7 +365,7 @@ def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
         jobs = len(available_cores()) if estimate.backend() == "cpu" and not distributed else 1
     results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset, jobs)
-    _print_claims(results)
+    _print_claims(results, args.verbose)
     print("\n" + exp.terminal_summary(results, path))
     return _all_pass(results)
 
@@ -411,9 +414,16 @@ def _abort_on_next_interrupt() -> None:
         signal.signal(signal.SIGINT, lambda signum, frame: abort_now("the run"))
 
 
-def _print_claims(results) -> None:
+def _print_claims(results, verbose: bool = False) -> None:
+    """One line per experiment (claims passed, seconds); with `verbose` every claim and its measurements."""
     from nnbasics.runs.report import measured_text
 
+    if not verbose:
+        width = max((len(r["experiment"]) for r in results), default=0)
+        for r in results:
+            ok = sum(c["verdict"] == "pass" for c in r["claims"])
+            print(f"{r['experiment']:<{width}}  {ok:>2}/{len(r['claims'])} claims pass  {float(r.get('seconds', 0)):6.0f} s")
+        return
     for r in results:
         for c in r["claims"]:
             print(f"[{c['verdict'].upper()}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} "

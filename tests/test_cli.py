@@ -185,3 +185,23 @@ def test_a_backend_this_machine_lacks_is_one_line(platform, tmp_path):
     lines = [x for x in out.stderr.splitlines() if x.strip()]
     assert lines[-1].startswith("nnbasics: error: JAX could not start") and "JAX_PLATFORMS" in lines[-1], out.stderr
     assert not (tmp_path / "w" / "claims.json").exists()
+
+
+def test_reproduce_prints_one_line_per_experiment_and_verbose_every_claim(tmp_path):
+    """The terminal shows one line per experiment, then the claims that did not pass, the count and the
+    report; --verbose adds every claim with its measurements. Progress lines are plain (no \\r) in a pipe."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "reproduce", "--smoke", "--only", "momentum,backprop", "--jobs", "1",
+           "--root", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("momentum ") and "claims pass" in lines[0]
+    assert lines[1].startswith("backprop ") and "claims pass" in lines[1]
+    summary = next(i for i, x in enumerate(lines) if " claims pass" in x and x[0].isdigit())
+    assert all(x.startswith(("  FAIL", "  INCONCLUSIVE")) for x in lines[summary + 1:-1]) and lines[-1].startswith("report: ")
+    assert "[PASS]" not in out.stdout and "\r" not in out.stderr
+    assert len([x for x in out.stderr.splitlines() if x.strip()]) <= 3  # the plan and one line per experiment
+    verbose = subprocess.run(cmd + ["--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    n = sum(len(r["claims"]) for r in claims["experiments"])
+    assert sum(x.startswith("[") for x in verbose.stdout.splitlines()) == n  # every claim, reused runs included

@@ -468,7 +468,7 @@ def reproduce(
         ran = jobs_lib.run_side_by_side(todo, preset, root, force, overrides, seed_offset, int(jobs))
     countdown = estimate.Countdown(names, preset)
     for i, name in enumerate(names):
-        log(f"[{i + 1}/{len(names)}] {name} (estimated {estimate.format_duration(estimate.seconds(name, preset))})")
+        collected = name in ran  # a worker ran it: collected here, no progress to report
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
@@ -489,7 +489,8 @@ def reproduce(
                                     {}, False, error=f"{type(e).__name__}: {e}")]}
         ok = sum(c["verdict"] == "pass" for c in res["claims"])
         left = countdown.done(name, time.perf_counter() - t_start, float(res["seconds"]))
-        log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
+        if not collected:
+            log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
     results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)
