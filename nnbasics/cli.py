@@ -154,7 +154,8 @@ def _add_result_commands(sub: Any) -> None:
     s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
     s.add_argument("directory")
 
-    s = sub.add_parser("readme", help="rewrite the README's results table and figures from a reproduce run")
+    s = sub.add_parser("readme", help="rewrite the README's results table and figures, docs/results.md and the "
+                                      "robustness table from a reproduce run")
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
     s.add_argument("--force", action="store_true", help="write even if the run covers fewer experiments than reproduce runs")
@@ -324,21 +325,36 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
 
 
 def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from nnbasics.runs.report import ROBUST_BEGIN, copy_featured_figures, robustness_table, update_readme, update_robustness
+    from nnbasics.runs.report import (ROBUST_BEGIN, copy_featured_figures, results_page, robustness_table, update_readme,
+                                      update_robustness)
     from nnbasics.runs.workdir import atomic_write_text, read_json
 
     path, results = _reproduction_results(args.root, args.force)
     with open(args.readme, encoding="utf-8") as f:
         text = f.read()
-    figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
+    here = os.path.dirname(os.path.abspath(args.readme))
+    figures = copy_featured_figures(results, args.root, here)
     text = update_readme(text, results, figures=figures)
     runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]
             for p in sorted(pathlib.Path(d).glob("claims*.json"), key=lambda q: (len(q.name), q.name))]
+    # the robustness table: in the README, or in docs/robustness.md beside it
+    robust = os.path.join(here, "docs", "robustness.md")
+    robust_text = None
     if ROBUST_BEGIN in text:
         text = update_robustness(text, robustness_table(runs))
+    elif os.path.exists(robust):
+        with open(robust, encoding="utf-8") as f:
+            robust_text = f.read()
+        if ROBUST_BEGIN in robust_text:
+            robust_text = update_robustness(robust_text, robustness_table(runs))
     atomic_write_text(args.readme, text)
-    print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme} "
-          f"from {path}")
+    page = os.path.join(here, "docs", "results.md")
+    os.makedirs(os.path.dirname(page), exist_ok=True)
+    atomic_write_text(page, results_page(results))
+    if robust_text is not None:
+        atomic_write_text(robust, robust_text)
+    print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme}, and "
+          f"{page}, from {path}")
     return 0
 
 
