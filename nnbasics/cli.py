@@ -325,8 +325,14 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
 
 
 def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from nnbasics.runs.report import (ROBUST_BEGIN, copy_featured_figures, results_page, robustness_table, update_readme,
-                                      update_robustness)
+    from nnbasics.runs.report import (
+        ROBUST_BEGIN,
+        copy_featured_figures,
+        results_page,
+        robustness_table,
+        update_readme,
+        update_robustness,
+    )
     from nnbasics.runs.workdir import atomic_write_text, read_json
 
     path, results = _reproduction_results(args.root, args.force)
