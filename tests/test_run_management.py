@@ -42,6 +42,40 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
         assert str(os.getpid()) in (wd / ".lock").read_text()
 
 
+def test_lock_that_is_a_symlink_is_never_followed(tmp_path, capsys):
+    wd, victim = tmp_path / "w", tmp_path / "precious.txt"
+    wd.mkdir()
+    victim.write_text("someone else's data")
+    (wd / ".lock").symlink_to(victim)
+    with pytest.raises(workdir_lib.WorkdirUnusable, match=r"\.lock is a symbolic link .*precious\.txt.*remove it"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "symbolic link" in err and str(wd / ".lock") in err
+    assert victim.read_text() == "someone else's data"  # nothing written through the link
+    assert (wd / ".lock").is_symlink() and not (wd / "claims.json").exists()
+    (wd / ".lock").unlink()
+    (wd / ".lock").symlink_to(tmp_path / "nowhere")  # a dangling link is not created either
+    with pytest.raises(workdir_lib.WorkdirUnusable, match="symbolic link"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_lock_that_is_a_directory_is_a_clear_error(tmp_path, capsys):
+    wd = tmp_path / "w"
+    (wd / ".lock").mkdir(parents=True)
+    (wd / ".lock" / "kept").write_text("x")
+    with pytest.raises(workdir_lib.WorkdirUnusable, match=r"\.lock is a directory, not a regular file.*remove it"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IsADirectoryError" not in err and "is a directory" in err
+    assert (wd / ".lock" / "kept").read_text() == "x"
+
+
 def _result(name, verdict="pass"):
     return {"experiment": name, "seconds": 1.0, "figures": [], "preset": "quick",
             "claims": [claims.claim("c", "a claim", "s", "e", {"v": 1.0}, passed=verdict == "pass")]}
