@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
     _presets(s, default="quick")
-    s.add_argument("--only", default="", help="comma-separated experiment names")
+    s.add_argument("--only", default=None, help="comma-separated experiment names (all when left out)")
     s.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="run N experiments at once, each in its own process on its share of the cores (0, the "
                         "default on a CPU: one per core; 1: one at a time in this process on all cores)")
@@ -341,7 +341,7 @@ def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.config import ConfigError
     from nnbasics.runs import experiment as exp
 
-    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    only = [o.strip() for o in args.only.split(",")] if args.only is not None else None  # `--only ''`: refused
     distributed = bool(args.multihost or args.coordinator)
     if args.jobs is not None and args.jobs > 1 and distributed:
         raise ConfigError("--jobs runs experiments in local worker processes; it cannot be combined with --multihost")

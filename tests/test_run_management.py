@@ -323,3 +323,11 @@ def test_reproduce_only_with_no_names_is_refused(tmp_path, capsys):
     assert main(["reproduce", "--smoke", "--only", ",", "--root", str(tmp_path)]) == 2
     assert "--only names no experiment" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_reproduce_only_with_an_empty_string_is_refused(tmp_path, capsys):
+    for only in ("", " ", " , "):  # an empty shell variable: not "all 18 experiments" by accident
+        assert main(["reproduce", "--smoke", "--only", only, "--root", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--only names no experiment" in err and "nnbasics list" in err
+    assert not list(tmp_path.iterdir())
