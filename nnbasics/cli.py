@@ -311,12 +311,25 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
 
 
 def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.config import ConfigError
+    from nnbasics.runs import report as rep
     from nnbasics.runs.report import ROBUST_BEGIN, copy_featured_figures, robustness_table, update_readme, update_robustness
     from nnbasics.runs.workdir import atomic_write_text, read_json
 
     path, results = _reproduction_results(args.root, args.force)
-    with open(args.readme, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(args.readme, encoding="utf-8") as f:
+            text = f.read()
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise ConfigError(f"cannot read the README {args.readme}: {getattr(e, 'strerror', None) or e}; "
+                          "give --readme the README.md to update") from None
+    problems = [p for p in (rep.markers_problem(text, rep.README_BEGIN, rep.README_END),
+                            rep.markers_problem(text, ROBUST_BEGIN, rep.ROBUST_END)
+                            if ROBUST_BEGIN in text or rep.ROBUST_END in text else None) if p]
+    if problems:  # checked before any figure is copied: nothing is written
+        raise ConfigError(f"the README {args.readme} {'; it '.join(problems)}, so there is nowhere to write the results: "
+                          f"add a line {rep.README_BEGIN} and a line {rep.README_END} below it where the table goes "
+                          "(README.md of the repository has them), or give --readme that file")
     figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
     text = update_readme(text, results, figures=figures)
     runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]

@@ -296,6 +296,23 @@ def test_report_and_readme_refuse_damaged_claims_files_naming_them(tmp_path, cap
     assert readme.read_text() == "# x\n"
 
 
+def test_readme_without_the_results_markers_is_a_clear_error(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    readme = tmp_path / "README.md"
+    for text, why in [("# x\nno markers\n", "has no <!-- results:begin --> ... <!-- results:end --> section"),
+                      ("# x\n<!-- results:begin -->\n", "has <!-- results:begin --> but not <!-- results:end -->"),
+                      ("<!-- results:end -->\n<!-- results:begin -->\n", "has <!-- results:end --> before"),
+                      ("<!-- results:begin -->\n<!-- results:end -->\n<!-- robustness:begin -->\n",
+                       "has <!-- robustness:begin --> but not <!-- robustness:end -->")]:
+        readme.write_text(text)
+        assert main(["readme", "--root", str(tmp_path), "--readme", str(readme), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "ValueError" not in err
+        assert f"the README {readme} {why}" in err and "add a line <!-- results:begin -->" in err
+        assert readme.read_text() == text  # untouched
+        assert not (tmp_path / "docs").exists()  # no featured figure copied beside it either
+
+
 def test_unusable_data_cache_directory_is_a_clear_error(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

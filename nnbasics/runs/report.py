@@ -337,10 +337,21 @@ def robustness_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def markers_problem(readme: str, begin: str, end: str) -> str | None:
+    """Why `readme` has no section between the markers `begin` and `end` (None: it has one)."""
+    if begin not in readme and end not in readme:
+        return f"has no {begin} ... {end} section"
+    if begin not in readme or end not in readme:
+        return f"has {begin if begin in readme else end} but not {end if begin in readme else begin}"
+    if readme.index(end) < readme.index(begin):
+        return f"has {end} before {begin}"
+    return None
+
+
 def update_robustness(readme: str, table: str) -> str:
     """`readme` with the robustness table between its markers replaced."""
-    if ROBUST_BEGIN not in readme or ROBUST_END not in readme:
-        raise ValueError(f"the README has no {ROBUST_BEGIN} ... {ROBUST_END} section")
+    if (problem := markers_problem(readme, ROBUST_BEGIN, ROBUST_END)) is not None:
+        raise ValueError(f"the README {problem}")
     head, rest = readme.split(ROBUST_BEGIN, 1)
     _, tail = rest.split(ROBUST_END, 1)
     return f"{head}{ROBUST_BEGIN}\n{table}\n{ROBUST_END}{tail}"
@@ -350,8 +361,8 @@ def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str =
                   figures: Sequence[tuple[str, str]] = ()) -> str:
     """`readme` with the text between the results markers replaced by a fresh table (and the
     featured `figures`, (relative path, caption) pairs, above it)."""
-    if README_BEGIN not in readme or README_END not in readme:
-        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} section")
+    if (problem := markers_problem(readme, README_BEGIN, README_END)) is not None:
+        raise ValueError(f"the README {problem}")
     head, rest = readme.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     body = readme_results_section(results, note)
