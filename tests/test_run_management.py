@@ -119,6 +119,27 @@ def test_report_rejudges_stored_measurements(tmp_path, capsys):
     assert "**FAIL**" in (wd / "report.md").read_text()
 
 
+def test_html_from_a_claims_json_is_inert_in_every_report_md(tmp_path, capsys):
+    """report.md of a work directory and the combined report.md escape HTML as collect.md and report.html do,
+    while the `<=` of an honest check stays as it is."""
+    wd = tmp_path / "mnist1d-quick"
+    wd.mkdir()
+    evil = claims.claim("x<b>", "<script>alert(1)</script> gain", "<img src=x onerror=alert(2)>", "&amp; <!-- c -->",
+                        {"<iframe src=//e>": 1.0}, checks=[claims.check("gap", [0.1, 0.2, 0.15], claims.Threshold("<=", 1.0))])
+    doc = {"experiment": "mnist1d", "preset": "quick", "seconds": 1.0, "figures": ["<svg onload=alert(3)>.png"],
+           "claims": [evil]}
+    (wd / "claims.json").write_text(json.dumps(doc))
+    exp.write_reports(tmp_path, [doc], ["mnist1d-quick"])
+    assert main(["report", "--root", str(tmp_path)]) == 0
+    for md in (wd / "report.md", tmp_path / "report.md"):
+        text = md.read_text()
+        for tag in ("<script", "<img", "<iframe", "<svg", "<!--", "<b>", "&amp; "):
+            assert tag not in text, (md, tag)
+        assert "&lt;script>alert(1)&lt;/script> gain" in text and "&amp;amp; &lt;!-- c -->" in text
+        assert "(n=3) <= 1" in text  # an honest comparison is not rewritten
+    assert "(&lt;svg%20onload=alert%283%29>.png)" in (wd / "report.md").read_text()  # a link that cannot break out
+
+
 @pytest.mark.parametrize("override, words", [
     ("--config.seeds=(-1,)", "config.seeds must hold integers between 0 and 2147483647"),
     ("--config.seeds=(123456789012345678901,)", "config.seeds must hold integers between 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 
@@ -36,8 +37,19 @@ def claim_text(c: Mapping[str, Any]) -> str:
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**inconclusive**"}
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # where Markdown would pass raw HTML through (a tag, comment, ...)
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _inert(text: Any) -> str:
+    """`text` from a claims.json with nothing Markdown passes through as HTML: a `<` that would open a tag
+    (or comment) and an `&` that would start an entity become `&lt;` / `&amp;`; `<=`, `a < b` and every
+    other character stay as they are (so the reports of honest runs do not change)."""
+    return _TAG_START.sub("&lt;", _ENTITY.sub("&amp;", str(text)))
+
+
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _inert(text).replace("|", "\\|").replace("\n", " ")
 
 
 def claims_table(results: Sequence[Mapping[str, Any]]) -> str:
@@ -56,21 +68,33 @@ def claims_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _link(path: Any) -> str:
+    """A figure's path as a Markdown link target that cannot close the link or open a tag."""
+    return _inert(path).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+def _seconds(result: Mapping[str, Any]) -> float:
+    try:
+        return float(result.get("seconds", 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: str = "") -> str:
     """report.md of one run: summary line, claims table, figures."""
     n = len(result["claims"])
     ok = sum(c["verdict"] == "pass" for c in result["claims"])
-    parts = [f"# {result['experiment']}", ""]
+    parts = [f"# {_inert(result['experiment'])}", ""]
     if doc:
-        parts += [doc.strip(), ""]
+        parts += [_inert(doc.strip()), ""]
     parts += [
-        f"{ok} of {n} claims pass; preset `{result.get('preset', '?')}`, {result.get('seconds', 0):.1f} s.",
+        f"{ok} of {n} claims pass; preset `{_inert(result.get('preset', '?'))}`, {_seconds(result):.1f} s.",
         "",
         claims_table([result]),
         "",
     ]
     for f in figures:
-        parts += [f"![{f}]({f})", ""]
+        parts += [f"![{_inert(f)}]({_link(f)})", ""]
     return "\n".join(parts)
 
 
@@ -86,15 +110,16 @@ def combined_report(
     if failed:
         parts += ["## Failed and inconclusive claims", ""]
         for exp, c in failed:
-            parts.append(f"- {c['verdict']}: `{exp}` / `{c['id']}`: expected {c['expected']}, measured {claim_text(c)}")
+            parts.append(f"- {_inert(c['verdict'])}: `{_inert(exp)}` / `{_inert(c['id'])}`: expected "
+                         f"{_inert(c['expected'])}, measured {_inert(claim_text(c))}")
         parts.append("")
     parts += ["## Claims", "", claims_table(results), ""]
     parts += ["## Where the time goes", "", timing_table(results), ""]
     for r, wd in zip(results, workdirs):
         figs = r.get("figures", [])
         if figs:
-            parts += [f"## {r['experiment']}", ""]
-            parts += [f"![{f}]({wd}/{f})" for f in figs]
+            parts += [f"## {_inert(r['experiment'])}", ""]
+            parts += [f"![{_inert(f)}]({_link(f'{wd}/{f}')})" for f in figs]
             parts.append("")
     return "\n".join(parts)
 
