@@ -129,6 +129,7 @@ def test_html_from_a_claims_json_is_inert_in_every_report_md(tmp_path, capsys):
     doc = {"experiment": "mnist1d", "preset": "quick", "seconds": 1.0, "figures": ["<svg onload=alert(3)>.png"],
            "claims": [evil]}
     (wd / "claims.json").write_text(json.dumps(doc))
+    (wd / "<svg onload=alert(3)>.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(12) + b"IEND\xaeB`\x82")  # shown
     exp.write_reports(tmp_path, [doc], ["mnist1d-quick"])
     assert main(["report", "--root", str(tmp_path)]) == 0
     for md in (wd / "report.md", tmp_path / "report.md"):

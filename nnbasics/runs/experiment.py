@@ -321,8 +321,8 @@ def _reuse_finished(name: str, mod: ModuleType, cfg_json: Any, wd_path: pathlib.
             return None, force, True  # rebuild the damaged metrics from the checkpoints (no training)
         log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
         new = judge(name, old)  # today's thresholds on the stored measurements
-        if new != old and workdir_lib.is_main_process():
-            _write_result(wd_path, mod, new)
+        if workdir_lib.is_main_process():
+            _repair_report(name, mod, wd_path, new, rejudged=new != old)
         return new, force, resume
     if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
         log(f"{name}: the config changed since the finished run in {wd_path}; running again "
@@ -391,9 +391,61 @@ def _finished_metrics_damage(name: str, wd_path: pathlib.Path, result: Mapping[s
 
 
 def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> None:
-    doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
-    workdir_lib.atomic_write_text(wd_path / "report.md", report.experiment_report(result, result["figures"], doc))
+    workdir_lib.atomic_write_text(wd_path / "report.md", _report_text(wd_path, mod, result))
     workdir_lib.atomic_write_json(wd_path / "claims.json", result)  # last: its presence marks the run finished
+
+
+_PNG_HEAD, _PNG_TAIL = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def _figure_intact(path: pathlib.Path) -> bool:
+    """A whole PNG file (its signature first, its IEND chunk last): not missing, cut short or garbage."""
+    try:
+        if not path.is_file() or path.stat().st_size < len(_PNG_HEAD) + 12:
+            return False
+        with open(path, "rb") as f:
+            head = f.read(len(_PNG_HEAD))
+            f.seek(-len(_PNG_TAIL), os.SEEK_END)
+            return head == _PNG_HEAD and f.read() == _PNG_TAIL
+    except OSError:
+        return False
+
+
+def _report_text(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> str:
+    doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
+    figures = list(result.get("figures") or [])
+    missing = [f for f in figures if not _figure_intact(wd_path / f)]
+    return report.experiment_report(result, figures, doc, missing=missing)
+
+
+def _repair_report(name: str, mod: ModuleType, wd_path: pathlib.Path, result: Mapping[str, Any], rejudged: bool) -> None:
+    """A reused finished run's report.md, written again from its claims.json when it is missing, damaged or
+    stale (a re-judged verdict), so the report path printed points at the run's report; figures that are
+    missing or damaged are named (a warning and report.md) with how to draw them again."""
+    import warnings
+
+    text = _report_text(wd_path, mod, result)
+    bad = [f for f in result.get("figures") or [] if not _figure_intact(wd_path / f)]
+    if bad:
+        warnings.warn(f"{name}: {len(bad)} figure(s) of the finished run in {wd_path} are missing or damaged "
+                      f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); the claims are intact and reused. "
+                      "Run it again with --force to draw them again", stacklevel=3)
+    if rejudged:
+        _write_result(wd_path, mod, result)
+        return
+    path = wd_path / "report.md"
+    try:
+        current = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        if path.is_dir() and not path.is_symlink():
+            raise WorkdirConflict(f"{path} is a directory, not the run's report; move it out of the way and run again")
+        if path.is_symlink():
+            path.unlink()  # never write through a link; the report is written in its place
+        log(f"{name}: {path} was {'missing' if current is None and not path.exists() else 'damaged or out of date'}; "
+            "wrote it again from claims.json")
+        workdir_lib.atomic_write_text(path, text)
 
 
 def _seed_count(cfg: ml_collections.ConfigDict) -> int:

@@ -80,8 +80,10 @@ def _seconds(result: Mapping[str, Any]) -> float:
         return 0.0
 
 
-def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: str = "") -> str:
-    """report.md of one run: summary line, claims table, figures."""
+def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: str = "",
+                      missing: Sequence[str] = ()) -> str:
+    """report.md of one run: summary line, claims table, figures (those in `missing`, gone or damaged, named
+    instead of shown, with how to draw them again)."""
     n = len(result["claims"])
     ok = sum(c["verdict"] == "pass" for c in result["claims"])
     parts = [f"# {_inert(result['experiment'])}", ""]
@@ -94,7 +96,10 @@ def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: st
         "",
     ]
     for f in figures:
-        parts += [f"![{_inert(f)}]({_link(f)})", ""]
+        if f in missing:
+            parts += [f"*{_cell(f)} is missing or damaged; run the experiment again with `--force` to draw it.*", ""]
+        else:
+            parts += [f"![{_inert(f)}]({_link(f)})", ""]
     return "\n".join(parts)
 
 
