@@ -90,6 +90,47 @@ def test_partial_reproduction_keeps_the_other_experiments(tmp_path):
     assert dirs == [f"{n}-quick" for n in names[:3]]
 
 
+def _finished_root(root, names, preset="smoke"):
+    """A reproduce root whose experiments `names` finished: their workdirs and the combined report."""
+    results = [dict(_result(n), preset=preset) for n in names]
+    for r in results:
+        (root / f"{r['experiment']}-{preset}").mkdir(parents=True)
+        (root / f"{r['experiment']}-{preset}" / "claims.json").write_text(json.dumps(r))
+    exp.write_reports(root, results, [f"{n}-{preset}" for n in names])
+    return results
+
+
+@pytest.mark.parametrize("damage", [b"{trunc", b'{"experiments": 3, "workdirs": []}'])
+def test_damaged_combined_claims_is_rebuilt_from_the_workdirs_by_a_partial_reproduce(tmp_path, capsys, damage):
+    others = [n for n in exp.experiment_names() if n != "mnist1d"][:3]
+    _finished_root(tmp_path, others)
+    (tmp_path / "claims.json").write_bytes(damage)
+    with pytest.warns(UserWarning, match=r"claims\.json is damaged .*kept it as claims\.json\.\S+\.damaged and rebuilt "
+                                         r"the combined report from the 4 intact work directories"):
+        main(["reproduce", "--smoke", "--only", "mnist1d", "--root", str(tmp_path), "--jobs", "1", "--quiet"])
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    order = exp.experiment_names()
+    assert [r["experiment"] for r in doc["experiments"]] == sorted([*others, "mnist1d"], key=order.index)
+    assert doc["workdirs"] == [f"{r['experiment']}-smoke" for r in doc["experiments"]]
+    assert all(f"| {n} |" in (tmp_path / "report.md").read_text() for n in [*others, "mnist1d"])
+    assert [p.read_bytes() for p in tmp_path.glob("claims.json.*.damaged")] == [damage]  # nothing lost
+
+
+def test_report_root_rebuilds_a_damaged_combined_claims_from_the_workdirs(tmp_path, capsys):
+    names = exp.experiment_names()[:3]
+    results = _finished_root(tmp_path, names, "quick")
+    (tmp_path / "quick-but-foreign").mkdir()  # not a default workdir: not taken
+    (tmp_path / "quick-but-foreign" / "claims.json").write_text(json.dumps(dict(_result(names[0]), preset="quick")))
+    (tmp_path / "claims.json").write_text('{"experiments": [')
+    with pytest.warns(UserWarning, match=r"claims\.json is damaged.*rebuilt the combined report from the 3 intact"):
+        assert main(["report", "--root", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    assert [r["experiment"] for r in doc["experiments"]] == names and doc["workdirs"] == [f"{n}-quick" for n in names]
+    assert [r["claims"] for r in doc["experiments"]] == [r["claims"] for r in results]
+    assert "3 of 3 claims pass over 3 experiments" in (tmp_path / "report.md").read_text()
+    assert len(list(tmp_path.glob("claims.json.*.damaged"))) == 1
+
+
 def test_readme_is_not_shrunk_without_force(tmp_path, capsys):
     exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
     readme = tmp_path / "README.md"

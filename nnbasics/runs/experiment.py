@@ -19,6 +19,7 @@ import math
 import os
 import pathlib
 import pkgutil
+import re
 import shutil
 import sys
 import time
@@ -544,7 +545,7 @@ def reproduce(
         log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
-    results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)
+    results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names, preset)
     path = write_reports(root, results, dirs, seed_offset)
     return results, path
 
@@ -583,17 +584,21 @@ def worker(spec_json: str) -> int:
 
 
 def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list[str], seed_offset: int,
-                   order: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+                   order: list[str], preset: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Keep the experiments of an earlier combined report that this run did not touch (`--only`),
-    so a partial reproduction updates the report instead of replacing a fuller one."""
+    so a partial reproduction updates the report instead of replacing a fuller one. A damaged combined
+    claims file is set aside (a warning names it) and its experiments are taken from their intact workdirs."""
     path = root / _report_names(seed_offset)[2]
     if not path.exists():
         return results, dirs
     try:
         doc = workdir_lib.read_json(path)
         old = {r["experiment"]: (r, d) for r, d in zip(doc["experiments"], doc["workdirs"])}
-    except (ValueError, KeyError, TypeError):  # an unreadable or old-format report is replaced, as before
-        return results, dirs
+        if not all(isinstance(n, str) and isinstance(r.get("claims"), list) and isinstance(d, str)
+                   for n, (r, d) in old.items()):
+            raise TypeError("an entry is not one experiment's result")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # damaged: rebuilt from the workdirs
+        old = _rebuild_combined(root, path, seed_offset, preset, f"{type(e).__name__}: {str(e)[:120]}")
     new = {r["experiment"]: (r, d) for r, d in zip(results, dirs)}
     kept = [n for n in old if n not in new]
     if kept:
@@ -601,6 +606,54 @@ def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list
     both = {**old, **new}
     names = sorted(both, key=lambda n: order.index(n) if n in order else len(order))
     return [both[n][0] for n in names], [both[n][1] for n in names]
+
+
+def workdir_results(root: pathlib.Path, seed_offset: int = 0, preset: str | None = None
+                    ) -> dict[str, tuple[dict[str, Any], str]]:
+    """{experiment: (its claims.json, its workdir relative to root)} of the intact finished runs in root's
+    default workdirs (NAME-PRESET[-seedK]) of one preset (None: the preset most of them have); damaged or
+    foreign claims files are skipped."""
+    found: dict[str, dict[str, tuple[dict[str, Any], str]]] = {}
+    names = experiment_names()
+    for path in sorted(root.glob("*/claims.json")):
+        try:
+            res = read_claims_doc(path)
+        except WorkdirConflict:
+            continue
+        name, p = res.get("experiment"), res.get("preset")
+        try:
+            offset = int(res.get("seed_offset", 0) or 0)
+        except (TypeError, ValueError):
+            continue
+        if (name not in names or not isinstance(p, str) or p not in PRESETS or (preset and p != preset)
+                or offset != seed_offset
+                or path.parent.name != default_workdir(name, p, root, seed_offset).name):
+            continue
+        found.setdefault(p, {})[name] = (res, path.parent.name)
+    if not found:
+        return {}
+    best = preset if preset else max(found, key=lambda q: (len(found[q]), q == "quick"))
+    chosen = found.get(best, {})
+    return {n: chosen[n] for n in names if n in chosen}
+
+
+def _rebuild_combined(root: pathlib.Path, path: pathlib.Path, seed_offset: int, preset: str | None, why: str
+                      ) -> dict[str, tuple[dict[str, Any], str]]:
+    """The experiments of a damaged combined claims file, from the intact workdirs under root; the damaged
+    file is kept beside it as <name>.<time>.damaged, and a warning names it."""
+    import warnings
+
+    old = workdir_results(root, seed_offset, preset)
+    aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.damaged")
+    if workdir_lib.is_main_process():
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+    warnings.warn(f"{path} is damaged ({why}); kept it as {aside.name} and rebuilt the combined report from the "
+                  f"{len(old)} intact work directories under {root}"
+                  + (f" ({', '.join(old)})" if old else ""), stacklevel=3)
+    return old
 
 
 def _report_names(seed_offset: int) -> tuple[str, str, str]:
@@ -624,7 +677,18 @@ def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory of runs (run `nnbasics reproduce --quick` first)")
-    docs = {p: read_claims_doc(p) for p in sorted({*root.glob("*/claims.json"), *root.glob("claims*.json")})}
+    docs = {p: read_claims_doc(p) for p in sorted(root.glob("*/claims.json"))}
+    for p in sorted(root.glob("claims*.json")):
+        try:
+            docs[p] = read_claims_doc(p)
+        except WorkdirConflict as e:  # a damaged combined report: rebuilt from the intact workdirs, if it is one
+            m = re.fullmatch(r"claims(?:-seed(\d+))?\.json", p.name)
+            offset = int(m.group(1) or 0) if m else 0
+            if not (m and workdir_results(root, offset)):
+                raise
+            old = _rebuild_combined(root, p, offset, None, str(e).split(" is damaged (", 1)[-1].rsplit("); run", 1)[0])
+            docs[p] = {"experiments": [r for r, _ in old.values()], "workdirs": [d for _, d in old.values()],
+                       "seed_offset": offset}
     done = []
     for path, res in docs.items():  # every file was read (and a damaged one refused) before any is rewritten
         if "experiment" not in res:
