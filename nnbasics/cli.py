@@ -34,6 +34,20 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+def _join_shard_value(argv: list[str]) -> list[str]:
+    """`--shard -1/2` as `--shard=-1/2`: argparse would take a value that starts with '-' for an option and
+    say "expected one argument"; joined, parse_shard names what is wrong with it."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--shard" and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            out.append(f"--shard={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _preset(args: argparse.Namespace) -> str:
     if getattr(args, "smoke", False):
         return "smoke"
@@ -171,6 +185,7 @@ def _add_result_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
+    rest = _join_shard_value(rest)
     parser = build_parser()
     args = parser.parse_args(rest)
     _start(args)
@@ -187,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, overrides)
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
             WorkdirUnusable, WorkdirBusy) as e:
-        print(f"nnbasics: error: {e}", file=sys.stderr)
+        print(f"nnbasics: error: {shorten(str(e))}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
         _abort_on_next_interrupt()
@@ -201,6 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
         return 3
+
+
+def shorten(message: str, limit: int = 300) -> str:
+    """`message` with every run of more than `limit` characters without a space (a pasted 100,000-character
+    value) cut to its start, an ellipsis and its length, so an error stays one readable line."""
+    import re
+
+    return re.sub(r"\S{%d,}" % (limit + 1), lambda m: f"{m.group(0)[:limit // 3]}... ({len(m.group(0)):,} characters)",
+                  message)
 
 
 _python_formatwarning = warnings.formatwarning

@@ -376,6 +376,31 @@ def test_readme_without_the_results_markers_is_a_clear_error(tmp_path, capsys):
         assert not (tmp_path / "docs").exists()  # no featured figure copied beside it either
 
 
+def test_report_names_the_work_directory_claims_of_an_unknown_experiment(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "claims.json").write_text(json.dumps(dict(_result("mnist1d"), experiment="no_such_thing")))
+    before = (tmp_path / "report.md").read_text()
+    assert main(["report", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'x' / 'claims.json'} is damaged or foreign" in err
+    assert "no_such_thing" in err and "move it out of the way" in err
+    assert (tmp_path / "report.md").read_text() == before
+
+
+def test_long_values_are_cut_short_and_a_negative_shard_is_named(tmp_path, capsys):
+    assert main(["config", "mnist1d", "--smoke", "--config.optimizer.name=" + "x" * 100_000]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 600 and "unknown optimizer 'xxxx" in err and "... (100,002 characters)" in err
+    assert "Valid optimizers: adam" in err
+    assert main(["config", "mnist1d", "--smoke", "--config.steps=" + "9" * 100_000]) == 2
+    assert len(capsys.readouterr().err) < 600
+    assert main(["sweep", "mnist1d", "--sweep", "learning_rate", "--smoke", "--shard", "-1/2", "--root",
+                 str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "--shard must look like I/N with 0 <= I < N (e.g. 0/4), got '-1/2'" in err and "expected one argument" not in err
+
+
 def test_unusable_data_cache_directory_is_a_clear_error(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -694,8 +694,13 @@ def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[
         if "experiment" not in res:
             continue
         with _damaged_if_malformed(path):
-            new = judge(res["experiment"], res)
-            _write_result(path.parent, load_experiment(res["experiment"]), new)
+            try:
+                mod = load_experiment(res["experiment"])
+                new = judge(res["experiment"], res)
+            except UnknownNameError as e:  # the file names an experiment this version does not have: say which file
+                raise WorkdirConflict(f"{path} is damaged or foreign: {e}; move it out of the way, or run its "
+                                      "experiment again") from None
+            _write_result(path.parent, mod, new)
         done.append((path, [new]))
     for path, doc in docs.items():
         if "experiments" not in doc or path.parent != root:
