@@ -34,6 +34,20 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+def _join_shard_value(argv: list[str]) -> list[str]:
+    """`--shard -1/2` as `--shard=-1/2`: argparse would take a value that starts with '-' for an option and
+    say "expected one argument"; joined, parse_shard names what is wrong with it."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--shard" and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            out.append(f"--shard={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _preset(args: argparse.Namespace) -> str:
     if getattr(args, "smoke", False):
         return "smoke"
@@ -82,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
     _presets(s, default="quick")
-    s.add_argument("--only", default="", help="comma-separated experiment names")
+    s.add_argument("--only", default=None, help="comma-separated experiment names (all when left out)")
     s.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="run N experiments at once, each in its own process on its share of the cores (0, the "
                         "default on a CPU: one per core; 1: one at a time in this process on all cores)")
@@ -175,6 +189,7 @@ def _add_result_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
+    rest = _join_shard_value(rest)
     parser = build_parser()
     args = parser.parse_args(rest)
     try:
@@ -196,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, overrides)
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
             WorkdirUnusable, WorkdirBusy) as e:
-        print(f"nnbasics: error: {e}", file=sys.stderr)
+        print(f"nnbasics: error: {shorten(str(e))}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
         _abort_on_next_interrupt()
@@ -215,6 +230,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0]}", file=sys.stderr)
         return 2
+
+
+def shorten(message: str, limit: int = 300) -> str:
+    """`message` with every run of more than `limit` characters without a space (a pasted 100,000-character
+    value) cut to its start, an ellipsis and its length, so an error stays one readable line."""
+    import re
+
+    return re.sub(r"\S{%d,}" % (limit + 1), lambda m: f"{m.group(0)[:limit // 3]}... ({len(m.group(0)):,} characters)",
+                  message)
 
 
 _python_formatwarning = warnings.formatwarning
@@ -325,6 +349,8 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
 
 
 def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from nnbasics.config import ConfigError
+    from nnbasics.runs import report as rep
     from nnbasics.runs.report import (
         ROBUST_BEGIN,
         copy_featured_figures,
@@ -336,8 +362,19 @@ def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.runs.workdir import atomic_write_text, read_json
 
     path, results = _reproduction_results(args.root, args.force)
-    with open(args.readme, encoding="utf-8") as f:
-        text = f.read()
+    try:
+        with open(args.readme, encoding="utf-8") as f:
+            text = f.read()
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise ConfigError(f"cannot read the README {args.readme}: {getattr(e, 'strerror', None) or e}; "
+                          "give --readme the README.md to update") from None
+    problems = [p for p in (rep.markers_problem(text, rep.README_BEGIN, rep.README_END),
+                            rep.markers_problem(text, ROBUST_BEGIN, rep.ROBUST_END)
+                            if ROBUST_BEGIN in text or rep.ROBUST_END in text else None) if p]
+    if problems:  # checked before any figure is copied: nothing is written
+        raise ConfigError(f"the README {args.readme} {'; it '.join(problems)}, so there is nowhere to write the results: "
+                          f"add a line {rep.README_BEGIN} and a line {rep.README_END} below it where the table goes "
+                          "(README.md of the repository has them), or give --readme that file")
     here = os.path.dirname(os.path.abspath(args.readme))
     figures = copy_featured_figures(results, args.root, here)
     text = update_readme(text, results, figures=figures)
@@ -376,7 +413,7 @@ def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.config import ConfigError
     from nnbasics.runs import experiment as exp
 
-    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    only = [o.strip() for o in args.only.split(",")] if args.only is not None else None  # `--only ''`: refused
     distributed = bool(args.multihost or args.coordinator)
     if args.jobs is not None and args.jobs > 1 and distributed:
         raise ConfigError("--jobs runs experiments in local worker processes; it cannot be combined with --multihost")

@@ -57,6 +57,57 @@ def test_finished_run_is_reused_and_conflicts_refused(smoke_run, capsys):
     assert (wd / "claims.json").read_text() == before  # nothing lost
 
 
+def test_reused_run_rewrites_a_missing_or_damaged_report(smoke_run, tmp_path, capsys):
+    import shutil
+
+    wd = tmp_path / "w"
+    shutil.copytree(smoke_run[0], wd)
+    claims_before, report_before = (wd / "claims.json").read_bytes(), (wd / "report.md").read_text()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the report")
+    for damage in ("missing", "garbage", "truncated", "symlink"):
+        if damage == "missing":
+            (wd / "report.md").unlink()
+        elif damage == "garbage":
+            (wd / "report.md").write_bytes(b"\xff\xfe garbage \x00")
+        elif damage == "truncated":
+            (wd / "report.md").write_text(report_before[:40])
+        else:
+            (wd / "report.md").unlink()
+            (wd / "report.md").symlink_to(victim)
+        assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+        assert "reusing the finished run" in capsys.readouterr().err
+        assert not (wd / "report.md").is_symlink() and (wd / "report.md").read_text() == report_before, damage
+        assert (wd / "claims.json").read_bytes() == claims_before  # nothing else rewritten
+    assert victim.read_text() == "not the report"
+
+
+def test_reused_run_names_missing_or_damaged_figures(smoke_run, tmp_path, capsys):
+    import shutil
+
+    wd = tmp_path / "w"
+    shutil.copytree(smoke_run[0], wd)
+    claims_before = (wd / "claims.json").read_bytes()
+    figs = json.loads(claims_before)["figures"]
+    assert "figures/test_accuracy.png" in figs
+    png = (wd / "figures/test_accuracy.png").read_bytes()
+    for damaged in (b"garbage", png[: len(png) // 2], None):
+        if damaged is None:
+            (wd / "figures/test_accuracy.png").unlink()
+        else:
+            (wd / "figures/test_accuracy.png").write_bytes(damaged)
+        with pytest.warns(UserWarning, match=r"figures/test_accuracy\.png\).*claims are intact.*--force to draw them"):
+            assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+        report = (wd / "report.md").read_text()
+        assert "figures/test_accuracy.png is missing or damaged; run the experiment again with `--force`" in report
+        assert "![figures/test_accuracy.png]" not in report
+        assert all(f"![{f}]({f})" in report for f in figs if f != "figures/test_accuracy.png")  # the intact ones shown
+        assert (wd / "claims.json").read_bytes() == claims_before
+    (wd / "figures/test_accuracy.png").write_bytes(png)  # put back: the report shows it again
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+    assert "![figures/test_accuracy.png](figures/test_accuracy.png)" in (wd / "report.md").read_text()
+
+
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Mapping, Sequence
 
 
@@ -36,8 +37,19 @@ def claim_text(c: Mapping[str, Any]) -> str:
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "**inconclusive**"}
 
 
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")  # where Markdown would pass raw HTML through (a tag, comment, ...)
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+
+
+def _inert(text: Any) -> str:
+    """`text` from a claims.json with nothing Markdown passes through as HTML: a `<` that would open a tag
+    (or comment) and an `&` that would start an entity become `&lt;` / `&amp;`; `<=`, `a < b` and every
+    other character stay as they are (so the reports of honest runs do not change)."""
+    return _TAG_START.sub("&lt;", _ENTITY.sub("&amp;", str(text)))
+
+
 def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _inert(text).replace("|", "\\|").replace("\n", " ")
 
 
 def claims_table(results: Sequence[Mapping[str, Any]]) -> str:
@@ -56,21 +68,38 @@ def claims_table(results: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: str = "") -> str:
-    """report.md of one run: summary line, claims table, figures."""
+def _link(path: Any) -> str:
+    """A figure's path as a Markdown link target that cannot close the link or open a tag."""
+    return _inert(path).replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+
+
+def _seconds(result: Mapping[str, Any]) -> float:
+    try:
+        return float(result.get("seconds", 0))
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def experiment_report(result: Mapping[str, Any], figures: Sequence[str], doc: str = "",
+                      missing: Sequence[str] = ()) -> str:
+    """report.md of one run: summary line, claims table, figures (those in `missing`, gone or damaged, named
+    instead of shown, with how to draw them again)."""
     n = len(result["claims"])
     ok = sum(c["verdict"] == "pass" for c in result["claims"])
-    parts = [f"# {result['experiment']}", ""]
+    parts = [f"# {_inert(result['experiment'])}", ""]
     if doc:
-        parts += [doc.strip(), ""]
+        parts += [_inert(doc.strip()), ""]
     parts += [
-        f"{ok} of {n} claims pass; preset `{result.get('preset', '?')}`, {result.get('seconds', 0):.1f} s.",
+        f"{ok} of {n} claims pass; preset `{_inert(result.get('preset', '?'))}`, {_seconds(result):.1f} s.",
         "",
         claims_table([result]),
         "",
     ]
     for f in figures:
-        parts += [f"![{f}]({f})", ""]
+        if f in missing:
+            parts += [f"*{_cell(f)} is missing or damaged; run the experiment again with `--force` to draw it.*", ""]
+        else:
+            parts += [f"![{_inert(f)}]({_link(f)})", ""]
     return "\n".join(parts)
 
 
@@ -86,15 +115,16 @@ def combined_report(
     if failed:
         parts += ["## Failed and inconclusive claims", ""]
         for exp, c in failed:
-            parts.append(f"- {c['verdict']}: `{exp}` / `{c['id']}`: expected {c['expected']}, measured {claim_text(c)}")
+            parts.append(f"- {_inert(c['verdict'])}: `{_inert(exp)}` / `{_inert(c['id'])}`: expected "
+                         f"{_inert(c['expected'])}, measured {_inert(claim_text(c))}")
         parts.append("")
     parts += ["## Claims", "", claims_table(results), ""]
     parts += ["## Where the time goes", "", timing_table(results), ""]
     for r, wd in zip(results, workdirs):
         figs = r.get("figures", [])
         if figs:
-            parts += [f"## {r['experiment']}", ""]
-            parts += [f"![{f}]({wd}/{f})" for f in figs]
+            parts += [f"## {_inert(r['experiment'])}", ""]
+            parts += [f"![{_inert(f)}]({_link(f'{wd}/{f}')})" for f in figs]
             parts.append("")
     return "\n".join(parts)
 
@@ -396,10 +426,21 @@ def robustness_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
+def markers_problem(readme: str, begin: str, end: str) -> str | None:
+    """Why `readme` has no section between the markers `begin` and `end` (None: it has one)."""
+    if begin not in readme and end not in readme:
+        return f"has no {begin} ... {end} section"
+    if begin not in readme or end not in readme:
+        return f"has {begin if begin in readme else end} but not {end if begin in readme else begin}"
+    if readme.index(end) < readme.index(begin):
+        return f"has {end} before {begin}"
+    return None
+
+
 def update_robustness(readme: str, table: str) -> str:
     """`readme` with the robustness table between its markers replaced."""
-    if ROBUST_BEGIN not in readme or ROBUST_END not in readme:
-        raise ValueError(f"the README has no {ROBUST_BEGIN} ... {ROBUST_END} section")
+    if (problem := markers_problem(readme, ROBUST_BEGIN, ROBUST_END)) is not None:
+        raise ValueError(f"the README {problem}")
     head, rest = readme.split(ROBUST_BEGIN, 1)
     _, tail = rest.split(ROBUST_END, 1)
     return f"{head}{ROBUST_BEGIN}\n{table}\n{ROBUST_END}{tail}"
@@ -409,8 +450,8 @@ def update_readme(readme: str, results: Sequence[Mapping[str, Any]], note: str =
                   figures: Sequence[tuple[str, str]] = ()) -> str:
     """`readme` with the text between the results markers replaced by a fresh table (and the
     featured `figures`, (relative path, caption) pairs, above it)."""
-    if README_BEGIN not in readme or README_END not in readme:
-        raise ValueError(f"the README has no {README_BEGIN} ... {README_END} section")
+    if (problem := markers_problem(readme, README_BEGIN, README_END)) is not None:
+        raise ValueError(f"the README {problem}")
     head, rest = readme.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
     body = readme_results_section(results, note)
