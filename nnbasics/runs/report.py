@@ -188,66 +188,88 @@ def _esc(text: Any) -> str:
     return html.escape(str(text))
 
 
+def _png_tag(path: str, alt: str) -> str:
+    import base64
+
+    with open(path, "rb") as fh:
+        data = base64.b64encode(fh.read()).decode("ascii")
+    return f"<img alt='{_esc(alt)}' src='data:image/png;base64,{data}'>"
+
+
+HTML_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;line-height:1.45}"
+    "nav{display:flex;flex-wrap:wrap;gap:6px 14px;font-size:14px;margin:.5em 0 1em}nav a{white-space:nowrap}"
+    ".card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;margin:0 0 1em}"
+    ".card h3{margin:.2em 0}.badge{font-size:13px;padding:1px 8px;border-radius:10px;margin-left:8px;color:#fff}"
+    ".badge.pass{background:#2a7a2a}.badge.fail{background:#b00}.badge.inconclusive{background:#b7770b}"
+    ".grid{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}.grid .text{flex:1 1 320px;min-width:0}"
+    ".grid figure{flex:1 1 420px;margin:0;min-width:0}img{max-width:100%;height:auto;border:1px solid #eee}"
+    "figcaption{font-size:12px;color:#666}.doc{color:#444;font-style:italic}ul.claims{padding-left:1.1em}"
+    "li.fail b{color:#b00}li.inconclusive b{color:#b7770b}li.pass b{color:#2a7a2a}"
+    "details{margin:.4em 0}summary{cursor:pointer;color:#225;font-size:14px}"
+    "table{border-collapse:collapse;font-size:12px;display:block;overflow-x:auto}"
+    "td,th{border:1px solid #ccc;padding:3px 5px;vertical-align:top}"
+    "code{overflow-wrap:anywhere}"
+)
+
+
 def combined_html(results: Sequence[Mapping[str, Any]], workdirs: Sequence[str], root: str,
                   title: str = "nnbasics reproduction") -> str:
-    """A self-contained HTML report: summary table, then one section per lecture topic with each
-    experiment's paragraph and its figures embedded as base64 PNGs."""
-    import base64
+    """A self-contained HTML report that opens with the lecture: per topic, each experiment as a card
+    (its claims passed, what it shows, each claim's verdict and interval, its headline figure); the
+    other figures and every claim's details (per-seed samples included) folded below each card. The
+    figures are embedded as base64 PNGs."""
     import os
 
     total = sum(len(r["claims"]) for r in results)
     ok = sum(c["verdict"] == "pass" for r in results for c in r["claims"])
-    rows = []
-    for r in results:
-        for c in r["claims"]:
-            cls = c["verdict"] if c["verdict"] in ("pass", "inconclusive") else "fail"
-            rows.append(
-                f"<tr class='{cls}'><td>{_esc(r['experiment'])}</td><td>{_esc(c['claim'])}</td>"
-                f"<td>{_esc(c['source'])}</td><td>{_esc(c['expected'])}</td>"
-                f"<td>{_esc(claim_text(c))}</td><td>{_esc(c['verdict'])}</td>"
-                f"<td>{r.get('seconds', 0):.0f}</td></tr>"
-            )
-    sections = []
     by_topic: dict[str, list[tuple[Mapping[str, Any], str]]] = {}
     for r, wd in zip(results, workdirs):
         topic = r.get("topic") if r.get("topic") in dict(TOPICS) else "other"
         by_topic.setdefault(topic, []).append((r, wd))
+    nav, sections = [], []
     for key, heading in TOPICS:
         if key not in by_topic:
             continue
-        sections.append(f"<h2>{_esc(heading)}</h2>")
+        sections.append(f"<h2 id='topic-{key}'>{_esc(heading)}</h2>")
+        nav.append(f"<a href='#topic-{key}'>{_esc(heading)}</a>")
         for r, wd in by_topic[key]:
-            sections.append(f"<h3 id='{_esc(r['experiment'])}'>{_esc(r['experiment'])}</h3>")
-            if r.get("doc"):
-                sections.append(f"<p class='doc'>{_esc(r['doc'])}</p>")
-            sections.append(f"<p>{_esc(summary_paragraph(r))}</p>")
-            for f in r.get("figures", []):
-                path = os.path.join(root, wd, f)
-                if os.path.exists(path):
-                    with open(path, "rb") as fh:
-                        data = base64.b64encode(fh.read()).decode("ascii")
-                    sections.append(f"<figure><img alt='{_esc(f)}' src='data:image/png;base64,{data}'>"
-                                    f"<figcaption>{_esc(r['experiment'])}: {_esc(f)}</figcaption></figure>")
-    failed = [f"<li>{_esc(c['verdict'])}: <code>{_esc(r['experiment'])}/{_esc(c['id'])}</code>: expected "
-              f"{_esc(c['expected'])}, measured {_esc(claim_text(c))}</li>"
+            n_ok = sum(c["verdict"] == "pass" for c in r["claims"])
+            state = "pass" if n_ok == len(r["claims"]) else (
+                "fail" if any(c["verdict"] == "fail" for c in r["claims"]) else "inconclusive")
+            figs = [(f, os.path.join(root, wd, f)) for f in r.get("figures", [])]
+            figs = [(f, p) for f, p in figs if os.path.exists(p)]
+            items = "".join(f"<li class='{_esc(c['verdict'])}'><b>{_esc(c['verdict'])}</b> {_esc(c['claim'])} "
+                            f"<br><small>{_esc(checks_text(c))}</small></li>" for c in r["claims"])
+            head_fig = (f"<figure>{_png_tag(figs[0][1], figs[0][0])}<figcaption>{_esc(r['experiment'])}: "
+                        f"{_esc(figs[0][0])}</figcaption></figure>") if figs else ""
+            more = "".join(f"<figure>{_png_tag(p, f)}<figcaption>{_esc(r['experiment'])}: {_esc(f)}</figcaption>"
+                           "</figure>" for f, p in figs[1:])
+            rows = "".join(f"<tr><td>{_esc(c['id'])}</td><td>{_esc(c['source'])}</td><td>{_esc(c['expected'])}</td>"
+                           f"<td>{_esc(claim_text(c))}</td><td>{_esc(c['verdict'])}</td></tr>" for c in r["claims"])
+            sections.append(
+                f"<div class='card' id='{_esc(r['experiment'])}'><h3>{_esc(r['experiment'])}"
+                f"<span class='badge {state}'>{n_ok} of {len(r['claims'])} pass</span></h3>"
+                + (f"<p class='doc'>{_esc(r['doc'])}</p>" if r.get("doc") else "")
+                + f"<div class='grid'><div class='text'><ul class='claims'>{items}</ul></div>{head_fig}</div>"
+                + (f"<details><summary>{len(figs) - 1} more figure(s)</summary><div class='grid'>{more}</div></details>"
+                   if more else "")
+                + f"<details><summary>every claim's details and per-seed samples ({r.get('seconds', 0):.0f} s)"
+                f"</summary><table><tr><th>claim</th><th>source</th><th>expected</th><th>measured</th><th>verdict</th>"
+                f"</tr>{rows}</table></details></div>")
+    failed = [f"<li>{_esc(c['verdict'])}: <a href='#{_esc(r['experiment'])}'><code>{_esc(r['experiment'])}/"
+              f"{_esc(c['id'])}</code></a>: {_esc(checks_text(c))} (expected {_esc(c['expected'])})</li>"
               for r in results for c in r["claims"] if c["verdict"] != "pass"]
-    style = (
-        "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}"
-        "tr.pass td:nth-child(6){color:#070;font-weight:bold}tr.fail td:nth-child(6){color:#b00;font-weight:bold}"
-        "tr.inconclusive td:nth-child(6){color:#a60;font-weight:bold}"
-        "figure{display:inline-block;margin:8px}img{max-width:100%;border:1px solid #eee}"
-        "figcaption{font-size:12px;color:#666}.doc{color:#444;font-style:italic}"
-    )
     return "\n".join([
         "<!DOCTYPE html><html><head><meta charset='utf-8'>",
-        f"<title>{_esc(title)}</title><style>{style}</style></head><body>",
-        f"<h1>{_esc(title)}</h1><p><b>{ok} of {total}</b> claims pass over {len(results)} experiments.</p>",
-        ("<h2>Failed and inconclusive claims</h2><ul>" + "".join(failed) + "</ul>") if failed else "",
-        "<h2>Summary</h2><table><tr><th>experiment</th><th>claim</th><th>source</th><th>expected</th>"
-        "<th>measured</th><th>verdict</th><th>seconds</th></tr>",
-        *rows,
-        "</table>",
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<title>{_esc(title)}</title><style>{HTML_STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1><p><b>{ok} of {total}</b> claims pass over {len(results)} experiments; each is a "
+        "comparison the lecture makes, decided from measurements against the published result.</p>",
+        f"<nav>{''.join(nav)}</nav>",
+        # a few are shown, a long list (a smoke run) is folded so that the first screen stays the lecture's
+        (f"<details{' open' if len(failed) <= 5 else ''}><summary><b>{len(failed)} claim(s) did not pass</b>"
+         f"</summary><ul>{''.join(failed)}</ul></details>") if failed else "",
         *sections,
         "</body></html>",
     ])
