@@ -83,3 +83,14 @@ def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
     assert (tmp_path / rel).read_bytes() == b"\x89PNG fake"
     text = update_readme("<!-- results:begin -->\n<!-- results:end -->\n", res, figures=figs)
     assert f"![{caption}]({rel})" in text and text.index(rel) < text.index("| experiment |")
+
+
+def test_compact_results_rows_stay_short():
+    """The README's rows stay under 400 characters whatever the claim's text (a phone-readable table)."""
+    from nnbasics.runs.report import compact_results_table
+
+    long = "x" * 2000
+    res = [{"experiment": "mnist1d", "seconds": 1, "claims": [claims.claim("a", long, "s", long, {"v": [1.0] * 500},
+                                                                       checks=[claims.check("v", [1.0] * 500,
+                                                                                            claims.Threshold(">=", 0))])]}]
+    assert all(len(line) <= 400 for line in compact_results_table(res).splitlines())

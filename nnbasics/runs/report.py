@@ -306,7 +306,7 @@ def _time_text(results: Sequence[Mapping[str, Any]]) -> str:
     return f"{span / 60:.1f} min of wall time, {total:.1f} min of experiment time side by side"
 
 
-HEADLINE_CHARS = 140  # the compact table's cells stay readable on a phone
+HEADLINE_CHARS = 100  # the compact table's cells stay readable on a phone
 
 
 def _short(text: str, limit: int = HEADLINE_CHARS) -> str:
