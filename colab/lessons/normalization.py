@@ -20,7 +20,7 @@ plt.rcParams["figure.figsize"] = (6, 3.2)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
-# ## 1. Four normalizers, four sets of axes
+# ## 1. BatchNorm, LayerNorm, InstanceNorm, GroupNorm: which axes each averages over
 #
 # Every normalization layer computes $\hat x = (x - \mu)/\sqrt{\sigma^2 + \epsilon}$ and then $y = \gamma \hat x + \beta$
 # with a learned scale and shift per channel. They differ only in *which activations* $\mu$ and $\sigma^2$ are taken

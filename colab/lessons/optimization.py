@@ -41,6 +41,10 @@ print(f"GD: optimal step {alpha_gd:.4f}, theory rate {rate_gd:.4f}, measured {me
 assert abs(measured_gd - rate_gd) < 0.01
 
 # %% [markdown]
+# **Try this**: a step 10% above the optimum, `optax.sgd(1.1 * alpha_gd)`, then one above $2/\lambda_{\max}$
+# (`2.05 / quad.lmax`): compare the measured rates with `mt.gd_rate(alpha, quad.eigenvalues)`.
+
+# %% [markdown]
 # ## 2. Momentum
 #
 # Heavy-ball momentum keeps a running direction, $z_{k+1} = \beta z_k + \nabla f(w_k)$, $w_{k+1} = w_k - \alpha z_{k+1}$
