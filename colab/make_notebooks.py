@@ -1,4 +1,5 @@
-"""Writes the Colab notebooks (one per lecture part), stored without outputs.
+"""Writes the Colab notebooks (one per lecture part), stored without outputs; the teaching sections of each
+part come from `lessons/<part>.py` (percent format, also runnable as a script).
 
     python colab/make_notebooks.py
 """
@@ -75,12 +76,47 @@ print(f"{PRESET} preset:", terminal_summary(results.values()))
 assert sum(len(r["claims"]) for r in results.values()) > 0'''
 
 
+LESSONS = pathlib.Path(__file__).resolve().parent / "lessons"
+CHECK = ("## The check: this part's experiments\n\n"
+         "The sections above showed each idea on a tiny example. The cells below run this part's experiments through "
+         "the library (the same code as `nnbasics run NAME`): each turns what the text said into claims measured over "
+         "several seeds, with a verdict (pass, fail, or inconclusive when the seeds do not decide).")
+
+
+def lesson_cells(part: str) -> list[nbformat.NotebookNode]:
+    """The teaching cells of a lecture part, read from `lessons/<part>.py` (percent format: `# %%` starts a code
+    cell, `# %% [markdown]` a text cell whose lines are comments). The lesson file also runs as a plain script."""
+    path = LESSONS / f"{part}.py"
+    if not path.exists():
+        return []
+    cells, kind, lines = [], None, []
+
+    def flush() -> None:
+        text = "\n".join(lines).strip("\n")
+        if kind == "markdown":
+            text = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in text.splitlines())
+        if kind is not None and text.strip():
+            cells.append(new_markdown_cell(text) if kind == "markdown" else new_code_cell(text))
+
+    for line in path.read_text().splitlines():
+        if line.startswith("# %%"):
+            flush()
+            kind, lines = ("markdown" if "[markdown]" in line else "code"), []
+        else:
+            lines.append(line)
+    flush()
+    return cells
+
+
 def notebook(part: str) -> nbformat.NotebookNode:
     title, what = PARTS[part]
     nb = new_notebook()
     nb.cells = [
         new_markdown_cell(
             f"# nnbasics: {title}\n\n{what}.\n\n"
+            "The notebook first teaches the ideas of this part of the lecture, one section each: a short text, small "
+            "cells that call the library and plot, and a few things to try. Then it runs the part's experiments, "
+            "which check at scale what the text said.\n\n"
             "Open this notebook in Colab (File > Open notebook > GitHub, then your copy of the nnbasics "
             f"repository, `colab/{part}.ipynb`), choose a TPU, GPU or CPU runtime, set `REPO_URL` in the first "
             "cell and run all cells. Every experiment runs through the library (`nnbasics.runs.experiment`), the same "
@@ -88,6 +124,8 @@ def notebook(part: str) -> nbformat.NotebookNode:
         ),
         new_code_cell(SETUP),
         new_code_cell(DEVICES),
+        *lesson_cells(part),
+        new_markdown_cell(CHECK),
         new_code_cell(RUN.format(topic=part)),
         new_code_cell(SUMMARY),
     ]

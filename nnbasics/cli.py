@@ -34,6 +34,20 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+def _join_shard_value(argv: list[str]) -> list[str]:
+    """`--shard -1/2` as `--shard=-1/2`: argparse would take a value that starts with '-' for an option and
+    say "expected one argument"; joined, parse_shard names what is wrong with it."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--shard" and i + 1 < len(argv) and argv[i + 1].startswith("-") and argv[i + 1] != "--":
+            out.append(f"--shard={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def _preset(args: argparse.Namespace) -> str:
     if getattr(args, "smoke", False):
         return "smoke"
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="run again even if a finished run is in the workdir")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (automatic when one is found)")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
                    help="checkpoint training every N steps (0: at the end of each training run)")
     s.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
@@ -81,10 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reproduce", help="run every experiment and write one report")
     _presets(s, default="quick")
-    s.add_argument("--only", default="", help="comma-separated experiment names")
+    s.add_argument("--only", default=None, help="comma-separated experiment names (all when left out)")
     s.add_argument("--jobs", type=_jobs, default=None, metavar="N",
                    help="run N experiments at once, each in its own process on its share of the cores (0, the "
                         "default on a CPU: one per core; 1: one at a time in this process on all cores)")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--root", default="runs", help="directory of the run workdirs and the report")
     s.add_argument("--force", action="store_true")
     _seed_offset(s)
@@ -92,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sweep", help="run an experiment's named grid of config overrides")
     s.add_argument("experiment")
+    s.add_argument("--verbose", action="store_true", help="print every claim with its measurements")
     s.add_argument("--sweep", required=True, help="the sweep's name (`nnbasics list` names each experiment's sweeps)")
     s.add_argument("--shard", default=None, help="I/N: run every N-th point from point I (one machine of N)")
     _presets(s)
@@ -151,7 +168,8 @@ def _add_result_commands(sub: Any) -> None:
     s = sub.add_parser("collect", help="merge the finished runs of a sweep directory into one table and figure")
     s.add_argument("directory")
 
-    s = sub.add_parser("readme", help="rewrite the README's results table and figures from a reproduce run")
+    s = sub.add_parser("readme", help="rewrite the README's results table and figures, docs/results.md and the "
+                                      "robustness table from a reproduce run")
     s.add_argument("--root", default="runs", help="the reproduce directory (holding claims.json)")
     s.add_argument("--readme", default="README.md")
     s.add_argument("--force", action="store_true", help="write even if the run covers fewer experiments than reproduce runs")
@@ -171,9 +189,15 @@ def _add_result_commands(sub: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rest, overrides = _split_overrides(argv)
+    rest = _join_shard_value(rest)
     parser = build_parser()
     args = parser.parse_args(rest)
-    _start(args)
+    try:
+        _start(args)
+    except RuntimeError as e:  # JAX_PLATFORMS naming a backend this machine lacks, a coordinator not reached, ...
+        print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+              file=sys.stderr)
+        return 2
     from nnbasics.config import ConfigError
     from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted
@@ -187,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args, overrides)
     except (UnknownNameError, ConfigError, exp.WorkdirConflict, CheckpointMismatch, FileNotFoundError,
             WorkdirUnusable, WorkdirBusy) as e:
-        print(f"nnbasics: error: {e}", file=sys.stderr)
+        print(f"nnbasics: error: {shorten(str(e))}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
         _abort_on_next_interrupt()
@@ -201,6 +225,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FloatingPointError as e:  # TrainingDiverged
         print(f"nnbasics: training diverged: {e}", file=sys.stderr)
         return 3
+    except RuntimeError as e:
+        if "Unable to initialize backend" not in str(e):  # a bug: its traceback is worth seeing
+            raise
+        print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
+
+
+def shorten(message: str, limit: int = 300) -> str:
+    """`message` with every run of more than `limit` characters without a space (a pasted 100,000-character
+    value) cut to its start, an ellipsis and its length, so an error stays one readable line."""
+    import re
+
+    return re.sub(r"\S{%d,}" % (limit + 1), lambda m: f"{m.group(0)[:limit // 3]}... ({len(m.group(0)):,} characters)",
+                  message)
 
 
 _python_formatwarning = warnings.formatwarning
@@ -272,7 +310,7 @@ def _cmd_run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
                              resume=args.resume, checkpoint_every=args.checkpoint_every, seed_offset=args.seed_offset)
     wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
-    _print_claims([res])
+    _print_claims([res], args.verbose)
     print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
     return _all_pass([res])
 
@@ -283,7 +321,7 @@ def _cmd_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
                                        args.root, args.force)
-    _print_claims(results)
+    _print_claims(results, args.verbose)
     print("\n" + exp.terminal_summary(results))
     print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
     return _all_pass(results)
@@ -311,21 +349,55 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
 
 
 def _cmd_readme(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from nnbasics.runs.report import ROBUST_BEGIN, copy_featured_figures, robustness_table, update_readme, update_robustness
+    from nnbasics.config import ConfigError
+    from nnbasics.runs import report as rep
+    from nnbasics.runs.report import (
+        ROBUST_BEGIN,
+        copy_featured_figures,
+        results_page,
+        robustness_table,
+        update_readme,
+        update_robustness,
+    )
     from nnbasics.runs.workdir import atomic_write_text, read_json
 
     path, results = _reproduction_results(args.root, args.force)
-    with open(args.readme, encoding="utf-8") as f:
-        text = f.read()
-    figures = copy_featured_figures(results, args.root, os.path.dirname(os.path.abspath(args.readme)))
+    try:
+        with open(args.readme, encoding="utf-8") as f:
+            text = f.read()
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as e:
+        raise ConfigError(f"cannot read the README {args.readme}: {getattr(e, 'strerror', None) or e}; "
+                          "give --readme the README.md to update") from None
+    problems = [p for p in (rep.markers_problem(text, rep.README_BEGIN, rep.README_END),
+                            rep.markers_problem(text, ROBUST_BEGIN, rep.ROBUST_END)
+                            if ROBUST_BEGIN in text or rep.ROBUST_END in text else None) if p]
+    if problems:  # checked before any figure is copied: nothing is written
+        raise ConfigError(f"the README {args.readme} {'; it '.join(problems)}, so there is nowhere to write the results: "
+                          f"add a line {rep.README_BEGIN} and a line {rep.README_END} below it where the table goes "
+                          "(README.md of the repository has them), or give --readme that file")
+    here = os.path.dirname(os.path.abspath(args.readme))
+    figures = copy_featured_figures(results, args.root, here)
     text = update_readme(text, results, figures=figures)
     runs = [(f"`{os.path.join(d, p.name)}`", read_json(p)) for d in [args.root, *args.also]
             for p in sorted(pathlib.Path(d).glob("claims*.json"), key=lambda q: (len(q.name), q.name))]
+    # the robustness table: in the README, or in docs/robustness.md beside it
+    robust = os.path.join(here, "docs", "robustness.md")
+    robust_text = None
     if ROBUST_BEGIN in text:
         text = update_robustness(text, robustness_table(runs))
+    elif os.path.exists(robust):
+        with open(robust, encoding="utf-8") as f:
+            robust_text = f.read()
+        if ROBUST_BEGIN in robust_text:
+            robust_text = update_robustness(robust_text, robustness_table(runs))
     atomic_write_text(args.readme, text)
-    print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme} "
-          f"from {path}")
+    page = os.path.join(here, "docs", "results.md")
+    os.makedirs(os.path.dirname(page), exist_ok=True)
+    atomic_write_text(page, results_page(results))
+    if robust_text is not None:
+        atomic_write_text(robust, robust_text)
+    print(f"updated the results table, {len(figures)} figures and {len(runs)} robustness rows in {args.readme}, and "
+          f"{page}, from {path}")
     return 0
 
 
@@ -341,7 +413,7 @@ def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.config import ConfigError
     from nnbasics.runs import experiment as exp
 
-    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    only = [o.strip() for o in args.only.split(",")] if args.only is not None else None  # `--only ''`: refused
     distributed = bool(args.multihost or args.coordinator)
     if args.jobs is not None and args.jobs > 1 and distributed:
         raise ConfigError("--jobs runs experiments in local worker processes; it cannot be combined with --multihost")
@@ -352,7 +424,7 @@ def _cmd_reproduce(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
         jobs = len(available_cores()) if estimate.backend() == "cpu" and not distributed else 1
     results, path = exp.reproduce(_preset(args), only, args.root, args.force, overrides, args.seed_offset, jobs)
-    _print_claims(results)
+    _print_claims(results, args.verbose)
     print("\n" + exp.terminal_summary(results, path))
     return _all_pass(results)
 
@@ -401,9 +473,16 @@ def _abort_on_next_interrupt() -> None:
         signal.signal(signal.SIGINT, lambda signum, frame: abort_now("the run"))
 
 
-def _print_claims(results) -> None:
+def _print_claims(results, verbose: bool = False) -> None:
+    """One line per experiment (claims passed, seconds); with `verbose` every claim and its measurements."""
     from nnbasics.runs.report import measured_text
 
+    if not verbose:
+        width = max((len(r["experiment"]) for r in results), default=0)
+        for r in results:
+            ok = sum(c["verdict"] == "pass" for c in r["claims"])
+            print(f"{r['experiment']:<{width}}  {ok:>2}/{len(r['claims'])} claims pass  {float(r.get('seconds', 0)):6.0f} s")
+        return
     for r in results:
         for c in r["claims"]:
             print(f"[{c['verdict'].upper()}] {r['experiment']}/{c['id']}: {c['claim']} | expected {c['expected']} "

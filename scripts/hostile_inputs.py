@@ -216,6 +216,53 @@ def _umask_check(d: pathlib.Path) -> str | None:
     return f"modes not 0644 under umask 022: {bad}" if bad else None
 
 
+def _lock_symlink(d: pathlib.Path) -> None:
+    (d / "wd").mkdir()
+    (d / "precious.txt").write_text("someone else's file")
+    (d / "wd" / ".lock").symlink_to(d / "precious.txt")
+
+
+def _precious_kept(d: pathlib.Path) -> str | None:
+    return None if (d / "precious.txt").read_text() == "someone else's file" else "the file the .lock links to was written"
+
+
+def _lock_dir(d: pathlib.Path) -> None:
+    (d / "wd" / ".lock").mkdir(parents=True)
+
+
+def _readme_without_markers(d: pathlib.Path) -> None:
+    _smoke_root("momentum")(d)
+    (d / "README.md").write_text("# my notes\n")
+    (d / "README.orig").write_bytes((d / "README.md").read_bytes())
+
+
+def _html_claims(d: pathlib.Path) -> None:
+    _finished_run(d)
+    p = d / "wd" / "claims.json"
+    doc = json.loads(p.read_text())
+    doc["claims"][0]["claim"] = "<script>alert(1)</script>"
+    p.write_text(json.dumps(doc))
+
+
+def _report_md_inert(d: pathlib.Path) -> str | None:
+    text = (d / "wd" / "report.md").read_text()
+    return "raw <script> in report.md" if "<script>" in text else None
+
+
+def _report_md_gone(d: pathlib.Path) -> None:
+    _finished_run(d)
+    (d / "wd" / "report.md").unlink()
+
+
+def _report_md_back(d: pathlib.Path) -> str | None:
+    return None if (d / "wd" / "report.md").is_file() else "report.md was not written again"
+
+
+def _combined_damaged(d: pathlib.Path) -> None:
+    _smoke_root("momentum,perceptron_xor")(d)
+    (d / "r" / "claims.json").write_text("{trunc")
+
+
 def _no_claims(d: pathlib.Path) -> str | None:
     return "files were written" if list(d.rglob("claims.json")) else None
 
@@ -328,6 +375,26 @@ CASES = [
                               '[{"name": "a", "mean": NaN, "ci": [-Infinity, Infinity]}]}]}')),
     Case("collect: bytes that are not UTF-8", ["collect", "sw"], (0, 2), ("000-x",),
          setup=_hostile_sweep(b'{"experiment": "\xff\xfe"}')),
+    # issue 34: locks that cannot be turned, options and files that must be refused or repaired
+    Case(".lock is a symlink", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (2,), (".lock", "symbolic link"),
+         setup=_lock_symlink, check=_precious_kept),
+    Case(".lock is a directory", ["run", "mnist1d", *SMOKE, "--workdir", "wd"], (2,), (".lock", "is a directory"),
+         setup=_lock_dir),
+    Case("reproduce --only ''", ["reproduce", *SMOKE, "--only", "", "--root", "r"], (2,), ("--only names no experiment",),
+         check=_no_claims),
+    Case("readme without markers", ["readme", "--root", "r", "--readme", "README.md", "--force"], (2,),
+         ("results:begin",), setup=_readme_without_markers, check=_readme_unchanged),
+    Case("100,000-character value", ["config", "mnist1d", *SMOKE, "--config.optimizer.name=" + "x" * 100_000], (2,),
+         ("100,002 characters", "Valid optimizers")),
+    Case("--shard -1/2", ["sweep", "mnist1d", "--sweep", "learning_rate", *SMOKE, "--shard", "-1/2", "--root", "s"],
+         (2,), ("--shard must look like I/N",)),
+    Case("HTML in a work directory's claims.json", ["report", "--root", "wd"], (0, 1), (), setup=_html_claims,
+         check=_report_md_inert),
+    Case("reused run without report.md", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (), setup=_report_md_gone,
+         check=_report_md_back),
+    Case("damaged combined claims.json, then --only", ["reproduce", *SMOKE, "--only", "momentum", "--root", "r",
+                                                       "--jobs", "1"], (0, 1), ("damaged", "rebuilt"),
+         setup=_combined_damaged, check=_keeps_both),
     # files honour the umask
     Case("umask 022 modes", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (), check=_umask_check),
 ]

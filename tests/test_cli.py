@@ -57,6 +57,57 @@ def test_finished_run_is_reused_and_conflicts_refused(smoke_run, capsys):
     assert (wd / "claims.json").read_text() == before  # nothing lost
 
 
+def test_reused_run_rewrites_a_missing_or_damaged_report(smoke_run, tmp_path, capsys):
+    import shutil
+
+    wd = tmp_path / "w"
+    shutil.copytree(smoke_run[0], wd)
+    claims_before, report_before = (wd / "claims.json").read_bytes(), (wd / "report.md").read_text()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not the report")
+    for damage in ("missing", "garbage", "truncated", "symlink"):
+        if damage == "missing":
+            (wd / "report.md").unlink()
+        elif damage == "garbage":
+            (wd / "report.md").write_bytes(b"\xff\xfe garbage \x00")
+        elif damage == "truncated":
+            (wd / "report.md").write_text(report_before[:40])
+        else:
+            (wd / "report.md").unlink()
+            (wd / "report.md").symlink_to(victim)
+        assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+        assert "reusing the finished run" in capsys.readouterr().err
+        assert not (wd / "report.md").is_symlink() and (wd / "report.md").read_text() == report_before, damage
+        assert (wd / "claims.json").read_bytes() == claims_before  # nothing else rewritten
+    assert victim.read_text() == "not the report"
+
+
+def test_reused_run_names_missing_or_damaged_figures(smoke_run, tmp_path, capsys):
+    import shutil
+
+    wd = tmp_path / "w"
+    shutil.copytree(smoke_run[0], wd)
+    claims_before = (wd / "claims.json").read_bytes()
+    figs = json.loads(claims_before)["figures"]
+    assert "figures/test_accuracy.png" in figs
+    png = (wd / "figures/test_accuracy.png").read_bytes()
+    for damaged in (b"garbage", png[: len(png) // 2], None):
+        if damaged is None:
+            (wd / "figures/test_accuracy.png").unlink()
+        else:
+            (wd / "figures/test_accuracy.png").write_bytes(damaged)
+        with pytest.warns(UserWarning, match=r"figures/test_accuracy\.png\).*claims are intact.*--force to draw them"):
+            assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+        report = (wd / "report.md").read_text()
+        assert "figures/test_accuracy.png is missing or damaged; run the experiment again with `--force`" in report
+        assert "![figures/test_accuracy.png]" not in report
+        assert all(f"![{f}]({f})" in report for f in figs if f != "figures/test_accuracy.png")  # the intact ones shown
+        assert (wd / "claims.json").read_bytes() == claims_before
+    (wd / "figures/test_accuracy.png").write_bytes(png)  # put back: the report shows it again
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd)]) in (0, 1)
+    assert "![figures/test_accuracy.png](figures/test_accuracy.png)" in (wd / "report.md").read_text()
+
+
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
@@ -172,3 +223,36 @@ def test_own_warnings_are_one_line_for_the_user():
         assert _format_warning("x.npz is damaged", category, "/a/b.py", 3, "code()") == "nnbasics: warning: x.npz is damaged\n"
     other = _format_warning("deprecated", DeprecationWarning, "/a/b.py", 3, "code()")
     assert "/a/b.py:3: DeprecationWarning: deprecated" in other
+
+
+@pytest.mark.parametrize("platform", ["nonsense", "gpu"])
+def test_a_backend_this_machine_lacks_is_one_line(platform, tmp_path):
+    """JAX_PLATFORMS naming a backend that is not here: one line and exit 2, no traceback."""
+    env = {**os.environ, "JAX_PLATFORMS": platform}
+    out = subprocess.run([sys.executable, "-m", "nnbasics.cli", "run", "momentum", "--smoke", "--workdir",
+                          str(tmp_path / "w")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    lines = [x for x in out.stderr.splitlines() if x.strip()]
+    assert lines[-1].startswith("nnbasics: error: JAX could not start") and "JAX_PLATFORMS" in lines[-1], out.stderr
+    assert not (tmp_path / "w" / "claims.json").exists()
+
+
+def test_reproduce_prints_one_line_per_experiment_and_verbose_every_claim(tmp_path):
+    """The terminal shows one line per experiment, then the claims that did not pass, the count and the
+    report; --verbose adds every claim with its measurements. Progress lines are plain (no \\r) in a pipe."""
+    cmd = [sys.executable, "-m", "nnbasics.cli", "reproduce", "--smoke", "--only", "momentum,backprop", "--jobs", "1",
+           "--root", str(tmp_path)]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("momentum ") and "claims pass" in lines[0]
+    assert lines[1].startswith("backprop ") and "claims pass" in lines[1]
+    summary = next(i for i, x in enumerate(lines) if " claims pass" in x and x[0].isdigit())
+    assert all(x.startswith(("  FAIL", "  INCONCLUSIVE")) for x in lines[summary + 1:-1]) and lines[-1].startswith("report: ")
+    assert "[PASS]" not in out.stdout and "\r" not in out.stderr
+    assert len([x for x in out.stderr.splitlines() if x.strip()]) <= 3  # the plan and one line per experiment
+    verbose = subprocess.run(cmd + ["--verbose"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    claims = json.loads((tmp_path / "claims.json").read_text())
+    n = sum(len(r["claims"]) for r in claims["experiments"])
+    assert sum(x.startswith("[") for x in verbose.stdout.splitlines()) == n  # every claim, reused runs included

@@ -145,5 +145,39 @@ def test_reproduce_prints_the_plan_and_what_is_left(fake_table, monkeypatch, tmp
     exp.reproduce("full", ["momentum", "mnist1d"], tmp_path)
     err = capsys.readouterr().err
     assert "estimated time of the full preset" in err and "warning: this reproduction" in err
-    assert "[1/2] momentum (estimated ~3 s)" in err or "[1/2] mnist1d (estimated ~2.0 h)" in err
+    assert "[1/2] momentum: " in err or "[1/2] mnist1d: " in err  # one line per experiment, when it is done
     assert "left of ~2.0 h" in err
+
+
+def test_progress_is_plain_lines_when_not_a_terminal():
+    """Output to a file or a pipe (a CI log, nohup, a notebook) gets whole lines, no carriage returns."""
+    import io
+
+    from nnbasics.progress import PlainProgress
+
+    out = io.StringIO()
+    bar = PlainProgress(200, "resnet20", "step", delay=0.0, every=0.0, stream=out)
+    for _ in range(4):
+        bar.update(50)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert lines[0].startswith("resnet20: 50/200 steps (25%), ") and lines[3].startswith("resnet20: 200/200 steps (100%)")
+    assert len(lines) == 5  # one per update here (every=0) and one at the close
+    quiet = io.StringIO()
+    bar = PlainProgress(10, "mlp", "step", delay=60.0, stream=quiet)  # a run shorter than the delay stays silent
+    bar.update(10)
+    bar.close()
+    assert quiet.getvalue() == ""
+
+
+def test_progress_outside_a_terminal_is_plain(monkeypatch):
+    import io
+
+    from nnbasics import progress
+
+    monkeypatch.setattr(progress.sys, "stderr", io.StringIO())
+    monkeypatch.setattr(progress, "_QUIET", False)
+    assert isinstance(progress.progress(10, "x"), progress.PlainProgress)
+    monkeypatch.setattr(progress, "_QUIET", True)
+    assert not isinstance(progress.progress(10, "x"), progress.PlainProgress)

@@ -45,6 +45,33 @@ def test_notebooks_match_their_generator():
         assert stored == [(c.cell_type, c.source) for c in mod.build(p.stem).cells], f"regenerate {p.name}"
 
 
+# ideas issue 32 asks each lecture-part notebook to teach, as words its section titles contain
+IDEAS = {
+    "basics": ("perceptron", "xor", "activation", "softmax", "backprop", "dropout"),
+    "optimization": ("gradient descent", "momentum", "optimizers"),
+    "convolution": ("toeplitz", "equivariance", "receptive field", "dilation"),
+    "architectures": ("model zoo", "residual"),
+    "normalization": ("batchnorm", "groupnorm", "weight standardization", "signal propagation", "gradient clipping"),
+}
+
+
+@pytest.mark.parametrize("part", sorted(IDEAS))
+def test_notebooks_teach_each_idea_before_the_run(part):
+    """Each idea is a section (a '## ' title and its text), at least one code cell, and a 'Try this', all before the
+    experiment run."""
+    cells = nbformat.read(COLAB / f"{part}.ipynb", as_version=4).cells
+    run = next(i for i, c in enumerate(cells) if c.cell_type == "code" and "run_experiment(" in c.source)
+    starts = [i for i, c in enumerate(cells[:run]) if c.cell_type == "markdown" and re.match(r"## \d+\. ", c.source)]
+    assert len(starts) >= 2, part
+    titles = " | ".join(cells[i].source.splitlines()[0].lower() for i in starts)
+    for idea in IDEAS[part]:
+        assert idea in titles, (part, idea, titles)
+    for a, b in zip(starts, [*starts[1:], run]):
+        section = cells[a:b]
+        assert any(c.cell_type == "code" for c in section), cells[a].source[:60]
+        assert any(c.cell_type == "markdown" and "**Try this**" in c.source for c in section), cells[a].source[:60]
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("NNBASICS_PRESET", "smoke")

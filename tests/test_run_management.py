@@ -42,6 +42,40 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
         assert str(os.getpid()) in (wd / ".lock").read_text()
 
 
+def test_lock_that_is_a_symlink_is_never_followed(tmp_path, capsys):
+    wd, victim = tmp_path / "w", tmp_path / "precious.txt"
+    wd.mkdir()
+    victim.write_text("someone else's data")
+    (wd / ".lock").symlink_to(victim)
+    with pytest.raises(workdir_lib.WorkdirUnusable, match=r"\.lock is a symbolic link .*precious\.txt.*remove it"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "symbolic link" in err and str(wd / ".lock") in err
+    assert victim.read_text() == "someone else's data"  # nothing written through the link
+    assert (wd / ".lock").is_symlink() and not (wd / "claims.json").exists()
+    (wd / ".lock").unlink()
+    (wd / ".lock").symlink_to(tmp_path / "nowhere")  # a dangling link is not created either
+    with pytest.raises(workdir_lib.WorkdirUnusable, match="symbolic link"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_lock_that_is_a_directory_is_a_clear_error(tmp_path, capsys):
+    wd = tmp_path / "w"
+    (wd / ".lock").mkdir(parents=True)
+    (wd / ".lock" / "kept").write_text("x")
+    with pytest.raises(workdir_lib.WorkdirUnusable, match=r"\.lock is a directory, not a regular file.*remove it"):
+        with workdir_lib.exclusive(wd):
+            pass
+    assert main(["run", "mnist1d", "--smoke", "--workdir", str(wd), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "IsADirectoryError" not in err and "is a directory" in err
+    assert (wd / ".lock" / "kept").read_text() == "x"
+
+
 def _result(name, verdict="pass"):
     return {"experiment": name, "seconds": 1.0, "figures": [], "preset": "quick",
             "claims": [claims.claim("c", "a claim", "s", "e", {"v": 1.0}, passed=verdict == "pass")]}
@@ -54,6 +88,47 @@ def test_partial_reproduction_keeps_the_other_experiments(tmp_path):
     assert [r["experiment"] for r in merged] == names[:3]
     assert merged[1]["claims"][0]["verdict"] == "fail" and merged[0]["claims"][0]["verdict"] == "pass"
     assert dirs == [f"{n}-quick" for n in names[:3]]
+
+
+def _finished_root(root, names, preset="smoke"):
+    """A reproduce root whose experiments `names` finished: their workdirs and the combined report."""
+    results = [dict(_result(n), preset=preset) for n in names]
+    for r in results:
+        (root / f"{r['experiment']}-{preset}").mkdir(parents=True)
+        (root / f"{r['experiment']}-{preset}" / "claims.json").write_text(json.dumps(r))
+    exp.write_reports(root, results, [f"{n}-{preset}" for n in names])
+    return results
+
+
+@pytest.mark.parametrize("damage", [b"{trunc", b'{"experiments": 3, "workdirs": []}'])
+def test_damaged_combined_claims_is_rebuilt_from_the_workdirs_by_a_partial_reproduce(tmp_path, capsys, damage):
+    others = [n for n in exp.experiment_names() if n != "mnist1d"][:3]
+    _finished_root(tmp_path, others)
+    (tmp_path / "claims.json").write_bytes(damage)
+    with pytest.warns(UserWarning, match=r"claims\.json is damaged .*kept it as claims\.json\.\S+\.damaged and rebuilt "
+                                         r"the combined report from the 4 intact work directories"):
+        main(["reproduce", "--smoke", "--only", "mnist1d", "--root", str(tmp_path), "--jobs", "1", "--quiet"])
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    order = exp.experiment_names()
+    assert [r["experiment"] for r in doc["experiments"]] == sorted([*others, "mnist1d"], key=order.index)
+    assert doc["workdirs"] == [f"{r['experiment']}-smoke" for r in doc["experiments"]]
+    assert all(f"| {n} |" in (tmp_path / "report.md").read_text() for n in [*others, "mnist1d"])
+    assert [p.read_bytes() for p in tmp_path.glob("claims.json.*.damaged")] == [damage]  # nothing lost
+
+
+def test_report_root_rebuilds_a_damaged_combined_claims_from_the_workdirs(tmp_path, capsys):
+    names = exp.experiment_names()[:3]
+    results = _finished_root(tmp_path, names, "quick")
+    (tmp_path / "quick-but-foreign").mkdir()  # not a default workdir: not taken
+    (tmp_path / "quick-but-foreign" / "claims.json").write_text(json.dumps(dict(_result(names[0]), preset="quick")))
+    (tmp_path / "claims.json").write_text('{"experiments": [')
+    with pytest.warns(UserWarning, match=r"claims\.json is damaged.*rebuilt the combined report from the 3 intact"):
+        assert main(["report", "--root", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "claims.json").read_text())
+    assert [r["experiment"] for r in doc["experiments"]] == names and doc["workdirs"] == [f"{n}-quick" for n in names]
+    assert [r["claims"] for r in doc["experiments"]] == [r["claims"] for r in results]
+    assert "3 of 3 claims pass over 3 experiments" in (tmp_path / "report.md").read_text()
+    assert len(list(tmp_path.glob("claims.json.*.damaged"))) == 1
 
 
 def test_readme_is_not_shrunk_without_force(tmp_path, capsys):
@@ -83,6 +158,28 @@ def test_report_rejudges_stored_measurements(tmp_path, capsys):
     assert "0 of 1 claims pass (1 failed)" in out and "unlisted_gain = 0.15" in out
     assert json.loads((wd / "claims.json").read_text())["claims"][0]["verdict"] == "fail"
     assert "**FAIL**" in (wd / "report.md").read_text()
+
+
+def test_html_from_a_claims_json_is_inert_in_every_report_md(tmp_path, capsys):
+    """report.md of a work directory and the combined report.md escape HTML as collect.md and report.html do,
+    while the `<=` of an honest check stays as it is."""
+    wd = tmp_path / "mnist1d-quick"
+    wd.mkdir()
+    evil = claims.claim("x<b>", "<script>alert(1)</script> gain", "<img src=x onerror=alert(2)>", "&amp; <!-- c -->",
+                        {"<iframe src=//e>": 1.0}, checks=[claims.check("gap", [0.1, 0.2, 0.15], claims.Threshold("<=", 1.0))])
+    doc = {"experiment": "mnist1d", "preset": "quick", "seconds": 1.0, "figures": ["<svg onload=alert(3)>.png"],
+           "claims": [evil]}
+    (wd / "claims.json").write_text(json.dumps(doc))
+    (wd / "<svg onload=alert(3)>.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(12) + b"IEND\xaeB`\x82")  # shown
+    exp.write_reports(tmp_path, [doc], ["mnist1d-quick"])
+    assert main(["report", "--root", str(tmp_path)]) == 0
+    for md in (wd / "report.md", tmp_path / "report.md"):
+        text = md.read_text()
+        for tag in ("<script", "<img", "<iframe", "<svg", "<!--", "<b>", "&amp; "):
+            assert tag not in text, (md, tag)
+        assert "&lt;script>alert(1)&lt;/script> gain" in text and "&amp;amp; &lt;!-- c -->" in text
+        assert "(n=3) <= 1" in text  # an honest comparison is not rewritten
+    assert "(&lt;svg%20onload=alert%283%29>.png)" in (wd / "report.md").read_text()  # a link that cannot break out
 
 
 @pytest.mark.parametrize("override, words", [
@@ -262,6 +359,48 @@ def test_report_and_readme_refuse_damaged_claims_files_naming_them(tmp_path, cap
     assert readme.read_text() == "# x\n"
 
 
+def test_readme_without_the_results_markers_is_a_clear_error(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    readme = tmp_path / "README.md"
+    for text, why in [("# x\nno markers\n", "has no <!-- results:begin --> ... <!-- results:end --> section"),
+                      ("# x\n<!-- results:begin -->\n", "has <!-- results:begin --> but not <!-- results:end -->"),
+                      ("<!-- results:end -->\n<!-- results:begin -->\n", "has <!-- results:end --> before"),
+                      ("<!-- results:begin -->\n<!-- results:end -->\n<!-- robustness:begin -->\n",
+                       "has <!-- robustness:begin --> but not <!-- robustness:end -->")]:
+        readme.write_text(text)
+        assert main(["readme", "--root", str(tmp_path), "--readme", str(readme), "--force"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err and "ValueError" not in err
+        assert f"the README {readme} {why}" in err and "add a line <!-- results:begin -->" in err
+        assert readme.read_text() == text  # untouched
+        assert not (tmp_path / "docs").exists()  # no featured figure copied beside it either
+
+
+def test_report_names_the_work_directory_claims_of_an_unknown_experiment(tmp_path, capsys):
+    exp.write_reports(tmp_path, [_result("mnist1d")], ["mnist1d-quick"])
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "claims.json").write_text(json.dumps(dict(_result("mnist1d"), experiment="no_such_thing")))
+    before = (tmp_path / "report.md").read_text()
+    assert main(["report", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{tmp_path / 'x' / 'claims.json'} is damaged or foreign" in err
+    assert "no_such_thing" in err and "move it out of the way" in err
+    assert (tmp_path / "report.md").read_text() == before
+
+
+def test_long_values_are_cut_short_and_a_negative_shard_is_named(tmp_path, capsys):
+    assert main(["config", "mnist1d", "--smoke", "--config.optimizer.name=" + "x" * 100_000]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 600 and "unknown optimizer 'xxxx" in err and "... (100,002 characters)" in err
+    assert "Valid optimizers: adam" in err
+    assert main(["config", "mnist1d", "--smoke", "--config.steps=" + "9" * 100_000]) == 2
+    assert len(capsys.readouterr().err) < 600
+    assert main(["sweep", "mnist1d", "--sweep", "learning_rate", "--smoke", "--shard", "-1/2", "--root",
+                 str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert "--shard must look like I/N with 0 <= I < N (e.g. 0/4), got '-1/2'" in err and "expected one argument" not in err
+
+
 def test_unusable_data_cache_directory_is_a_clear_error(tmp_path, capsys, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
@@ -288,4 +427,12 @@ def test_repeated_seeds_or_models_and_an_empty_workdir_are_refused(tmp_path, cap
 def test_reproduce_only_with_no_names_is_refused(tmp_path, capsys):
     assert main(["reproduce", "--smoke", "--only", ",", "--root", str(tmp_path)]) == 2
     assert "--only names no experiment" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_reproduce_only_with_an_empty_string_is_refused(tmp_path, capsys):
+    for only in ("", " ", " , "):  # an empty shell variable: not "all 18 experiments" by accident
+        assert main(["reproduce", "--smoke", "--only", only, "--root", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--only names no experiment" in err and "nnbasics list" in err
     assert not list(tmp_path.iterdir())

@@ -144,6 +144,78 @@ def test_invalid_values_rejected_before_compiling(kw, match):
         fit(model, d, TrainConfig(**{**dict(steps=5, batch_size=10), **kw}))
 
 
+def _blobs(**arrays):
+    """blobs (3 classes, 2 inputs) as a plain namespace, its arrays replaced by `arrays`."""
+    import types
+
+    d = load_dataset("blobs", n_train=100, n_test=10)
+    return types.SimpleNamespace(**{**dict(x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test),
+                                    **arrays})
+
+
+def _with(a, index, value):
+    a = np.array(a, dtype=np.float32 if isinstance(value, float) else a.dtype)
+    a[index] = value
+    return a
+
+
+_X, _Y = _blobs().x_train, _blobs().y_train
+
+
+@pytest.mark.parametrize("data, kw, match", [
+    (_blobs(y_train=_Y[:90]), {}, r"x_train has 100 examples but y_train has 90; they must have the same length"),
+    (_blobs(y_test=_blobs().y_test[:3]), {}, r"x_test has 10 examples but y_test has 3"),
+    (_blobs(x_train=_X[:0], y_train=_Y[:0]), {}, r"the training set is empty \(x_train has 0 examples\); give at least "
+                                                 r"batch_size=10 examples"),
+    (_blobs(x_train=_with(_X, (7, 1), np.nan)), {},
+     r"x_train holds 1 NaN or infinite values \(the first at index \(7, 1\): nan\)"),
+    (_blobs(x_test=_with(_blobs().x_test, (0, 0), np.inf)), {}, r"x_test holds 1 NaN or infinite"),
+    (_blobs(y_train=_with(_Y, 3, 3.7)), {}, r"y_train holds labels that are not whole numbers \(the first: 3.7 at index "
+                                            r"\(3,\)\); the cross_entropy loss needs integer class labels"),
+    (_blobs(y_train=_with(_Y, 5, -1)), {}, r"y_train holds negative labels \(the smallest: -1\)"),
+    (_blobs(y_train=_with(_Y, 5, 3)), {}, r"y_train holds labels up to 3, but the model gives 3 classes .*labels must "
+                                          r"lie in \[0, 3\)"),
+    (_blobs(y_test=_with(_blobs().y_test, 0, 9)), {}, r"y_test holds labels up to 9, but the model gives 3 classes"),
+    (_blobs(y_train=np.zeros((100, 2), np.int32), y_test=np.zeros((10, 2), np.int32)), {},
+     r"the model's output on one example has shape \(1, 3\), but the cross_entropy loss needs \(1, 2, 'num_classes'\)"),
+    (_blobs(), dict(steps=10**12), r"steps must be an integer between 1 and 1,000,000,000, got 1000000000000"),
+    (_blobs(), dict(batch_size=2.5), r"batch_size must be an integer between 1 and 1,000,000,000, got 2.5"),
+    (_blobs(), dict(eval_every="x" * 100_000), r"eval_every must be an integer .*got 'x+\.\.\.$"),
+])
+def test_fit_refuses_inputs_it_cannot_train_on_before_compiling(data, kw, match, monkeypatch):
+    from nnbasics.config import ConfigError
+    from nnbasics.engine import loop
+
+    monkeypatch.setattr(loop, "_programs", lambda *a, **k: pytest.fail("compiled before refusing"))
+    model = get_model("mlp", num_classes=3)
+    with pytest.raises(ConfigError, match=match) as e:
+        fit(model, data, TrainConfig(**{**dict(steps=5, batch_size=10), **kw}))
+    assert len(str(e.value)) < 400 and "lower the learning rate" not in str(e.value)
+
+
+def test_fit_input_checks_leave_valid_runs_unchanged():
+    """Whole-number float labels, numpy integer counts and per-pixel labels pass the checks; the numbers of a
+    valid run are those of the same run with its data given as int labels."""
+    d = load_dataset("blobs", n_train=100, n_test=10)
+    model = get_model("mlp", num_classes=3)
+    tc = TrainConfig(steps=np.int64(6), batch_size=10, eval_every=3)
+    a = fit(model, d, tc)
+    b = fit(model, _blobs(y_train=d.y_train.astype(np.float32), y_test=d.y_test.astype(np.float64)), tc)
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
+    assert np.isfinite(a.history[-1]["train_loss"]).all()
+    import flax.linen as nn
+
+    class PixelNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3)(x)  # (N, H, W, 3) logits per pixel
+
+    r = np.random.default_rng(0)
+    x, y = r.standard_normal((20, 4, 4, 2)).astype(np.float32), r.integers(0, 3, (20, 4, 4)).astype(np.int32)
+    res = fit(PixelNet(), _blobs(x_train=x, y_train=y, x_test=x[:5], y_test=y[:5]), tc)  # per-pixel labels pass
+    assert np.isfinite(res.history[-1]["train_loss"]).all()
+
+
 def test_evaluate_per_pixel_labels():
     import flax.linen as nn
 

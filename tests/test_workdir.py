@@ -48,7 +48,23 @@ def test_readme_results_table_is_rewritten_between_markers():
             "claims": [claims.claim("a", "x works", "s", "1 +- 0.5", {"v": 1.2}, True)]}]
     text = update_readme("intro\n<!-- results:begin -->\nold\n<!-- results:end -->\nrest\n", res)
     assert "old" not in text and text.startswith("intro\n") and text.endswith("rest\n")
-    assert "1 of 1 claims pass" in text and "| e | x works | 1 +- 0.5 | v = 1.2 | pass |" in text
+    # one row per experiment (a computed claim: what it was computed from), the claims themselves in docs/results.md
+    assert "1 of 1 claims pass" in text and "| `e` | x works | 1 of 1 | computed from v | 1 +- 0.5 |" in text
+    assert "docs/results.md" in text
+
+
+def test_results_page_shows_intervals_and_the_seed_rule_not_samples():
+    from nnbasics.runs.report import compact_results_table, results_page
+
+    k = claims.check("gain", [2.0, 3.0, 4.0, 3.5], claims.Threshold(">", 0.0))
+    res = [{"experiment": "regularization", "seconds": 60, "versions": {"jax": "0.1", "backend": "cpu", "devices": "8"},
+            "claims": [claims.claim("g", "dropout helps", "s", "gain > 0", {"gain": [2.0, 3.0, 4.0, 3.5]},
+                                    checks=[k])]}]
+    page = results_page(res)
+    assert "gain = 3.125 [" in page and "(n=4) > 0 (rule: 4 seeds)" in page and "8 device(s)" in page
+    assert "3.5]" not in page and "[2, 3, 4, 3.5]" not in page  # no raw sample list
+    row = compact_results_table(res).splitlines()[-1]
+    assert row.startswith("| `regularization` | ") and "| 1 of 1 | gain = 3.125 [" in row
 
 
 def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
@@ -67,3 +83,14 @@ def test_readme_shows_the_featured_figures_of_a_reproduce_run(tmp_path):
     assert (tmp_path / rel).read_bytes() == b"\x89PNG fake"
     text = update_readme("<!-- results:begin -->\n<!-- results:end -->\n", res, figures=figs)
     assert f"![{caption}]({rel})" in text and text.index(rel) < text.index("| experiment |")
+
+
+def test_compact_results_rows_stay_short():
+    """The README's rows stay under 400 characters whatever the claim's text (a phone-readable table)."""
+    from nnbasics.runs.report import compact_results_table
+
+    long = "x" * 2000
+    res = [{"experiment": "mnist1d", "seconds": 1, "claims": [claims.claim("a", long, "s", long, {"v": [1.0] * 500},
+                                                                       checks=[claims.check("v", [1.0] * 500,
+                                                                                            claims.Threshold(">=", 0))])]}]
+    assert all(len(line) <= 400 for line in compact_results_table(res).splitlines())

@@ -90,8 +90,24 @@ class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step (and seed)."""
 
 
-def validate_train_config(tc: TrainConfig, num_train: int | None = None) -> None:
-    """Reject invalid values with a clear message before anything is compiled."""
+MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger value is a typo (the command line's cap too)
+
+
+def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data: Any = None,
+                          model: nn.Module | None = None) -> None:
+    """Reject invalid values with a clear message before anything is compiled; with `data` (and `model`)
+    also inputs and labels that cannot train (see `check_data`)."""
+    if data is not None and not isinstance(data, StreamingData):
+        check_data(data, tc, model)
+        num_train = len(data.x_train)
+    for name in ("steps", "batch_size", "eval_every"):
+        v = getattr(tc, name)
+        try:
+            ok = not isinstance(v, bool) and float(v) == int(v) and 0 < int(v) <= MAX_STEPS
+        except (TypeError, ValueError, OverflowError):
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} must be an integer between 1 and {MAX_STEPS:,}, got {_short(v)}")
     seeds = list(tc.seeds) if tc.seeds is not None else []
     if not seeds:
         raise ValueError("seeds must be a non-empty list of integers, e.g. --config.seeds='(0, 1, 2)'")
@@ -99,9 +115,6 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None) -> None
         raise ValueError(f"seeds must be integers, got {seeds}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds must be distinct, got {seeds}")
-    for name in ("steps", "batch_size", "eval_every"):
-        if int(getattr(tc, name)) <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {getattr(tc, name)}")
     if num_train is not None and int(tc.batch_size) > num_train:
         raise ValueError(f"batch_size={tc.batch_size} is larger than the training set ({num_train} examples); "
                          f"use a batch size between 1 and {num_train}")
@@ -124,6 +137,91 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None) -> None
     for m in specs:
         if not isinstance(m.get("model", {}), Mapping):
             raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
+
+
+def _short(v: Any, limit: int = 80) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _host(a: Any) -> np.ndarray:
+    """`a` as a NumPy array without a copy where it already is one (the checks must stay cheap)."""
+    return a if isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> None:
+    """Inputs and labels `fit` cannot train on, refused with a ValueError naming the array and what is
+    valid, on the host before any compile: x and y of different lengths, an empty training set, NaN or
+    infinite values, and for a classification loss labels that are not whole numbers or (with `model`,
+    whose output on one example gives the number of classes) outside [0, num_classes)."""
+    classify = tc.loss in CLASSIFICATION
+    for split in ("train", "test"):
+        x, y = getattr(data, f"x_{split}", None), getattr(data, f"y_{split}", None)
+        if x is None or y is None:
+            raise ValueError(f"data has no x_{split} / y_{split}: give arrays of inputs and of labels (or targets)")
+        x, y = _host(x), _host(y)
+        if x.ndim == 0 or y.ndim == 0:
+            raise ValueError(f"x_{split} and y_{split} must be arrays with one row per example, got shapes "
+                             f"{x.shape} and {y.shape}")
+        if len(x) != len(y):
+            raise ValueError(f"x_{split} has {len(x)} examples but y_{split} has {len(y)}; they must have the same "
+                             "length (one label or target per example)")
+        if len(x) == 0 and split == "train":
+            raise ValueError(f"the training set is empty (x_train has 0 examples); give at least batch_size="
+                             f"{_short(tc.batch_size)} examples")
+        for name, a in ((f"x_{split}", x), (f"y_{split}", y)):
+            if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+                raise ValueError(f"{name} must hold numbers, got dtype {a.dtype}")
+            if np.issubdtype(a.dtype, np.inexact) and not np.isfinite(a).all():
+                bad = np.argwhere(~np.isfinite(a))[0]
+                raise ValueError(f"{name} holds {int((~np.isfinite(a)).sum())} NaN or infinite values (the first at "
+                                 f"index {tuple(int(i) for i in bad)}: {a[tuple(bad)]!s}); every input and label must "
+                                 "be a finite number (clean or drop those examples)")
+        if classify:
+            if np.issubdtype(y.dtype, np.inexact) and not (y == np.round(y)).all():
+                i = tuple(int(k) for k in np.argwhere(y != np.round(y))[0])
+                raise ValueError(f"y_{split} holds labels that are not whole numbers (the first: {y[i]!s} at index {i}); "
+                                 f"the {tc.loss} loss needs integer class labels 0, 1, ..., num_classes - 1")
+            if y.size and y.min() < 0:
+                raise ValueError(f"y_{split} holds negative labels (the smallest: {_num(y.min())}); the {tc.loss} loss "
+                                 "needs class labels 0, 1, ..., num_classes - 1")
+    if classify and model is not None:
+        _check_classes(model, data, tc)
+
+
+def _num(v: Any) -> str:
+    f = float(v)
+    return str(int(f)) if f == int(f) else str(f)
+
+
+def _check_classes(model: nn.Module, data: Any, tc: TrainConfig) -> None:
+    """The model's output on one example (traced with jax.eval_shape: no compile, no numbers) must be
+    (1, ..., num_classes), the labels' shape per example plus a class axis, and the labels < num_classes."""
+    x, ys = _host(data.x_train), [_host(data.y_train), _host(data.y_test)]
+    args = member_specs(tc)[0].get("model", {})
+    sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)
+
+    def logits(xs, model_args):
+        key = jax.random.key(0, impl=PRNG_IMPL)
+        out, _ = model.init_with_output({"params": key, "dropout": key}, xs, train=False, **model_args)
+        return out
+
+    try:
+        out = jax.eval_shape(logits, sample, {k: np.asarray(v) for k, v in dict(args).items()})
+    except Exception as e:  # noqa: BLE001 - the model cannot take these inputs: say which
+        raise ValueError(f"the model cannot take x_train's examples of shape {tuple(x.shape[1:])}: "
+                         f"{type(e).__name__}: {_short(str(e), 300)}") from None
+    shape = tuple(getattr(out, "shape", ()))
+    want = (1, *ys[0].shape[1:])
+    if len(shape) < 2 or shape[:-1] != want or shape[-1] < 1:
+        raise ValueError(f"the model's output on one example has shape {shape}, but the {tc.loss} loss needs "
+                         f"{(*want, 'num_classes')} (one logit per class for each label of y_train, shape "
+                         f"{tuple(ys[0].shape[1:]) or 'a scalar'} per example)")
+    classes = shape[-1]
+    for split, y in zip(("train", "test"), ys):
+        if y.size and y.max() >= classes:
+            raise ValueError(f"y_{split} holds labels up to {_num(y.max())}, but the model gives {classes} classes "
+                             f"(its output's last axis); labels must lie in [0, {classes})")
 
 
 MEMBER_KEYS = (*optim.MEMBER_HPARAMS, "accumulate", "model")
@@ -462,7 +560,7 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
 
     streaming = isinstance(data, StreamingData)
     try:  # a bad value or a device count that cannot take the work: one line for the user, before any compile
-        validate_train_config(tc, num_train=None if streaming else len(data.x_train))
+        validate_train_config(tc, data=data, model=model)
         if streaming and tc.eval_train:
             raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
         members = _members(tc)

@@ -104,8 +104,9 @@ def plan_lines(names: list[str], preset: str, backend: str = "cpu") -> list[str]
     return lines
 
 
-def announce(lines: Iterable[str]) -> None:
-    """Print estimate lines on stderr: warnings always (on the main process), the rest unless quiet."""
+def announce(lines: Iterable[str], detail: bool = False) -> None:
+    """Print estimate lines on stderr: warnings always (on the main process), the rest unless quiet;
+    a plan (`plan_lines`) as its heading and total on one line unless `detail` asks for every line."""
     import sys
 
     import jax
@@ -114,6 +115,10 @@ def announce(lines: Iterable[str]) -> None:
 
     if jax.process_index() != 0:
         return
+    lines = list(lines)
+    if not detail and lines and lines[0].startswith("estimated time of"):  # 'estimated ...: total ~8 min'
+        total = next((ln.strip()[len("total"):].strip() for ln in lines if ln.strip().startswith("total")), "?")
+        lines = [f"{lines[0].rstrip(':')}: {total}"] + [ln for ln in lines[1:] if ln.startswith("warning")]
     for line in lines:
         if line.startswith("warning"):
             print(f"nnbasics: {line}", file=sys.stderr, flush=True)

@@ -19,6 +19,7 @@ import math
 import os
 import pathlib
 import pkgutil
+import re
 import shutil
 import sys
 import time
@@ -321,8 +322,8 @@ def _reuse_finished(name: str, mod: ModuleType, cfg_json: Any, wd_path: pathlib.
             return None, force, True  # rebuild the damaged metrics from the checkpoints (no training)
         log(f"{name}: reusing the finished run in {wd_path} (--force to run again)")
         new = judge(name, old)  # today's thresholds on the stored measurements
-        if new != old and workdir_lib.is_main_process():
-            _write_result(wd_path, mod, new)
+        if workdir_lib.is_main_process():
+            _repair_report(name, mod, wd_path, new, rejudged=new != old)
         return new, force, resume
     if replace_changed:  # reproduce: the experiment's config changed, so its results are stale
         log(f"{name}: the config changed since the finished run in {wd_path}; running again "
@@ -391,9 +392,61 @@ def _finished_metrics_damage(name: str, wd_path: pathlib.Path, result: Mapping[s
 
 
 def _write_result(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> None:
-    doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
-    workdir_lib.atomic_write_text(wd_path / "report.md", report.experiment_report(result, result["figures"], doc))
+    workdir_lib.atomic_write_text(wd_path / "report.md", _report_text(wd_path, mod, result))
     workdir_lib.atomic_write_json(wd_path / "claims.json", result)  # last: its presence marks the run finished
+
+
+_PNG_HEAD, _PNG_TAIL = b"\x89PNG\r\n\x1a\n", b"IEND\xaeB`\x82"
+
+
+def _figure_intact(path: pathlib.Path) -> bool:
+    """A whole PNG file (its signature first, its IEND chunk last): not missing, cut short or garbage."""
+    try:
+        if not path.is_file() or path.stat().st_size < len(_PNG_HEAD) + 12:
+            return False
+        with open(path, "rb") as f:
+            head = f.read(len(_PNG_HEAD))
+            f.seek(-len(_PNG_TAIL), os.SEEK_END)
+            return head == _PNG_HEAD and f.read() == _PNG_TAIL
+    except OSError:
+        return False
+
+
+def _report_text(wd_path: pathlib.Path, mod: ModuleType, result: Mapping[str, Any]) -> str:
+    doc = (inspect.getdoc(mod) or "").split("\n\n")[0]
+    figures = list(result.get("figures") or [])
+    missing = [f for f in figures if not _figure_intact(wd_path / f)]
+    return report.experiment_report(result, figures, doc, missing=missing)
+
+
+def _repair_report(name: str, mod: ModuleType, wd_path: pathlib.Path, result: Mapping[str, Any], rejudged: bool) -> None:
+    """A reused finished run's report.md, written again from its claims.json when it is missing, damaged or
+    stale (a re-judged verdict), so the report path printed points at the run's report; figures that are
+    missing or damaged are named (a warning and report.md) with how to draw them again."""
+    import warnings
+
+    text = _report_text(wd_path, mod, result)
+    bad = [f for f in result.get("figures") or [] if not _figure_intact(wd_path / f)]
+    if bad:
+        warnings.warn(f"{name}: {len(bad)} figure(s) of the finished run in {wd_path} are missing or damaged "
+                      f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}); the claims are intact and reused. "
+                      "Run it again with --force to draw them again", stacklevel=3)
+    if rejudged:
+        _write_result(wd_path, mod, result)
+        return
+    path = wd_path / "report.md"
+    try:
+        current = path.read_text(encoding="utf-8") if path.is_file() and not path.is_symlink() else None
+    except (OSError, UnicodeDecodeError):
+        current = None
+    if current != text:
+        if path.is_dir() and not path.is_symlink():
+            raise WorkdirConflict(f"{path} is a directory, not the run's report; move it out of the way and run again")
+        if path.is_symlink():
+            path.unlink()  # never write through a link; the report is written in its place
+        log(f"{name}: {path} was {'missing' if current is None and not path.exists() else 'damaged or out of date'}; "
+            "wrote it again from claims.json")
+        workdir_lib.atomic_write_text(path, text)
 
 
 def _seed_count(cfg: ml_collections.ConfigDict) -> int:
@@ -468,7 +521,7 @@ def reproduce(
         ran = jobs_lib.run_side_by_side(todo, preset, root, force, overrides, seed_offset, int(jobs))
     countdown = estimate.Countdown(names, preset)
     for i, name in enumerate(names):
-        log(f"[{i + 1}/{len(names)}] {name} (estimated {estimate.format_duration(estimate.seconds(name, preset))})")
+        collected = name in ran  # a worker ran it: collected here, no progress to report
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
@@ -489,10 +542,11 @@ def reproduce(
                                     {}, False, error=f"{type(e).__name__}: {e}")]}
         ok = sum(c["verdict"] == "pass" for c in res["claims"])
         left = countdown.done(name, time.perf_counter() - t_start, float(res["seconds"]))
-        log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
+        if not collected:
+            log(f"[{i + 1}/{len(names)}] {name}: {ok}/{len(res['claims'])} claims pass ({res['seconds']:.0f} s); {left}")
         results.append(res)
         dirs.append(os.path.relpath(wd, root))
-    results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names)
+    results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names, preset)
     path = write_reports(root, results, dirs, seed_offset)
     return results, path
 
@@ -531,17 +585,21 @@ def worker(spec_json: str) -> int:
 
 
 def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list[str], seed_offset: int,
-                   order: list[str]) -> tuple[list[dict[str, Any]], list[str]]:
+                   order: list[str], preset: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Keep the experiments of an earlier combined report that this run did not touch (`--only`),
-    so a partial reproduction updates the report instead of replacing a fuller one."""
+    so a partial reproduction updates the report instead of replacing a fuller one. A damaged combined
+    claims file is set aside (a warning names it) and its experiments are taken from their intact workdirs."""
     path = root / _report_names(seed_offset)[2]
     if not path.exists():
         return results, dirs
     try:
         doc = workdir_lib.read_json(path)
         old = {r["experiment"]: (r, d) for r, d in zip(doc["experiments"], doc["workdirs"])}
-    except (ValueError, KeyError, TypeError):  # an unreadable or old-format report is replaced, as before
-        return results, dirs
+        if not all(isinstance(n, str) and isinstance(r.get("claims"), list) and isinstance(d, str)
+                   for n, (r, d) in old.items()):
+            raise TypeError("an entry is not one experiment's result")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:  # damaged: rebuilt from the workdirs
+        old = _rebuild_combined(root, path, seed_offset, preset, f"{type(e).__name__}: {str(e)[:120]}")
     new = {r["experiment"]: (r, d) for r, d in zip(results, dirs)}
     kept = [n for n in old if n not in new]
     if kept:
@@ -549,6 +607,54 @@ def _merge_earlier(root: pathlib.Path, results: list[dict[str, Any]], dirs: list
     both = {**old, **new}
     names = sorted(both, key=lambda n: order.index(n) if n in order else len(order))
     return [both[n][0] for n in names], [both[n][1] for n in names]
+
+
+def workdir_results(root: pathlib.Path, seed_offset: int = 0, preset: str | None = None
+                    ) -> dict[str, tuple[dict[str, Any], str]]:
+    """{experiment: (its claims.json, its workdir relative to root)} of the intact finished runs in root's
+    default workdirs (NAME-PRESET[-seedK]) of one preset (None: the preset most of them have); damaged or
+    foreign claims files are skipped."""
+    found: dict[str, dict[str, tuple[dict[str, Any], str]]] = {}
+    names = experiment_names()
+    for path in sorted(root.glob("*/claims.json")):
+        try:
+            res = read_claims_doc(path)
+        except WorkdirConflict:
+            continue
+        name, p = res.get("experiment"), res.get("preset")
+        try:
+            offset = int(res.get("seed_offset", 0) or 0)
+        except (TypeError, ValueError):
+            continue
+        if (name not in names or not isinstance(p, str) or p not in PRESETS or (preset and p != preset)
+                or offset != seed_offset
+                or path.parent.name != default_workdir(name, p, root, seed_offset).name):
+            continue
+        found.setdefault(p, {})[name] = (res, path.parent.name)
+    if not found:
+        return {}
+    best = preset if preset else max(found, key=lambda q: (len(found[q]), q == "quick"))
+    chosen = found.get(best, {})
+    return {n: chosen[n] for n in names if n in chosen}
+
+
+def _rebuild_combined(root: pathlib.Path, path: pathlib.Path, seed_offset: int, preset: str | None, why: str
+                      ) -> dict[str, tuple[dict[str, Any], str]]:
+    """The experiments of a damaged combined claims file, from the intact workdirs under root; the damaged
+    file is kept beside it as <name>.<time>.damaged, and a warning names it."""
+    import warnings
+
+    old = workdir_results(root, seed_offset, preset)
+    aside = path.with_name(f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}.damaged")
+    if workdir_lib.is_main_process():
+        try:
+            os.replace(path, aside)
+        except OSError:
+            aside = path
+    warnings.warn(f"{path} is damaged ({why}); kept it as {aside.name} and rebuilt the combined report from the "
+                  f"{len(old)} intact work directories under {root}"
+                  + (f" ({', '.join(old)})" if old else ""), stacklevel=3)
+    return old
 
 
 def _report_names(seed_offset: int) -> tuple[str, str, str]:
@@ -572,14 +678,30 @@ def rejudge_root(root: str | os.PathLike) -> list[tuple[pathlib.Path, list[dict[
     root = pathlib.Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a directory of runs (run `nnbasics reproduce --quick` first)")
-    docs = {p: read_claims_doc(p) for p in sorted({*root.glob("*/claims.json"), *root.glob("claims*.json")})}
+    docs = {p: read_claims_doc(p) for p in sorted(root.glob("*/claims.json"))}
+    for p in sorted(root.glob("claims*.json")):
+        try:
+            docs[p] = read_claims_doc(p)
+        except WorkdirConflict as e:  # a damaged combined report: rebuilt from the intact workdirs, if it is one
+            m = re.fullmatch(r"claims(?:-seed(\d+))?\.json", p.name)
+            offset = int(m.group(1) or 0) if m else 0
+            if not (m and workdir_results(root, offset)):
+                raise
+            old = _rebuild_combined(root, p, offset, None, str(e).split(" is damaged (", 1)[-1].rsplit("); run", 1)[0])
+            docs[p] = {"experiments": [r for r, _ in old.values()], "workdirs": [d for _, d in old.values()],
+                       "seed_offset": offset}
     done = []
     for path, res in docs.items():  # every file was read (and a damaged one refused) before any is rewritten
         if "experiment" not in res:
             continue
         with _damaged_if_malformed(path):
-            new = judge(res["experiment"], res)
-            _write_result(path.parent, load_experiment(res["experiment"]), new)
+            try:
+                mod = load_experiment(res["experiment"])
+                new = judge(res["experiment"], res)
+            except UnknownNameError as e:  # the file names an experiment this version does not have: say which file
+                raise WorkdirConflict(f"{path} is damaged or foreign: {e}; move it out of the way, or run its "
+                                      "experiment again") from None
+            _write_result(path.parent, mod, new)
         done.append((path, [new]))
     for path, doc in docs.items():
         if "experiments" not in doc or path.parent != root:

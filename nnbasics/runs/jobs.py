@@ -96,7 +96,6 @@ class _Pool:
             proc = subprocess.Popen([sys.executable, "-c", boot, spec], stdin=subprocess.DEVNULL,
                                     stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         self.running[slot] = (name, proc, time.perf_counter())
-        log(f"  started {name} on core(s) {','.join(map(str, self.slots[slot]))}")
 
     def run(self, todo: list[str]) -> set[str]:
         todo, done = list(todo), set()

@@ -43,7 +43,7 @@ def exclusive(path: str | os.PathLike, what: str = "the run") -> Iterator[None]:
 
     p = pathlib.Path(path)
     p.mkdir(parents=True, exist_ok=True)
-    f = open(p / ".lock", "a+", encoding="utf-8")
+    f = _open_lock(p / ".lock")
     try:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -59,6 +59,39 @@ def exclusive(path: str | os.PathLike, what: str = "the run") -> Iterator[None]:
         yield
     finally:
         f.close()  # releases the lock
+
+
+def _open_lock(lock: pathlib.Path):
+    """Open (create) the lock file itself, never what a symlink at its place points to: a `.lock` that
+    is a link, a directory or anything but a regular file is refused (WorkdirUnusable), so nobody with
+    write access to a shared directory can make a run overwrite another file."""
+    import errno
+    import stat
+
+    remedy = f"remove it (rm -r {lock}) and run again, or choose another --workdir / --root"
+    try:
+        st = os.lstat(lock)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise WorkdirUnusable(f"cannot check the lock file {lock}: {e.strerror or e}. {remedy}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = ("a symbolic link (to " + os.readlink(lock) + ")" if stat.S_ISLNK(st.st_mode)
+                else "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file")
+        raise WorkdirUnusable(f"the lock file {lock} is {kind}, not a regular file; it is left untouched: {remedy}")
+    flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(lock, flags, 0o666)
+    except OSError as e:  # replaced by a link or a directory between the check and the open
+        if e.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise WorkdirUnusable(f"the lock file {lock} is not a regular file (a symbolic link or a directory); "
+                                  f"it is left untouched: {remedy}") from None
+        raise WorkdirUnusable(f"cannot open the lock file {lock}: {e.strerror or e}. {remedy}") from None
+    f = os.fdopen(fd, "a+", encoding="utf-8")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device that appeared in between
+        f.close()
+        raise WorkdirUnusable(f"the lock file {lock} is not a regular file; it is left untouched: {remedy}")
+    return f
 
 
 def default_workdir(name: str, preset: str, root: str | os.PathLike = "runs", seed_offset: int = 0) -> pathlib.Path:
