@@ -2,7 +2,7 @@
 per-seed samples of the runs under the given roots (e.g. seed offsets 0, 100, 200 and 300) and
 compute the seeds at which the 95% interval's half-width is at most half the distance between the
 mean and the threshold (`nnbasics.runs.claims.seeds_needed`). Prints a Markdown table; a check whose
-experiment runs fewer seeds than the rule asks for is marked `raise`.
+runs all used fewer seeds than the rule asks for is marked `raise`.
 
     python scripts/seed_counts.py runs runs-seed100 runs-seed200 > docs/seed_counts.md
 """
@@ -51,7 +51,7 @@ def table(roots: list[pathlib.Path]) -> tuple[str, int]:
         stats = interval(xs)  # nan spread when a sample is not finite
         mean, std = stats["mean"], stats["std"]
         need = seeds_needed(mean, std, row["threshold"])
-        used = min(row["n"])
+        used = max(row["n"])  # the runs of today's config (a count raised by the rule shows beside the older ones)
         flag = "raise" if need is None or need > used else "ok"
         short += flag == "raise"
         lines.append(f"| {exp} ({preset}) | {cid} | {row['statistic']} | {'/'.join(map(str, row['n']))} | {mean:.4g} | "

@@ -151,3 +151,27 @@ def test_every_random_check_carries_its_seed_count():
     k = check("gain", [2.0, 3.0, 4.0, 3.5], Threshold(">", 0.0))
     assert k["seeds_needed"] == seeds_needed(k["mean"], k["std"], 0.0) == 4  # t(3) 0.854 / 2 <= 3.125 / 2
     assert "seeds_needed" not in check("count", 5, Threshold(">=", 1), random=False)
+
+
+def test_seed_counts_script_pools_offsets_and_flags_short_counts(tmp_path):
+    """scripts/seed_counts.py pools each check's per-seed samples over the runs given and applies the rule."""
+    import importlib.util
+    import json
+    import pathlib
+
+    from nnbasics.runs.claims import Threshold, check, claim, seeds_needed
+
+    spec = importlib.util.spec_from_file_location("seed_counts", pathlib.Path(__file__).parents[1] / "scripts" / "seed_counts.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    runs = {0: [1.0, 3.0, 0.5], 100: [4.0, -1.0, 2.0]}  # a noisy gain: 6 pooled samples
+    for off, xs in runs.items():
+        c = claim("g", "gain", "s", "> 0", {}, checks=[check("gain", xs, Threshold(">", 0.0))])
+        doc = {"experiments": [{"experiment": "regularization", "preset": "quick", "claims": [c]}], "seed_offset": off}
+        name = "claims.json" if off == 0 else f"claims-seed{off}.json"
+        (tmp_path / name).write_text(json.dumps(doc))
+    text, short = mod.table([tmp_path])
+    pooled = [x for xs in runs.values() for x in xs]
+    need = seeds_needed(float(np.mean(pooled)), float(np.std(pooled, ddof=1)), 0.0)
+    assert f"| 3/3 | {np.mean(pooled):.4g} |" in text and f"| > 0 | {need} | raise |" in text and short == 1
+    assert mod.main([str(tmp_path / "nowhere")]) == 2
