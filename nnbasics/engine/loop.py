@@ -97,8 +97,9 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
                           model: nn.Module | None = None) -> None:
     """Reject invalid values with a clear message before anything is compiled; with `data` (and `model`)
     also inputs and labels that cannot train (see `check_data`)."""
-    if data is not None and not isinstance(data, StreamingData):
-        check_data(data, tc, model)
+    arrays = data is not None and not isinstance(data, StreamingData)
+    if arrays:
+        check_data(data, tc)  # the arrays; the model's classes once the members' call arguments are checked (below)
         num_train = len(data.x_train)
     for name in ("steps", "batch_size", "eval_every"):
         v = getattr(tc, name)
@@ -137,6 +138,8 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     for m in specs:
         if not isinstance(m.get("model", {}), Mapping):
             raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
+    if arrays and model is not None and tc.loss in CLASSIFICATION:
+        _check_classes(model, data, tc)
 
 
 def _short(v: Any, limit: int = 80) -> str:

@@ -333,16 +333,11 @@ def checks_text(c: Mapping[str, Any], rule: bool = False) -> str:
 def compact_results_table(results: Sequence[Mapping[str, Any]]) -> str:
     """One row per experiment: what it shows, claims passed, its first claim's check beside the
     expectation (the paper's number)."""
-    from nnbasics.runs.experiment import describe
-
     lines = ["| experiment | what it shows | claims pass | headline: measured | expected |", "|---|---|---|---|---|"]
     for r in results:
         ok = sum(c["verdict"] == "pass" for c in r["claims"])
         first = r["claims"][0] if r["claims"] else {}
-        try:
-            what = describe(r["experiment"])
-        except Exception:  # noqa: BLE001 - an experiment renamed since the run: its claim text instead
-            what = first.get("claim", "")
+        what = (r.get("doc") or first.get("claim", "")).split("\n")[0]  # the module docstring's first line
         lines.append(f"| `{_cell(r['experiment'])}` | {_cell(_short(what))} | {ok} of {len(r['claims'])} | "
                      f"{_cell(_short(checks_text(first))) if first else ''} | {_cell(_short(first.get('expected', '')))} |")
     return "\n".join(lines)
