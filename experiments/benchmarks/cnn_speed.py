@@ -281,9 +281,9 @@ def layer_table(repeats: int = 7, with_onednn: bool = True) -> list[dict]:
                 row[f"{impl}_dx"] = best(jax_timer(lambda x, w, g, f=f: jax.vjp(lambda a: f(a, w), x)[1](g)[0]), x, w, g)
             row[f"{impl}_dw"] = best(jax_timer(lambda x, w, g, f=f: jax.vjp(lambda b: f(x, b), w)[1](g)[0]), x, w, g)
         cl = torch.channels_last
-        tx = torch.from_numpy(np.asarray(x)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
-        tw = torch.from_numpy(np.asarray(w)).permute(3, 2, 0, 1).contiguous(memory_format=cl)
-        tg = torch.from_numpy(np.asarray(g)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        tw = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous(memory_format=cl)
+        tg = torch.from_numpy(np.array(g)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
 
         def tbwd(mask, tx=tx, tw=tw, tg=tg, s=s):
             return torch.ops.aten.convolution_backward(tg, tx, tw, None, [s, s], [1, 1], [1, 1], False, [0, 0], 1, mask)
