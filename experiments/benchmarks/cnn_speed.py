@@ -11,10 +11,16 @@
    measured matmul rate.
 3. The MNIST-1D CNN, 6000 steps of the reference recipe (see mnist1d_speed.py).
 
+`--onednn` adds the step with the oneDNN convolutions (the optional extra, `nnbasics.nn.onednn`,
+`impl="onednn"`) to (2); `--layers` times every ResNet-20 convolution alone, forward / input gradient
+/ weight gradient, with XLA (lax.conv, and the chunked weight gradient), oneDNN (if it builds) and
+PyTorch (channels_last), side by side.
+
 Needs torch (`pip install -e .[bench]`); without it the benchmark says so and exits cleanly.
 
     python -m experiments.benchmarks.cnn_speed
     python -m experiments.benchmarks.cnn_speed --rounds 5 --steps 5 --skip-mnist1d
+    python -m experiments.benchmarks.cnn_speed --one-core --skip-mnist1d --onednn --layers
 """
 
 from __future__ import annotations
@@ -115,7 +121,16 @@ def time_rounds(runners: dict, rounds: int, steps: int) -> dict[str, list[float]
     return out
 
 
-def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
+def onednn_available() -> bool:
+    from nnbasics.nn import onednn
+
+    if onednn.load(warn=False):
+        return True
+    print(f"oneDNN extension unavailable ({onednn.error()}): skipping its columns (pip install -e .[onednn])")
+    return False
+
+
+def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True, with_onednn: bool = False) -> dict:
     import jax
     import torch
 
@@ -128,7 +143,7 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True) -> dict:
           f"{len(os.sched_getaffinity(0))}; ", end="")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with {torch.get_num_threads()} "
           f"threads; f32 matmul 1024^3: XLA {rate['xla']:.0f} GFLOP/s, torch {rate['torch']:.0f} GFLOP/s", flush=True)
-    impls = ["auto", "xla"] if with_xla else ["auto"]
+    impls = ["auto"] + (["onednn"] if with_onednn and onednn_available() else []) + (["xla"] if with_xla else [])
     runners, compile_s = {}, {}
     for impl in impls:
         run, compile_s[impl], params, model, x = nnbasics_trainer(impl)
@@ -226,6 +241,70 @@ def conv_bound(repeats: int = 5) -> dict[str, float]:
     return total
 
 
+def layer_table(repeats: int = 7, with_onednn: bool = True) -> list[dict]:
+    """Every ResNet-20 convolution alone (batch 128, 3x3, padding 1): forward, input gradient and
+    weight gradient in ms (best of `repeats`) with XLA (lax.conv; and the chunked weight gradient),
+    oneDNN and PyTorch (channels_last, its threads as set), side by side; prints torch / oneDNN time
+    ratios (>1: oneDNN faster) and oneDNN's weight gradient against its forward."""
+    import functools
+
+    import jax
+    import torch
+
+    from nnbasics.nn.conv import conv_general
+
+    def best(f, *args):
+        f(*args)
+        ts = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            f(*args)
+            ts.append(time.perf_counter() - t)
+        return 1e3 * min(ts)
+
+    def jax_timer(f):
+        f = jax.jit(f)
+        return lambda *a: jax.block_until_ready(f(*a))
+
+    impls = ["xla", "chunked"] + (["onednn"] if with_onednn and onednn_available() else [])
+    rows = []
+    for h, cin, cout, s, count in RESNET20_CONVS:
+        x = jax.random.normal(jax.random.key(0), (BATCH, h, h, cin))
+        w = jax.random.normal(jax.random.key(1), (3, 3, cin, cout))
+        conv = {impl: functools.partial(conv_general, strides=s, padding=[(1, 1), (1, 1)], impl=impl) for impl in impls}
+        g = jax.random.normal(jax.random.key(2), conv["xla"](x, w).shape)
+        row = {"layer": f"{h}x{h}x{cin}->{cout}, stride {s}", "count": count}
+        for impl in impls:
+            f = conv[impl]
+            if impl != "chunked":  # chunked's forward and input gradient are XLA's
+                row[f"{impl}_fwd"] = best(jax_timer(f), x, w)
+                row[f"{impl}_dx"] = best(jax_timer(lambda x, w, g, f=f: jax.vjp(lambda a: f(a, w), x)[1](g)[0]), x, w, g)
+            row[f"{impl}_dw"] = best(jax_timer(lambda x, w, g, f=f: jax.vjp(lambda b: f(x, b), w)[1](g)[0]), x, w, g)
+        cl = torch.channels_last
+        tx = torch.from_numpy(np.array(x)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+        tw = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous(memory_format=cl)
+        tg = torch.from_numpy(np.array(g)).permute(0, 3, 1, 2).contiguous(memory_format=cl)
+
+        def tbwd(mask, tx=tx, tw=tw, tg=tg, s=s):
+            return torch.ops.aten.convolution_backward(tg, tx, tw, None, [s, s], [1, 1], [1, 1], False, [0, 0], 1, mask)
+
+        with torch.no_grad():
+            row["torch_fwd"] = best(lambda: torch.nn.functional.conv2d(tx, tw, stride=s, padding=1))
+            row["torch_dx"] = best(lambda: tbwd([True, False, False]))
+            row["torch_dw"] = best(lambda: tbwd([False, True, False]))
+        rows.append(row)
+        line = f"  {row['layer']:24s} x{count}: " + "; ".join(
+            f"{impl} " + "/".join(f"{row[k]:.2f}" if k in row else "-" for k in (f"{impl}_fwd", f"{impl}_dx", f"{impl}_dw"))
+            for impl in impls + ["torch"])
+        if "onednn_fwd" in row:
+            line += (" ms; torch/oneDNN " + "/".join(f"{row[f'torch_{k}'] / row[f'onednn_{k}']:.2f}" for k in ("fwd", "dx", "dw"))
+                     + f", oneDNN dW/fwd {row['onednn_dw'] / row['onednn_fwd']:.2f}")
+        print(line, flush=True)
+    print("  (ms, forward/input gradient/weight gradient, best of %d; the stem's input gradient is timed though a "
+          "step does not need it)" % repeats, flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds (the spread is over rounds)")
@@ -234,6 +313,10 @@ def main(argv=None) -> int:
     p.add_argument("--skip-mnist1d", action="store_true")
     p.add_argument("--skip-xla", action="store_true", help="do not time the lax.conv (impl='xla') ResNet-20")
     p.add_argument("--bound", action="store_true", help="also time every ResNet-20 conv alone (the conv-only bound)")
+    p.add_argument("--onednn", action="store_true", help="also time the step with the oneDNN convolutions (extra)")
+    p.add_argument("--layers", action="store_true",
+                   help="time every ResNet-20 conv alone: XLA, oneDNN and PyTorch, forward / dX / dW")
+    p.add_argument("--skip-step", action="store_true", help="do not time the ResNet-20 training step")
     p.add_argument("--one-core", action="store_true",
                    help="pin the process to one core, torch to one thread (a steadier ratio on a busy machine)")
     args = p.parse_args(argv)
@@ -242,7 +325,14 @@ def main(argv=None) -> int:
     if not torch_available():
         print("torch is not installed: skipping the PyTorch comparison (pip install -e .[bench])")
         return 0
-    resnet_benchmark(args.rounds, args.steps, with_xla=not args.skip_xla)
+    if not args.skip_step:
+        resnet_benchmark(args.rounds, args.steps, with_xla=not args.skip_xla, with_onednn=args.onednn)
+    if args.layers:
+        import torch
+
+        if len(os.sched_getaffinity(0)) == 1:
+            torch.set_num_threads(1)
+        layer_table()
     if args.bound:
         conv_bound()
     if not args.skip_mnist1d:

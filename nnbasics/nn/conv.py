@@ -16,8 +16,14 @@ layouts, and so do its gradients; only the way they are computed changes:
   batch in a `lax.scan`, so each chunk's patch matrix stays in cache. The patch matrix is built
   channel-major, (kernel offsets x channels, positions), so each product is a plain matrix
   product with the positions contiguous (2-3x the rate of the positions-major product on XLA:CPU).
-- "auto": "xla" on GPU/TPU; on CPU "patches" for 1-D convs, "chunked" for 2-D convs with a
-  batch of at least two chunks, else "xla". See `choose_implementation`.
+- "onednn": oneDNN's convolution primitives (forward, input gradient, weight gradient) through
+  `jax.ffi`, for float32 2-D convs without groups or dilation and with non-negative padding; an
+  optional extra (`pip install -e ".[onednn]"`, a C++ compiler, built on first use: see
+  `nnbasics.nn.onednn`). OFF unless switched on with `use_onednn(True)` or NNBASICS_ONEDNN=1;
+  whatever it does not support, or where it cannot be built, takes the path "auto" takes without it.
+- "auto": "xla" on GPU/TPU; on CPU "onednn" for the 2-D convs it supports when switched on, else
+  "patches" for 1-D convs, "chunked" for 2-D convs with a batch of at least two chunks, else "xla".
+  See `choose_implementation`.
 
 Measured on a 2-core AMD EPYC (see experiments/benchmarks/README.md): the MNIST-1D CNN trains
 4.4x faster with "patches" than with "xla"; a ResNet-20 training step runs 1.3-1.5x faster with
@@ -30,6 +36,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -38,8 +45,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nnbasics.nn import onednn as _onednn
+
 PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
-IMPLEMENTATIONS = ("auto", "xla", "patches", "chunked")
+IMPLEMENTATIONS = ("auto", "xla", "patches", "chunked", "onednn")
 # Images per weight-gradient chunk: 4 images of 32x32x16 make a 4096 x 144 patch matrix (2.4 MB, in
 # cache). Larger chunks for the later (smaller) stages measured no faster on the 2-core EPYC.
 WGRAD_CHUNK = 4
@@ -252,17 +261,75 @@ def _conv_chunked_bwd(strides, pads, dilation, res, g):
 _conv_chunked.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
 
 
+# ------------------------------------------------------------------ oneDNN through jax.ffi (custom VJP)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _conv_onednn(x, kernel, strides, pads):
+    return _onednn.conv_forward(x, kernel, strides, pads)
+
+
+def _conv_onednn_fwd(x, kernel, strides, pads):
+    return _onednn.conv_forward(x, kernel, strides, pads), (x, kernel)
+
+
+def _conv_onednn_bwd(strides, pads, res, g):
+    x, kernel = res
+    g = g.astype(x.dtype)
+    # XLA drops the input gradient where nothing uses it (the first layer's).
+    return (_onednn.conv_input_grad(g, kernel, x.shape, strides, pads),
+            _onednn.conv_weight_grad(x, g, kernel.shape, strides, pads))
+
+
+_conv_onednn.defvjp(_conv_onednn_fwd, _conv_onednn_bwd)
+
+_onednn_switch: dict[str, bool | None] = {"on": None}
+
+
+def use_onednn(on: bool | None = True) -> None:
+    """Switch the oneDNN convolutions on (True) or off (False) for convolutions traced from now on;
+    None goes back to the environment (NNBASICS_ONEDNN=1 turns them on). Default: off."""
+    _onednn_switch["on"] = on
+
+
+def onednn_enabled() -> bool:
+    """Whether "auto" uses oneDNN for the 2-D convs it supports: switched on, and the extension builds
+    and loads (the first call builds it; a failure warns once and answers False from then on)."""
+    on = _onednn_switch["on"]
+    if on is None:
+        on = os.environ.get("NNBASICS_ONEDNN", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(on) and _onednn.load()
+
+
+def onednn_supports(x, kernel, groups: int, dilation: Sequence[int], pads: Sequence[tuple[int, int]]) -> bool:
+    """Whether the oneDNN path computes this convolution: float32, 2-D, no groups, no dilation,
+    non-negative padding, a non-empty output."""
+    return (
+        x.ndim == 4 and groups == 1 and tuple(dilation) == (1, 1)
+        and x.dtype == jnp.float32 and kernel.dtype == jnp.float32
+        and all(lo >= 0 and hi >= 0 for lo, hi in pads)
+        and x.shape[0] > 0
+        and all(o > 0 for o in output_shape(x.shape[1:3], kernel.shape[:2], (1, 1), pads, dilation))
+    )
+
+
 # ----------------------------------------------------------------------------------- dispatch
 
 
-def choose_implementation(nd: int, groups: int, batch: int | None = None, backend: str | None = None) -> str:
+def choose_implementation(
+    nd: int, groups: int, batch: int | None = None, backend: str | None = None, onednn: bool | None = None
+) -> str:
     """The implementation 'auto' resolves to for this backend and convolution.
 
-    GPU/TPU: "xla". CPU: "patches" for 1-D convs (measured fastest for MNIST-1D), "chunked" for
-    ungrouped 2-D convs with a batch of at least two weight-gradient chunks, "xla" otherwise."""
+    GPU/TPU: "xla". CPU: "onednn" for ungrouped 2-D convs when `onednn` (default: `onednn_enabled()`;
+    the caller checks dtype, dilation and padding with `onednn_supports`); else "patches" for 1-D convs
+    (measured fastest for MNIST-1D), "chunked" for ungrouped 2-D convs with a batch of at least two
+    weight-gradient chunks, "xla" otherwise."""
     backend = backend or jax.default_backend()
     if backend != "cpu":
         return "xla"
+    if nd == 2 and groups == 1 and (onednn if onednn is not None else onednn_enabled()):
+        return "onednn"
     if nd == 1:
         return "patches"
     if nd == 2 and groups == 1 and (batch is None or batch >= 2 * WGRAD_CHUNK):
@@ -299,6 +366,10 @@ def conv_general(
     pads = tuple(explicit_padding(padding, x.shape[1:-1], kernel.shape[:nd], strides, dilation))
     if impl == "auto":
         impl = choose_implementation(nd, groups, x.shape[0])
+    if impl == "onednn":
+        if onednn_supports(x, kernel, groups, dilation, pads) and _onednn.load():
+            return _conv_onednn(x, kernel, strides, pads)
+        impl = choose_implementation(nd, groups, x.shape[0], onednn=False)
     if impl == "patches":
         return _conv_patches(x, kernel, strides, pads, dilation, groups)
     if impl == "chunked" and groups == 1:

@@ -1,0 +1,343 @@
+// oneDNN's 2-D convolutions as three XLA FFI handlers (forward, input gradient, weight gradient).
+//
+// Layouts are JAX's channels-last: x (..., N, H, W, C), kernel (..., KH, KW, C, F), y (..., N, OH, OW, F),
+// float32, any stride, explicit non-negative (low, high) padding, no dilation, no groups. Leading
+// dimensions in front of those four are vmapped axes (jax.ffi's vmap_method="expand_dims": an operand
+// that is not batched along one has size 1 there and is shared); the result has them all.
+//
+// Activations are passed to oneDNN as they are (nhwc); the kernel (and the weight gradient) go
+// through a reorder into the layout the primitive prefers, which is small next to the convolution.
+// Primitives are built once per shape (a cache keyed on the geometry) and executed with a user
+// scratchpad, so concurrent calls from several XLA threads never share a buffer. Each call sets
+// OpenMP's thread count (of the calling thread) to the `threads` attribute, which Python sets to
+// XLA:CPU's thread count.
+//
+// Built by nnbasics/nn/onednn/__init__.py (g++ -O2 -shared against jax.ffi.include_dir() and the
+// onednn-devel-cpu-gomp wheel).
+
+#include <omp.h>
+
+#include <array>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.hpp"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+
+namespace {
+
+enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
+
+// n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind
+using Key = std::array<int64_t, 16>;
+
+struct Geometry {
+  int64_t n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr;
+  Key key(Kind kind) const { return {n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind}; }
+  memory::desc act(int64_t batch) const { return memory::desc({batch, c, h, w}, memory::data_type::f32, tag::nhwc); }
+  memory::desc out(int64_t batch) const { return memory::desc({batch, f, oh, ow}, memory::data_type::f32, tag::nhwc); }
+  memory::desc hwio() const { return memory::desc({f, c, kh, kw}, memory::data_type::f32, tag::hwio); }
+  memory::desc any_weights() const { return memory::desc({f, c, kh, kw}, memory::data_type::f32, tag::any); }
+};
+
+struct Entry {
+  dnnl::primitive conv;
+  memory::desc weights;  // the primitive's kernel (or kernel-gradient) layout
+  memory::desc scratch;
+  bool reorder = false;  // the kernel layout differs from plain hwio
+  dnnl::primitive to_or_from_hwio;
+  std::string impl;
+};
+
+dnnl::engine& engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::primitive_attr user_scratchpad() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc forward_pd(const Geometry& g, const dnnl::primitive_attr& attr) {
+  return dnnl::convolution_forward::primitive_desc(
+      engine(), dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, g.act(g.n), g.any_weights(),
+      g.out(g.n), {g.sh, g.sw}, {g.pt, g.pl}, {g.pb, g.pr}, attr);
+}
+
+std::shared_ptr<Entry> build(const Geometry& g, Kind kind) {
+  auto e = std::make_shared<Entry>();
+  dnnl::primitive_attr attr = user_scratchpad();
+  memory::desc plain = g.hwio();
+  if (kind == kForward) {
+    auto pd = forward_pd(g, attr);
+    e->conv = dnnl::convolution_forward(pd);
+    e->weights = pd.weights_desc();
+    e->scratch = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  } else if (kind == kBackwardData) {
+    auto hint = forward_pd(g, dnnl::primitive_attr());
+    auto pd = dnnl::convolution_backward_data::primitive_desc(
+        engine(), dnnl::algorithm::convolution_direct, g.act(g.n), g.any_weights(), g.out(g.n), {g.sh, g.sw},
+        {g.pt, g.pl}, {g.pb, g.pr}, hint, attr);
+    e->conv = dnnl::convolution_backward_data(pd);
+    e->weights = pd.weights_desc();
+    e->scratch = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  } else {
+    auto hint = forward_pd(g, dnnl::primitive_attr());
+    auto pd = dnnl::convolution_backward_weights::primitive_desc(
+        engine(), dnnl::algorithm::convolution_direct, g.act(g.n), g.any_weights(), g.out(g.n), {g.sh, g.sw},
+        {g.pt, g.pl}, {g.pb, g.pr}, hint, attr);
+    e->conv = dnnl::convolution_backward_weights(pd);
+    e->weights = pd.diff_weights_desc();
+    e->scratch = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  }
+  e->reorder = e->weights != plain;
+  if (e->reorder) {
+    if (kind == kBackwardWeights) {
+      e->to_or_from_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), e->weights, engine(), plain));
+    } else {
+      e->to_or_from_hwio = dnnl::reorder(dnnl::reorder::primitive_desc(engine(), plain, engine(), e->weights));
+    }
+  }
+  return e;
+}
+
+std::shared_ptr<Entry> lookup(const Geometry& g, Kind kind) {
+  static std::mutex mu;
+  static std::map<Key, std::shared_ptr<Entry>> cache;
+  Key key = g.key(kind);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto e = build(g, kind);  // outside the lock: building can take a while
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, e).first->second;
+}
+
+// A buffer of this thread's, reused from call to call (scratchpads, reordered kernels).
+char* thread_buffer(int slot, size_t bytes) {
+  thread_local std::array<std::vector<char>, 2> buffers;
+  if (buffers[slot].size() < bytes) buffers[slot].resize(bytes);
+  return buffers[slot].data();
+}
+
+// The vmapped (leading) dimensions: those of the result, and where each member's slice of an operand
+// starts (an operand of size 1 along a leading dimension is shared by every member along it).
+struct Members {
+  std::vector<int64_t> dims;
+  int64_t count = 1;
+};
+
+ffi::ErrorOr<Members> members_of(ffi::Span<const int64_t> result_dims) {
+  Members m;
+  if (result_dims.size() < 4) return ffi::Unexpected(ffi::Error::InvalidArgument("expected rank >= 4"));
+  for (size_t i = 0; i + 4 < result_dims.size(); ++i) {
+    m.dims.push_back(result_dims[i]);
+    m.count *= result_dims[i];
+  }
+  return m;
+}
+
+// Element offsets of every member's slice of an operand with dimensions `dims` (inner size `inner`).
+ffi::ErrorOr<std::vector<int64_t>> offsets(const Members& m, ffi::Span<const int64_t> dims, int64_t inner,
+                                           const char* what) {
+  size_t lead = m.dims.size();
+  if (dims.size() != lead + 4) {
+    return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(what) + ": rank differs from the result's"));
+  }
+  std::vector<int64_t> stride(lead);
+  int64_t s = inner;
+  for (size_t i = lead; i-- > 0;) {
+    if (dims[i] != 1 && dims[i] != m.dims[i]) {
+      return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(what) + ": vmapped dimension mismatch"));
+    }
+    stride[i] = dims[i] == 1 ? 0 : s;
+    s *= dims[i];
+  }
+  std::vector<int64_t> out(m.count);
+  for (int64_t k = 0; k < m.count; ++k) {
+    int64_t rest = k, off = 0;
+    for (size_t i = lead; i-- > 0;) {
+      off += (rest % m.dims[i]) * stride[i];
+      rest /= m.dims[i];
+    }
+    out[k] = off;
+  }
+  return out;
+}
+
+bool shared_by_all(ffi::Span<const int64_t> dims, size_t lead) {
+  for (size_t i = 0; i < lead; ++i)
+    if (dims[i] != 1) return false;
+  return true;
+}
+
+bool batched_in_all(ffi::Span<const int64_t> dims, const Members& m) {
+  for (size_t i = 0; i < m.dims.size(); ++i)
+    if (dims[i] != m.dims[i]) return false;
+  return true;
+}
+
+int64_t inner_size(ffi::Span<const int64_t> dims) {
+  size_t r = dims.size();
+  return dims[r - 4] * dims[r - 3] * dims[r - 2] * dims[r - 1];
+}
+
+ffi::Error check_geometry(const Geometry& g) {
+  if (g.n <= 0 || g.h <= 0 || g.w <= 0 || g.c <= 0 || g.f <= 0 || g.kh <= 0 || g.kw <= 0 || g.oh <= 0 || g.ow <= 0)
+    return ffi::Error::InvalidArgument("empty convolution");
+  if (g.sh <= 0 || g.sw <= 0 || g.pt < 0 || g.pb < 0 || g.pl < 0 || g.pr < 0)
+    return ffi::Error::InvalidArgument("strides must be positive and padding non-negative");
+  if ((g.h + g.pt + g.pb - g.kh) / g.sh + 1 != g.oh || (g.w + g.pl + g.pr - g.kw) / g.sw + 1 != g.ow)
+    return ffi::Error::InvalidArgument("output size does not match input, kernel, strides and padding");
+  return ffi::Error::Success();
+}
+
+// Runs `kind` for one member (or a batch of members folded into the batch): act = x or dx, wt = kernel or
+// kernel gradient (plain hwio), out = y or dy.
+void run(const Geometry& g, Kind kind, float* act, float* wt, float* out) {
+  auto e = lookup(g, kind);
+  dnnl::stream s(engine());
+  memory act_m(g.act(g.n), engine(), act), out_m(g.out(g.n), engine(), out);
+  memory plain_m(g.hwio(), engine(), wt);
+  memory wt_m = e->reorder ? memory(e->weights, engine(), thread_buffer(1, e->weights.get_size())) : plain_m;
+  memory scratch_m(e->scratch, engine(), thread_buffer(0, e->scratch.get_size() + 1));
+  if (e->reorder && kind != kBackwardWeights) {
+    e->to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, plain_m}, {DNNL_ARG_TO, wt_m}});
+  }
+  if (kind == kForward) {
+    e->conv.execute(s, {{DNNL_ARG_SRC, act_m}, {DNNL_ARG_WEIGHTS, wt_m}, {DNNL_ARG_DST, out_m},
+                        {DNNL_ARG_SCRATCHPAD, scratch_m}});
+  } else if (kind == kBackwardData) {
+    e->conv.execute(s, {{DNNL_ARG_DIFF_SRC, act_m}, {DNNL_ARG_WEIGHTS, wt_m}, {DNNL_ARG_DIFF_DST, out_m},
+                        {DNNL_ARG_SCRATCHPAD, scratch_m}});
+  } else {
+    e->conv.execute(s, {{DNNL_ARG_SRC, act_m}, {DNNL_ARG_DIFF_WEIGHTS, wt_m}, {DNNL_ARG_DIFF_DST, out_m},
+                        {DNNL_ARG_SCRATCHPAD, scratch_m}});
+    if (e->reorder) e->to_or_from_hwio.execute(s, {{DNNL_ARG_FROM, wt_m}, {DNNL_ARG_TO, plain_m}});
+  }
+  s.wait();
+}
+
+void set_threads(int64_t threads) {
+  if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(static_cast<int>(threads));
+}
+
+// The three handlers share this: `act`, `wt`, `out` are the (x, kernel, y) triple in the kind's roles;
+// one of them is the result.
+ffi::Error convolve(Kind kind, ffi::Span<const int64_t> act_dims, float* act, ffi::Span<const int64_t> wt_dims,
+                    float* wt, ffi::Span<const int64_t> out_dims, float* out, ffi::Span<const int64_t> result_dims,
+                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  auto m = members_of(result_dims);
+  if (m.has_error()) return m.error();
+  size_t r = act_dims.size();
+  if (wt_dims.size() != r || out_dims.size() != r) return ffi::Error::InvalidArgument("operand ranks differ");
+  Geometry g{act_dims[r - 4], act_dims[r - 3], act_dims[r - 2], act_dims[r - 1], wt_dims[r - 1], wt_dims[r - 4],
+             wt_dims[r - 3], out_dims[r - 3], out_dims[r - 2], sh, sw, pt, pb, pl, pr};
+  if (wt_dims[r - 2] != g.c || out_dims[r - 4] != g.n || out_dims[r - 1] != g.f)
+    return ffi::Error::InvalidArgument("operand shapes do not fit one convolution");
+  if (auto err = check_geometry(g); err.failure()) return err;
+  set_threads(threads);
+  auto act_off = offsets(*m, act_dims, inner_size(act_dims), "activations");
+  auto wt_off = offsets(*m, wt_dims, inner_size(wt_dims), "kernel");
+  auto out_off = offsets(*m, out_dims, inner_size(out_dims), "output");
+  if (act_off.has_error()) return act_off.error();
+  if (wt_off.has_error()) return wt_off.error();
+  if (out_off.has_error()) return out_off.error();
+  try {
+    size_t lead = m->dims.size();
+    // One kernel for every member, activations and outputs batched along every vmapped axis: the
+    // members are one larger batch (forward and input gradient).
+    if (kind != kBackwardWeights && m->count > 1 && shared_by_all(wt_dims, lead) && batched_in_all(act_dims, *m) &&
+        batched_in_all(out_dims, *m)) {
+      Geometry big = g;
+      big.n = g.n * m->count;
+      run(big, kind, act, wt, out);
+      return ffi::Error::Success();
+    }
+    for (int64_t k = 0; k < m->count; ++k) {
+      run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
+    }
+  } catch (const dnnl::error& err) {
+    return ffi::Error::Internal(std::string("oneDNN: ") + err.what());
+  } catch (const std::exception& err) {
+    return ffi::Error::Internal(err.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
+                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return convolve(kForward, x.dimensions(), x.typed_data(), w.dimensions(), w.typed_data(), y->dimensions(),
+                  y->typed_data(), y->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+}
+
+ffi::Error BackwardData(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx, int64_t sh,
+                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return convolve(kBackwardData, dx->dimensions(), dx->typed_data(), w.dimensions(), w.typed_data(), g.dimensions(),
+                  g.typed_data(), dx->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+}
+
+ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
+                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+  return convolve(kBackwardWeights, x.dimensions(), x.typed_data(), dw->dimensions(), dw->typed_data(),
+                  g.dimensions(), g.typed_data(), dw->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+}
+
+}  // namespace
+
+#define NNB_ATTRS                 \
+  .Attr<int64_t>("stride_h")      \
+      .Attr<int64_t>("stride_w")  \
+      .Attr<int64_t>("pad_top")   \
+      .Attr<int64_t>("pad_bottom") \
+      .Attr<int64_t>("pad_left")  \
+      .Attr<int64_t>("pad_right") \
+      .Attr<int64_t>("threads")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnConvForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnConvBackwardData, BackwardData,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnConvBackwardWeights, BackwardWeights,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_ATTRS);
+
+// For tests and benchmarks: which oneDNN implementation a geometry runs on ("" on failure).
+extern "C" int nnb_onednn_impl(int64_t kind, const int64_t* geometry, char* out, int64_t size) {
+  try {
+    Geometry g{geometry[0], geometry[1], geometry[2],  geometry[3],  geometry[4],  geometry[5],  geometry[6], geometry[7],
+               geometry[8], geometry[9], geometry[10], geometry[11], geometry[12], geometry[13], geometry[14]};
+    std::string impl = lookup(g, static_cast<Kind>(kind))->impl;
+    std::strncpy(out, impl.c_str(), size - 1);
+    out[size - 1] = 0;
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}

@@ -1,0 +1,207 @@
+"""The oneDNN convolutions (nnbasics.nn.onednn, the optional extra) equal lax.conv_general_dilated:
+outputs and both gradients for every supported kind of shape, stride and padding, compiled, under
+vmap (members with their own kernels, a shared kernel, nested) and under jit. Without the switch,
+with an unsupported convolution, or with the extension absent, the convolution takes today's path.
+
+The tests that run oneDNN skip (with the reason) where the extension cannot be built: no oneDNN
+wheels (`pip install -e ".[onednn]"`) or no C++ compiler."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from nnbasics.nn import conv, onednn
+from nnbasics.threads import cpu_threads
+
+RTOL = 1e-4
+
+
+@pytest.fixture(autouse=True)
+def switch_back():
+    yield
+    conv.use_onednn(None)
+
+
+@pytest.fixture(scope="module")
+def built():
+    if not onednn.load(warn=False):
+        pytest.skip(f"oneDNN extension unavailable: {onednn.error()}")
+
+
+def reference(x, w, strides, padding):
+    pads = conv.explicit_padding(padding, x.shape[1:3], w.shape[:2], strides, (1, 1))
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def close(a, b, rtol=RTOL):
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.shape == b.shape
+    scale = max(float(np.max(np.abs(b))), 1e-6)
+    err = float(np.max(np.abs(a - b))) / scale
+    assert err <= rtol, f"relative error {err:.2e} > {rtol}"
+
+
+def uses_ffi(f, *args) -> bool:
+    return "onednn" in str(jax.make_jaxpr(f)(*args))
+
+
+# (batch, height, width, cin, cout, kernel, strides, padding): ResNet-20's layers (smaller batch),
+# 1x1 and 5x5 kernels, strides 2 and 3, SAME/VALID/asymmetric/unused padding, non-square inputs.
+CASES = [
+    (4, 32, 32, 3, 16, (3, 3), (1, 1), "SAME"),
+    (4, 16, 16, 16, 16, (3, 3), (1, 1), [(1, 1), (1, 1)]),
+    (4, 16, 16, 16, 32, (3, 3), (2, 2), [(1, 1), (1, 1)]),
+    (3, 8, 8, 32, 64, (3, 3), (2, 2), "SAME"),
+    (2, 9, 7, 5, 6, (1, 1), (1, 1), "VALID"),
+    (2, 9, 7, 5, 6, (1, 1), (2, 2), "VALID"),
+    (2, 11, 10, 4, 3, (5, 5), (1, 1), "SAME"),
+    (2, 11, 10, 4, 3, (3, 2), (3, 2), [(2, 0), (0, 1)]),
+    (3, 7, 9, 2, 4, (3, 3), (2, 3), [(0, 2), (1, 0)]),
+    (1, 6, 6, 3, 2, (2, 2), (2, 2), "SAME"),
+    (2, 5, 5, 3, 2, (3, 3), (1, 1), [(3, 3), (2, 2)]),  # padding wider than the kernel
+    (2, 3, 4, 6, 5, (3, 4), (1, 1), "VALID"),  # a single output position
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[1]}x{c[2]}x{c[3]}-{c[4]}_k{c[5]}_s{c[6]}_{c[7]}" for c in CASES])
+def test_values_and_gradients(built, case):
+    n, h, w, cin, cout, k, strides, padding = case
+    kx, kw, kg = jax.random.split(jax.random.key(sum(case[:5])), 3)
+    x = jax.random.normal(kx, (n, h, w, cin))
+    kern = jax.random.normal(kw, (*k, cin, cout)) / np.sqrt(k[0] * k[1] * cin)
+    y_ref = reference(x, kern, strides, padding)
+    g = jax.random.normal(kg, y_ref.shape)
+
+    def f(impl):
+        return jax.jit(lambda x, w: conv.conv_general(x, w, strides, padding, impl=impl))
+
+    def loss(impl):
+        return jax.jit(jax.grad(lambda x, w: jnp.vdot(conv.conv_general(x, w, strides, padding, impl=impl), g), (0, 1)))
+
+    assert uses_ffi(f("onednn"), x, kern)
+    close(f("onednn")(x, kern), y_ref)
+    dx, dw = loss("onednn")(x, kern)
+    dx_ref, dw_ref = jax.grad(lambda x, w: jnp.vdot(reference(x, w, strides, padding), g), (0, 1))(x, kern)
+    close(dx, dx_ref)
+    close(dw, dw_ref)
+
+
+def _loss(impl, strides=(2, 2), padding="SAME"):
+    def loss(x, w):
+        y = conv.conv_general(x, w, strides, padding, impl=impl) if impl else reference(x, w, strides, padding)
+        return jnp.sum(jnp.tanh(y) ** 2)
+
+    return loss
+
+
+def test_vmap_members_with_own_kernels_and_data(built):
+    xs = jax.random.normal(jax.random.key(0), (3, 4, 10, 10, 5))
+    ws = jax.random.normal(jax.random.key(1), (3, 3, 3, 5, 6)) / 6
+    got = jax.jit(jax.vmap(jax.value_and_grad(_loss("onednn"), (0, 1))))(xs, ws)
+    want = jax.vmap(jax.value_and_grad(_loss(None), (0, 1)))(xs, ws)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        close(a, b)
+
+
+@pytest.mark.parametrize("axes", [(None, 0), (0, None)], ids=["shared-data", "shared-kernel"])
+def test_vmap_shared_operand(built, axes):
+    """Members that share the batch (seeds vmapped over one data stream) or share the kernel (the
+    handler folds the members into one batch)."""
+    x = jax.random.normal(jax.random.key(0), (3, 4, 9, 9, 5))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 5, 6)) / 6
+    x = x[0] if axes[0] is None else x
+    w = w[0] if axes[1] is None else w
+    got = jax.jit(jax.vmap(jax.grad(_loss("onednn", (1, 1)), (0, 1)), in_axes=axes))(x, w)
+    want = jax.vmap(jax.grad(_loss(None, (1, 1)), (0, 1)), in_axes=axes)(x, w)
+    for a, b in zip(got, want):
+        close(a, b)
+
+
+def test_nested_vmap(built):
+    xs = jax.random.normal(jax.random.key(0), (2, 3, 2, 8, 8, 4))
+    ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 4, 5)) / 6
+    inner = (0, None)  # the inner vmap shares each outer member's kernel
+    got = jax.jit(jax.vmap(jax.vmap(jax.grad(_loss("onednn"), (0, 1)), in_axes=inner)))(xs, ws)
+    want = jax.vmap(jax.vmap(jax.grad(_loss(None), (0, 1)), in_axes=inner))(xs, ws)
+    for a, b in zip(got, want):
+        close(a, b)
+
+
+def test_conv_module_auto_uses_onednn_when_switched_on(built):
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
+    layer = conv.Conv(4, (3, 3), strides=2)
+    params = layer.init(jax.random.key(1), x)
+    conv.use_onednn(False)
+    assert conv.choose_implementation(2, 1, 8, "cpu") == "chunked"
+    y_off = layer.apply(params, x)
+    assert not uses_ffi(lambda p: layer.apply(p, x), params)
+    conv.use_onednn(True)
+    assert conv.choose_implementation(2, 1, 8, "cpu") == "onednn"
+    assert conv.choose_implementation(1, 1, 8, "cpu") == "patches"  # 1-D convs keep their path
+    assert conv.choose_implementation(2, 1, 8, "gpu") == "xla"
+    assert uses_ffi(lambda p: layer.apply(p, x), params)
+    close(layer.apply(params, x), y_off)
+    hlo = jax.jit(lambda p: layer.apply(p, x)).lower(params).as_text()
+    assert re.search(rf"threads = {cpu_threads()} : i64", hlo), "oneDNN's threads must be XLA:CPU's"
+
+
+def test_unsupported_convolutions_fall_back(built):
+    conv.use_onednn(True)
+    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 4))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    assert uses_ffi(lambda x, w: conv.conv_general(x, w), x, w)
+    for kwargs, args in [
+        ({"dilation": 2}, (x, w)),
+        ({"feature_group_count": 2}, (x, w[:, :, :2])),
+        ({"padding": [(-1, 0), (0, 0)]}, (x, w)),
+        ({}, (x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))),
+        ({}, (x[:, :, 0], w[:, 0])),  # 1-D
+    ]:
+        f = lambda x, w, kwargs=kwargs: conv.conv_general(x, w, **kwargs)  # noqa: E731
+        assert not uses_ffi(f, *args), kwargs
+        got = f(*args)
+        want = conv.conv_general(*args, impl="xla", **kwargs)
+        close(got.astype(jnp.float32), want.astype(jnp.float32), 1e-2)
+
+
+def test_default_off(monkeypatch):
+    """Without the switch nothing changes: 'auto' picks today's implementations and never builds."""
+    monkeypatch.delenv("NNBASICS_ONEDNN", raising=False)
+    monkeypatch.setattr(onednn, "load", lambda warn=True: pytest.fail("load() called with the switch off"))
+    assert not conv.onednn_enabled()
+    assert conv.choose_implementation(2, 1, 128, "cpu") == "chunked"
+    assert conv.choose_implementation(2, 1, 2, "cpu") == "xla"
+    x = jnp.ones((8, 6, 6, 3))
+    w = jnp.ones((3, 3, 3, 2))
+    assert not uses_ffi(lambda x, w: conv.conv_general(x, w), x, w)
+    monkeypatch.setenv("NNBASICS_ONEDNN", "0")
+    assert not conv.onednn_enabled()
+
+
+def test_extension_absent_falls_back_with_one_warning(monkeypatch):
+    """No oneDNN wheels (or no compiler): the switch on still gives today's path, with one warning."""
+    monkeypatch.setattr(onednn, "_state", {"loaded": None, "error": None, "lib": None, "path": None})
+
+    def missing():
+        raise onednn.BuildError("the onednn-cpu-gomp wheel is not installed")
+
+    monkeypatch.setattr(onednn, "onednn_paths", missing)
+    monkeypatch.setenv("NNBASICS_ONEDNN", "1")
+    x = jnp.ones((8, 6, 6, 3))
+    w = jnp.ones((3, 3, 3, 2))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert conv.choose_implementation(2, 1, 128, "cpu") == "chunked"
+        y = conv.conv_general(x, w)
+        y2 = conv.conv_general(x, w, impl="onednn")
+    assert len([c for c in caught if "oneDNN" in str(c.message)]) == 1
+    assert "not installed" in onednn.error()
+    close(y, conv.conv_general(x, w, impl="xla"))
+    close(y2, y)
