@@ -3,8 +3,10 @@ when the output is a file, a pipe or a notebook's captured stream; `set_quiet(Tr
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -60,6 +62,18 @@ def progress(total: int | None = None, desc: str | None = None, unit: str = "ste
         return PlainProgress(total, desc, unit)
     return tqdm(total=total, desc=desc, unit=unit, disable=_QUIET, delay=3.0, file=sys.stderr,
                 dynamic_ncols=True, leave=False, **kw)
+
+
+@contextlib.contextmanager
+def quieted(on: bool = True) -> Iterator[None]:
+    """Within the block (when `on`), no progress bars or log lines; the setting before is restored."""
+    global _QUIET
+    before = _QUIET
+    _QUIET = before or bool(on)
+    try:
+        yield
+    finally:
+        _QUIET = before
 
 
 def log(msg: str) -> None:

@@ -181,3 +181,14 @@ def test_progress_outside_a_terminal_is_plain(monkeypatch):
     assert isinstance(progress.progress(10, "x"), progress.PlainProgress)
     monkeypatch.setattr(progress, "_QUIET", True)
     assert not isinstance(progress.progress(10, "x"), progress.PlainProgress)
+
+
+def test_quieted_restores_the_setting():
+    from nnbasics import progress
+
+    before = progress._QUIET
+    with progress.quieted(True):
+        assert progress._QUIET
+    assert progress._QUIET == before
+    with progress.quieted(False):
+        assert progress._QUIET == before

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import ml_collections
 
 from nnbasics import config as config_lib
-from nnbasics.progress import log
+from nnbasics.progress import log, quieted
 from nnbasics.registry import UnknownNameError, unknown_name_message
 from nnbasics.runs import report
 from nnbasics.runs import workdir as workdir_lib
@@ -525,8 +525,9 @@ def reproduce(
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
-            res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
-                                 replace_changed=True, seed_offset=seed_offset)
+            with quieted(collected):  # a worker's finished run: collected without a "reusing" line
+                res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
+                                     replace_changed=True, seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
                 workdir_lib.WorkdirUnusable, workdir_lib.WorkdirBusy):
             raise
