@@ -63,7 +63,9 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.batch_size = 100
     c.steps = 6000
     c.eval_every = 250
-    c.seeds = tuple(range(8))  # logistic regression and the MLP (cheap: vmapped side by side)
+    # logistic regression and the MLP (cheap: vmapped side by side); 10 from the seed-count rule over offsets 0
+    # and 700 (the MLP's accuracy against its upper bound asks for 9)
+    c.seeds = tuple(range(10))
     c.cnn_seeds = tuple(range(8))  # the CNN, ~5x the cost per seed and about half the MLP's spread
     if preset == "quick":
         c.cnn_seeds = tuple(range(4))
