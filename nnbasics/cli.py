@@ -257,6 +257,9 @@ def _start(args: argparse.Namespace) -> None:
     (with --cpu-threads) the size of XLA's CPU thread pools."""
     set_quiet(args.quiet)
     warnings.formatwarning = _format_warning
+    from nnbasics.threads import patient_collectives
+
+    patient_collectives()  # several simulated CPU devices: collectives wait for a slow device, not abort
     from nnbasics import enable_compilation_cache
 
     enable_compilation_cache()
