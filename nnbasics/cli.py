@@ -338,7 +338,7 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
     results = exp.read_claims_doc(pathlib.Path(path)).get("experiments")
     if results is None:
         raise exp.WorkdirConflict(f"{path} holds one run, not a reproduction: give --root the reproduce directory")
-    expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
+    expected = [n for n in exp.experiment_names() if exp.experiment(n).reproduce]
     missing = [n for n in expected if n not in {r["experiment"] for r in results}]
     if missing and not force:
         raise exp.WorkdirConflict(
