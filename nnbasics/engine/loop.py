@@ -38,8 +38,9 @@ from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
 from nnbasics.engine.compile import compile_side_by_side, light_jit, stack_members
 from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
-from nnbasics.engine.state import TrainState, create_state, evaluate, train_step
-from nnbasics.nn.losses import CLASSIFICATION, LOSSES
+from nnbasics.engine.state import TrainState, create_state, evaluate
+from nnbasics.engine.state import train_step as default_train_step
+from nnbasics.nn.losses import Loss, get_loss, loss_key
 from nnbasics.progress import progress
 
 # "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU
@@ -66,7 +67,7 @@ class TrainConfig:
     # less well (measured on 2 CPU cores: the FCN of segmentation 3.5x, ResNet-20 at 32x32 1.17x faster)
     step_mode: str = "chunk"
     optimizer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
-    loss: str = "cross_entropy"
+    loss: str | Mapping[str, Any] | Loss = "cross_entropy"  # a name, {"name": ..., params} or a Loss object
     eval_batch_size: int = 1000
     eval_train: bool = False  # also evaluate on the whole training set at every eval point
     stop_on_nan: bool = True
@@ -119,7 +120,7 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     if num_train is not None and int(tc.batch_size) > num_train:
         raise ValueError(f"batch_size={tc.batch_size} is larger than the training set ({num_train} examples); "
                          f"use a batch size between 1 and {num_train}")
-    LOSSES.check(tc.loss)
+    loss = get_loss(tc.loss)  # an unknown name or parameter: the error names the valid ones
     if tc.step_mode not in ("chunk", "step"):
         raise ValueError(f"step_mode must be 'chunk' or 'step', got {tc.step_mode!r}")
     if tc.learning_rates is not None:
@@ -138,7 +139,7 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     for m in specs:
         if not isinstance(m.get("model", {}), Mapping):
             raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
-    if arrays and model is not None and tc.loss in CLASSIFICATION:
+    if arrays and model is not None and loss.classifies:
         _check_classes(model, data, tc)
 
 
@@ -157,7 +158,7 @@ def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> No
     valid, on the host before any compile: x and y of different lengths, an empty training set, NaN or
     infinite values, and for a classification loss labels that are not whole numbers or (with `model`,
     whose output on one example gives the number of classes) outside [0, num_classes)."""
-    classify = tc.loss in CLASSIFICATION
+    classify = get_loss(tc.loss).classifies
     for split in ("train", "test"):
         x, y = getattr(data, f"x_{split}", None), getattr(data, f"y_{split}", None)
         if x is None or y is None:
@@ -184,9 +185,9 @@ def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> No
             if np.issubdtype(y.dtype, np.inexact) and not (y == np.round(y)).all():
                 i = tuple(int(k) for k in np.argwhere(y != np.round(y))[0])
                 raise ValueError(f"y_{split} holds labels that are not whole numbers (the first: {y[i]!s} at index {i}); "
-                                 f"the {tc.loss} loss needs integer class labels 0, 1, ..., num_classes - 1")
+                                 f"the {loss_key(tc.loss)} loss needs integer class labels 0, 1, ..., num_classes - 1")
             if y.size and y.min() < 0:
-                raise ValueError(f"y_{split} holds negative labels (the smallest: {_num(y.min())}); the {tc.loss} loss "
+                raise ValueError(f"y_{split} holds negative labels (the smallest: {_num(y.min())}); the {loss_key(tc.loss)} loss "
                                  "needs class labels 0, 1, ..., num_classes - 1")
     if classify and model is not None:
         _check_classes(model, data, tc)
@@ -217,7 +218,7 @@ def _check_classes(model: nn.Module, data: Any, tc: TrainConfig) -> None:
     shape = tuple(getattr(out, "shape", ()))
     want = (1, *ys[0].shape[1:])
     if len(shape) < 2 or shape[:-1] != want or shape[-1] < 1:
-        raise ValueError(f"the model's output on one example has shape {shape}, but the {tc.loss} loss needs "
+        raise ValueError(f"the model's output on one example has shape {shape}, but the {loss_key(tc.loss)} loss needs "
                          f"{(*want, 'num_classes')} (one logit per class for each label of y_train, shape "
                          f"{tuple(ys[0].shape[1:]) or 'a scalar'} per example)")
     classes = shape[-1]
@@ -332,7 +333,7 @@ class _Run:
 
 
 def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
-    ydtype = np.int32 if tc.loss in CLASSIFICATION else np.float32
+    ydtype = np.int32 if get_loss(tc.loss).classifies else np.float32
     if isinstance(data, StreamingData):
         x_train = y_train = jnp.zeros((0,), jnp.float32)  # batches come from the stream
     else:
@@ -344,8 +345,10 @@ def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
 
 
 def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any, members: list[dict],
-              eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
-    """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
+              eval_fns: Mapping[str, Callable[[TrainState], Any]], train_step: Callable = default_train_step,
+              ) -> dict[str, Callable]:
+    """The compiled programs: a member's init, a chunk of steps of every member (`train_step`), the evaluation."""
+    loss = get_loss(tc.loss)
     sample = np.zeros((1, *example_shape), np.float32)  # numpy: no eager program to compile
     counts = {m["accumulate"] for m in members}
     # AGC (when on) leaves the layer that produces the logits unclipped, found by tracing the model
@@ -360,7 +363,7 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
         return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
 
     def step(st, batch):
-        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), tc.loss)
+        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), loss)
 
     def member_chunk(state, idx, xs, ys, length):
         """The first `length` steps of idx (steps, batch): the batches are gathered from the on-device
@@ -385,9 +388,9 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
         return jax.lax.scan(step, state, (xs, ys))
 
     def member_eval(st, xte, yte, xtr, ytr):
-        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, tc.loss, tc.eval_batch_size, mesh).items()}
+        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, loss, tc.eval_batch_size, mesh).items()}
         if tc.eval_train:
-            out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, tc.loss, tc.eval_batch_size,
+            out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, loss, tc.eval_batch_size,
                                                                    mesh).items()})
         return {**out, **{name: f(st) for name, f in eval_fns.items()}}
 
@@ -443,7 +446,7 @@ def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Ar
     if run.stream is None:
         run.stream = iter(run.data.batches(start))
     got = [next(run.stream) for _ in range(length)]
-    ydtype = np.int32 if run.tc.loss in CLASSIFICATION else np.float32
+    ydtype = np.int32 if get_loss(run.tc.loss).classifies else np.float32
     xs = np.stack([np.asarray(b["image"], np.float32) for b in got])
     ys = np.stack([np.asarray(b["label"], ydtype) for b in got])
     if run.mesh is None:
@@ -530,7 +533,7 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
         "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
         "members": [member_summary(m) for m in run.members],
         "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
-        "batch_size": int(tc.batch_size), "loss": tc.loss,
+        "batch_size": int(tc.batch_size), "loss": loss_key(tc.loss),
         "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
         "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
     }
@@ -557,7 +560,8 @@ def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainRe
     return run
 
 
-def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None) -> _Run:
+def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None,
+           train_step: Callable = default_train_step) -> _Run:
     """Check the config, choose the mesh, place the data and build the compiled programs."""
     from nnbasics.config import ConfigError
 
@@ -576,7 +580,7 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
         raise ConfigError(f"{tag + ': ' if tag else ''}{e}") from None
     example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
     return _Run(tc, members, mesh, data, _place(data, tc, mesh),
-                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {})))
+                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {}), train_step))
 
 
 # --------------------------------------------------------------------------------------- fit
@@ -586,6 +590,7 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
 def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, tag: str | None = None,
         metrics_writer: Any = None, checkpoint_dir: str | None = None, mesh: Any = "auto",
         eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+        loss: str | Mapping[str, Any] | Loss | None = None, train_step: Callable | None = None,
         interrupt: InterruptFlag | None = None) -> TrainResult:
     """Train `model` on `data` (an on-device ArrayDataset, anything with x_train, y_train, x_test,
     y_test, or StreamingData) for `tc.steps` steps, one vmapped member per (seed, learning rate).
@@ -599,14 +604,21 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
     (to `workdir.interrupt_dir` when checkpoints are off) and raises TrainingInterrupted (`interrupt`
     is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag). `eval_fns` adds
     metrics at each eval point: name -> f(state) -> scalar (per member). A NaN or infinite loss
-    raises TrainingDiverged after the metrics so far are written."""
+    raises TrainingDiverged after the metrics so far are written.
+
+    `loss` (a registered name, {"name": ..., params} or a `nnbasics.nn.losses.Loss`, e.g.
+    `LabelSmoothing(epsilon=0.1)`) replaces `tc.loss`; its `classifies` decides integer labels and
+    accuracy. `train_step(state, x, y, loss) -> (state, metrics with "loss")` replaces the default
+    step (`nnbasics.engine.state.train_step`) for a variant such as mixup or a custom regularizer."""
+    if loss is not None:
+        tc = dataclasses.replace(tc, loss=loss)
     if workdir is not None:
         metrics_writer = metrics_writer or workdir.metrics
         if checkpoint_dir is None and workdir.checkpoint_dir is not None:
             checkpoint_dir, tc = workdir.checkpoint_dir, dataclasses.replace(tc, checkpoint_every=workdir.checkpoint_every)
     interrupt_dir = checkpoint_dir or getattr(workdir, "interrupt_dir", None)
     t0 = time.perf_counter()
-    run = _setup(model, data, tc, mesh, eval_fns, tag)
+    run = _setup(model, data, tc, mesh, eval_fns, tag, train_step or default_train_step)
     state, compile_seconds = _initial_state(run)
     ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
