@@ -19,7 +19,6 @@ accumulation (`accumulate`: a larger batch made of micro-batches) and model call
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -37,14 +36,15 @@ from nnbasics.data.streaming import StreamingData
 from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
 from nnbasics.engine.compile import compile_side_by_side, light_jit, stack_members
-from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
+from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, active, listening
+from nnbasics.engine.run_directory import check_run_directory
 from nnbasics.engine.state import TrainState, create_state, evaluate
 from nnbasics.engine.state import train_step as default_train_step
 from nnbasics.nn.losses import Loss, get_loss, loss_key
 from nnbasics.progress import progress
 
-# "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU
-# (ResNet-20's init: ~3 s instead of ~20 s of CPU), and each seed still gives fixed numbers.
+# "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU (measured:
+# experiments/benchmarks/README.md, "Round five"), and each seed still gives fixed numbers.
 PRNG_IMPL = "rbg"  # the key implementation of training runs (initialization and dropout)
 
 
@@ -64,7 +64,7 @@ class TrainConfig:
     eval_at_start: bool = False  # also evaluate the initial state (a row at step 0 without train metrics)
     # "chunk": the steps between evaluations run as one compiled loop (one dispatch per chunk; best for
     # small nets); "step": one compiled step per dispatch, for nets whose loop body XLA:CPU compiles
-    # less well (measured on 2 CPU cores: the FCN of segmentation 3.5x, ResNet-20 at 32x32 1.17x faster)
+    # less well (measured: experiments/benchmarks/README.md, "fit's step mode")
     step_mode: str = "chunk"
     optimizer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     loss: str | Mapping[str, Any] | Loss = "cross_entropy"  # a name, {"name": ..., params} or a Loss object
@@ -259,6 +259,7 @@ class TrainResult:
     seconds: float
     compile_seconds: float  # compiling (side by side before training; else the first chunk, which also runs)
     first_chunk_seconds: float = 0.0  # from the call until the first chunk's losses are back (init, compile, steps)
+    steps_trained: int = 0  # steps this call ran (fewer than tc.steps when it resumed from a checkpoint)
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[member, eval point]) of a metric."""
@@ -544,22 +545,6 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
     return Checkpointer(path, fp, tc.keep_checkpoints)
 
 
-def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    """Run `train` with Ctrl-C turned into a request it checks after each chunk (see `fit`), for
-    the whole call, compiling included, when there is a place for the checkpoint it then writes;
-    `train` receives the request flag as `interrupt`."""
-
-    @functools.wraps(train)
-    def run(model: nn.Module, data: Any, tc: TrainConfig, **kw: Any) -> TrainResult:
-        where = kw.get("checkpoint_dir") or getattr(kw.get("workdir"), "interrupt_dir", None)
-        graceful = where is not None and jax.process_count() == 1
-        with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
-                InterruptFlag()) as interrupt:
-            return train(model, data, tc, interrupt=interrupt, **kw)
-
-    return run
-
-
 def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None,
            train_step: Callable = default_train_step) -> _Run:
     """Check the config, choose the mesh, place the data and build the compiled programs."""
@@ -586,7 +571,6 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
 # --------------------------------------------------------------------------------------- fit
 
 
-@_stops_on_ctrl_c
 def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, tag: str | None = None,
         metrics_writer: Any = None, checkpoint_dir: str | None = None, mesh: Any = "auto",
         eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
@@ -595,14 +579,16 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
     """Train `model` on `data` (an on-device ArrayDataset, anything with x_train, y_train, x_test,
     y_test, or StreamingData) for `tc.steps` steps, one vmapped member per (seed, learning rate).
 
-    `workdir` (a `nnbasics.workdir.Workdir`) gives the metrics writer (`workdir.metrics`, rows tagged
+    `workdir` (a `nnbasics.runs.workdir.Workdir`, or anything with the members of
+    `nnbasics.engine.run_directory.RunDirectory`) gives the metrics writer (`workdir.metrics`, rows tagged
     `tag`) and, once its checkpoints are enabled, `workdir.checkpoint_dir` and `checkpoint_every`;
     `metrics_writer` and `checkpoint_dir` (every `tc.checkpoint_every` steps) set them one by one.
     With a checkpoint directory Orbax saves there (under `tag`) and at the end, and a later call
     resumes from the latest checkpoint with exactly the batches, dropout keys and metric rows of an
-    uninterrupted run. Ctrl-C (single process) stops after the chunk in flight, writes a checkpoint
-    (to `workdir.interrupt_dir` when checkpoints are off) and raises TrainingInterrupted (`interrupt`
-    is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag). `eval_fns` adds
+    uninterrupted run. Where the command line installed a stop-signal handler
+    (`nnbasics.engine.interrupt.graceful_interrupt`; single process), Ctrl-C stops after the chunk in
+    flight, writes a checkpoint (to `workdir.interrupt_dir` when checkpoints are off) and raises
+    TrainingInterrupted; `interrupt` gives a flag of your own instead. `eval_fns` adds
     metrics at each eval point: name -> f(state) -> scalar (per member). A NaN or infinite loss
     raises TrainingDiverged after the metrics so far are written.
 
@@ -612,13 +598,32 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
     step (`nnbasics.engine.state.train_step`) for a variant such as mixup or a custom regularizer."""
     if loss is not None:
         tc = dataclasses.replace(tc, loss=loss)
+    workdir = check_run_directory(workdir)
     if workdir is not None:
         metrics_writer = metrics_writer or workdir.metrics
         if checkpoint_dir is None and workdir.checkpoint_dir is not None:
             checkpoint_dir, tc = workdir.checkpoint_dir, dataclasses.replace(tc, checkpoint_every=workdir.checkpoint_every)
-    interrupt_dir = checkpoint_dir or getattr(workdir, "interrupt_dir", None)
+    interrupt_dir = checkpoint_dir or (workdir.interrupt_dir if workdir is not None else None)
+    if interrupt is None and interrupt_dir is not None and jax.process_count() == 1:
+        interrupt = active()  # the command line's stop-signal handler, where one is installed
+    with listening(interrupt):
+        result = _train(model, data, tc, tag, metrics_writer, checkpoint_dir, interrupt_dir, mesh, eval_fns,
+                        train_step or default_train_step, interrupt or InterruptFlag())
+    if workdir is not None:  # the experiment's timing table: where its time went
+        workdir.record_fit(tag, steps=result.steps_trained, members=len(result.members), seconds=result.seconds,
+                           compile_seconds=result.compile_seconds)
+    return result
+
+
+def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, metrics_writer: Any, checkpoint_dir: Any,
+           interrupt_dir: Any, mesh: Any, eval_fns: Any, train_step: Callable, interrupt: InterruptFlag) -> TrainResult:
+    """The loop of `fit`: initialise (or resume), then per chunk of `eval_every` steps: the compiled,
+    vmapped steps, a check for NaN, the evaluation and its metrics row, a checkpoint when due, and a
+    stop when a stop signal asked for one. How a chunk runs fast on a CPU (a compiled loop of
+    replayed steps, or one dispatch per step; compiles side by side) stays in `_setup`,
+    `_initial_state` and `_train_chunk`."""
     t0 = time.perf_counter()
-    run = _setup(model, data, tc, mesh, eval_fns, tag, train_step or default_train_step)
+    run = _setup(model, data, tc, mesh, eval_fns, tag, train_step)
     state, compile_seconds = _initial_state(run)
     ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
@@ -627,7 +632,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         step = int(history[-1]["step"]) if history else 0
         if metrics_writer is not None and jax.process_index() == 0:  # the run's rows become the checkpoint's
             metrics_writer.restore(tag, history)
-    interrupt, last_saved, first, bar = interrupt or InterruptFlag(), step, step, progress(total, desc=tag or "train")
+    last_saved, first, bar = step, step, progress(total, desc=tag or "train")
     bar.update(step)
     if tc.eval_at_start and not history:
         history.append(_evaluation_row(run, 0, tag, {}, time.perf_counter() - t0, metrics_writer, state))
@@ -659,9 +664,5 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    seconds = time.perf_counter() - t0
-    if hasattr(workdir, "record_fit"):  # the experiment's timing table: where its time went
-        workdir.record_fit(tag, steps=total - first, members=len(run.members), seconds=seconds,
-                           compile_seconds=compile_seconds)
-    return TrainResult(history, state, [member_summary(m) for m in run.members], seconds, compile_seconds,
-                       first_chunk if total > first else 0.0)
+    return TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
+                       compile_seconds, first_chunk if total > first else 0.0, steps_trained=total - first)

@@ -527,7 +527,10 @@ def reproduce(
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
-            with quieted(collected):  # a worker's finished run: collected without a "reusing" line
+            from nnbasics.engine.interrupt import graceful_interrupt
+
+            # a worker's finished run: collected without a "reusing" line; one run here: Ctrl-C checkpoints it
+            with quieted(collected), (contextlib.nullcontext() if collected else graceful_interrupt("training")):
                 res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
                                      replace_changed=True, seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
@@ -578,9 +581,12 @@ def worker(spec_json: str) -> int:
     set_quiet(True)
     enable_compilation_cache()
     wd = default_workdir(spec["name"], spec["preset"], spec["root"], spec["seed_offset"])
+    from nnbasics.engine.interrupt import graceful_interrupt
+
     try:
-        run_experiment(spec["name"], spec["preset"], spec["overrides"], workdir=wd, force=spec["force"],
-                       replace_changed=True, seed_offset=spec["seed_offset"])
+        with graceful_interrupt("training"):  # the worker is a command of its own: it installs the handler
+            run_experiment(spec["name"], spec["preset"], spec["overrides"], workdir=wd, force=spec["force"],
+                           replace_changed=True, seed_offset=spec["seed_offset"])
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM passed on: the checkpoint is written
         print(f"nnbasics: {e}", file=sys.stderr)
         return 128 + int(getattr(e, "signum", signal.SIGINT))
