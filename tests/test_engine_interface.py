@@ -94,3 +94,46 @@ def test_a_signal_while_nothing_listens_stops_at_once(default_sigint):
                 pass
             assert flag.requested and flag.signum == signal.SIGINT
     np.testing.assert_equal(interrupt_lib.active(), None)
+
+
+def plain_loop(model, data, tc, seed):
+    """The textbook loop, no speed machinery: initialise, then for each step one jitted `train_step`
+    on the step's batch (the batches and keys `fit` draws for this seed)."""
+    import jax
+    import jax.numpy as jnp
+
+    from nnbasics.engine import optim
+    from nnbasics.engine.batches import batch_indices
+    from nnbasics.engine.loop import PRNG_IMPL
+    from nnbasics.engine.state import create_state
+
+    x, y = np.asarray(data.x_train, np.float32), np.asarray(data.y_train, np.int32)
+    sample = np.zeros((1, *x.shape[1:]), np.float32)
+    tx = optim.make_optimizer(tc.optimizer, total_steps=tc.steps, model=model, sample_input=sample, member_overrides=[{}])
+    state = create_state(model, tx, jax.random.fold_in(jax.random.key(seed, impl=PRNG_IMPL), 0), sample)
+    state = state.replace(opt_state=optim.set_member(state.opt_state, {}, np.int32(1)))
+    step = jax.jit(lambda s, a, b: default_step(s, a, b, tc.loss))
+    losses = []
+    for ix in batch_indices([seed], 0, tc.steps, len(x), tc.batch_size)[0]:
+        state, metrics = step(state, jnp.asarray(x[ix]), jnp.asarray(y[ix]))
+        losses.append(np.float32(metrics["loss"]))
+    return state, np.array(losses, np.float32)
+
+
+@pytest.mark.parametrize("step_mode", ["chunk", "step"])
+def test_fit_equals_the_plain_loop_bit_for_bit(step_mode):
+    """Chunks compiled as one loop of replayed steps (or one dispatch per step), members vmapped side by
+    side, programs compiled in parallel: the same parameters and losses as the plain loop, bit for bit."""
+    import dataclasses
+
+    import jax
+
+    data, model = load_dataset("digits"), get_model("mlp", num_classes=10, hidden=(16,))
+    tc = dataclasses.replace(TC, seeds=(3, 4), step_mode=step_mode)
+    res = fit(model, data, tc)
+    for m, seed in enumerate(tc.seeds):
+        state, losses = plain_loop(model, data, tc, seed)
+        for a, b in zip(jax.tree.leaves(res.state.params), jax.tree.leaves(state.params)):
+            np.testing.assert_array_equal(np.asarray(a)[m], np.asarray(b))
+        chunk_means = [float(np.mean(losses[i:i + tc.eval_every])) for i in range(0, tc.steps, tc.eval_every)]
+        assert res.curve("train_loss")[1][m].tolist() == chunk_means
