@@ -437,7 +437,7 @@ def vanishing_claim(config, norms: dict) -> dict:
         f"In a {grad_config.depth}-layer MLP at initialization the gradient reaching the first layer is orders of "
         "magnitude smaller with sigmoid than with ReLU (sigmoid' <= 1/4 shrinks it at every layer)",
         "Lecture: sigmoid 'saturation ... gradients go to zero'; Glorot & Bengio 2010",
-        f"log10(first-layer gradient norm ReLU / sigmoid) >= 2, paired per seed "
+        "log10(first-layer gradient norm ReLU / sigmoid) {log10_grad_ratio_relu_over_sigmoid}, paired per seed "
         f"(95% interval over {len(grad_config.seeds)} seeds)",
         {
             "orders_of_magnitude_relu_over_sigmoid": orders,
@@ -461,7 +461,7 @@ def dead_claim(config, dres) -> dict:
         "Training a ReLU MLP with a large learning rate kills units: their pre-activation is <= 0 on every "
         "training example, so they output 0 and get no gradient",
         "Lecture: 'if strongly in negative region, unit is dead forever (no gradient)'; CS231n notes",
-        f"dead fraction at lr {dead_config.large_learning_rate:g} >= 0.25, and above the fraction at lr "
+        f"dead fraction at lr {dead_config.large_learning_rate:g} " "{dead_fraction_large_lr}, and above the fraction at lr "
         f"{dead_config.small_learning_rate:g} paired per seed (95% intervals over {len(dead_config.seeds)} seeds)",
         {
             "dead_fraction_large_lr": large,
@@ -495,7 +495,8 @@ def speed_claim(config, cnn: dict, num_train: int) -> dict:
         "reproduces, the size is not claimed at this scale. Epochs per rate are means over seeds; -1: some seed "
         "never got there.",
         "Krizhevsky, Sutskever & Hinton 2012, Figure 1; lecture 'see 6x speedup vs tanh'",
-        f"log(epochs tanh / epochs ReLU) > 0, paired per seed (95% interval over {len(cnn_config.seeds)} seeds); "
+        "log(epochs tanh / epochs ReLU) {log_epochs_ratio_tanh_over_relu}, paired per seed "
+        f"(95% interval over {len(cnn_config.seeds)} seeds); "
         "published ratio: 6",
         {
             "epochs_ratio_tanh_over_relu": ratio,
@@ -523,7 +524,8 @@ def prelu_claim(config, pres) -> dict:
         "PReLU learns its negative slope: the slopes move away from their initial 0.25 and end clearly "
         "non-zero on average over layers (per-layer values reported; a layer may also learn a slope near 0)",
         "He et al. 2015, 'Delving deep into rectifiers', Sec. 2.1 and Table 1 (learned slopes 0.05-0.7)",
-        f"per seed, max over layers |alpha - 0.25| >= 0.1 and mean over layers |alpha| >= 0.1 (95% intervals over "
+        f"per seed, max over layers |alpha - {PRELU_INIT:g}| " "{prelu_max_slope_change} and mean over layers |alpha| "
+        "{prelu_mean_abs_slope} (95% intervals over "
         f"{len(prelu_config.seeds)} seeds)",
         {
             **{f"alpha_layer{i + 1}": alphas[:, i] for i in range(alphas.shape[1])},

@@ -110,8 +110,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             "correlation_decays_with_distance",
             f"In {len(images)} real photographs the correlation between two pixels falls with their distance",
             SOURCE,
-            "mean correlation >= 0.8 at distance 1, never rising by more than 0.02 from one distance to the next, "
-            f"and at distance {d[-1]} at most half its value at distance 1",
+            "mean correlation {corr_d1} at distance 1, rising {max_rise} from one distance to the next, "
+            f"and at distance {d[-1]} " "{far_over_near} of its value at distance 1",
             {"corr_d1": mean[0], f"corr_d{d[-1]}": mean[-1], "max_rise": max_rise, "images": len(images)},
             checks=[check("corr_d1", mean[0], th["corr_d1"], random=False),
                     check("max_rise", max_rise, th["max_rise"], random=False),

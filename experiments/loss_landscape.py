@@ -229,7 +229,7 @@ def _claim(config, stats, depth: int, seconds: float) -> dict:
         f"(plain-{depth} vs ResNet-{depth}{narrow}; one trained net per kind and seed, each with its own directions)",
         SOURCE,
         f"per seed: non-convex fraction of the grid points within {config.radius:g} of the minimum "
-        f"({config.grid_points}x{config.grid_points} grid), plain minus ResNet > 0 (95% interval of the mean)",
+        f"({config.grid_points}x{config.grid_points} grid), " "plain minus ResNet {nonconvex_gap} (95% interval of the mean)",
         {**measured, "train_seconds": seconds},
         checks=[check("nonconvex_gap", fp - fr, THRESHOLDS["nonconvex_gap"],
                       statistic=f"nonconvex fraction plain{depth} - resnet{depth}")],

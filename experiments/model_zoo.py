@@ -129,7 +129,7 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
         "Every model's parameter count equals the reference implementation's exactly",
         "torchvision.models (AlexNet, VGG, ResNet-18..152); He et al. 2016 sec. 4.2 (CIFAR ResNets, option A); "
         "Szegedy et al. 2015 Table 1 layer shapes (GoogLeNet)",
-        "0 mismatches",
+        "mismatches {params_equal_reference}",
         {"models_checked": len(checked), "mismatches": len(wrong)},
         checks=[check("params_equal_reference", len(wrong) if checked else float("nan"),
                       THRESHOLDS["params_equal_reference"], random=False, statistic="mismatches")],

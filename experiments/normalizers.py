@@ -194,7 +194,7 @@ def _fit_claims(fit_loss, errors, sizes) -> list[dict]:
         C.claim(
             "bn_fit_suffers_at_small_batch",
             f"BatchNorm's training loss rises as the batch shrinks from {largest} to {smallest}. {not_here}",
-            SOURCE, "log(train loss at the smallest batch / at the largest) > 0, paired over seeds",
+            SOURCE, "log(train loss at the smallest batch / at the largest) {bn_train_loss_log_ratio}, paired over seeds",
             {"batch_sizes": [float(b) for b in sizes], "bn_train_loss": [float(np.mean(fit_loss[("batch", b)]))
                                                                         for b in sizes],
              "bn_log_ratio": log_ratio["batch"], **errs},
@@ -203,7 +203,8 @@ def _fit_claims(fit_loss, errors, sizes) -> list[dict]:
         C.claim(
             "gn_fit_suffers_less",
             f"GroupNorm's training loss suffers less than BatchNorm's from batch {largest} to {smallest}",
-            SOURCE, "log loss ratio (smallest / largest batch) of GN minus BN's < 0, paired over seeds",
+            SOURCE, "log loss ratio (smallest / largest batch) of GN minus BN's {gn_minus_bn_train_loss_log_ratio}, "
+            "paired over seeds",
             {"gn_train_loss": [float(np.mean(fit_loss[("group", b)])) for b in sizes],
              "gn_minus_bn_log_ratio": log_ratio["group"] - log_ratio["batch"]},
             checks=[_check("gn_minus_bn_train_loss_log_ratio", log_ratio["group"] - log_ratio["batch"])],
@@ -227,7 +228,7 @@ def _claims(errors, sizes, config) -> list[dict]:
         C.claim(
             "bn_error_rises_at_small_batch",
             f"BatchNorm's error rises as the batch shrinks from {largest} to {smallest}",
-            SOURCE, f"error(batch {smallest}) - error(batch {largest}) > 0 points, paired over seeds ({paper})",
+            SOURCE, f"error(batch {smallest}) - error(batch {largest}) " "{bn_rise} points, " f"paired over seeds ({paper})",
             {"batch_sizes": sizes_f, "bn_error": [mean[("batch", b)] for b in sizes], "bn_rise": rise},
             checks=[_check("bn_rise", rise)],
         ),
@@ -242,7 +243,8 @@ def _claims(errors, sizes, config) -> list[dict]:
         C.claim(
             "gn_beats_bn_at_smallest_batch",
             f"At batch {smallest} GroupNorm is better than BatchNorm",
-            SOURCE, f"error(GN) - error(BN) < 0 at batch {smallest}, paired over seeds (Wu & He at batch 2: 24.1% vs 34.7%)",
+            SOURCE, "error(GN) - error(BN) {gn_minus_bn_at_smallest} "
+            f"at batch {smallest}, paired over seeds (Wu & He at batch 2: 24.1% vs 34.7%)",
             {"gn_error": mean[("group", smallest)], "bn_error": mean[("batch", smallest)],
              "gn_minus_bn": gn[smallest] - bn[smallest]},
             checks=[_check("gn_minus_bn_at_smallest", gn[smallest] - bn[smallest])],

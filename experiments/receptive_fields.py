@@ -180,7 +180,8 @@ def stacked_3x3_claim(config, workdir, maps) -> dict:
         "49); the composite 5x5 kernel has at most 18 degrees of freedom (measured: the Jacobian rank, 17 = 18 minus "
         "the scale shared between the two kernels); a 3x1 then 1x3 conv is a separable (rank-1) 3x3 filter",
         VGG,
-        "RF 5 and 7 (analytic = measured); composite kernel equals the stack; dof 17 <= 18 < 25 and 25 <= 27 < 49; "
+        "RF 5 and 7 (analytic = measured); composite kernel equals the stack (relative error {composite_error}); "
+        "dof of two 3x3 {dof_two_3x3} < 25 and of three 3x3 {dof_three_3x3} < 49; "
         "separable filter of matrix rank 1",
         {"rf_analytic": analytic, "rf_measured": measured, "weights_two_3x3": 18, "weights_one_5x5": 25,
          "weights_three_3x3": 27, "weights_one_7x7": 49, "dof_two_3x3": dof5, "dof_three_3x3": dof7,

@@ -262,8 +262,10 @@ def ridge_claim(config, rr: dict, best: int) -> dict:
         f"Ridge regression on a degree-{ridge_config.degree} polynomial basis: the test error against lambda is U-shaped; "
         "lambda = 0 overfits and a large lambda underfits, while the training error only grows with lambda",
         "Lecture 'regularized least squares' (ridge / Tikhonov); Bishop, PRML Sec. 1.1, Figs. 1.5, 1.7, 1.8",
-        f"best lambda of the median test curve interior; per draw, log10 test RMSE(lambda=0) / RMSE(best) >= "
-        f"log10 2 and log10 RMSE(lambda={lams[-1]:g}) / RMSE(best) > 0 (95% intervals over {len(ridge_config.data_seeds)} "
+        f"best lambda of the median test curve interior; per draw, log10 test RMSE(lambda={lams[0]:g}) / RMSE(best) "
+        "{overfit_log10_ratio} (a factor 10^{overfit_log10_ratio:.3g}) and "
+        f"log10 RMSE(lambda={lams[-1]:g}) / RMSE(best) " "{underfit_log10_ratio} "
+        f"(95% intervals over {len(ridge_config.data_seeds)} "
         "draws); training RMSE non-decreasing in lambda for every draw",
         {
             "test_rmse_lambda0_median": float(test_med[0]),
@@ -288,8 +290,8 @@ def regularizer_claim(config, mres: dict) -> dict:
         f"Weight decay ({mlp_config.weight_decay:g}) and dropout ({mlp_config.dropout:g}) each improve the test accuracy of an "
         f"over-parameterized MLP trained on {mlp_config.num_train} {mlp_config.data} examples",
         "Lecture 'regularizing deep nets': weight decay, dropout; Srivastava et al. 2014",
-        f"paired gain over the same initializations (test accuracy, mean of the last {TAIL:.0%} of training) > 0 "
-        "for each (95% interval over seeds)",
+        f"paired gain over the same initializations (test accuracy, mean of the last {TAIL:.0%} of training) "
+        "{weight_decay_gain} for weight decay, {dropout_gain} for dropout (95% interval over seeds)",
         {
             "test_accuracy_baseline": base,
             "test_accuracy_weight_decay": wd,
@@ -319,7 +321,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
             "Dropout is off at evaluation (the output equals the same network without dropout) and draws a "
             "fresh mask at every training step (reproducibly: the same step gives the same mask)",
             "Srivastava et al. 2014 (inverted dropout); known defect: a dropout key fixed once (d2l #2405)",
-            "eval difference = 0, same-step difference = 0, outputs changed between steps > 0",
+            "eval difference {dropout_eval_max_abs_diff}, same-step difference {dropout_same_step_max_abs_diff}, "
+            "outputs changed between steps {dropout_outputs_changed_between_steps}",
             masks,
             checks=[check(k, masks[v], THRESHOLDS[k], random=False) for k, v in names.items()],
         ),

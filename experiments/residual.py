@@ -211,7 +211,7 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
             "plain_degrades",
             f"The deeper plain net has a higher training loss: plain-{deep} above plain-{shallow}{narrow}",
             SOURCE + ", Fig. 1 and Fig. 6 left",
-            f"per-seed train loss plain-{deep} - plain-{shallow} > 0 (95% interval of the mean)",
+            f"per-seed train loss plain-{deep} - plain-{shallow} " "{plain_gap} (95% interval of the mean)",
             {**losses, "plain_gap": plain_gap},
             checks=[check("plain_gap", plain_gap, THRESHOLDS["plain_gap"], statistic=f"plain{deep} - plain{shallow}")],
         ),
@@ -223,7 +223,7 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
                f"scale (narrow nets, {config.steps} steps: the deeper ResNet still trails the shallower one); "
                "the full preset checks it"),
             SOURCE + ", Fig. 6",
-            "per seed: (plain gap) - (ResNet gap) > 0 and ResNet-deep - plain-deep < 0",
+            "per seed: (plain gap) - (ResNet gap) {gap_reduction} and ResNet-deep - plain-deep {resnet_minus_plain}",
             {**losses, "plain_gap": plain_gap, "resnet_gap": resnet_gap},
             checks=[check("gap_reduction", plain_gap - resnet_gap, THRESHOLDS["gap_reduction"],
                           statistic="plain gap - ResNet gap"),
@@ -236,7 +236,7 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
             "resnet_does_not_degrade",
             f"The deeper ResNet does not degrade: ResNet-{deep} at or below ResNet-{shallow}",
             SOURCE + ", Fig. 6 right",
-            f"per-seed train loss ResNet-{deep} - ResNet-{shallow} <= 0 (95% interval of the mean)",
+            f"per-seed train loss ResNet-{deep} - ResNet-{shallow} " "{resnet_gap} (95% interval of the mean)",
             {**losses, "resnet_gap": resnet_gap},
             checks=[check("resnet_gap", resnet_gap, THRESHOLDS["resnet_gap"], statistic=f"resnet{deep} - resnet{shallow}")],
         ))
@@ -248,7 +248,7 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
         f"ResNet-{deep} is below plain-{deep}'s",
         SOURCE + ", Fig. 7 (responses after BN, before the addition and ReLU; here with the batch's statistics, "
         "on training crops)",
-        f"per seed: median response std ResNet-{deep} / plain-{deep} < 1 (95% interval of the mean)",
+        f"per seed: median response std ResNet-{deep} / plain-{deep} " "{response_std_ratio} (95% interval of the mean)",
         {f"response_std_resnet{deep}": s_res, f"response_std_plain{deep}": s_plain, "ratio": s_res / s_plain},
         checks=[check("response_std_ratio", s_res / s_plain, THRESHOLDS["response_std_ratio"],
                       statistic=f"median std resnet{deep} / plain{deep}")],

@@ -160,7 +160,7 @@ def _claims(spp, predicted, stages, config) -> list[dict]:
         out.append(claim(
             "unnormalized_mean_explodes",
             "Without normalization (x + f(x), He init) the average channel squared mean explodes with depth",
-            SOURCE, "log10(squared mean at the last block / at the first), mean over seeds >= 6",
+            SOURCE, "log10(squared mean at the last block / at the first), mean over seeds {log10_mean_explosion}",
             {"log10_growth": growth, "first_block": m[:, 0], "last_block": m[:, -1]},
             checks=[check("log10_mean_explosion", growth, th["log10_mean_explosion"])],
         ))
@@ -172,7 +172,7 @@ def _claims(spp, predicted, stages, config) -> list[dict]:
             "bn_variance_resets_each_stage",
             "With BatchNorm the variance grows within a stage and is reset at the start of each stage",
             SOURCE, "per seed, the smallest var(stage's last block) / var(next stage's first block) and the smallest "
-            "var(stage's last block) / var(its first block): means over seeds >= 4",
+            "var(stage's last block) / var(its first block): means over seeds {bn_min_stage_reset}",
             {"min_drop_at_stage_start": resets, "min_growth_within_stage": within, "variance_last_block": v[:, -1]},
             checks=[check("bn_min_stage_reset", resets, th["bn_min_stage_reset"], statistic="min drop at stage start"),
                     check("bn_min_stage_reset", within, th["bn_min_stage_reset"], statistic="min growth within stage")],
@@ -185,7 +185,7 @@ def _claims(spp, predicted, stages, config) -> list[dict]:
         out.append(claim(
             "mean_shift_without_ws",
             "Without Scaled WS, ReLU's mean shift makes the squared channel means grow to the variance's size",
-            SOURCE, "avg squared mean / avg variance at the last block, mean over seeds >= 0.5",
+            SOURCE, "avg squared mean / avg variance at the last block, mean over seeds {nf_he_mean_shift_ratio}",
             {"mean_to_variance_last_block": ratio, "mean_to_variance_first_block": m[:, 0] / v[:, 0]},
             checks=[check("nf_he_mean_shift_ratio", ratio, th["nf_he_mean_shift_ratio"])],
         ))
@@ -205,7 +205,8 @@ def _nf_claims(nf, predicted, unpadded, ends) -> list[dict]:
             "an HxH map: 0.96, 0.92, 0.84 at 64, 32, 16 px), which the paper's large images make negligible: "
             "1 + k rho alpha^2 is tested. The prediction is an expectation over initializations, so the mean over "
             "seeds of measured / predicted is tested",
-            SOURCE, "mean over seeds of (measured / (1 + k rho alpha^2), averaged over blocks) within [0.9, 1.1]",
+            SOURCE, "mean over seeds of (measured / (1 + k rho alpha^2), averaged over blocks) {nf_variance_ratio_low} and "
+            "{nf_variance_ratio_high}",
             {"measured_over_predicted": ratio,
              "measured_over_unpadded_prediction": np.mean(v / unpadded, axis=1),
              "max_relative_error": np.max(np.abs(v / predicted - 1), axis=1),
@@ -220,7 +221,7 @@ def _nf_claims(nf, predicted, unpadded, ends) -> list[dict]:
         claim(
             "nf_mean_near_zero",
             "Scaled WS keeps the NF-ResNet's channel means near zero at every depth",
-            SOURCE, "max over blocks of avg squared mean / avg variance, mean over seeds <= 0.05",
+            SOURCE, "max over blocks of avg squared mean / avg variance, mean over seeds {nf_max_mean_ratio}",
             {"max_mean_to_variance": mean_ratio, "last_block_sq_mean": m[:, -1]},
             checks=[check("nf_max_mean_ratio", mean_ratio, th["nf_max_mean_ratio"])],
         ),

@@ -303,6 +303,14 @@ def _cmd_config(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+def graceful_interrupt():
+    """The stop-signal handler of a training command (`nnbasics.engine.interrupt`): installed here, by
+    the command line, never by the library's `fit`."""
+    from nnbasics.engine.interrupt import graceful_interrupt as handler
+
+    return handler("training")
+
+
 def _cmd_run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.config import ConfigError
     from nnbasics.runs import experiment as exp
@@ -310,8 +318,9 @@ def _cmd_run(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     if args.checkpoint_every is not None and args.checkpoint_every < 0:
         raise ConfigError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
     _announce_run(args, overrides)
-    res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
-                             resume=args.resume, checkpoint_every=args.checkpoint_every, seed_offset=args.seed_offset)
+    with graceful_interrupt():  # Ctrl-C / SIGTERM: the training loop checkpoints after its chunk, then stops
+        res = exp.run_experiment(args.experiment, _preset(args), overrides, workdir=args.workdir, force=args.force,
+                                 resume=args.resume, checkpoint_every=args.checkpoint_every, seed_offset=args.seed_offset)
     wd = args.workdir or exp.default_workdir(args.experiment, _preset(args), seed_offset=args.seed_offset)
     _print_claims([res], args.verbose)
     print("\n" + exp.terminal_summary([res], os.path.join(wd, "report.md")))
@@ -322,8 +331,9 @@ def _cmd_sweep(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from nnbasics.runs import experiment as exp
     from nnbasics.runs import sweep as sweep_lib
 
-    out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
-                                       args.root, args.force)
+    with graceful_interrupt():
+        out, results = sweep_lib.run_sweep(args.experiment, args.sweep, _preset(args), args.shard, overrides,
+                                           args.root, args.force)
     _print_claims(results, args.verbose)
     print("\n" + exp.terminal_summary(results))
     print(f"sweep directory: {out} (merge with: nnbasics collect {out})")
@@ -341,7 +351,7 @@ def _reproduction_results(root: str, force: bool) -> tuple[str, list[dict[str, A
     results = exp.read_claims_doc(pathlib.Path(path)).get("experiments")
     if results is None:
         raise exp.WorkdirConflict(f"{path} holds one run, not a reproduction: give --root the reproduce directory")
-    expected = [n for n in exp.experiment_names() if getattr(exp.load_experiment(n), "REPRODUCE", True)]
+    expected = [n for n in exp.experiment_names() if exp.experiment(n).reproduce]
     missing = [n for n in expected if n not in {r["experiment"] for r in results}]
     if missing and not force:
         raise exp.WorkdirConflict(

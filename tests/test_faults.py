@@ -137,12 +137,12 @@ def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
     import signal
 
     from nnbasics.engine import fit
-    from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
+    from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt, listening
 
-    _fit = fit.__wrapped__  # the training loop with our own request flag, no SIGINT handler
+    _fit = fit  # the library installs no signal handler (the command line does): our own request flag
 
     before = signal.getsignal(signal.SIGINT)
-    with graceful_interrupt("test") as flag:
+    with graceful_interrupt("test") as flag, listening(flag):  # a training loop listens (fit does, as here)
         if flag.installed:  # pytest may have its own handler: then nothing is changed, by design
             os.kill(os.getpid(), signal.SIGINT)  # delivered to this (main) thread before kill returns
             assert flag.requested
@@ -163,12 +163,12 @@ def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
 SECOND_CTRL_C = """
 import os, signal, sys, time
 import jax, jax.numpy as jnp
-from nnbasics.engine.interrupt import graceful_interrupt
+from nnbasics.engine.interrupt import graceful_interrupt, listening
 
 SIG = int(sys.argv[1])
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background shell ignores SIGINT)
 spin = jax.jit(lambda x: jax.lax.fori_loop(0, 2_000_000_000, lambda i, v: v * 1.0000001 + 1e-9, x))
-with graceful_interrupt("test") as flag:
+with graceful_interrupt("test") as flag, listening(flag):  # as while fit trains
     os.kill(os.getpid(), SIG)  # the first Ctrl-C (or SIGTERM): a request, nothing stops yet
     assert flag.requested
     print("requested", flush=True)

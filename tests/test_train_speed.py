@@ -59,12 +59,12 @@ def test_fit_lowers_each_program_once(data):
 def test_the_chunk_traces_the_train_step_once(data, monkeypatch):
     """The chunk's loop body replays the step's jaxpr instead of tracing the step a second time (it was
     traced once for the metrics' shapes and once in the body: a 56-layer ResNet's trace takes seconds)."""
-    from nnbasics.engine import loop
+    from nnbasics.engine.state import train_step
 
     calls = []
-    real = loop.train_step
-    monkeypatch.setattr(loop, "train_step", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
-    result = _fit(data, hidden=11, seeds=(0, 1))
+    data_tc = TrainConfig(steps=40, batch_size=50, eval_every=20, seeds=(0, 1), optimizer={"name": "adam", "learning_rate": 1e-2})
+    result = fit(get_model("mlp", num_classes=10, hidden=(11,)), data, data_tc,
+                 train_step=lambda *a, **k: (calls.append(1), train_step(*a, **k))[1])
     assert len(calls) == 1
     assert np.all(np.isfinite(result.curve("train_loss")[1]))
 

@@ -218,6 +218,10 @@ assert jnp.allclose(grad, expected, atol=1e-6)
 # **Try this**
 # - Add a constant to every logit of a row: the softmax (and the loss) do not change.
 # - Scale the logits by 10: the loss of the correct rows goes to 0, the wrong row's grows linearly.
+# - Swap in the squared error of the softmax outputs, `nnbasics.nn.losses.SoftmaxSquaredError()`, and scale
+#   the logits by 10: the wrong row's gradient all but vanishes (it carries softmax's $p(1-p)$), while
+#   cross-entropy's stays $p - y$. The `losses` experiment measures what that costs in training, and label
+#   smoothing (`LabelSmoothing(epsilon=0.1)`, a loss with a parameter) against over-confidence.
 
 # %% [markdown]
 # ## 5. Backpropagation by hand

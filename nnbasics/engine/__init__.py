@@ -6,7 +6,8 @@
     loop.py        `fit`: chunks of steps compiled with scan, members vmapped, metrics rows
     checkpoint.py  Orbax checkpoints with file lists and digests; exact resume
     parallel.py    the device mesh, sharded batches, multi-host start-up
-    interrupt.py   Ctrl-C as a request the loop honours after a chunk
+    interrupt.py   Ctrl-C as a request the loop honours after a chunk (the command line installs it)
+    run_directory.py  what `fit` needs of a run's directory (a typed interface; runs.workdir.Workdir has it)
 
 Losses live in `nnbasics.nn.losses`, optimizers in `nnbasics.engine.optim`, streaming data in
 `nnbasics.data.streaming`.

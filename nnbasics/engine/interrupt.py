@@ -12,6 +12,15 @@ SIGTERM (what `kill`, a batch scheduler's preemption or `timeout` send) is handl
 checkpoint after the chunk, exit status 143; a second SIGTERM stops at once. Outside the main
 thread, or for a signal someone else installed a handler for (a notebook kernel, a test runner),
 nothing is changed.
+
+The command line installs the handler (`nnbasics run`, `sweep`, `reproduce` and its workers), not
+the library: `fit` only listens to the active flag (`listening`) while it trains with a place for the
+checkpoint. A stop signal while nothing listens (loading, analysis, a fit without a checkpoint
+directory) stops at once, as without the handler: KeyboardInterrupt (SIGINT) or
+TrainingInterrupted without a checkpoint (SIGTERM). In a script of your own:
+
+    with graceful_interrupt():
+        fit(model, data, config, checkpoint_dir="ckpt")
 """
 
 from __future__ import annotations
@@ -47,6 +56,29 @@ class InterruptFlag:
         self.requested = False
         self.installed = False
         self.signum = int(signal.SIGINT)
+        self.listening = 0  # training loops checking this flag now (a signal while none does stops at once)
+
+
+_ACTIVE: list[InterruptFlag] = []  # the flags of the installed handlers, innermost last
+
+
+def active() -> InterruptFlag | None:
+    """The flag of the innermost installed `graceful_interrupt`, or None (no handler: a notebook, a
+    library call outside the command line)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
+@contextlib.contextmanager
+def listening(flag: InterruptFlag | None) -> Iterator[None]:
+    """A training loop checks `flag` after each chunk while in this block (None: nothing listens)."""
+    if flag is None:
+        yield
+        return
+    flag.listening += 1
+    try:
+        yield
+    finally:
+        flag.listening -= 1
 
 
 @contextlib.contextmanager
@@ -62,6 +94,11 @@ def graceful_interrupt(what: str = "training") -> Iterator[InterruptFlag]:
     wakeup: list[tuple[int, int]] = []  # (the previous wakeup fd, ours) once the first signal armed ours
 
     def handler(signum, frame):  # noqa: ARG001
+        if not flag.listening and not flag.requested:  # no training loop would check the request: stop now
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise TrainingInterrupted(f"{signal_name(signum)} received outside a training loop; finished results "
+                                      "are kept, run the same command again to continue", 0, None, signum)
         if flag.requested:  # the second signal, if the main thread got here before the watcher thread
             abort_now(what, signum)
         flag.requested, flag.signum = True, int(signum)
@@ -73,9 +110,11 @@ def graceful_interrupt(what: str = "training") -> Iterator[InterruptFlag]:
     for s in ours:
         signal.signal(s, handler)
     flag.installed = True
+    _ACTIVE.append(flag)
     try:
         yield flag
     finally:
+        _ACTIVE.remove(flag)
         if wakeup:
             signal.set_wakeup_fd(wakeup[0][0])
             os.close(wakeup[0][1])  # the watcher thread reads EOF and ends

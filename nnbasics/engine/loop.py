@@ -19,7 +19,6 @@ accumulation (`accumulate`: a larger batch made of micro-batches) and model call
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -38,13 +37,15 @@ from nnbasics.data.streaming import StreamingData
 from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
 from nnbasics.engine.compile import compile_side_by_side, light_jit, stack_members
-from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, graceful_interrupt
-from nnbasics.engine.state import TrainState, create_state, evaluate, train_step
-from nnbasics.nn.losses import CLASSIFICATION, LOSSES
+from nnbasics.engine.interrupt import InterruptFlag, TrainingInterrupted, active, listening
+from nnbasics.engine.run_directory import check_run_directory
+from nnbasics.engine.state import TrainState, create_state, evaluate
+from nnbasics.engine.state import train_step as default_train_step
+from nnbasics.nn.losses import Loss, get_loss, loss_key
 from nnbasics.progress import progress
 
-# "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU
-# (ResNet-20's init: ~3 s instead of ~20 s of CPU), and each seed still gives fixed numbers.
+# "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU (measured:
+# experiments/benchmarks/README.md, "Round five"), and each seed still gives fixed numbers.
 PRNG_IMPL = "rbg"  # the key implementation of training runs (initialization and dropout)
 
 
@@ -64,10 +65,10 @@ class TrainConfig:
     eval_at_start: bool = False  # also evaluate the initial state (a row at step 0 without train metrics)
     # "chunk": the steps between evaluations run as one compiled loop (one dispatch per chunk; best for
     # small nets); "step": one compiled step per dispatch, for nets whose loop body XLA:CPU compiles
-    # less well (measured on 2 CPU cores: the FCN of segmentation 3.5x, ResNet-20 at 32x32 1.17x faster)
+    # less well (measured: experiments/benchmarks/README.md, "fit's step mode")
     step_mode: str = "chunk"
     optimizer: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
-    loss: str = "cross_entropy"
+    loss: str | Mapping[str, Any] | Loss = "cross_entropy"  # a name, {"name": ..., params} or a Loss object
     eval_batch_size: int = 1000
     eval_train: bool = False  # also evaluate on the whole training set at every eval point
     stop_on_nan: bool = True
@@ -118,7 +119,7 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     if num_train is not None and int(tc.batch_size) > num_train:
         raise ValueError(f"batch_size={tc.batch_size} is larger than the training set ({num_train} examples); "
                          f"use a batch size between 1 and {num_train}")
-    LOSSES.check(tc.loss)
+    loss = get_loss(tc.loss)  # an unknown name or parameter: the error names the valid ones
     if tc.step_mode not in ("chunk", "step"):
         raise ValueError(f"step_mode must be 'chunk' or 'step', got {tc.step_mode!r}")
     if tc.learning_rates is not None:
@@ -137,7 +138,7 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     for m in specs:
         if not isinstance(m.get("model", {}), Mapping):
             raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
-    if arrays and model is not None and tc.loss in CLASSIFICATION:
+    if arrays and model is not None and loss.classifies:
         _check_classes(model, data, tc)
 
 
@@ -156,7 +157,7 @@ def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> No
     valid, on the host before any compile: x and y of different lengths, an empty training set, NaN or
     infinite values, and for a classification loss labels that are not whole numbers or (with `model`,
     whose output on one example gives the number of classes) outside [0, num_classes)."""
-    classify = tc.loss in CLASSIFICATION
+    classify = get_loss(tc.loss).classifies
     for split in ("train", "test"):
         x, y = getattr(data, f"x_{split}", None), getattr(data, f"y_{split}", None)
         if x is None or y is None:
@@ -183,9 +184,9 @@ def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> No
             if np.issubdtype(y.dtype, np.inexact) and not (y == np.round(y)).all():
                 i = tuple(int(k) for k in np.argwhere(y != np.round(y))[0])
                 raise ValueError(f"y_{split} holds labels that are not whole numbers (the first: {y[i]!s} at index {i}); "
-                                 f"the {tc.loss} loss needs integer class labels 0, 1, ..., num_classes - 1")
+                                 f"the {loss_key(tc.loss)} loss needs integer class labels 0, 1, ..., num_classes - 1")
             if y.size and y.min() < 0:
-                raise ValueError(f"y_{split} holds negative labels (the smallest: {_num(y.min())}); the {tc.loss} loss "
+                raise ValueError(f"y_{split} holds negative labels (the smallest: {_num(y.min())}); the {loss_key(tc.loss)} loss "
                                  "needs class labels 0, 1, ..., num_classes - 1")
     if classify and model is not None:
         _check_classes(model, data, tc)
@@ -216,7 +217,7 @@ def _check_classes(model: nn.Module, data: Any, tc: TrainConfig) -> None:
     shape = tuple(getattr(out, "shape", ()))
     want = (1, *ys[0].shape[1:])
     if len(shape) < 2 or shape[:-1] != want or shape[-1] < 1:
-        raise ValueError(f"the model's output on one example has shape {shape}, but the {tc.loss} loss needs "
+        raise ValueError(f"the model's output on one example has shape {shape}, but the {loss_key(tc.loss)} loss needs "
                          f"{(*want, 'num_classes')} (one logit per class for each label of y_train, shape "
                          f"{tuple(ys[0].shape[1:]) or 'a scalar'} per example)")
     classes = shape[-1]
@@ -257,6 +258,7 @@ class TrainResult:
     seconds: float
     compile_seconds: float  # compiling (side by side before training; else the first chunk, which also runs)
     first_chunk_seconds: float = 0.0  # from the call until the first chunk's losses are back (init, compile, steps)
+    steps_trained: int = 0  # steps this call ran (fewer than tc.steps when it resumed from a checkpoint)
 
     def curve(self, key: str) -> tuple[np.ndarray, np.ndarray]:
         """(steps, values[member, eval point]) of a metric."""
@@ -331,7 +333,7 @@ class _Run:
 
 
 def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
-    ydtype = np.int32 if tc.loss in CLASSIFICATION else np.float32
+    ydtype = np.int32 if get_loss(tc.loss).classifies else np.float32
     if isinstance(data, StreamingData):
         x_train = y_train = jnp.zeros((0,), jnp.float32)  # batches come from the stream
     else:
@@ -343,8 +345,10 @@ def _place(data: Any, tc: TrainConfig, mesh: Any) -> tuple[jax.Array, ...]:
 
 
 def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig, mesh: Any, members: list[dict],
-              eval_fns: Mapping[str, Callable[[TrainState], Any]]) -> dict[str, Callable]:
-    """The compiled programs: a member's init, a chunk of steps of every member, the evaluation."""
+              eval_fns: Mapping[str, Callable[[TrainState], Any]], train_step: Callable = default_train_step,
+              ) -> dict[str, Callable]:
+    """The compiled programs: a member's init, a chunk of steps of every member (`train_step`), the evaluation."""
+    loss = get_loss(tc.loss)
     sample = np.zeros((1, *example_shape), np.float32)  # numpy: no eager program to compile
     counts = {m["accumulate"] for m in members}
     # AGC (when on) leaves the layer that produces the logits unclipped, found by tracing the model
@@ -359,7 +363,7 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
         return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
 
     def step(st, batch):
-        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), tc.loss)
+        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), loss)
 
     def member_chunk(state, idx, xs, ys, length):
         """The first `length` steps of idx (steps, batch): the batches are gathered from the on-device
@@ -384,9 +388,9 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
         return jax.lax.scan(step, state, (xs, ys))
 
     def member_eval(st, xte, yte, xtr, ytr):
-        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, tc.loss, tc.eval_batch_size, mesh).items()}
+        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, loss, tc.eval_batch_size, mesh).items()}
         if tc.eval_train:
-            out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, tc.loss, tc.eval_batch_size,
+            out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, loss, tc.eval_batch_size,
                                                                    mesh).items()})
         return {**out, **{name: f(st) for name, f in eval_fns.items()}}
 
@@ -442,7 +446,7 @@ def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Ar
     if run.stream is None:
         run.stream = iter(run.data.batches(start))
     got = [next(run.stream) for _ in range(length)]
-    ydtype = np.int32 if run.tc.loss in CLASSIFICATION else np.float32
+    ydtype = np.int32 if get_loss(run.tc.loss).classifies else np.float32
     xs = np.stack([np.asarray(b["image"], np.float32) for b in got])
     ys = np.stack([np.asarray(b["label"], ydtype) for b in got])
     if run.mesh is None:
@@ -529,7 +533,7 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
         "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
         "members": [member_summary(m) for m in run.members],
         "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
-        "batch_size": int(tc.batch_size), "loss": tc.loss,
+        "batch_size": int(tc.batch_size), "loss": loss_key(tc.loss),
         "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
         "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
     }
@@ -540,23 +544,8 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
     return Checkpointer(path, fp, tc.keep_checkpoints)
 
 
-def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    """Run `train` with Ctrl-C turned into a request it checks after each chunk (see `fit`), for
-    the whole call, compiling included, when there is a place for the checkpoint it then writes;
-    `train` receives the request flag as `interrupt`."""
-
-    @functools.wraps(train)
-    def run(model: nn.Module, data: Any, tc: TrainConfig, **kw: Any) -> TrainResult:
-        where = kw.get("checkpoint_dir") or getattr(kw.get("workdir"), "interrupt_dir", None)
-        graceful = where is not None and jax.process_count() == 1
-        with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
-                InterruptFlag()) as interrupt:
-            return train(model, data, tc, interrupt=interrupt, **kw)
-
-    return run
-
-
-def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None) -> _Run:
+def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None,
+           train_step: Callable = default_train_step) -> _Run:
     """Check the config, choose the mesh, place the data and build the compiled programs."""
     from nnbasics.config import ConfigError
 
@@ -575,37 +564,65 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
         raise ConfigError(f"{tag + ': ' if tag else ''}{e}") from None
     example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
     return _Run(tc, members, mesh, data, _place(data, tc, mesh),
-                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {})))
+                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {}), train_step))
 
 
 # --------------------------------------------------------------------------------------- fit
 
 
-@_stops_on_ctrl_c
 def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, tag: str | None = None,
         metrics_writer: Any = None, checkpoint_dir: str | None = None, mesh: Any = "auto",
         eval_fns: Mapping[str, Callable[[TrainState], Any]] | None = None,
+        loss: str | Mapping[str, Any] | Loss | None = None, train_step: Callable | None = None,
         interrupt: InterruptFlag | None = None) -> TrainResult:
     """Train `model` on `data` (an on-device ArrayDataset, anything with x_train, y_train, x_test,
     y_test, or StreamingData) for `tc.steps` steps, one vmapped member per (seed, learning rate).
 
-    `workdir` (a `nnbasics.workdir.Workdir`) gives the metrics writer (`workdir.metrics`, rows tagged
+    `workdir` (a `nnbasics.runs.workdir.Workdir`, or anything with the members of
+    `nnbasics.engine.run_directory.RunDirectory`) gives the metrics writer (`workdir.metrics`, rows tagged
     `tag`) and, once its checkpoints are enabled, `workdir.checkpoint_dir` and `checkpoint_every`;
     `metrics_writer` and `checkpoint_dir` (every `tc.checkpoint_every` steps) set them one by one.
     With a checkpoint directory Orbax saves there (under `tag`) and at the end, and a later call
     resumes from the latest checkpoint with exactly the batches, dropout keys and metric rows of an
-    uninterrupted run. Ctrl-C (single process) stops after the chunk in flight, writes a checkpoint
-    (to `workdir.interrupt_dir` when checkpoints are off) and raises TrainingInterrupted (`interrupt`
-    is supplied by the wrapper; tests call `fit.__wrapped__` with their own flag). `eval_fns` adds
+    uninterrupted run. Where the command line installed a stop-signal handler
+    (`nnbasics.engine.interrupt.graceful_interrupt`; single process), Ctrl-C stops after the chunk in
+    flight, writes a checkpoint (to `workdir.interrupt_dir` when checkpoints are off) and raises
+    TrainingInterrupted; `interrupt` gives a flag of your own instead. `eval_fns` adds
     metrics at each eval point: name -> f(state) -> scalar (per member). A NaN or infinite loss
-    raises TrainingDiverged after the metrics so far are written."""
+    raises TrainingDiverged after the metrics so far are written.
+
+    `loss` (a registered name, {"name": ..., params} or a `nnbasics.nn.losses.Loss`, e.g.
+    `LabelSmoothing(epsilon=0.1)`) replaces `tc.loss`; its `classifies` decides integer labels and
+    accuracy. `train_step(state, x, y, loss) -> (state, metrics with "loss")` replaces the default
+    step (`nnbasics.engine.state.train_step`) for a variant such as mixup or a custom regularizer."""
+    if loss is not None:
+        tc = dataclasses.replace(tc, loss=loss)
+    workdir = check_run_directory(workdir)
     if workdir is not None:
         metrics_writer = metrics_writer or workdir.metrics
         if checkpoint_dir is None and workdir.checkpoint_dir is not None:
             checkpoint_dir, tc = workdir.checkpoint_dir, dataclasses.replace(tc, checkpoint_every=workdir.checkpoint_every)
-    interrupt_dir = checkpoint_dir or getattr(workdir, "interrupt_dir", None)
+    interrupt_dir = checkpoint_dir or (workdir.interrupt_dir if workdir is not None else None)
+    if interrupt is None and interrupt_dir is not None and jax.process_count() == 1:
+        interrupt = active()  # the command line's stop-signal handler, where one is installed
+    with listening(interrupt):
+        result = _train(model, data, tc, tag, metrics_writer, checkpoint_dir, interrupt_dir, mesh, eval_fns,
+                        train_step or default_train_step, interrupt or InterruptFlag())
+    if workdir is not None:  # the experiment's timing table: where its time went
+        workdir.record_fit(tag, steps=result.steps_trained, members=len(result.members), seconds=result.seconds,
+                           compile_seconds=result.compile_seconds)
+    return result
+
+
+def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, metrics_writer: Any, checkpoint_dir: Any,
+           interrupt_dir: Any, mesh: Any, eval_fns: Any, train_step: Callable, interrupt: InterruptFlag) -> TrainResult:
+    """The loop of `fit`: initialise (or resume), then per chunk of `eval_every` steps: the compiled,
+    vmapped steps, a check for NaN, the evaluation and its metrics row, a checkpoint when due, and a
+    stop when a stop signal asked for one. How a chunk runs fast on a CPU (a compiled loop of
+    replayed steps, or one dispatch per step; compiles side by side) stays in `_setup`,
+    `_initial_state` and `_train_chunk`."""
     t0 = time.perf_counter()
-    run = _setup(model, data, tc, mesh, eval_fns, tag)
+    run = _setup(model, data, tc, mesh, eval_fns, tag, train_step)
     state, compile_seconds = _initial_state(run)
     ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
@@ -614,7 +631,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         step = int(history[-1]["step"]) if history else 0
         if metrics_writer is not None and jax.process_index() == 0:  # the run's rows become the checkpoint's
             metrics_writer.restore(tag, history)
-    interrupt, last_saved, first, bar = interrupt or InterruptFlag(), step, step, progress(total, desc=tag or "train")
+    last_saved, first, bar = step, step, progress(total, desc=tag or "train")
     bar.update(step)
     if tc.eval_at_start and not history:
         history.append(_evaluation_row(run, 0, tag, {}, time.perf_counter() - t0, metrics_writer, state))
@@ -646,9 +663,5 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    seconds = time.perf_counter() - t0
-    if hasattr(workdir, "record_fit"):  # the experiment's timing table: where its time went
-        workdir.record_fit(tag, steps=total - first, members=len(run.members), seconds=seconds,
-                           compile_seconds=compile_seconds)
-    return TrainResult(history, state, [member_summary(m) for m in run.members], seconds, compile_seconds,
-                       first_chunk if total > first else 0.0)
+    return TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
+                       compile_seconds, first_chunk if total > first else 0.0, steps_trained=total - first)

@@ -15,7 +15,7 @@ import optax
 from flax import struct
 
 from nnbasics.engine import parallel
-from nnbasics.nn.losses import CLASSIFICATION, LOSSES, accuracy, accuracy_per_example, per_example_loss
+from nnbasics.nn.losses import Loss, accuracy, accuracy_per_example, get_loss
 
 
 class TrainState(struct.PyTreeNode):
@@ -75,9 +75,12 @@ def forward(state: TrainState, params: Any, x: jax.Array, train: bool) -> tuple[
     return state.apply_fn(variables, x, train=True, rngs=rngs, **state.model_args), state.batch_stats
 
 
-def train_step(state: TrainState, x: jax.Array, y: jax.Array, loss: str = "cross_entropy") -> tuple[TrainState, dict]:
-    """One gradient step on the batch (x, y); pure, so jit/vmap/scan compose with it."""
-    loss_fn = LOSSES.get(loss)
+def train_step(state: TrainState, x: jax.Array, y: jax.Array, loss: str | Loss = "cross_entropy"
+               ) -> tuple[TrainState, dict]:
+    """One gradient step on the batch (x, y) with `loss` (a name or a nnbasics.nn.losses.Loss); pure,
+    so jit/vmap/scan compose with it. A custom step for `fit(..., train_step=...)` has this signature
+    and returns metrics with at least "loss" (a scalar); "accuracy" is shown when present."""
+    loss_fn = get_loss(loss)
 
     def objective(params):
         out, new_stats = forward(state, params, x, train=True)
@@ -87,13 +90,13 @@ def train_step(state: TrainState, x: jax.Array, y: jax.Array, loss: str = "cross
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": value}
-    if loss in CLASSIFICATION:
+    if loss_fn.classifies:
         metrics["accuracy"] = accuracy(out, y)
     return state.replace(step=state.step + 1, params=params, batch_stats=new_stats, opt_state=opt_state), metrics
 
 
 def evaluate(
-    state: TrainState, x: jax.Array, y: jax.Array, loss: str = "cross_entropy", batch_size: int = 1000,
+    state: TrainState, x: jax.Array, y: jax.Array, loss: str | Loss = "cross_entropy", batch_size: int = 1000,
     mesh: Any = None,
 ) -> dict:
     """The loss (and accuracy, for classification) of the model in evaluation mode over a whole
@@ -109,7 +112,8 @@ def evaluate(
     xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
     yp = jnp.concatenate([y, jnp.zeros((pad, *y.shape[1:]), y.dtype)]) if pad else y
     mask = (jnp.arange(nb * bs) < n).astype(jnp.float32)
-    loss_fn, classify = per_example_loss(loss), loss in CLASSIFICATION
+    loss_obj = get_loss(loss)
+    loss_fn, classify = loss_obj.per_example, loss_obj.classifies
 
     def one(batch):
         xb, yb, mb = parallel.shard_batch_constraint(batch, mesh)

@@ -6,8 +6,13 @@ the experiment's code (a module-level `THRESHOLDS` dict of `Threshold`s, never a
     THRESHOLDS = {"cnn_accuracy": Threshold(">=", 91.0, "the reference code's 92-93% less rounding")}
     ...
     c = claim("test_accuracy_cnn", "The CNN reaches ~94% test accuracy", "Greydanus & Kobak 2020",
-              expected="mean over seeds >= 91%", measured={"test_accuracy_cnn": accs},
+              expected="mean over seeds {cnn_accuracy}%", measured={"test_accuracy_cnn": accs},
               checks=[check("cnn_accuracy", per_seed_accuracies, THRESHOLDS["cnn_accuracy"])])
+
+The "expected" text names its thresholds, never their numbers: `{cnn_accuracy}` becomes ">= 91" (the
+check's threshold), `{cnn_accuracy:g}` the number alone; outside a claim's checks,
+`f"{THRESHOLDS['x']}"` formats the same way. A changed threshold changes the text with it
+(tests/test_thresholds.py fails when a literal text repeats a threshold's number).
 
 A random quantity (one value per seed; paired comparisons pass the per-seed differences) is
 decided with a 95% Student-t interval of its mean: `pass` when the whole interval lies on the
@@ -26,8 +31,9 @@ from stored measurements with the thresholds of today's code, without retraining
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence, TypedDict
 
 VERDICTS = ("pass", "fail", "inconclusive")
 CONFIDENCE = 0.95
@@ -48,6 +54,42 @@ class Threshold:
 
     def text(self) -> str:
         return f"{self.op} {_num(self.value)}"
+
+    def __format__(self, spec: str) -> str:
+        """f"{t}": '>= 91' (the side and the number); f"{t:g}": the number alone, formatted by `spec`."""
+        return self.text() if not spec else format(float(self.value), spec)
+
+
+class Check(TypedDict, total=False):
+    """One check as stored in claims.json (what `check` returns): the statistic's samples, its
+    threshold, and the statistics and verdict `decide` computed from them."""
+
+    name: str  # the key of the experiment's THRESHOLDS
+    statistic: str  # what is compared, for the report (defaults to `name`)
+    op: str
+    threshold: float
+    random: bool  # one value per seed (an interval decides) or one deterministic value
+    samples: list[float]
+    n: int
+    mean: float
+    std: float
+    ci: list[float]
+    verdict: str
+    seeds_needed: int | None
+
+
+class Claim(TypedDict, total=False):
+    """One claims.json entry (what `claim` returns); `checks` and/or `passed` decide `verdict`.
+    Further keys (`extra` of `claim`, `error` of a failed run) are stored beside these."""
+
+    id: str
+    claim: str
+    source: str
+    expected: str
+    measured: dict[str, float | list[float]]
+    verdict: str
+    checks: list[Check]
+    passed: bool
 
 
 def _num(v: float) -> str:
@@ -146,12 +188,12 @@ def decide(samples: Sequence[float], threshold: Threshold, random: bool = True) 
 
 
 def check(name: str, samples: float | Iterable[float], threshold: Threshold, random: bool = True,
-          statistic: str | None = None) -> dict[str, Any]:
+          statistic: str | None = None) -> Check:
     """One check of a claim: `samples` (one value per seed, or one value with random=False)
     against `threshold`, which must be the experiment's `THRESHOLDS[name]`."""
     xs = [float(samples)] if isinstance(samples, (int, float)) else [float(x) for x in samples]
-    return {"name": name, "statistic": statistic or name, "op": threshold.op, "threshold": float(threshold.value),
-            "random": bool(random), "samples": xs, **decide(xs, threshold, random)}
+    return Check(name=name, statistic=statistic or name, op=threshold.op, threshold=float(threshold.value),
+                 random=bool(random), samples=xs, **decide(xs, threshold, random))
 
 
 def combine(verdicts: Iterable[str]) -> str:
@@ -184,12 +226,14 @@ def claim(
     passed: bool | None = None,
     checks: Sequence[Mapping[str, Any]] = (),
     **extra: Any,
-) -> dict[str, Any]:
+) -> Claim:
     """One claims.json entry. The verdict combines the `checks` and, for facts that are not a
     comparison with a threshold (an exact identity, an ordering), `passed`, which the caller must
-    compute from `measured`. At least one of the two is required."""
+    compute from `measured`. At least one of the two is required. `{name}` in `expected` becomes the
+    threshold of the check `name` ('>= 91'; `{name:g}`: the number alone)."""
     if passed is None and not checks:
         raise ValueError(f"claim {id!r} needs checks or a computed `passed`")
+    expected = expected_text(id, expected, checks)
     clean = _clean(measured)
     numbers = [x for v in clean.values() for x in (v if isinstance(v, list) else [v])]
     verdicts = [c["verdict"] for c in checks]
@@ -211,6 +255,24 @@ def claim(
     if passed is not None:
         out["passed"] = bool(passed)
     return out
+
+
+_FIELD = re.compile(r"\{([A-Za-z_]\w*)(?::([^{}]*))?\}")
+
+
+def expected_text(id: str, template: str, checks: Sequence[Mapping[str, Any]]) -> str:
+    """`template` with every `{name}` (or `{name:spec}`) replaced by the threshold of the check
+    `name`; a field that names no check of the claim is an error naming the ones it has."""
+    by_name = {k["name"]: Threshold(k["op"], k["threshold"]) for k in checks}
+
+    def fill(m: re.Match) -> str:
+        th = by_name.get(m.group(1))
+        if th is None:
+            raise ValueError(f"claim {id!r}: the expected text names {{{m.group(1)}}}, which is not one of its "
+                             f"checks; valid names: {', '.join(by_name) or 'none (the claim has no checks)'}")
+        return format(th, m.group(2) or "")
+
+    return _FIELD.sub(fill, template)
 
 
 def rejudge(c: Mapping[str, Any], thresholds: Mapping[str, Threshold]) -> dict[str, Any]:

@@ -1,11 +1,9 @@
 """Finding and running experiments: the work-directory contract and run reuse.
 
-An experiment is a module `experiments/NAME.py` with
-- `get_config(preset: str = "full") -> ConfigDict` (presets: "full", "quick", "smoke"; smoke is
-  a seconds-long version for the test suite),
-- `run(config, workdir) -> list[claim dict]` (see `nnbasics.runs.claims.claim`),
-- optionally `SWEEPS = {"name": [ {dotted key: value}, ... ]}`, `validate(config)`, `TOPIC`, `ORDER`.
-This module imports `experiments` by name at run time only; the library itself never depends
+An experiment is a module `experiments/NAME.py` that keeps the contract of
+`nnbasics.runs.contract` (get_config, run, THRESHOLDS; optionally TOPIC, ORDER, REPRODUCE, SWEEPS,
+validate), checked by `contract.check_experiment` when it is loaded. This module imports
+`experiments` by name at run time only; the library itself never depends
 on any experiment.
 """
 
@@ -31,7 +29,7 @@ import ml_collections
 from nnbasics import config as config_lib
 from nnbasics.progress import log, quieted
 from nnbasics.registry import UnknownNameError, unknown_name_message
-from nnbasics.runs import report
+from nnbasics.runs import contract, report
 from nnbasics.runs import workdir as workdir_lib
 from nnbasics.runs.workdir import default_workdir
 from nnbasics.threads import cpu_threads
@@ -47,20 +45,24 @@ def experiment_names() -> list[str]:
     pkg = importlib.import_module(EXPERIMENTS_PACKAGE)
     names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and not m.name.startswith("_")]
     mods = {n: importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{n}") for n in names}
-    names = [n for n, m in mods.items() if hasattr(m, "get_config") and hasattr(m, "run")]
-    return sorted(names, key=lambda n: (getattr(mods[n], "ORDER", 1000), n))
+    specs = [contract.check_experiment(m, n) for n, m in mods.items() if contract.is_experiment_module(m)]
+    return [e.name for e in sorted(specs, key=lambda e: (e.order, e.name))]
 
 
 def load_experiment(name: str) -> ModuleType:
+    return experiment(name).module
+
+
+def experiment(name: str) -> contract.Experiment:
+    """The experiment `name` as its checked contract (get_config, run, thresholds, topic, ...)."""
     names = experiment_names()
     if name not in names:
         raise UnknownNameError(unknown_name_message("experiment", name, names))
-    return importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{name}")
+    return contract.check_experiment(importlib.import_module(f"{EXPERIMENTS_PACKAGE}.{name}"), name)
 
 
 def describe(name: str) -> str:
-    doc = inspect.getdoc(load_experiment(name)) or ""
-    return doc.splitlines()[0] if doc else ""
+    return experiment(name).description
 
 
 def get_config(name: str, preset: str = "full", overrides: Iterable[str] = (), seed_offset: int = 0
@@ -114,7 +116,7 @@ def config_leaves(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterator[
 
 def thresholds_of(name: str) -> Mapping[str, Any]:
     """The experiment's THRESHOLDS (code, not config): {check name: claims.Threshold}."""
-    return getattr(load_experiment(name), "THRESHOLDS", {})
+    return experiment(name).thresholds
 
 
 def judge(name: str, result: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,10 +187,10 @@ def validate(name: str, cfg: ml_collections.ConfigDict) -> None:
 
     walk(cfg)
     _check_batch_fits_data(cfg)
-    mod = load_experiment(name)
-    if hasattr(mod, "validate"):
+    own = experiment(name).validate
+    if own is not None:
         try:
-            mod.validate(cfg)
+            own(cfg)
         except (ValueError, KeyError) as e:
             if isinstance(e, config_lib.ConfigError):
                 raise
@@ -287,7 +289,7 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     _check_thresholds(name, claims)
     result = {
         "experiment": name,
-        "topic": getattr(mod, "TOPIC", "other"),
+        "topic": experiment(name).topic,
         "doc": " ".join((inspect.getdoc(mod) or "").split("\n\n")[0].split()),
         "preset": preset,
         "seconds": round(seconds, 2),
@@ -497,7 +499,7 @@ def reproduce(
     > 1 the experiments run side by side in that many worker processes, each on its share of the
     cores (`nnbasics.runs.jobs`), and this process collects their workdirs."""
     all_names = experiment_names()
-    names = [n for n in all_names if getattr(load_experiment(n), "REPRODUCE", True)]
+    names = [n for n in all_names if experiment(n).reproduce]
     if only is not None:
         only = [o for o in only if o]
         if not only:  # `--only ,` or `--only ""`: not "everything" (hours of work) by accident
@@ -525,7 +527,10 @@ def reproduce(
         wd = default_workdir(name, preset, root, seed_offset)
         t_start = time.perf_counter()
         try:
-            with quieted(collected):  # a worker's finished run: collected without a "reusing" line
+            from nnbasics.engine.interrupt import graceful_interrupt
+
+            # a worker's finished run: collected without a "reusing" line; one run here: Ctrl-C checkpoints it
+            with quieted(collected), (contextlib.nullcontext() if collected else graceful_interrupt("training")):
                 res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
                                      replace_changed=True, seed_offset=seed_offset)
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
@@ -537,7 +542,7 @@ def reproduce(
             from nnbasics.runs.claims import claim
 
             log(traceback.format_exc())
-            res = {"experiment": name, "topic": getattr(load_experiment(name), "TOPIC", "other"), "preset": preset,
+            res = {"experiment": name, "topic": experiment(name).topic, "preset": preset,
                    "seconds": 0.0, "figures": [], "error": f"{type(e).__name__}: {e}",
                    "claims": [claim("runs", "the experiment runs to completion", "nnbasics", "no error",
                                     {}, False, error=f"{type(e).__name__}: {e}")]}
@@ -576,9 +581,12 @@ def worker(spec_json: str) -> int:
     set_quiet(True)
     enable_compilation_cache()
     wd = default_workdir(spec["name"], spec["preset"], spec["root"], spec["seed_offset"])
+    from nnbasics.engine.interrupt import graceful_interrupt
+
     try:
-        run_experiment(spec["name"], spec["preset"], spec["overrides"], workdir=wd, force=spec["force"],
-                       replace_changed=True, seed_offset=spec["seed_offset"])
+        with graceful_interrupt("training"):  # the worker is a command of its own: it installs the handler
+            run_experiment(spec["name"], spec["preset"], spec["overrides"], workdir=wd, force=spec["force"],
+                           replace_changed=True, seed_offset=spec["seed_offset"])
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM passed on: the checkpoint is written
         print(f"nnbasics: {e}", file=sys.stderr)
         return 128 + int(getattr(e, "signum", signal.SIGINT))

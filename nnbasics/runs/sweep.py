@@ -36,13 +36,12 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def sweep_names(name: str) -> dict[str, int]:
     """An experiment's named sweeps and their point counts (empty when it defines none)."""
-    sweeps = getattr(exp.load_experiment(name), "SWEEPS", {}) or {}
+    sweeps = exp.experiment(name).sweeps
     return {k: len(v) for k, v in sweeps.items()}
 
 
 def sweep_points(name: str, sweep: str) -> list[dict[str, Any]]:
-    mod = exp.load_experiment(name)
-    sweeps = getattr(mod, "SWEEPS", {}) or {}
+    sweeps = exp.experiment(name).sweeps
     if not sweeps:
         raise UnknownNameError(f"experiment {name!r} defines no sweeps")
     if sweep not in sweeps:
