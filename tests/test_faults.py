@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -254,3 +255,59 @@ def test_set_aside_damaged_entries_moves_only_what_does_not_decompress(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[:2] == ["jit_f-aaa-cache", "jit_f-bbb-cache.corrupt-" + names[1].split(".corrupt-")[1]]
     assert (tmp_path / "jit_g-ccc-cache").exists() and set_aside_damaged_entries(tmp_path, "jit_f") == []
+
+
+@pytest.mark.parametrize("setting", ["ignore", "error"])
+def test_own_warnings_show_whatever_pythonwarnings_says(tmp_path, setting):
+    """PYTHONWARNINGS=ignore (a common setting) hid the warning that a damaged cache was set aside and
+    rebuilt; =error turned it into a traceback. The project's own warnings show as one line each."""
+    load_dataset("mnist1d")  # the user's cache holds an intact copy (written now if it did not)
+    src = next((pathlib.Path(os.environ.get("NNBASICS_CACHE") or pathlib.Path.home() / ".cache" / "nnbasics")
+                ).glob("mnist1d_*.npz"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / src.name).write_bytes(src.read_bytes()[:1000])  # cut short
+    out = subprocess.run([sys.executable, "-m", "nnbasics.cli", "config", "mnist1d", "--smoke"], cwd=ROOT,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "NNBASICS_CACHE": str(cache),
+                              "PYTHONWARNINGS": setting}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("nnbasics: warning: the cached data file") == 1 and src.name in out.stderr
+
+
+def test_orbax_log_lines_come_as_one_warning_not_error_absl(tmp_path, caplog):
+    """A damaged _CHECKPOINT_METADATA (with the file list gone, as after a kill just after Orbax finished):
+    Orbax logged `ERROR:absl:Failed to json parse Metadata file ...` on stderr before nnbasics's own lines.
+    It comes as a CorruptCheckpointWarning naming the directory, and nothing reaches the absl log."""
+    import logging
+
+    first = _fit(tmp_path)
+    step_dir = tmp_path / "m" / "30"
+    (step_dir / "nnbasics_files.json").unlink()
+    (step_dir / "_CHECKPOINT_METADATA").write_text("{garbage")
+    with caplog.at_level(logging.INFO), pytest.warns(CorruptCheckpointWarning, match="Orbax reported.*_CHECKPOINT_METADATA"):
+        again = _fit(tmp_path)
+    assert not [r for r in caplog.records if r.name == "absl" and r.levelno >= logging.WARNING]
+    for a, b in zip(_leaves(first), _leaves(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", ["loop", "pair", "dangling", "under a loop"])
+def test_workdir_that_is_a_broken_symlink_is_one_line_naming_the_link(tmp_path, capsys, make):
+    """A --workdir that is a symlink loop or a dangling link said "File exists" (mkdir's words)."""
+    from nnbasics.cli import main
+
+    if make in ("loop", "under a loop"):
+        (tmp_path / "wd").symlink_to(tmp_path / "wd")
+    elif make == "pair":
+        (tmp_path / "wd").symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(tmp_path / "wd")
+    else:
+        (tmp_path / "wd").symlink_to(tmp_path / "nowhere")
+    wd = tmp_path / "wd" / "sub" if make == "under a loop" else tmp_path / "wd"
+    assert main(["--quiet", "run", "momentum", "--smoke", "--workdir", str(wd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "File exists" not in err, err
+    assert f"{tmp_path / 'wd'} is a symbolic link" in err
+    assert ("which does not exist" if make == "dangling" else "loops") in err
+    assert not (tmp_path / "nowhere").exists()

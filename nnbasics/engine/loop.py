@@ -552,7 +552,14 @@ def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainRe
         graceful = where is not None and jax.process_count() == 1
         with graceful_interrupt(kw.get("tag") or "training") if graceful else contextlib.nullcontext(
                 InterruptFlag()) as interrupt:
-            return train(model, data, tc, interrupt=interrupt, **kw)
+            result = train(model, data, tc, interrupt=interrupt, **kw)
+            if interrupt.requested:  # came after training's last check (closing its checkpoints): still a stop
+                tag = kw.get("tag")
+                raise TrainingInterrupted(
+                    f"{tag + ': ' if tag else ''}stopped as its training finished (step {int(tc.steps)}); what "
+                    "finished is kept. Run the same command again to continue from there.", int(tc.steps), None,
+                    interrupt.signum)
+            return result
 
     return run
 
@@ -635,13 +642,17 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
                 ckpt.save(state, history)
                 last_saved = step
             bar.update(length)
-            if interrupt.requested and step < total:
+            if interrupt.requested:  # also after the last chunk: the request is kept, never dropped
+                break
+        if interrupt.requested:  # (a run restored at its end with a request pending stops here too)
+            if ckpt is None or last_saved != step:
                 ckpt = ckpt or _checkpointer(run, model, state, interrupt_dir, tag)
                 ckpt.save(state, history)
-                raise TrainingInterrupted(
-                    f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
-                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory),
-                    interrupt.signum)
+            raise TrainingInterrupted(
+                f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}"
+                f"{' (its training had just finished)' if step == total else ''}; checkpoint written to "
+                f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory),
+                interrupt.signum)
     finally:
         bar.close()
         if ckpt is not None:

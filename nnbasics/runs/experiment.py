@@ -514,6 +514,8 @@ def reproduce(
 
     estimate.announce(estimate.plan_lines(names, preset, estimate.backend()))
     ran = set()
+    from nnbasics.engine.interrupt import TrainingInterrupted
+
     if int(jobs) > 1:
         from nnbasics.runs import jobs as jobs_lib
 
@@ -528,6 +530,13 @@ def reproduce(
             with quieted(collected):  # a worker's finished run: collected without a "reusing" line
                 res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
                                      replace_changed=True, seed_offset=seed_offset)
+        except TrainingInterrupted as e:  # a stop signal: this experiment checkpointed, the others do not start
+            done = [r["experiment"] for r in results]
+            kept = (f"the {len(done)} experiment(s) that finished ({', '.join(done)}) are kept in their work "
+                    f"directories under {root}" if done else "no experiment had finished yet")
+            raise TrainingInterrupted(f"{name}: {e} reproduce stopped at experiment {i + 1} of {len(names)}; {kept}. "
+                                      "Run the same command again to continue (finished experiments are reused)",
+                                      e.step, e.directory, e.signum) from None
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
                 workdir_lib.WorkdirUnusable, workdir_lib.WorkdirBusy):
             raise
