@@ -311,3 +311,61 @@ def test_workdir_that_is_a_broken_symlink_is_one_line_naming_the_link(tmp_path, 
     assert f"{tmp_path / 'wd'} is a symbolic link" in err
     assert ("which does not exist" if make == "dangling" else "loops") in err
     assert not (tmp_path / "nowhere").exists()
+
+
+def _blobs_ns(**arrays):
+    import types
+
+    d = _data()
+    return types.SimpleNamespace(**{**dict(x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test),
+                                    **arrays})
+
+
+_BX, _BY = _data().x_train, _data().y_train
+_TX, _TY = _data().x_test, _data().y_test
+
+
+@pytest.mark.parametrize("model, data, loss, match", [
+    # a model of zero (or, for a classifier, one) classes: was "ZeroDivisionError: 'float division by zero'"
+    (dict(name="mlp", num_classes=0), {}, "cross_entropy",
+     r"the model has num_classes=0, but the cross_entropy loss needs one output per class to tell apart: num_classes "
+     r"must be at least 2, and more than the largest label \(2\): 3 or more"),
+    (dict(name="mlp", num_classes=1), {}, "cross_entropy", r"num_classes=1, .*must be at least 2"),
+    (dict(name="mlp", num_classes=0), dict(y_train=_BX, y_test=_TX), "mse",
+     r"the model has num_classes=0: it gives no outputs to train; num_classes must be 1 or more"),
+    # shapes: were errors from inside Flax or JAX naming no input
+    (dict(name="mlp", num_classes=3), dict(x_test=_TX[:, :1]), "cross_entropy",
+     r"x_test has shape \(20, 1\): examples of shape \(1,\), but x_train's are \(2,\); .*give x_test of shape \(20, 2\)"),
+    (dict(name="mlp", num_classes=3), dict(x_test=_TX[:, :, None]), "cross_entropy", r"x_test has shape \(20, 2, 1\)"),
+    (dict(name="mlp", num_classes=3), dict(y_test=_TY[:, None]), "cross_entropy",
+     r"y_test has shape \(20, 1\), but y_train has \(100,\): .*give y_test of shape \(20,\)"),
+    (dict(name="mlp", num_classes=3), dict(x_train=_BX[:, 0]), "cross_entropy",
+     r"x_train has shape \(100,\), one number per example; .*x_train\[:, None\], shape \(100, 1\)"),
+    (dict(name="mlp", num_classes=3), dict(y_train=_BY[:, None], y_test=_TY[:, None]), "cross_entropy",
+     r"y_train, which has shape \(100, 1\).*give y_train of shape \(100,\)"),
+    (dict(name="linear_regression", num_classes=1), dict(y_train=_BX, y_test=_TX), "mse",
+     r"y_train has shape \(100, 2\), 2 target value\(s\) per example, but the model's output on one example has shape "
+     r"\(1, 1\), 1 value\(s\); .*give y_train of shape \(100, 1\) or a model with 2 output\(s\)"),
+])
+def test_fit_names_the_input_and_the_valid_shape_or_range(model, data, loss, match, monkeypatch):
+    from nnbasics.config import ConfigError
+    from nnbasics.engine import loop
+
+    monkeypatch.setattr(loop, "_programs", lambda *a, **k: pytest.fail("compiled before refusing"))
+    with pytest.raises(ConfigError, match=match):
+        fit(get_model(**model), _blobs_ns(**data), TrainConfig(steps=5, batch_size=10, loss=loss))
+
+
+@pytest.mark.parametrize("name, kw", [("blobs", dict(centers=0)), ("spirals", dict(arms=0)), ("blobs", dict(centers=1.5))])
+def test_toy_sets_refuse_a_class_count_below_two(name, kw):
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} must be a whole number of at least 2"):
+        load_dataset(name, **kw)
+
+
+def test_regression_targets_that_match_the_outputs_still_train():
+    d = _blobs_ns(y_train=_BX, y_test=_TX)
+    res = fit(get_model("linear_regression", num_classes=2), d, TrainConfig(steps=4, batch_size=10, eval_every=2,
+                                                                          loss="mse"))
+    assert np.isfinite(res.history[-1]["train_loss"]).all()
+    one = _blobs_ns(y_train=_BX[:, 0], y_test=_TX[:, 0])  # one target per example, as a vector: one output
+    fit(get_model("linear_regression", num_classes=0), one, TrainConfig(steps=4, batch_size=10, eval_every=2, loss="mse"))

@@ -107,9 +107,9 @@ TWO_MODELS = ["run", "mnist1d", "--smoke", "--config.models=('mlp','cnn')", "--c
 
 
 def test_ctrl_c_without_checkpoints_keeps_the_rows_in_order(tmp_path):
-    """Ctrl-C while the second model trains, checkpoints off: the first model finished without a
-    checkpoint and is trained again on the next run; its rows must stay before the second model's, as in
-    an uninterrupted run (they were appended after them)."""
+    """Ctrl-C while the second model trains, checkpoints off: the first model, finished without a checkpoint,
+    was trained again on the next run and its rows came after the second model's. It is checkpointed on the
+    stop, and the rows stay in the order of an uninterrupted run."""
     ref, wd = tmp_path / "ref", tmp_path / "wd"
     out = subprocess.run(_cmd(*TWO_MODELS, "--workdir", str(ref)), cwd=ROOT, env=_env(), capture_output=True,
                          text=True, timeout=600)
@@ -120,6 +120,9 @@ def test_ctrl_c_without_checkpoints_keeps_the_rows_in_order(tmp_path):
                           ready=lambda: any(r.get("run") == "cnn" for r in read_metrics(wd / "metrics.jsonl")))
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130, err[-2000:]
+    # the finished MLP is checkpointed on the stop too: the next run restores it instead of training it again
+    saved = {p.name: sorted(int(q.name) for q in p.iterdir() if q.name.isdigit()) for p in (wd / "checkpoints").iterdir()}
+    assert saved["mlp"] == [400] and len(saved["cnn"]) == 1 and 100 <= saved["cnn"][0] <= 400, saved
     again = subprocess.run(_cmd(*TWO_MODELS, "--workdir", str(wd)), cwd=ROOT, env=_env(), capture_output=True,
                            text=True, timeout=600)
     assert again.returncode in (0, 1), again.stderr[-2000:]

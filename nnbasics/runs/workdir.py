@@ -214,6 +214,8 @@ class Workdir:
         self.interrupt_dir = self.path / "checkpoints"
         self.figures: list[str] = []
         self.fits: list[dict[str, Any]] = []  # one entry per `fit` call: steps, members, seconds, compile seconds
+        # training runs that finished without a checkpoint, checkpointed by `fit` if a stop signal comes later
+        self.finished_fits: list[Any] = []
 
     def record_fit(self, tag: str | None, *, steps: int, members: int, seconds: float, compile_seconds: float) -> None:
         self.fits.append({"tag": tag, "steps": int(steps), "members": int(members), "seconds": round(seconds, 3),
