@@ -268,13 +268,9 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 def _own_warnings_always_show() -> None:
     """The project's own warnings say what was damaged and repaired (or set aside) on the user's behalf: they
     show, once each, whatever PYTHONWARNINGS or -W say (`ignore`, a common setting, hid them; `error` would
-    turn a repaired cache into a traceback). Other libraries' warnings keep the user's filters."""
-    from nnbasics.data import CorruptCacheWarning
-    from nnbasics.engine.checkpoint import CorruptCheckpointWarning
-
+    turn a repaired cache into a traceback). Other libraries' warnings keep the user's filters. (By where they
+    are issued from: importing the warnings' classes here would load the engine for every command.)"""
     warnings.filterwarnings("default", category=UserWarning, module=_OWN_MODULES)
-    for category in (CorruptCacheWarning, CorruptCheckpointWarning):
-        warnings.filterwarnings("default", category=category)
 
 
 def _start(args: argparse.Namespace) -> None:
