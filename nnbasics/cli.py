@@ -279,6 +279,9 @@ def _start(args: argparse.Namespace) -> None:
     set_quiet(args.quiet)
     warnings.formatwarning = _format_warning
     _own_warnings_always_show()
+    from nnbasics.threads import patient_collectives
+
+    patient_collectives()  # several simulated CPU devices: collectives wait for a slow device, not abort
     from nnbasics import enable_compilation_cache
 
     enable_compilation_cache()

@@ -15,6 +15,8 @@ import ml_collections
 
 from nnbasics.registry import closest
 
+MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger steps/batch_size/eval_every is a typo
+
 
 class ConfigError(ValueError):
     """A bad config key or value; the message says what is wrong and what is valid."""

@@ -81,3 +81,47 @@ def set_cpu_threads(n: int) -> bool:
                 pass
     _pool_threads = n
     return True
+
+
+# XLA:CPU aborts the whole process when one simulated device waits more than 40 s (its default) for the
+# others at a collective. With more simulated devices than cores (8 on a 2-core laptop, or several runs
+# side by side) a device thread can fall that far behind without anything being wrong: seen once in a
+# 4-device quick reproduction with two workers on two cores. These flags give such waits an hour.
+PATIENT_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_warn_stuck_timeout_seconds=600",
+                            "--xla_cpu_collective_call_terminate_timeout_seconds=3600")
+
+
+def _xla_knows(flag: str) -> bool:
+    """Whether this jaxlib's XLA defines `flag` (an unknown flag in XLA_FLAGS aborts the process)."""
+    import mmap
+    import pathlib
+
+    try:
+        import jaxlib
+    except ImportError:
+        return False
+    name = flag.lstrip("-").split("=")[0].encode()
+    libs = sorted(pathlib.Path(jaxlib.__file__).parent.glob("*.so"), key=lambda p: "common" not in p.name)
+    for lib in libs:
+        try:
+            with open(lib, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                if m.find(name) >= 0:
+                    return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def patient_collectives(environ: "os._Environ[str] | dict[str, str] | None" = None) -> bool:
+    """Before JAX starts: when XLA_FLAGS simulates several CPU devices, add PATIENT_COLLECTIVE_FLAGS
+    (unless the user set them, or this XLA does not know them). Returns whether it added them."""
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags or "collective_call_terminate" in flags:
+        return False
+    if env.get("JAX_PLATFORMS", "cpu").split(",")[0] not in ("", "cpu"):
+        return False
+    if not all(_xla_knows(f) for f in PATIENT_COLLECTIVE_FLAGS):
+        return False
+    env["XLA_FLAGS"] = " ".join([flags.strip(), *PATIENT_COLLECTIVE_FLAGS]).strip()
+    return True

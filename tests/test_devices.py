@@ -63,3 +63,35 @@ def test_readme_scaling_command_runs(command, tmp_path):
     out = _nnbasics(["--quiet", *args], {"JAX_PLATFORMS": "cpu", **env})
     assert out.returncode == 0, (command, out.stderr[-3000:])
     assert "Traceback" not in out.stderr
+
+
+def test_patient_collectives_flags():
+    """Several simulated CPU devices get XLA's collective timeouts raised (a slow device thread on an
+    overloaded laptop is not a deadlock); the user's own setting, one device and a GPU are left alone."""
+    from nnbasics.threads import PATIENT_COLLECTIVE_FLAGS, _xla_knows, patient_collectives
+
+    if not all(_xla_knows(f) for f in PATIENT_COLLECTIVE_FLAGS):
+        pytest.skip("this jaxlib's XLA has no collective timeout flags")
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    assert patient_collectives(env)
+    assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=8", *PATIENT_COLLECTIVE_FLAGS]
+    assert not patient_collectives(env)  # once only
+    mine = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=5"}
+    assert not patient_collectives(dict(mine))
+    assert not patient_collectives({})
+    assert not patient_collectives({"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cuda"})
+
+
+def test_patient_collectives_accepted_by_this_xla():
+    """The flags are ones this jaxlib knows (an unknown flag in XLA_FLAGS aborts the process), and the CLI
+    adds them before JAX starts."""
+    from nnbasics.threads import PATIENT_COLLECTIVE_FLAGS, _xla_knows
+
+    if not all(_xla_knows(f) for f in PATIENT_COLLECTIVE_FLAGS):
+        pytest.skip("this jaxlib's XLA has no collective timeout flags")
+    code = ("import os; from nnbasics.threads import patient_collectives; assert patient_collectives(); "
+            "import jax; print(len(jax.devices()), os.environ['XLA_FLAGS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("2 ") and "collective_call_terminate_timeout_seconds=3600" in out.stdout

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from nnbasics.engine.parallel import check_divisible, check_mesh, data_mesh, mesh_shape
+from nnbasics.engine.parallel import check_mesh, data_mesh, mesh_shape
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -73,15 +73,12 @@ def test_batch_must_divide_over_devices():
     import jax
 
     mesh = data_mesh(jax.devices()[:1])
-    check_divisible(7, mesh)  # one device: anything divides
-    check_mesh(mesh, 3, 7)
+    check_mesh(mesh, 3, 7)  # one device: anything divides
 
     class FakeMesh:
         axis_names = ("data",)
         shape = {"data": 8}
 
-    with pytest.raises(ValueError, match="batch_size=100 does not divide evenly over 8 devices.*96 or 104"):
-        check_divisible(100, FakeMesh)
     with pytest.raises(ValueError, match="batch_size=100 does not divide evenly over the 8 devices.*96 or 104"):
         check_mesh(FakeMesh, 1, 100)
 

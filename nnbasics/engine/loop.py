@@ -33,6 +33,7 @@ import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 
+from nnbasics.config import MAX_STEPS  # the command line's cap too
 from nnbasics.data.streaming import StreamingData
 from nnbasics.engine import optim, parallel
 from nnbasics.engine.batches import batch_indices
@@ -89,8 +90,6 @@ class TrainConfig:
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the step (and seed)."""
 
-
-MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger value is a typo (the command line's cap too)
 
 
 def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data: Any = None,

@@ -120,18 +120,6 @@ def check_mesh(mesh: Mesh | None, members: int, batch_size: int) -> None:
                          f"mesh's '{MEMBERS_AXIS}' axis; use a member count that {m} divides")
 
 
-def check_divisible(batch_size: int, mesh: Mesh | None, what: str = "batch_size") -> None:
-    """Raise a clear error when a global batch does not split evenly over the mesh's data axis."""
-    if mesh is None:
-        return
-    n = axis_size(mesh, DATA_AXIS)
-    if batch_size % n:
-        raise ValueError(
-            f"{what}={batch_size} does not divide evenly over {n} devices "
-            f"(per-device batch = global batch / device count); use a multiple of {n}, e.g. "
-            f"{' or '.join(map(str, valid_batch_sizes(n, batch_size)))}")
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -38,7 +38,7 @@ from nnbasics.threads import cpu_threads
 
 PRESETS = ("full", "quick", "smoke")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
-MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger value is a typo
+MAX_STEPS = config_lib.MAX_STEPS
 EXPERIMENTS_PACKAGE = "experiments"
 
 
