@@ -369,3 +369,16 @@ def test_regression_targets_that_match_the_outputs_still_train():
     assert np.isfinite(res.history[-1]["train_loss"]).all()
     one = _blobs_ns(y_train=_BX[:, 0], y_test=_TX[:, 0])  # one target per example, as a vector: one output
     fit(get_model("linear_regression", num_classes=0), one, TrainConfig(steps=4, batch_size=10, eval_every=2, loss="mse"))
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_workdir_that_is_a_file_says_so(tmp_path, capsys, under):
+    """A --workdir that is a file (or lies under one) said "File exists" or "Not a directory" (mkdir's words)."""
+    from nnbasics.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    wd = tmp_path / "afile" / "sub" if under else tmp_path / "afile"
+    assert main(["--quiet", "run", "momentum", "--smoke", "--workdir", str(wd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{tmp_path / 'afile'} is a file, not a directory; choose another --workdir / --root"), err
+    assert (tmp_path / "afile").read_text() == "x"

@@ -534,7 +534,8 @@ def reproduce(
             done = [r["experiment"] for r in results]
             kept = (f"the {len(done)} experiment(s) that finished ({', '.join(done)}) are kept in their work "
                     f"directories under {root}" if done else "no experiment had finished yet")
-            raise TrainingInterrupted(f"{name}: {e} reproduce stopped at experiment {i + 1} of {len(names)}; {kept}. "
+            said = str(e).replace(" Run the same command again to continue from there.", "")
+            raise TrainingInterrupted(f"{name}: {said} reproduce stopped at experiment {i + 1} of {len(names)}; {kept}. "
                                       "Run the same command again to continue (finished experiments are reused)",
                                       e.step, e.directory, e.signum) from None
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
