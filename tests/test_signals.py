@@ -128,3 +128,40 @@ def test_ctrl_c_without_checkpoints_keeps_the_rows_in_order(tmp_path):
     assert again.returncode in (0, 1), again.stderr[-2000:]
     assert [(r["run"], r["step"]) for r in _rows(wd)] == [(r["run"], r["step"]) for r in _rows(ref)]
     assert _rows(wd) == _rows(ref)
+
+
+def test_ctrl_c_between_training_runs_checkpoints_the_finished_ones(tmp_path, monkeypatch):
+    """Ctrl-C after a training run finished, checkpoints off (say while the experiment analyses it): the run
+    was lost and trained again next time. It is checkpointed on the way out and restored, not retrained."""
+    import jax
+    import numpy as np
+
+    import experiments.momentum as mod
+    from nnbasics.data import load_dataset
+    from nnbasics.engine import TrainConfig, fit
+    from nnbasics.models import get_model
+    from nnbasics.runs import experiment as exp
+    from nnbasics.runs.workdir import Workdir
+
+    data, tc = load_dataset("blobs", n_train=100, n_test=20), TrainConfig(steps=20, batch_size=10, eval_every=10)
+    done = []
+
+    def run(cfg, wd):
+        done.append(fit(get_model("mlp", num_classes=3, hidden=(8,)), data, tc, workdir=wd, tag="first"))
+        raise KeyboardInterrupt  # Ctrl-C while the experiment works on the result
+
+    monkeypatch.setattr(mod, "run", run)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:  # as in a terminal (a test runner may have its own handlers)
+        with pytest.raises(KeyboardInterrupt):
+            exp.run_experiment("momentum", "smoke", workdir=tmp_path / "wd")
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert sorted(p.name for p in (tmp_path / "wd" / "checkpoints" / "first").iterdir() if p.name.isdigit()) == ["20"]
+    wd = Workdir(tmp_path / "wd")
+    wd.enable_checkpoints(0)
+    again = fit(get_model("mlp", num_classes=3, hidden=(8,)), data, tc, workdir=wd, tag="first")
+    assert again.history == done[0].history and wd.fits[0]["steps"] == 0  # restored at its end: no step trained
+    for a, b in zip(jax.tree.leaves(done[0].state.params), jax.tree.leaves(again.state.params)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

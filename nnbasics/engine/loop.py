@@ -587,7 +587,7 @@ def _checkpointer_for(fp: dict[str, Any], state: TrainState, directory: Any, tag
 
 def _keep_for_a_stop(workdir: Any, run: _Run, model: nn.Module, result: TrainResult, tag: str | None) -> None:
     """Remember a training run that finished without a checkpoint (checkpoints off), so that a stop signal
-    later in the experiment checkpoints it too (`_checkpoint_finished`) and the next run restores it instead
+    later in the experiment checkpoints it too (`checkpoint_finished_runs`) and the next run restores it instead
     of training it again. The result is held by a weak reference: no memory the experiment let go of."""
     import weakref
 
@@ -596,8 +596,9 @@ def _keep_for_a_stop(workdir: Any, run: _Run, model: nn.Module, result: TrainRes
                                       int(run.tc.keep_checkpoints)))
 
 
-def _checkpoint_finished(workdir: Any) -> None:
-    """On a stop signal: a checkpoint at its end for each finished run `_keep_for_a_stop` remembered."""
+def checkpoint_finished_runs(workdir: Any) -> None:
+    """On a stop signal (or a Ctrl-C between training runs): a checkpoint at its end for each finished run
+    `_keep_for_a_stop` remembered in `workdir`, so the next run restores them instead of training them again."""
     kept = getattr(workdir, "finished_fits", None) or []
     for ref, fp, tag, keep in kept:
         result = ref()
@@ -623,7 +624,7 @@ def _stops_on_ctrl_c(train: Callable[..., TrainResult]) -> Callable[..., TrainRe
                 InterruptFlag()) as interrupt:
             result = train(model, data, tc, interrupt=interrupt, **kw)
             if interrupt.requested:  # came after training's last check (closing its checkpoints): still a stop
-                _checkpoint_finished(kw.get("workdir"))  # this run too, when checkpoints are off
+                checkpoint_finished_runs(kw.get("workdir"))  # this run too, when checkpoints are off
                 tag = kw.get("tag")
                 raise TrainingInterrupted(
                     f"{tag + ': ' if tag else ''}stopped as its training finished (step {int(tc.steps)}); what "
@@ -716,7 +717,7 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
                 break
         if interrupt.requested:  # (a run restored at its end with a request pending stops here too)
             if checkpoint_dir is None:  # the runs that finished before this one, not trained again next time
-                _checkpoint_finished(workdir)
+                checkpoint_finished_runs(workdir)
             if ckpt is None or last_saved != step:
                 ckpt = ckpt or _checkpointer(run, model, state, interrupt_dir, tag)
                 ckpt.save(state, history)

@@ -277,6 +277,11 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     t0, c0, started = time.perf_counter(), time.process_time(), time.time()  # process time: every thread's CPU s
     try:
         claims = mod.run(cfg, wd)
+    except KeyboardInterrupt:  # Ctrl-C between training runs: those that finished without a checkpoint get one
+        from nnbasics.engine.loop import checkpoint_finished_runs
+
+        checkpoint_finished_runs(wd)
+        raise
     except FileNotFoundError as e:  # a tfds set not prepared: name the config key where this experiment has one
         if "data_dir" in cfg and type(e).__name__ in ("DatasetNotPrepared", "DatasetDamaged"):
             raise type(e)(f"{e} With this experiment: --config.data_dir=DIR.") from None
