@@ -102,8 +102,8 @@ def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "t
                                   "--workdir / --root") from None
         file = next((q for q in [*reversed(p.parents), p] if q.exists() and not q.is_dir()), None)
         if file is not None:  # mkdir says "File exists" or "Not a directory"
-            raise WorkdirUnusable(f"cannot use {p} for {what}: {file} is a file, not a directory; choose another "
-                                  "--workdir / --root") from None
+            raise WorkdirUnusable(f"cannot create the directory {p} for {what}: {file} is a file, not a directory; "
+                                  "choose another --workdir / --root") from None
         raise WorkdirUnusable(f"cannot create the directory {p} for {what}: {e.strerror or e}. {hint}") from None
     probe = p / f".nnbasics-write-test-{os.getpid()}"
     try:

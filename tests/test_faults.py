@@ -95,7 +95,8 @@ def test_every_checkpoint_damaged_starts_from_scratch(tmp_path):
 def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run"):
+    with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run for the run: .*a_file is a file, "
+                                              "not a directory"):
         ensure_writable(blocker / "run")
     from nnbasics.runs.experiment import run_experiment
 
@@ -105,7 +106,8 @@ def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
                           str(blocker / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 2
-    assert "nnbasics: error: cannot create the directory" in out.stderr and "Traceback" not in out.stderr
+    assert "nnbasics: error: cannot create the directory" in out.stderr and "is a file, not a directory" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_full_disk_is_refused_and_nothing_written_is_lost(tmp_path, monkeypatch):
