@@ -9,8 +9,9 @@ with its own cache (NNBASICS_CACHE) and is classified:
   wrong      another exit status, or the message lacks what it should name
 and a table and the counts are printed (exit status 1 unless every case is clean). The cases cover
 the list of issue 16 (bad config values, damaged caches and result files, a second writer, Ctrl-C
-and SIGTERM, sweeps and collect on hostile files); the tests check each of them too, this script
-re-runs them end to end through the command line.
+and SIGTERM, sweeps and collect on hostile files) and issue 34's (locks, links and files that cannot be
+used, warnings a setting hid, stop signals at every moment of training); the tests check each of them
+too, this script re-runs them end to end through the command line.
 """
 
 from __future__ import annotations
