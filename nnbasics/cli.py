@@ -244,12 +244,33 @@ def shorten(message: str, limit: int = 300) -> str:
 _python_formatwarning = warnings.formatwarning
 
 
+_OWN_MODULES = r"(nnbasics|experiments|__main__)(\..*)?$"  # the command's own code (__main__: `python -m nnbasics.cli`)
+_OWN_DIRS = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d) + os.sep
+                  for d in ("nnbasics", "experiments"))
+
+
+def _own_warning(category: type, filename: str) -> bool:
+    """A warning of the project: its category is defined in nnbasics (a damaged cache or checkpoint set aside),
+    or it is a UserWarning issued from the project's code (metrics rows rebuilt, a damaged combined report
+    rebuilt, figures missing, oneDNN or thread pinning unavailable)."""
+    return (getattr(category, "__module__", "").startswith("nnbasics")
+            or (issubclass(category, UserWarning) and os.path.abspath(filename).startswith(_OWN_DIRS)))
+
+
 def _format_warning(message, category, filename, lineno, line=None) -> str:
     """nnbasics's own warnings (a damaged cache or checkpoint set aside, ...) as one line a user reads,
     without the source line Python shows; every other warning as Python formats it."""
-    if getattr(category, "__module__", "").startswith("nnbasics"):
+    if _own_warning(category, filename):
         return f"nnbasics: warning: {message}\n"
     return _python_formatwarning(message, category, filename, lineno, line)
+
+
+def _own_warnings_always_show() -> None:
+    """The project's own warnings say what was damaged and repaired (or set aside) on the user's behalf: they
+    show, once each, whatever PYTHONWARNINGS or -W say (`ignore`, a common setting, hid them; `error` would
+    turn a repaired cache into a traceback). Other libraries' warnings keep the user's filters. (By where they
+    are issued from: importing the warnings' classes here would load the engine for every command.)"""
+    warnings.filterwarnings("default", category=UserWarning, module=_OWN_MODULES)
 
 
 def _start(args: argparse.Namespace) -> None:
@@ -257,6 +278,7 @@ def _start(args: argparse.Namespace) -> None:
     (with --cpu-threads) the size of XLA's CPU thread pools."""
     set_quiet(args.quiet)
     warnings.formatwarning = _format_warning
+    _own_warnings_always_show()
     from nnbasics.threads import patient_collectives
 
     patient_collectives()  # several simulated CPU devices: collectives wait for a slow device, not abort

@@ -63,6 +63,28 @@ class WorkdirUnusable(OSError):
 MIN_FREE_BYTES = 32 * 2**20  # metrics, figures and reports of one experiment fit easily in this
 
 
+def broken_link(path: str | os.PathLike) -> str | None:
+    """What is wrong with the first symbolic link on `path` (itself or a parent) that leads nowhere: a loop
+    or a link to something that does not exist; None when there is none."""
+    import errno
+
+    p = pathlib.Path(path)
+    for q in [*reversed(p.parents), p]:
+        if not q.is_symlink():
+            continue
+        try:
+            os.stat(q)
+            continue
+        except OSError as e:
+            target = os.readlink(q)
+            if e.errno == errno.ELOOP:
+                return f"{q} is a symbolic link that loops ({q} -> {target} -> ... never reaches a directory)"
+            if e.errno == errno.ENOENT:
+                return f"{q} is a symbolic link to {target}, which does not exist"
+            return f"{q} is a symbolic link to {target}, which cannot be reached ({e.strerror or e})"
+    return None
+
+
 def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "the run") -> None:
     """Fail early, before any compile, if `path` cannot hold `need_bytes` more (plus a margin).
 
@@ -74,6 +96,14 @@ def ensure_writable(path: str | os.PathLike, need_bytes: int = 0, what: str = "t
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        link = broken_link(p)
+        if link:  # mkdir says "File exists" or "Too many levels of symbolic links": say which link and why
+            raise WorkdirUnusable(f"cannot use {p} for {what}: {link}; remove or repoint the link, or choose another "
+                                  "--workdir / --root") from None
+        file = next((q for q in [*reversed(p.parents), p] if q.exists() and not q.is_dir()), None)
+        if file is not None:  # mkdir says "File exists" or "Not a directory"
+            raise WorkdirUnusable(f"cannot create the directory {p} for {what}: {file} is a file, not a directory; "
+                                  "choose another --workdir / --root") from None
         raise WorkdirUnusable(f"cannot create the directory {p} for {what}: {e.strerror or e}. {hint}") from None
     probe = p / f".nnbasics-write-test-{os.getpid()}"
     try:

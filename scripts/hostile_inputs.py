@@ -9,8 +9,9 @@ with its own cache (NNBASICS_CACHE) and is classified:
   wrong      another exit status, or the message lacks what it should name
 and a table and the counts are printed (exit status 1 unless every case is clean). The cases cover
 the list of issue 16 (bad config values, damaged caches and result files, a second writer, Ctrl-C
-and SIGTERM, sweeps and collect on hostile files); the tests check each of them too, this script
-re-runs them end to end through the command line.
+and SIGTERM, sweeps and collect on hostile files) and issue 34's (locks, links and files that cannot be
+used, warnings a setting hid, stop signals at every moment of training); the tests check each of them
+too, this script re-runs them end to end through the command line.
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ class Case:
     def __init__(self, name: str, argv: list[str] | Callable[[pathlib.Path], list[str]], rc: tuple[int, ...],
                  words: tuple[str, ...] = (), setup: Callable[[pathlib.Path], None] | None = None,
                  check: Callable[[pathlib.Path], str | None] | None = None, needs_non_root: bool = False,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, plain_env: dict[str, str] | None = None,
+                 forbid: tuple[str, ...] = ()):
         self.name, self.argv, self.rc, self.words, self.setup, self.check = name, argv, rc, words, setup, check
         self.env = env or {}  # extra environment variables (paths relative to the scratch directory)
+        self.plain_env = plain_env or {}  # extra environment variables, as given
+        self.forbid = forbid  # words that must not be in the output
         self.needs_non_root = needs_non_root  # root ignores file permissions: the case cannot happen
 
 
@@ -267,6 +271,29 @@ def _no_claims(d: pathlib.Path) -> str | None:
     return "files were written" if list(d.rglob("claims.json")) else None
 
 
+def _symlink_loop(d: pathlib.Path) -> None:
+    (d / "wd").symlink_to("wd")
+
+
+def _dangling_link(d: pathlib.Path) -> None:
+    (d / "wd").symlink_to("nowhere")
+
+
+def _mnist1d_cache_cut(d: pathlib.Path) -> None:
+    _mnist1d_cache(_truncate)(d)
+
+
+def _interrupted_with_damaged_orbax_metadata(d: pathlib.Path) -> None:
+    """A checkpointed run that did not finish (no claims.json), its last checkpoint's _CHECKPOINT_METADATA
+    garbage and its file list gone (as after a kill just after Orbax finished writing)."""
+    _setup_run(d, ["run", "mnist1d", *SMOKE, "--config.models=('mlp',)", "--checkpoint-every", "100",
+                   "--workdir", str(d / "wd")])
+    (d / "wd" / "claims.json").unlink()
+    last = max((p for p in (d / "wd" / "checkpoints" / "mlp").iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    (last / "nnbasics_files.json").unlink()
+    (last / "_CHECKPOINT_METADATA").write_text("{garbage")
+
+
 CASES = [
     # bad config values: rc 2 and a message naming the key, before anything is compiled
     Case("seed -1", ["run", "mnist1d", *SMOKE, "--config.seeds=(-1,)"], (2,), ("seeds",), check=_no_claims),
@@ -395,6 +422,19 @@ CASES = [
     Case("damaged combined claims.json, then --only", ["reproduce", *SMOKE, "--only", "momentum", "--root", "r",
                                                        "--jobs", "1"], (0, 1), ("damaged", "rebuilt"),
          setup=_combined_damaged, check=_keeps_both),
+    # issue 34, round three: links that lead nowhere, warnings a setting hid, stray log lines
+    Case("--workdir a symlink loop", ["run", "momentum", *SMOKE, "--workdir", "wd"], (2,),
+         ("wd is a symbolic link that loops",), setup=_symlink_loop, forbid=("File exists",)),
+    Case("--workdir a dangling symlink", ["run", "momentum", *SMOKE, "--workdir", "wd"], (2,),
+         ("wd is a symbolic link to nowhere, which does not exist",), setup=_dangling_link, forbid=("File exists",)),
+    Case("PYTHONWARNINGS=ignore, damaged cache", ["config", "mnist1d", *SMOKE], (0,),
+         ("nnbasics: warning: the cached data file",), setup=_mnist1d_cache_cut, plain_env={"PYTHONWARNINGS": "ignore"}),
+    Case("PYTHONWARNINGS=error, damaged cache", ["config", "mnist1d", *SMOKE], (0,),
+         ("nnbasics: warning: the cached data file",), setup=_mnist1d_cache_cut, plain_env={"PYTHONWARNINGS": "error"},
+         forbid=("Exception ignored",)),
+    Case("damaged Orbax metadata on resume", ["run", "mnist1d", *SMOKE, "--config.models=('mlp',)", "--checkpoint-every",
+                                              "100", "--workdir", "wd"], (0, 1), ("Orbax reported",),
+         setup=_interrupted_with_damaged_orbax_metadata, forbid=("ERROR:absl",)),
     # files honour the umask
     Case("umask 022 modes", ["run", "momentum", *SMOKE, "--workdir", "wd"], (0, 1), (), check=_umask_check),
 ]
@@ -475,6 +515,90 @@ def sigterm_run(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
     return ("clean" if ok else "wrong"), f"rc {p.returncode}, resumed rc {again.returncode}"
 
 
+def _catches_sigterm(pid: int) -> bool:
+    """Whether the process handles SIGTERM: only the training loop installs a handler (read from /proc)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration):
+        return False
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def _stop_when_training(p: subprocess.Popen, signum: int, ready: Callable[[], bool] = lambda: True) -> bool:
+    """Send `signum` once the process trains (its handler is installed) and `ready()`; False if it ended first."""
+    while p.poll() is None and not (_catches_sigterm(p.pid) and ready()):
+        time.sleep(0.005)
+    if p.poll() is not None:
+        return False
+    p.send_signal(signum)
+    return True
+
+
+def _terminal_cmd(argv: list[str]) -> list[str]:
+    """The command with SIGINT's default handler, as in a terminal (a background shell passes it on as ignored)."""
+    start = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv[0] = 'nnbasics'; runpy.run_module('nnbasics.cli', run_name='__main__')")
+    return [sys.executable, "-c", start, *argv]
+
+
+def stop_in_last_chunk(signum: int) -> Callable[[pathlib.Path, dict[str, str]], tuple[str, str]]:
+    """SIGTERM or Ctrl-C while a run's only chunk (its last) compiles or trains: a checkpoint at its end and
+    128 + the signal (the request was dropped and the run went on); the next run resumes and finishes."""
+    def case(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+        cmd = _terminal_cmd(["run", "mnist1d", *SMOKE, "--config.models=('mlp',)", "--config.steps=300",
+                             "--config.eval_every=300", "--workdir", "wd"])
+        p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        sent = _stop_when_training(p, signum)
+        _, err = p.communicate()
+        again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+        ok = (sent and p.returncode == 128 + signum and "interrupted at step 300 of 300" in err
+              and "Traceback" not in err + again.stderr and again.returncode in (0, 1))
+        return ("clean" if ok else "wrong"), f"rc {p.returncode}, resumed rc {again.returncode}: {err.strip()[-120:]}"
+    return case
+
+
+def sigterm_reproduce(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """SIGTERM to `reproduce` (one process) while its first experiment trains: it stops there, status 143,
+    the message names what is kept; the later experiment does not start; the next run finishes both."""
+    cmd = _terminal_cmd(["reproduce", *SMOKE, "--only", "mnist1d,capacity", "--root", "r", "--jobs", "1",
+                         "--config.eval_every=200"])
+    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sent = _stop_when_training(p, signal.SIGTERM)
+    _, err = p.communicate()
+    started = (d / "r" / "capacity-smoke").exists()
+    again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
+    ok = (sent and p.returncode == 143 and "reproduce stopped at experiment 1 of 2" in err and not started
+          and "Traceback" not in err + again.stderr and again.returncode in (0, 1))
+    return ("clean" if ok else "wrong"), (f"rc {p.returncode}, the next experiment started: {started}, then rc "
+                                          f"{again.returncode}: {err.strip()[-100:]}")
+
+
+def ctrl_c_rows_in_order(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
+    """Ctrl-C while the second model trains, checkpoints off, then the same command: the metrics rows in the
+    order of an uninterrupted run (the first model, trained again, came after the second)."""
+    argv = ["run", "mnist1d", *SMOKE, "--config.models=('mlp','cnn')", "--config.steps=400"]
+    ref = subprocess.run(_terminal_cmd([*argv, "--workdir", "ref"]), cwd=d, env=env, capture_output=True, text=True)
+    m = d / "wd" / "metrics.jsonl"
+
+    def cnn_started() -> bool:
+        return m.exists() and '"run": "cnn"' in m.read_text()
+
+    p = subprocess.Popen(_terminal_cmd([*argv, "--workdir", "wd"]), cwd=d, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    sent = _stop_when_training(p, signal.SIGINT, cnn_started)
+    _, err = p.communicate()
+    again = subprocess.run(_terminal_cmd([*argv, "--workdir", "wd"]), cwd=d, env=env, capture_output=True, text=True)
+
+    def order(wd: str) -> list[tuple[str, int]]:
+        return [(r["run"], r["step"]) for r in map(json.loads, (d / wd / "metrics.jsonl").read_text().splitlines())]
+
+    ok = (ref.returncode in (0, 1) and sent and p.returncode == 130 and again.returncode in (0, 1)
+          and order("wd") == order("ref") and "Traceback" not in err + again.stderr)
+    same = order("wd") == order("ref")
+    return ("clean" if ok else "wrong"), f"rc {p.returncode}, then rc {again.returncode}, rows in order: {same}"
+
+
 def classify(case: Case, out: subprocess.CompletedProcess, d: pathlib.Path) -> tuple[str, str]:
     text = out.stdout + out.stderr
     if "Traceback" in out.stderr:
@@ -484,6 +608,9 @@ def classify(case: Case, out: subprocess.CompletedProcess, d: pathlib.Path) -> t
     missing = [w for w in case.words if w not in text]
     if missing:
         return "wrong", f"rc {out.returncode}, message lacks {missing}: {out.stderr.strip()[-150:]}"
+    stray = [w for w in case.forbid if w in text]
+    if stray:
+        return "wrong", f"rc {out.returncode}, the output has {stray}: {out.stderr.strip()[-150:]}"
     why = case.check(d) if case.check else None
     if why:
         return "wrong", why
@@ -502,7 +629,11 @@ def main() -> int:
     extra = [("concurrent run", concurrent_runs),
              ("concurrent run with checkpoints", lambda d, env: concurrent_runs(d, env, ("--checkpoint-every", "500"))),
              ("SIGTERM mid-run", sigterm_run), ("second Ctrl-C", second_ctrl_c),
-             ("resume with a cut metrics.jsonl", resume_with_cut_metrics)]
+             ("resume with a cut metrics.jsonl", resume_with_cut_metrics),
+             ("SIGTERM in the last chunk", stop_in_last_chunk(signal.SIGTERM)),
+             ("Ctrl-C in the last chunk", stop_in_last_chunk(signal.SIGINT)),
+             ("SIGTERM to reproduce", sigterm_reproduce),
+             ("Ctrl-C without checkpoints, rows in order", ctrl_c_rows_in_order)]
     for i, case in enumerate([*CASES, *extra]):
         name = case.name if isinstance(case, Case) else case[0]
         if args.only not in name:
@@ -520,6 +651,7 @@ def main() -> int:
                     case.setup(d)
                 argv = case.argv(d) if callable(case.argv) else case.argv
                 env.update({k: str(d / v) for k, v in case.env.items()})
+                env.update(case.plain_env)
                 verdict, detail = classify(case, nnbasics(argv, d, env), d)
             else:
                 verdict, detail = case[1](d, env)

@@ -39,7 +39,7 @@ def test_a_workdir_is_a_run_directory_and_anything_else_is_refused_naming_what_l
         metrics = None
         checkpoint_dir = None
 
-    with pytest.raises(TypeError, match="a Half lacks checkpoint_every, interrupt_dir, record_fit"):
+    with pytest.raises(TypeError, match="a Half lacks checkpoint_every, interrupt_dir, finished_fits, record_fit"):
         fit(_model(), load_dataset("digits"), TC, workdir=Half())
     res = fit(_model(), load_dataset("digits"), TC, workdir=wd, tag="m")
     assert wd.fits == [{"tag": "m", "steps": 30, "members": 1, "seconds": round(res.seconds, 3),

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -94,7 +95,8 @@ def test_every_checkpoint_damaged_starts_from_scratch(tmp_path):
 def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run"):
+    with pytest.raises(WorkdirUnusable, match="cannot create the directory .*a_file/run for the run: .*a_file is a file, "
+                                              "not a directory"):
         ensure_writable(blocker / "run")
     from nnbasics.runs.experiment import run_experiment
 
@@ -104,7 +106,8 @@ def test_unwritable_workdir_is_refused_before_anything_runs(tmp_path):
                           str(blocker / "run")], cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
     assert out.returncode == 2
-    assert "nnbasics: error: cannot create the directory" in out.stderr and "Traceback" not in out.stderr
+    assert "nnbasics: error: cannot create the directory" in out.stderr and "is a file, not a directory" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_full_disk_is_refused_and_nothing_written_is_lost(tmp_path, monkeypatch):
@@ -254,3 +257,130 @@ def test_set_aside_damaged_entries_moves_only_what_does_not_decompress(tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[:2] == ["jit_f-aaa-cache", "jit_f-bbb-cache.corrupt-" + names[1].split(".corrupt-")[1]]
     assert (tmp_path / "jit_g-ccc-cache").exists() and set_aside_damaged_entries(tmp_path, "jit_f") == []
+
+
+@pytest.mark.parametrize("setting", ["ignore", "error"])
+def test_own_warnings_show_whatever_pythonwarnings_says(tmp_path, setting):
+    """PYTHONWARNINGS=ignore (a common setting) hid the warning that a damaged cache was set aside and
+    rebuilt; =error turned it into a traceback. The project's own warnings show as one line each."""
+    load_dataset("mnist1d")  # the user's cache holds an intact copy (written now if it did not)
+    src = next((pathlib.Path(os.environ.get("NNBASICS_CACHE") or pathlib.Path.home() / ".cache" / "nnbasics")
+                ).glob("mnist1d_*.npz"))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / src.name).write_bytes(src.read_bytes()[:1000])  # cut short
+    out = subprocess.run([sys.executable, "-m", "nnbasics.cli", "config", "mnist1d", "--smoke"], cwd=ROOT,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu", "NNBASICS_CACHE": str(cache),
+                              "PYTHONWARNINGS": setting}, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert out.stderr.count("nnbasics: warning: the cached data file") == 1 and src.name in out.stderr
+
+
+def test_orbax_log_lines_come_as_one_warning_not_error_absl(tmp_path, caplog):
+    """A damaged _CHECKPOINT_METADATA (with the file list gone, as after a kill just after Orbax finished):
+    Orbax logged `ERROR:absl:Failed to json parse Metadata file ...` on stderr before nnbasics's own lines.
+    It comes as a CorruptCheckpointWarning naming the directory, and nothing reaches the absl log."""
+    import logging
+
+    first = _fit(tmp_path)
+    step_dir = tmp_path / "m" / "30"
+    (step_dir / "nnbasics_files.json").unlink()
+    (step_dir / "_CHECKPOINT_METADATA").write_text("{garbage")
+    with caplog.at_level(logging.INFO), pytest.warns(CorruptCheckpointWarning, match="Orbax reported.*_CHECKPOINT_METADATA"):
+        again = _fit(tmp_path)
+    assert not [r for r in caplog.records if r.name == "absl" and r.levelno >= logging.WARNING]
+    for a, b in zip(_leaves(first), _leaves(again)):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("make", ["loop", "pair", "dangling", "under a loop"])
+def test_workdir_that_is_a_broken_symlink_is_one_line_naming_the_link(tmp_path, capsys, make):
+    """A --workdir that is a symlink loop or a dangling link said "File exists" (mkdir's words)."""
+    from nnbasics.cli import main
+
+    if make in ("loop", "under a loop"):
+        (tmp_path / "wd").symlink_to(tmp_path / "wd")
+    elif make == "pair":
+        (tmp_path / "wd").symlink_to(tmp_path / "other")
+        (tmp_path / "other").symlink_to(tmp_path / "wd")
+    else:
+        (tmp_path / "wd").symlink_to(tmp_path / "nowhere")
+    wd = tmp_path / "wd" / "sub" if make == "under a loop" else tmp_path / "wd"
+    assert main(["--quiet", "run", "momentum", "--smoke", "--workdir", str(wd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "File exists" not in err, err
+    assert f"{tmp_path / 'wd'} is a symbolic link" in err
+    assert ("which does not exist" if make == "dangling" else "loops") in err
+    assert not (tmp_path / "nowhere").exists()
+
+
+def _blobs_ns(**arrays):
+    import types
+
+    d = _data()
+    return types.SimpleNamespace(**{**dict(x_train=d.x_train, y_train=d.y_train, x_test=d.x_test, y_test=d.y_test),
+                                    **arrays})
+
+
+_BX, _BY = _data().x_train, _data().y_train
+_TX, _TY = _data().x_test, _data().y_test
+
+
+@pytest.mark.parametrize("model, data, loss, match", [
+    # a model of zero (or, for a classifier, one) classes: was "ZeroDivisionError: 'float division by zero'"
+    (dict(name="mlp", num_classes=0), {}, "cross_entropy",
+     r"the model has num_classes=0, but the cross_entropy loss needs one output per class to tell apart: num_classes "
+     r"must be at least 2, and more than the largest label \(2\): 3 or more"),
+    (dict(name="mlp", num_classes=1), {}, "cross_entropy", r"num_classes=1, .*must be at least 2"),
+    (dict(name="mlp", num_classes=0), dict(y_train=_BX, y_test=_TX), "mse",
+     r"the model has num_classes=0: it gives no outputs to train; num_classes must be 1 or more"),
+    # shapes: were errors from inside Flax or JAX naming no input
+    (dict(name="mlp", num_classes=3), dict(x_test=_TX[:, :1]), "cross_entropy",
+     r"x_test has shape \(20, 1\): examples of shape \(1,\), but x_train's are \(2,\); .*give x_test of shape \(20, 2\)"),
+    (dict(name="mlp", num_classes=3), dict(x_test=_TX[:, :, None]), "cross_entropy", r"x_test has shape \(20, 2, 1\)"),
+    (dict(name="mlp", num_classes=3), dict(y_test=_TY[:, None]), "cross_entropy",
+     r"y_test has shape \(20, 1\), but y_train has \(100,\): .*give y_test of shape \(20,\)"),
+    (dict(name="mlp", num_classes=3), dict(x_train=_BX[:, 0]), "cross_entropy",
+     r"x_train has shape \(100,\), one number per example; .*x_train\[:, None\], shape \(100, 1\)"),
+    (dict(name="mlp", num_classes=3), dict(y_train=_BY[:, None], y_test=_TY[:, None]), "cross_entropy",
+     r"y_train, which has shape \(100, 1\).*give y_train of shape \(100,\)"),
+    (dict(name="linear_regression", num_classes=1), dict(y_train=_BX, y_test=_TX), "mse",
+     r"y_train has shape \(100, 2\), 2 target value\(s\) per example, but the model's output on one example has shape "
+     r"\(1, 1\), 1 value\(s\); .*give y_train of shape \(100, 1\) or a model with 2 output\(s\)"),
+])
+def test_fit_names_the_input_and_the_valid_shape_or_range(model, data, loss, match, monkeypatch):
+    from nnbasics.config import ConfigError
+    from nnbasics.engine import loop
+
+    monkeypatch.setattr(loop, "_programs", lambda *a, **k: pytest.fail("compiled before refusing"))
+    with pytest.raises(ConfigError, match=match):
+        fit(get_model(**model), _blobs_ns(**data), TrainConfig(steps=5, batch_size=10, loss=loss))
+
+
+@pytest.mark.parametrize("name, kw", [("blobs", dict(centers=0)), ("spirals", dict(arms=0)), ("blobs", dict(centers=1.5))])
+def test_toy_sets_refuse_a_class_count_below_two(name, kw):
+    with pytest.raises(ValueError, match=f"{next(iter(kw))} must be a whole number of at least 2"):
+        load_dataset(name, **kw)
+
+
+def test_regression_targets_that_match_the_outputs_still_train():
+    d = _blobs_ns(y_train=_BX, y_test=_TX)
+    res = fit(get_model("linear_regression", num_classes=2), d, TrainConfig(steps=4, batch_size=10, eval_every=2,
+                                                                          loss="mse"))
+    assert np.isfinite(res.history[-1]["train_loss"]).all()
+    one = _blobs_ns(y_train=_BX[:, 0], y_test=_TX[:, 0])  # one target per example, as a vector: one output
+    fit(get_model("linear_regression", num_classes=0), one, TrainConfig(steps=4, batch_size=10, eval_every=2, loss="mse"))
+
+
+@pytest.mark.parametrize("under", [False, True])
+def test_workdir_that_is_a_file_says_so(tmp_path, capsys, under):
+    """A --workdir that is a file (or lies under one) said "File exists" or "Not a directory" (mkdir's words)."""
+    from nnbasics.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    wd = tmp_path / "afile" / "sub" if under else tmp_path / "afile"
+    assert main(["--quiet", "run", "momentum", "--smoke", "--workdir", str(wd)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"{tmp_path / 'afile'} is a file, not a directory; choose another --workdir / --root"), err
+    assert (tmp_path / "afile").read_text() == "x"

@@ -111,7 +111,7 @@ def read_npz_cache(path: pathlib.Path, shapes: dict[str, tuple[int | None, ...]]
     if not path.exists():
         return None
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:  # our handle: closed also when np.load fails
             arrays = {k: f[k] for k in shapes}
         sizes: dict[str, int] = {}
         for k, want in shapes.items():

@@ -42,11 +42,18 @@ def logic_gates(gate: str = "and") -> ArrayDataset:
     return ArrayDataset(f"logic_{gate}", x, y, x.copy(), y.copy(), num_classes=2)
 
 
+def _check_classes(name: str, value: object, what: str) -> None:
+    """A count of classes must be a whole number of at least 2 (numpy said "high <= 0" for 0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 2:
+        raise ValueError(f"{name} must be a whole number of at least 2 ({what}), got {value!r}")
+
+
 @register("blobs", input_shape=(2,))
 def blobs(
     n_train: int = 500, n_test: int = 500, centers: int = 3, std: float = 1.0, seed: int = 0
 ) -> ArrayDataset:
     """Isotropic Gaussian clusters in 2-D, one class per cluster (centres in [-5, 5]^2)."""
+    _check_classes("centers", centers, "one class per cluster")
     rng = _rng(seed)
     mu = rng.uniform(-5, 5, size=(centers, 2))
 
@@ -65,6 +72,7 @@ def spirals(
     n_train: int = 1000, n_test: int = 1000, arms: int = 2, turns: float = 1.5, noise: float = 0.05, seed: int = 0
 ) -> ArrayDataset:
     """Interleaved spirals in 2-D (one class per arm): not linearly separable."""
+    _check_classes("arms", arms, "one class per arm")
     rng = _rng(seed)
 
     def draw(n):

@@ -13,11 +13,12 @@ checkpoint whose file list was never written (a kill right after Orbax finished)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import pathlib
 import time
 import warnings
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -117,7 +118,8 @@ class Checkpointer:
 
     def _open(self) -> Any:
         options = self.ocp.CheckpointManagerOptions(max_to_keep=self.keep, create=True)
-        return self.ocp.CheckpointManager(self.directory, options=options)
+        with _orbax_logs_as_warnings(self.directory):  # opening reads every step's metadata
+            return self.ocp.CheckpointManager(self.directory, options=options)
 
     def save(self, state: Any, history: list[dict[str, Any]]) -> None:
         step = int(_host(state.step).reshape(-1)[0])
@@ -144,7 +146,13 @@ class Checkpointer:
         A checkpoint that cannot be read, or whose state does not match its digest, is moved
         aside (to `<step>.corrupt-<time>`) with a CorruptCheckpointWarning and the previous one is
         tried. A checkpoint of a different run raises CheckpointMismatch: that is a user error,
-        not damage, and falling back would silently train something else."""
+        not damage, and falling back would silently train something else. What Orbax logs while
+        reading (say `ERROR:absl:Failed to json parse Metadata file`, a part it goes on without) comes
+        as a CorruptCheckpointWarning naming the directory, not as a stray log line."""
+        with _orbax_logs_as_warnings(self.directory):
+            return self._restore(template_state)
+
+    def _restore(self, template_state: Any) -> tuple[Any, list[dict[str, Any]]] | None:
         for step in sorted(self.manager.all_steps(), reverse=True):
             problem = file_list_problem(self.directory / str(step))
             if problem:
@@ -204,6 +212,32 @@ class Checkpointer:
 
     def close(self) -> None:
         self.manager.close()
+
+
+@contextlib.contextmanager
+def _orbax_logs_as_warnings(directory: pathlib.Path) -> Iterator[None]:
+    """Orbax's warnings and errors (absl's logger) within the block become one CorruptCheckpointWarning
+    each, naming `directory`, after it: the user sees nnbasics's one-line warnings, not `ERROR:absl:...`."""
+    import logging
+
+    logger, records = logging.getLogger("absl"), []
+
+    class _Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep, propagate = _Keep(logging.WARNING), logger.propagate
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(keep)
+        logger.propagate = propagate
+        for r in records:
+            msg = " ".join(r.getMessage().split())
+            warnings.warn(f"checkpoints in {directory}: Orbax reported while reading them: "
+                          f"{msg[:300]}{'...' if len(msg) > 300 else ''}", CorruptCheckpointWarning, stacklevel=4)
 
 
 def _jsonable(obj: Any) -> Any:

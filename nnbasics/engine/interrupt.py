@@ -75,6 +75,10 @@ def listening(flag: InterruptFlag | None) -> Iterator[None]:
         yield
         return
     flag.listening += 1
+    mark = os.environ.get("NNBASICS_LISTENING_FILE")  # for tests and wrappers: touched when a loop listens
+    if mark and flag.installed:
+        with open(mark, "a"):
+            pass
     try:
         yield
     finally:

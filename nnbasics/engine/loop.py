@@ -138,7 +138,7 @@ def validate_train_config(tc: TrainConfig, num_train: int | None = None, *, data
     for m in specs:
         if not isinstance(m.get("model", {}), Mapping):
             raise ValueError(f"a member's 'model' must map call arguments to values, got {m['model']!r}")
-    if arrays and model is not None and loss.classifies:
+    if arrays and model is not None and (loss.classifies or loss_key(tc.loss) == "mse"):
         _check_classes(model, data, tc)
 
 
@@ -172,6 +172,20 @@ def check_data(data: Any, tc: TrainConfig, model: nn.Module | None = None) -> No
         if len(x) == 0 and split == "train":
             raise ValueError(f"the training set is empty (x_train has 0 examples); give at least batch_size="
                              f"{_short(tc.batch_size)} examples")
+        if x.ndim < 2:
+            raise ValueError(f"x_{split} has shape {x.shape}, one number per example; the model takes arrays of shape "
+                             f"(examples, features...): for one feature give x_{split}[:, None], shape ({len(x)}, 1)")
+        if split == "test":
+            x_train, y_train = _host(data.x_train), _host(data.y_train)
+            if x.shape[1:] != x_train.shape[1:]:
+                raise ValueError(f"x_test has shape {x.shape}: examples of shape {x.shape[1:]}, but x_train's are "
+                                 f"{x_train.shape[1:]}; the model takes one input shape: give x_test of shape "
+                                 f"({len(x)}, {', '.join(map(str, x_train.shape[1:]))})")
+            if y.shape[1:] != y_train.shape[1:]:
+                want = f"({len(y)}{''.join(f', {d}' for d in y_train.shape[1:])}{',' if y_train.ndim == 1 else ''})"
+                raise ValueError(f"y_test has shape {y.shape}, but y_train has {y_train.shape}: a label (or target) of "
+                                 f"shape {y_train.shape[1:] or '()'} per example, as y_train's; give y_test of shape "
+                                 f"{want}")
         for name, a in ((f"x_{split}", x), (f"y_{split}", y)):
             if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
                 raise ValueError(f"{name} must hold numbers, got dtype {a.dtype}")
@@ -201,6 +215,17 @@ def _check_classes(model: nn.Module, data: Any, tc: TrainConfig) -> None:
     """The model's output on one example (traced with jax.eval_shape: no compile, no numbers) must be
     (1, ..., num_classes), the labels' shape per example plus a class axis, and the labels < num_classes."""
     x, ys = _host(data.x_train), [_host(data.y_train), _host(data.y_test)]
+    classify = get_loss(tc.loss).classifies
+    k = getattr(model, "num_classes", None)  # checked before tracing: a model of 0 outputs fails inside its init
+    if isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k < 1 + classify:
+        if classify:
+            top = max((int(y.max()) for y in ys if y.size), default=None)
+            need = f"at least 2, and more than the largest label ({top}): {max(2, top + 1)} or more" if top is not None \
+                else "at least 2"
+            raise ValueError(f"the model has num_classes={k}, but the {loss_key(tc.loss)} loss needs one output per class to "
+                             f"tell apart: num_classes must be {need}")
+        raise ValueError(f"the model has num_classes={k}: it gives no outputs to train; num_classes must be 1 or more "
+                         "(the outputs per example the targets are compared with)")
     args = member_specs(tc)[0].get("model", {})
     sample = jax.ShapeDtypeStruct((1, *x.shape[1:]), jnp.float32)
 
@@ -215,11 +240,24 @@ def _check_classes(model: nn.Module, data: Any, tc: TrainConfig) -> None:
         raise ValueError(f"the model cannot take x_train's examples of shape {tuple(x.shape[1:])}: "
                          f"{type(e).__name__}: {_short(str(e), 300)}") from None
     shape = tuple(getattr(out, "shape", ()))
+    if not classify:  # mse: the targets of an example are compared element by element with its outputs
+        per = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) >= 1 else 0
+        if per != int(np.prod(ys[0].shape[1:], dtype=np.int64)):
+            raise ValueError(f"y_train has shape {ys[0].shape}, {int(np.prod(ys[0].shape[1:]))} target value(s) per "
+                             f"example, but the model's output on one example has shape {shape}, {per} value(s); the "
+                             f"{loss_key(tc.loss)} loss compares them one to one: give y_train of shape "
+                             f"({len(ys[0])}{''.join(f', {d}' for d in shape[1:])}) or a model with "
+                             f"{int(np.prod(ys[0].shape[1:]))} output(s)")
+        return
     want = (1, *ys[0].shape[1:])
     if len(shape) < 2 or shape[:-1] != want or shape[-1] < 1:
+        hint = ""
+        if len(shape) >= 2 and shape[:-1] == (1,) and ys[0].ndim > 1:  # one label per example, given as a column
+            hint = (f"; for one class label per example give y_train of shape ({len(ys[0])},) (y_train.reshape(-1)), "
+                    f"and y_test of shape ({len(ys[1])},)")
         raise ValueError(f"the model's output on one example has shape {shape}, but the {loss_key(tc.loss)} loss needs "
-                         f"{(*want, 'num_classes')} (one logit per class for each label of y_train, shape "
-                         f"{tuple(ys[0].shape[1:]) or 'a scalar'} per example)")
+                         f"{(*want, 'num_classes')} (one logit per class for each label of y_train, which has shape "
+                         f"{ys[0].shape}: {tuple(ys[0].shape[1:]) or 'a scalar'} per example){hint}")
     classes = shape[-1]
     for split, y in zip(("train", "test"), ys):
         if y.size and y.max() >= classes:
@@ -524,12 +562,13 @@ def _evaluation_row(run: _Run, step: int, tag: str | None, metrics: dict[str, np
 
 def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any, tag: str | None) -> Any:
     """An Orbax checkpointer under directory/tag whose fingerprint refuses another run's checkpoints."""
-    from nnbasics.engine.checkpoint import Checkpointer
-    from nnbasics.files import ensure_writable
+    return _checkpointer_for(_fingerprint(run, model, state, tag), state, directory, tag, run.tc.keep_checkpoints)
 
+
+def _fingerprint(run: _Run, model: nn.Module, state: TrainState, tag: str | None) -> dict[str, Any]:
     tc = run.tc
     x_shape = [1, *run.data.example_shape] if run.streaming else list(np.shape(run.data.x_train))
-    fp = {
+    return {
         "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
         "members": [member_summary(m) for m in run.members],
         "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
@@ -537,11 +576,43 @@ def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any
         "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
         "param_shapes": jax.tree.map(lambda a: list(a.shape), state.params),
     }
+
+
+def _checkpointer_for(fp: dict[str, Any], state: TrainState, directory: Any, tag: str | None, keep: int) -> Any:
+    from nnbasics.engine.checkpoint import Checkpointer
+    from nnbasics.files import ensure_writable
+
     state_bytes = sum(int(np.prod(np.shape(a))) * np.dtype(a.dtype).itemsize for a in jax.tree.leaves(state)
                       if hasattr(a, "dtype") and not jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key))
     path = os.path.join(str(directory), tag or "run")
-    ensure_writable(path, need_bytes=(int(tc.keep_checkpoints) + 1) * state_bytes, what="the checkpoints")
-    return Checkpointer(path, fp, tc.keep_checkpoints)
+    ensure_writable(path, need_bytes=(int(keep) + 1) * state_bytes, what="the checkpoints")
+    return Checkpointer(path, fp, keep)
+
+
+def _keep_for_a_stop(workdir: Any, run: _Run, model: nn.Module, result: TrainResult, tag: str | None) -> None:
+    """Remember a training run that finished without a checkpoint (checkpoints off), so that a stop signal
+    later in the experiment checkpoints it too (`checkpoint_finished_runs`) and the next run restores it instead
+    of training it again. The result is held by a weak reference: no memory the experiment let go of."""
+    import weakref
+
+    if workdir is not None and workdir.interrupt_dir:
+        workdir.finished_fits.append((weakref.ref(result), _fingerprint(run, model, result.state, tag), tag,
+                                      int(run.tc.keep_checkpoints)))
+
+
+def checkpoint_finished_runs(workdir: Any) -> None:
+    """On a stop signal (or a Ctrl-C between training runs): a checkpoint at its end for each finished run
+    `_keep_for_a_stop` remembered in `workdir`, so the next run restores them instead of training them again."""
+    kept = workdir.finished_fits if workdir is not None else []
+    for ref, fp, tag, keep in kept:
+        result = ref()
+        if result is not None:
+            ckpt = _checkpointer_for(fp, result.state, workdir.interrupt_dir, tag, keep)
+            try:
+                ckpt.save(result.state, result.history)
+            finally:
+                ckpt.close()
+    kept.clear()
 
 
 def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: Any, tag: str | None = None,
@@ -605,17 +676,25 @@ def fit(model: nn.Module, data: Any, tc: TrainConfig, *, workdir: Any = None, ta
     interrupt_dir = checkpoint_dir or (workdir.interrupt_dir if workdir is not None else None)
     if interrupt is None and interrupt_dir is not None and jax.process_count() == 1:
         interrupt = active()  # the command line's stop-signal handler, where one is installed
+    interrupt = interrupt or InterruptFlag()
     with listening(interrupt):
-        result = _train(model, data, tc, tag, metrics_writer, checkpoint_dir, interrupt_dir, mesh, eval_fns,
-                        train_step or default_train_step, interrupt or InterruptFlag())
+        result = _train(model, data, tc, tag, workdir, metrics_writer, checkpoint_dir, interrupt_dir, mesh, eval_fns,
+                        train_step or default_train_step, interrupt)
+        if interrupt.requested:  # came after training's last check (closing its checkpoints): still a stop
+            checkpoint_finished_runs(workdir)  # this run too, when checkpoints are off
+            raise TrainingInterrupted(
+                f"{tag + ': ' if tag else ''}stopped as its training finished (step {int(tc.steps)}); what "
+                "finished is kept. Run the same command again to continue from there.", int(tc.steps), None,
+                interrupt.signum)
     if workdir is not None:  # the experiment's timing table: where its time went
         workdir.record_fit(tag, steps=result.steps_trained, members=len(result.members), seconds=result.seconds,
                            compile_seconds=result.compile_seconds)
     return result
 
 
-def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, metrics_writer: Any, checkpoint_dir: Any,
-           interrupt_dir: Any, mesh: Any, eval_fns: Any, train_step: Callable, interrupt: InterruptFlag) -> TrainResult:
+def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, workdir: Any, metrics_writer: Any,
+           checkpoint_dir: Any, interrupt_dir: Any, mesh: Any, eval_fns: Any, train_step: Callable,
+           interrupt: InterruptFlag) -> TrainResult:
     """The loop of `fit`: initialise (or resume), then per chunk of `eval_every` steps: the compiled,
     vmapped steps, a check for NaN, the evaluation and its metrics row, a checkpoint when due, and a
     stop when a stop signal asked for one. How a chunk runs fast on a CPU (a compiled loop of
@@ -651,17 +730,26 @@ def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, metric
                 ckpt.save(state, history)
                 last_saved = step
             bar.update(length)
-            if interrupt.requested and step < total:
+            if interrupt.requested:  # also after the last chunk: the request is kept, never dropped
+                break
+        if interrupt.requested:  # (a run restored at its end with a request pending stops here too)
+            if checkpoint_dir is None:  # the runs that finished before this one, not trained again next time
+                checkpoint_finished_runs(workdir)
+            if ckpt is None or last_saved != step:
                 ckpt = ckpt or _checkpointer(run, model, state, interrupt_dir, tag)
                 ckpt.save(state, history)
-                raise TrainingInterrupted(
-                    f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}; checkpoint written to "
-                    f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory),
-                    interrupt.signum)
+            raise TrainingInterrupted(
+                f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}"
+                f"{' (its training had just finished)' if step == total else ''}; checkpoint written to "
+                f"{ckpt.directory}. Run the same command again to continue from there.", step, str(ckpt.directory),
+                interrupt.signum)
     finally:
         bar.close()
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    return TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
-                       compile_seconds, first_chunk if total > first else 0.0, steps_trained=total - first)
+    result = TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
+                         compile_seconds, first_chunk if total > first else 0.0, steps_trained=total - first)
+    if checkpoint_dir is None and interrupt.installed:  # checkpoints off: kept for a stop signal later on
+        _keep_for_a_stop(workdir, run, model, result, tag)
+    return result

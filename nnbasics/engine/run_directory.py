@@ -28,6 +28,10 @@ class RunDirectory(Protocol):
     checkpoint_dir: str | os.PathLike | None
     checkpoint_every: int
     interrupt_dir: str | os.PathLike | None
+    # training runs that finished without a checkpoint (checkpoints off), which a later stop signal
+    # checkpoints so that the next run restores them (`nnbasics.engine.loop.checkpoint_finished_runs`);
+    # start with an empty list
+    finished_fits: list[Any]
 
     def record_fit(self, tag: str | None, *, steps: int, members: int, seconds: float,
                    compile_seconds: float) -> None: ...
@@ -37,7 +41,7 @@ def check_run_directory(workdir: Any) -> RunDirectory | None:
     """`workdir` if it provides what `fit` needs, else a TypeError naming the missing members."""
     if workdir is None or isinstance(workdir, RunDirectory):
         return workdir
-    need = ("metrics", "checkpoint_dir", "checkpoint_every", "interrupt_dir", "record_fit")
+    need = ("metrics", "checkpoint_dir", "checkpoint_every", "interrupt_dir", "finished_fits", "record_fit")
     missing = [m for m in need if m not in dir(workdir)]
     raise TypeError(f"fit's workdir must be a nnbasics.runs.workdir.Workdir or provide {', '.join(need)} "
                     f"(nnbasics.engine.run_directory.RunDirectory); a {type(workdir).__name__} lacks "

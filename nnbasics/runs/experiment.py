@@ -279,6 +279,11 @@ def _run_locked(name: str, mod: ModuleType, cfg: ml_collections.ConfigDict, cfg_
     t0, c0, started = time.perf_counter(), time.process_time(), time.time()  # process time: every thread's CPU s
     try:
         claims = mod.run(cfg, wd)
+    except KeyboardInterrupt:  # Ctrl-C between training runs: those that finished without a checkpoint get one
+        from nnbasics.engine.loop import checkpoint_finished_runs
+
+        checkpoint_finished_runs(wd)
+        raise
     except FileNotFoundError as e:  # a tfds set not prepared: name the config key where this experiment has one
         if "data_dir" in cfg and type(e).__name__ in ("DatasetNotPrepared", "DatasetDamaged"):
             raise type(e)(f"{e} With this experiment: --config.data_dir=DIR.") from None
@@ -499,15 +504,7 @@ def reproduce(
     > 1 the experiments run side by side in that many worker processes, each on its share of the
     cores (`nnbasics.runs.jobs`), and this process collects their workdirs."""
     all_names = experiment_names()
-    names = [n for n in all_names if experiment(n).reproduce]
-    if only is not None:
-        only = [o for o in only if o]
-        if not only:  # `--only ,` or `--only ""`: not "everything" (hours of work) by accident
-            raise config_lib.ConfigError("--only names no experiment; give comma-separated names (see `nnbasics list`)")
-        for o in only:
-            if o not in all_names:
-                raise UnknownNameError(unknown_name_message("experiment", o, all_names))
-        names = [n for n in all_names if n in only]
+    names = _selected(only, all_names)
     for n in names:  # every config (overrides, seeds) is checked before anything runs
         get_config(n, preset, overrides, seed_offset)
     root = pathlib.Path(root)
@@ -516,6 +513,8 @@ def reproduce(
 
     estimate.announce(estimate.plan_lines(names, preset, estimate.backend()))
     ran = set()
+    from nnbasics.engine.interrupt import TrainingInterrupted
+
     if int(jobs) > 1:
         from nnbasics.runs import jobs as jobs_lib
 
@@ -533,6 +532,14 @@ def reproduce(
             with quieted(collected), (contextlib.nullcontext() if collected else graceful_interrupt("training")):
                 res = run_experiment(name, preset, overrides, workdir=wd, force=force and name not in ran,
                                      replace_changed=True, seed_offset=seed_offset)
+        except TrainingInterrupted as e:  # a stop signal: this experiment checkpointed, the others do not start
+            done = [r["experiment"] for r in results]
+            kept = (f"the {len(done)} experiment(s) that finished ({', '.join(done)}) are kept in their work "
+                    f"directories under {root}" if done else "no experiment had finished yet")
+            said = str(e).replace(" Run the same command again to continue from there.", "")
+            raise TrainingInterrupted(f"{name}: {said} reproduce stopped at experiment {i + 1} of {len(names)}; {kept}. "
+                                      "Run the same command again to continue (finished experiments are reused)",
+                                      e.step, e.directory, e.signum) from None
         except (KeyboardInterrupt, UnknownNameError, config_lib.ConfigError, WorkdirConflict,
                 workdir_lib.WorkdirUnusable, workdir_lib.WorkdirBusy):
             raise
@@ -555,6 +562,19 @@ def reproduce(
     results, dirs = _merge_earlier(root, results, dirs, seed_offset, all_names, preset)
     path = write_reports(root, results, dirs, seed_offset)
     return results, path
+
+
+def _selected(only: Iterable[str] | None, all_names: list[str]) -> list[str]:
+    """The experiments `reproduce` runs: `only` these (checked), else every one it reproduces."""
+    if only is None:
+        return [n for n in all_names if experiment(n).reproduce]
+    only = [o for o in only if o]
+    if not only:  # `--only ,` or `--only ""`: not "everything" (hours of work) by accident
+        raise config_lib.ConfigError("--only names no experiment; give comma-separated names (see `nnbasics list`)")
+    for o in only:
+        if o not in all_names:
+            raise UnknownNameError(unknown_name_message("experiment", o, all_names))
+    return [n for n in all_names if n in only]
 
 
 def _finished_same_config(name: str, preset: str, overrides: Iterable[str], seed_offset: int,

@@ -110,15 +110,16 @@ class MetricsWriter:
     def restore(self, run: str | None, history: list[dict[str, Any]]) -> int:
         """Make the rows of `run` exactly `history` (the rows a checkpoint holds), atomically: rows
         written after the checkpoint are dropped (they are recomputed), rows lost from a damaged file
-        are written again, where the run's rows were. Returns how many rows were rebuilt."""
+        are written again. The run's rows move after every other training run's, so a resumed
+        experiment's file lists its runs in the order it trains them, as an uninterrupted one does,
+        also when a run that had finished without a checkpoint is trained again. Returns how many
+        rows were rebuilt."""
         rows = read_metrics(self.path)
-        mine = [i for i, r in enumerate(rows) if r.get("run") == run and "step" in r]
-        at = mine[0] if mine else len(rows)
-        others = [r for i, r in enumerate(rows) if i not in set(mine)]
+        mine = {i for i, r in enumerate(rows) if r.get("run") == run and "step" in r}
+        others = [r for i, r in enumerate(rows) if i not in mine]
         kept = {json.dumps(rows[i], sort_keys=True) for i in mine}
         rebuilt = sum(json.dumps(json.loads(to_json(h, indent=None)), sort_keys=True) not in kept for h in history)
-        at = sum(1 for i in range(at) if i not in set(mine))
-        new = others[:at] + [json.loads(to_json(h, indent=None)) for h in history] + others[at:]
+        new = others + [json.loads(to_json(h, indent=None)) for h in history]
         text = "".join(to_json(r, indent=None) + "\n" for r in new)
         if not self.path.exists() or self.path.read_text(encoding="utf-8") != text:
             atomic_write_text(self.path, text)
@@ -213,6 +214,8 @@ class Workdir:
         self.interrupt_dir = self.path / "checkpoints"
         self.figures: list[str] = []
         self.fits: list[dict[str, Any]] = []  # one entry per `fit` call: steps, members, seconds, compile seconds
+        # training runs that finished without a checkpoint, checkpointed by `fit` if a stop signal comes later
+        self.finished_fits: list[Any] = []
 
     def record_fit(self, tag: str | None, *, steps: int, members: int, seconds: float, compile_seconds: float) -> None:
         self.fits.append({"tag": tag, "steps": int(steps), "members": int(members), "seconds": round(seconds, 3),
