@@ -2,7 +2,8 @@
 
 An experiment is a module `experiments/NAME.py` with
 - `get_config(preset: str = "full") -> ConfigDict` (presets: "full", "quick", "smoke"; smoke is
-  a seconds-long version for the test suite),
+  a seconds-long version for the test suite; "paper" is the paper's own scale, for an accelerator,
+  where an experiment has one: an experiment without a paper scale returns its full config for it),
 - `run(config, workdir) -> list[claim dict]` (see `nnbasics.runs.claims.claim`),
 - optionally `SWEEPS = {"name": [ {dotted key: value}, ... ]}`, `validate(config)`, `TOPIC`, `ORDER`.
 This module imports `experiments` by name at run time only; the library itself never depends
@@ -36,7 +37,7 @@ from nnbasics.runs import workdir as workdir_lib
 from nnbasics.runs.workdir import default_workdir
 from nnbasics.threads import cpu_threads
 
-PRESETS = ("full", "quick", "smoke")
+PRESETS = ("full", "quick", "smoke", "paper")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
 MAX_STEPS = 10**9  # ~a year of steps at 30 per second: a larger value is a typo
 EXPERIMENTS_PACKAGE = "experiments"
