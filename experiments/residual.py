@@ -248,8 +248,8 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
             f"Shortcuts reduce the degradation: the ResNets' {deep}-minus-{shallow} gap in training loss is smaller "
             f"than the plain nets', and ResNet-{deep} trains below plain-{deep}{narrow}"
             + ("" if paper_width else f". The paper's stronger ResNet-{deep} <= ResNet-{shallow} is not shown at this "
-               f"scale (narrow nets, {config.steps} steps: the deeper ResNet still trails the shallower one); "
-               "the paper preset checks it"),
+               f"scale (narrow nets, {config.steps} steps: in the measurements of experiments/benchmarks/README.md "
+               "the deeper ResNet trails or ties the shallower one); the paper preset checks it"),
             SOURCE + ", Fig. 6",
             "per seed: (plain gap) - (ResNet gap) > 0 and ResNet-deep - plain-deep < 0",
             {**losses, "plain_gap": plain_gap, "resnet_gap": resnet_gap},

@@ -64,8 +64,9 @@ def test_long_run_warning_names_the_quick_alternative(fake_table):
 
 def test_the_real_table_warns_for_a_long_full_preset():
     long = [n for n in exp.experiment_names() if estimate.seconds(n, "full") > estimate.LONG_RUN_SECONDS]
-    assert "residual" in long
-    assert "--quick" in estimate.long_run_warning("residual", "full")
+    assert "loss_landscape" in long
+    assert "--quick" in estimate.long_run_warning("loss_landscape", "full")
+    assert "--quick" in estimate.long_run_warning("residual", "paper")  # the paper's scale: days on a CPU
     assert all(estimate.long_run_warning(n, "quick") is None for n in exp.experiment_names()
                if estimate.seconds(n, "quick") <= estimate.LONG_RUN_SECONDS)
 
