@@ -53,6 +53,8 @@ def _preset(args: argparse.Namespace) -> str:
         return "smoke"
     if getattr(args, "full", False):
         return "full"
+    if getattr(args, "paper", False):
+        return "paper"
     return "quick" if getattr(args, "quick", False) else getattr(args, "default_preset", "full")
 
 
@@ -155,6 +157,8 @@ def _presets(sp: argparse.ArgumentParser, default: str = "full") -> None:
     g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
     g.add_argument("--full", action="store_true", help="the full preset")
     g.add_argument("--smoke", action="store_true", help="a seconds-long preset (for tests)")
+    g.add_argument("--paper", action="store_true",
+                   help="the paper's own scale, for an accelerator (the full preset where an experiment has none)")
     sp.set_defaults(default_preset=default)
 
 

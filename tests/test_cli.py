@@ -256,3 +256,17 @@ def test_reproduce_prints_one_line_per_experiment_and_verbose_every_claim(tmp_pa
     claims = json.loads((tmp_path / "claims.json").read_text())
     n = sum(len(r["claims"]) for r in claims["experiments"])
     assert sum(x.startswith("[") for x in verbose.stdout.splitlines()) == n  # every claim, reused runs included
+
+
+def test_paper_preset_flag_and_the_fallback_to_full(capsys):
+    """`--paper` picks the paper preset; an experiment without a paper scale returns its full config for it."""
+    import json
+
+    assert main(["config", "residual", "--paper"]) == 0
+    paper = json.loads(capsys.readouterr().out)
+    assert paper["width"] == 16 and paper["data_kwargs"]["size"] == 32
+    assert main(["config", "residual", "--full"]) == 0
+    assert json.loads(capsys.readouterr().out) != paper
+    for name in ("mnist1d", "momentum"):
+        assert exp.get_config(name, "paper").to_dict() == exp.get_config(name, "full").to_dict()
+    assert "paper" in exp.PRESETS

@@ -68,8 +68,9 @@ def test_long_run_warning_names_the_quick_alternative(fake_table):
 
 def test_the_real_table_warns_for_a_long_full_preset():
     long = [n for n in exp.experiment_names() if (estimate.seconds(n, "full") or 0) > estimate.LONG_RUN_SECONDS]
-    assert "residual" in long
-    assert "--quick" in estimate.long_run_warning("residual", "full")
+    assert "loss_landscape" in long
+    assert "--quick" in estimate.long_run_warning("loss_landscape", "full")
+    assert "--quick" in estimate.long_run_warning("residual", "paper")  # the paper's scale: days on a CPU
     assert all(estimate.long_run_warning(n, "quick") is None for n in exp.experiment_names()
                if (estimate.seconds(n, "quick") or 0) <= estimate.LONG_RUN_SECONDS)
 

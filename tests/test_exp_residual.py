@@ -56,7 +56,7 @@ def test_claims_fail_and_stay_inconclusive_where_the_data_say_so():
 
 
 def test_paper_width_adds_the_resnet_depth_claim():
-    cfg = get_config("residual", "full")
+    cfg = get_config("residual", "paper")
     assert int(cfg.width) == residual.PAPER_WIDTH
     final = _final([0.3, 0.4, 0.3], [1.3, 1.2, 1.2], [0.2, 0.3, 0.2], [0.15, 0.2, 0.12])
     out = _by_id(residual._claims(cfg, final, _responses([0.8, 0.9, 0.85]), 20, 56))
@@ -84,7 +84,7 @@ def test_no_threshold_in_config_and_offset_reaches_every_seed():
         assert not {k for k in cfg.keys() if "tolerance" in k or "threshold" in k or "margin" in k}
         assert len(cfg.seeds) >= 2
     cfg = get_config("residual", "quick", seed_offset=100)
-    assert tuple(cfg.seeds) == (100, 101, 102, 103, 104) and cfg.data_kwargs.seed == 100
+    assert tuple(cfg.seeds) == (100, 101, 102, 103, 104, 105) and cfg.data_kwargs.seed == 100
 
 
 @pytest.fixture(scope="module")
@@ -150,3 +150,30 @@ def test_layer_response_stds_same_for_scanned_and_unrolled_blocks():
     order = [f"stage{s}_block{j}" for s in (1, 2, 3) for j in range(1, 11)]
     by_hand = [float(np.std(np.asarray(r))) for name in order for r in inter["intermediates"][name]["response"]]
     np.testing.assert_allclose(b, by_hand, rtol=1e-6)
+
+
+def test_depth_order_claims_decide_the_sign_of_the_slope_per_seed():
+    depths = (20, 32, 44, 56)
+    # plain: +0.1 per 12 layers on every seed (slope 1/120, some seed noise); ResNet: -0.05 per 12 layers
+    final = {}
+    for kind, step in (("plain", 0.1), ("resnet", -0.05)):
+        for i, d in enumerate(depths):
+            final[f"{kind}{d}"] = np.array([0.5, 0.6, 0.55]) + step * i + np.array([0.0, 0.01, -0.01]) * (i % 2)
+    out = _by_id(residual.depth_order_claims(final, depths))
+    assert list(out) == ["plain_depth_order", "resnet_depth_order"]
+    k = out["plain_depth_order"]["checks"][0]
+    assert k["op"] == ">" and k["threshold"] == 0 and k["verdict"] == "pass"
+    np.testing.assert_allclose(residual.depth_slopes(final, "plain", depths)[0], 0.1 / 12, rtol=1e-9)
+    assert out["resnet_depth_order"]["checks"][0]["op"] == "<" and out["resnet_depth_order"]["verdict"] == "pass"
+    final_flat = {k: np.array([0.5, 0.6, 0.55]) + (0.01 if k.endswith("32") else -0.01) * np.array([1, -1, 1])
+                  for k in final}  # no trend: the sign is not decided
+    out = _by_id(residual.depth_order_claims(final_flat, depths))
+    assert out["plain_depth_order"]["verdict"] == out["resnet_depth_order"]["verdict"] == "inconclusive"
+
+
+def test_paper_preset_is_the_papers_scale_and_differs_from_full():
+    paper, full = get_config("residual", "paper"), get_config("residual", "full")
+    assert int(paper.width) == residual.PAPER_WIDTH and int(paper.data_kwargs.size) == 32
+    assert int(paper.steps) == 4000 and int(paper.batch_size) == 128 and tuple(paper.optimizer.decay_steps) == (2000, 3000)
+    assert paper.to_dict() != full.to_dict()
+    assert (int(full.width), int(full.data_kwargs.size)) != (int(paper.width), int(paper.data_kwargs.size))

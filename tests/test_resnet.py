@@ -199,3 +199,20 @@ def test_cifar10_resnet_trains_on_mock_data(tmp_path):
     assert (m["eval_points"], m["steps"]) == (2, 4)
     assert m["train_loss_last"] == pytest.approx(np.mean(rows[-1]["train_loss"]), rel=1e-5)  # the last row's mean
     assert 1.5 < m["train_loss_last"] < 3.5  # 4 steps from scratch on 10 random classes: near ln 10
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_zero_init_residual_zeros_the_last_norm_scale_of_residual_blocks_only(scan):
+    x = jnp.ones((2, 8, 8, 3))
+    for residual in (True, False):
+        m = resnet.cifar_resnet(20, width=2, residual=residual, zero_init_residual=True, scan_blocks=scan)
+        params = m.init(jax.random.key(0), x, train=False)["params"]
+        flat = {"/".join(str(getattr(k, "key", k)) for k in path): v
+                for path, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+        last = [v for k, v in flat.items() if k.endswith("norm2/scale")]
+        first = [v for k, v in flat.items() if k.endswith("norm1/scale")]
+        assert len(last) == (6 if scan else 9) and len(first) == len(last)  # unrolled: 9 blocks; scanned: 3 + 3 stacked
+        assert all(float(jnp.abs(v).max()) == (0.0 if residual else 1.0) for v in last)
+        assert all(float(v.min()) == 1.0 for v in first)
+    default = resnet.cifar_resnet(20, width=2).init(jax.random.key(0), x, train=False)["params"]
+    assert float(default["stage1_block1"]["norm2"]["scale"].min()) == 1.0

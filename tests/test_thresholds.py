@@ -15,6 +15,7 @@ NOT_THRESHOLDS = {
     ("image_statistics", "max_distance"),  # the largest pixel distance at which correlations are measured
     ("regularization", "log10_lambda_min"), ("regularization", "log10_lambda_max"),  # the ridge lambda grid
     ("optimizers", "fn_lr_min"), ("optimizers", "fn_lr_max"),  # the learning-rate grid searched per optimizer
+    ("residual", "min_frac"), ("residual", "max_frac"),  # the photos' crop sizes (fractions of a photo's side)
 }
 
 

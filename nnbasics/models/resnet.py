@@ -74,9 +74,15 @@ class _Block(nn.Module):
     norm: Any = "batch"
     activation: Any = "relu"
     conv_impl: str = "auto"
+    # Goyal et al. 2017 (sec. 5.1): the last norm of each residual branch starts with scale 0, so every
+    # block starts as the identity (residual blocks only; a plain net keeps scale 1). Not He et al.'s init.
+    zero_init_residual: bool = False
 
     def out_features(self) -> int:
         return self.features
+
+    def last_norm_kw(self) -> dict:
+        return {"scale_init": nn.initializers.zeros} if self.zero_init_residual and self.residual else {}
 
     def add_shortcut(self, x: jax.Array, y: jax.Array, train: bool) -> jax.Array:
         if not self.residual:
@@ -104,7 +110,7 @@ class BasicBlock(_Block):
         self.sow("intermediates", "response", y)
         y = act(y)
         y = _conv(self.features, 3, 1, self.conv_impl, "conv2")(y)
-        y = norm(name="norm2")(y)
+        y = norm(name="norm2", **self.last_norm_kw())(y)
         self.sow("intermediates", "response", y)
         return act(self.add_shortcut(x, y, train))
 
@@ -125,7 +131,7 @@ class BottleneckBlock(_Block):
         y = norm(name="norm2")(y)
         self.sow("intermediates", "response", y)
         y = act(y)
-        y = norm(name="norm3")(_conv(self.out_features(), 1, 1, self.conv_impl, "conv3")(y))
+        y = norm(name="norm3", **self.last_norm_kw())(_conv(self.out_features(), 1, 1, self.conv_impl, "conv3")(y))
         return act(self.add_shortcut(x, y, train))
 
 
@@ -167,6 +173,7 @@ class ResNet(nn.Module):
     activation: Any = "relu"
     conv_impl: str = "auto"
     scan_blocks: bool = False  # the blocks after each stage's first as one nn.scan: compiles once per stage
+    zero_init_residual: bool = False  # each residual branch's last norm starts at scale 0 (Goyal et al. 2017)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -187,6 +194,8 @@ class ResNet(nn.Module):
         block_cls = BasicBlock if self.block == "basic" else BottleneckBlock
         kw = {"residual": self.residual, "shortcut": self.shortcut, "norm": self.norm, "activation": self.activation,
               "conv_impl": self.conv_impl}
+        if self.zero_init_residual:
+            kw["zero_init_residual"] = True
         for i, (n, width) in enumerate(zip(self.stage_sizes, self.widths)):
             x = block_cls(width, strides=2 if i > 0 else 1, name=f"stage{i + 1}_block1", **kw)(x, train)
             if n > 1 and self.scan_blocks:

@@ -2,7 +2,9 @@
 
 An experiment is a module `experiments/NAME.py` that keeps the contract of
 `nnbasics.runs.contract` (get_config, run, THRESHOLDS; optionally TOPIC, ORDER, REPRODUCE, SWEEPS,
-validate), checked by `contract.check_experiment` when it is loaded. This module imports
+validate), checked by `contract.check_experiment` when it is loaded. Presets: "smoke" (seconds, the
+tests), "quick" (minutes), "full" (the default of `run`) and "paper" (the paper's own scale, for an
+accelerator; an experiment without one returns its full config). This module imports
 `experiments` by name at run time only; the library itself never depends
 on any experiment.
 """
@@ -34,7 +36,7 @@ from nnbasics.runs import workdir as workdir_lib
 from nnbasics.runs.workdir import default_workdir
 from nnbasics.threads import cpu_threads
 
-PRESETS = ("full", "quick", "smoke")
+PRESETS = ("full", "quick", "smoke", "paper")
 MAX_SEED = 2**31 - 1  # numpy and JAX seeds both take it
 MAX_STEPS = config_lib.MAX_STEPS
 EXPERIMENTS_PACKAGE = "experiments"
