@@ -539,7 +539,8 @@ def _list(as_json: bool) -> int:
     info = {
         "experiments": {n: exp.describe(n) for n in names},
         "sweeps": {n: sweep_names(n) for n in names},
-        "estimated_seconds": {n: {p: estimate.seconds(n, p) for p in ("quick", "full")} for n in names},
+        # paper: None where the experiment has no scale of its own beyond full (its paper preset is full)
+        "estimated_seconds": {n: {p: estimate.seconds(n, p) for p in ("quick", "full", "paper")} for n in names},
         "estimates_measured_on": estimate.machine(),
         "models": model_names(),
         "datasets": dataset_names(),
@@ -547,12 +548,15 @@ def _list(as_json: bool) -> int:
     if as_json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f"experiments (estimated time of the quick and full presets on a CPU: {estimate.machine()}):")
+    print(f"experiments (estimated time of the quick, full and paper presets on a CPU: {estimate.machine()}; "
+          "paper '= full': no scale beyond full):")
     width = max((len(n) for n in names), default=0)
-    print(f"  {'':<{width}}  {'quick':>7}  {'full':>7}")
+    print(f"  {'':<{width}}  {'quick':>7}  {'full':>7}  {'paper':>7}")
     for n, d in info["experiments"].items():
-        q, f = (estimate.format_duration(info["estimated_seconds"][n][p]) for p in ("quick", "full"))
-        print(f"  {n:<{width}}  {q:>7}  {f:>7}  {d}")
+        sec = info["estimated_seconds"][n]
+        q, f = (estimate.format_duration(sec[p]) for p in ("quick", "full"))
+        pp = estimate.format_duration(sec["paper"]) if sec["paper"] is not None else "= full"
+        print(f"  {n:<{width}}  {q:>7}  {f:>7}  {pp:>7}  {d}")
     print("sweeps (nnbasics sweep NAME --sweep SWEEP; points in parentheses):")
     for n, sw in info["sweeps"].items():
         if sw:

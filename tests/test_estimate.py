@@ -97,11 +97,15 @@ def test_run_prints_the_estimate_and_the_warning_then_proceeds(fake_table, monke
     assert "momentum (full): estimated ~3 s" in err and "warning" not in err
 
 
-def test_list_shows_quick_and_full_columns(capsys):
+def test_list_shows_quick_full_and_paper_columns(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.strip().startswith("quick"))
-    assert header.split() == ["quick", "full"]
+    assert header.split() == ["quick", "full", "paper"]
+    residual = next(line for line in out.splitlines() if line.strip().startswith("residual "))
+    assert estimate.format_duration(estimate.seconds("residual", "paper")) in residual  # a scale of its own
+    mnist1d = next(line for line in out.splitlines() if line.strip().startswith("mnist1d "))
+    assert "= full" in mnist1d and estimate.seconds("mnist1d", "paper") is None
     for name in exp.experiment_names():
         row = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
         columns = row[:row.index(exp.describe(name))]  # the name, quick, full (the description follows)
@@ -110,6 +114,7 @@ def test_list_shows_quick_and_full_columns(capsys):
     assert main(["list", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert set(info["estimated_seconds"]) == set(exp.experiment_names())
+    assert info["estimated_seconds"]["residual"]["paper"] > info["estimated_seconds"]["residual"]["full"]
     assert all(v["quick"] > 0 and v["full"] > 0 for n, v in info["estimated_seconds"].items()
                if estimate.estimate(n, "quick") is not None)
 
