@@ -108,9 +108,10 @@ def test_list_shows_quick_full_and_paper_columns(capsys):
     assert "= full" in mnist1d and estimate.seconds("mnist1d", "paper") is None
     for name in exp.experiment_names():
         row = next(line for line in out.splitlines() if line.strip().startswith(name + " "))
-        columns = row[:row.index(exp.describe(name))]  # the name, quick, full (the description follows)
+        columns = row[:row.index(exp.describe(name))]  # the name, quick, full, paper (the description follows)
         timed = estimate.estimate(name, "quick") is not None
-        assert len(re.findall(r"~[\d.]+ (?:s|min|h) " if timed else r" \? ", columns)) == 2, row
+        paper = estimate.estimate(name, "paper") is not None
+        assert len(re.findall(r"~[\d.]+ (?:s|min|h) " if timed else r" \? ", columns)) == 2 + (timed and paper), row
     assert main(["list", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert set(info["estimated_seconds"]) == set(exp.experiment_names())
