@@ -515,8 +515,22 @@ def sigterm_run(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
     return ("clean" if ok else "wrong"), f"rc {p.returncode}, resumed rc {again.returncode}"
 
 
+_MARKS: dict[int, str] = {}  # pid -> the file its training loop touches when it listens
+
+
+def _popen_listening(cmd: list[str], d: pathlib.Path, env: dict[str, str]) -> subprocess.Popen:
+    """Popen `cmd` in `d` with `_listening`'s env, its mark registered for `_stop_when_training`."""
+    mark = d / ".listening"
+    if mark.exists():
+        mark.unlink()
+    p = subprocess.Popen(cmd, cwd=d, env=_listening(env, d), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    _MARKS[p.pid] = str(mark)
+    return p
+
+
 def _catches_sigterm(pid: int) -> bool:
-    """Whether the process handles SIGTERM: only the training loop installs a handler (read from /proc)."""
+    """Whether the process handles SIGTERM: the command installs its handler (read from /proc)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
@@ -525,9 +539,16 @@ def _catches_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+def _listening(env: dict[str, str], d: pathlib.Path) -> dict[str, str]:
+    """`env` with NNBASICS_LISTENING_FILE: the command touches d/.listening when a training loop listens."""
+    return {**env, "NNBASICS_LISTENING_FILE": str(d / ".listening")}
+
+
 def _stop_when_training(p: subprocess.Popen, signum: int, ready: Callable[[], bool] = lambda: True) -> bool:
-    """Send `signum` once the process trains (its handler is installed) and `ready()`; False if it ended first."""
-    while p.poll() is None and not (_catches_sigterm(p.pid) and ready()):
+    """Send `signum` once the process trains (the command's handler is installed and a training loop listens:
+    it touched the file `_listening` names) and `ready()`; False if it ended first."""
+    mark = pathlib.Path(_MARKS.get(p.pid, ""))
+    while p.poll() is None and not (_catches_sigterm(p.pid) and mark.name and mark.exists() and ready()):
         time.sleep(0.005)
     if p.poll() is not None:
         return False
@@ -548,7 +569,7 @@ def stop_in_last_chunk(signum: int) -> Callable[[pathlib.Path, dict[str, str]], 
     def case(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
         cmd = _terminal_cmd(["run", "mnist1d", *SMOKE, "--config.models=('mlp',)", "--config.steps=300",
                              "--config.eval_every=300", "--workdir", "wd"])
-        p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        p = _popen_listening(cmd, d, env)
         sent = _stop_when_training(p, signum)
         _, err = p.communicate()
         again = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
@@ -563,7 +584,7 @@ def sigterm_reproduce(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str]:
     the message names what is kept; the later experiment does not start; the next run finishes both."""
     cmd = _terminal_cmd(["reproduce", *SMOKE, "--only", "mnist1d,capacity", "--root", "r", "--jobs", "1",
                          "--config.eval_every=200"])
-    p = subprocess.Popen(cmd, cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    p = _popen_listening(cmd, d, env)
     sent = _stop_when_training(p, signal.SIGTERM)
     _, err = p.communicate()
     started = (d / "r" / "capacity-smoke").exists()
@@ -584,8 +605,7 @@ def ctrl_c_rows_in_order(d: pathlib.Path, env: dict[str, str]) -> tuple[str, str
     def cnn_started() -> bool:
         return m.exists() and '"run": "cnn"' in m.read_text()
 
-    p = subprocess.Popen(_terminal_cmd([*argv, "--workdir", "wd"]), cwd=d, env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True)
+    p = _popen_listening(_terminal_cmd([*argv, "--workdir", "wd"]), d, env)
     sent = _stop_when_training(p, signal.SIGINT, cnn_started)
     _, err = p.communicate()
     again = subprocess.run(_terminal_cmd([*argv, "--workdir", "wd"]), cwd=d, env=env, capture_output=True, text=True)
