@@ -92,7 +92,7 @@ def test_a_new_one_file_experiment_runs_lists_and_plans(new_experiment, tmp_path
     row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.strip().startswith(name + " "))
     assert row.split()[1:3] == ["?", "?"] and "A two-layer MLP separates XOR" in row
     assert main(["list", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["estimated_seconds"][name] == {"quick": None, "full": None}
+    assert json.loads(capsys.readouterr().out)["estimated_seconds"][name] == {"quick": None, "full": None, "paper": None}
     assert main(["run", name, "--smoke", "--workdir", str(tmp_path / "wd")]) == 0
     stored = json.loads((tmp_path / "wd" / "claims.json").read_text())
     [c] = stored["claims"]
