@@ -63,6 +63,23 @@ def test_mnist1d_matches_the_package(tmp_path, monkeypatch):
     np.testing.assert_array_equal(again.x_test, d.x_test)
 
 
+def test_mnist1d_more_samples_from_the_package(tmp_path, monkeypatch):
+    """num_samples asks the package's generator for more sequences, split 80/20 as it does; cached apart."""
+    monkeypatch.setenv("NNBASICS_CACHE", str(tmp_path))
+    d = load_dataset("mnist1d", num_samples=600)
+    assert d.x_train.shape == (480, 40) and d.x_test.shape == (120, 40)
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = 600
+    ref = make_dataset(args)
+    np.testing.assert_allclose(d.x_test, ref["x_test"].astype(np.float32))
+    np.testing.assert_array_equal(d.y_train, ref["y"])
+    assert (tmp_path / "mnist1d_n600_seed42.npz").exists() and not (tmp_path / "mnist1d_default_seed42.npz").exists()
+    with pytest.raises(ValueError, match="num_samples must be at least 10"):
+        load_dataset("mnist1d", num_samples=3)
+
+
 def test_photos_small(tmp_path, monkeypatch):
     monkeypatch.setenv("NNBASICS_CACHE", str(tmp_path))
     d = load_dataset("photos", n_train=40, n_test=20, size=16, num_classes=4)
