@@ -326,7 +326,7 @@ def _error_figure(workdir, errors, config, sizes, claims) -> None:
         a.set_xticks(ticks, [str(b) for b in ticks])
         a.minorticks_off()
         a.invert_xaxis()
-        a.set(xlabel="batch size (images per step)", ylabel="test error (%)")
+        a.set(xlabel="batch size (examples per step)", ylabel="test error (%)")
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     workdir.save_figure(fig, "error_vs_batch_size")

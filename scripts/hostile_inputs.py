@@ -28,6 +28,8 @@ import tempfile
 import time
 from typing import Callable
 
+from nnbasics.engine import interrupt
+
 SMOKE = ["--smoke"]
 PHOTOS = ["--config.cnn.data=photos"]  # activations' CNN on the photo crops (a cached data set)
 
@@ -529,16 +531,6 @@ def _popen_listening(cmd: list[str], d: pathlib.Path, env: dict[str, str]) -> su
     return p
 
 
-def _catches_sigterm(pid: int) -> bool:
-    """Whether the process handles SIGTERM: the command installs its handler (read from /proc)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
-
-
 def _listening(env: dict[str, str], d: pathlib.Path) -> dict[str, str]:
     """`env` with NNBASICS_LISTENING_FILE: the command touches d/.listening when a training loop listens."""
     return {**env, "NNBASICS_LISTENING_FILE": str(d / ".listening")}
@@ -548,7 +540,7 @@ def _stop_when_training(p: subprocess.Popen, signum: int, ready: Callable[[], bo
     """Send `signum` once the process trains (the command's handler is installed and a training loop listens:
     it touched the file `_listening` names) and `ready()`; False if it ended first."""
     mark = pathlib.Path(_MARKS.get(p.pid, ""))
-    while p.poll() is None and not (_catches_sigterm(p.pid) and mark.name and mark.exists() and ready()):
+    while p.poll() is None and not (interrupt.handles(p.pid) and mark.name and mark.exists() and ready()):
         time.sleep(0.005)
     if p.poll() is not None:
         return False

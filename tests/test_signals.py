@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from nnbasics.engine import interrupt
 from nnbasics.runs.workdir import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,20 +42,10 @@ def _cmd(*argv):
     return [sys.executable, "-c", START, "--quiet", *argv]
 
 
-def _catches_sigterm(pid: int) -> bool:
-    """Whether the process has a handler for SIGTERM (only the training loop installs one)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
-    except (OSError, StopIteration):
-        return False
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
-
-
 def _signal_when_training(proc: subprocess.Popen, signum: int, ready=lambda: True, timeout: float = 600) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None and not (
-            _catches_sigterm(proc.pid) and os.path.exists(MARK) and ready()):
+            interrupt.handles(proc.pid) and os.path.exists(MARK) and ready()):
         time.sleep(0.005)
     assert proc.poll() is None, "the command finished before it could be stopped"
     proc.send_signal(signum)
@@ -174,3 +165,16 @@ def test_ctrl_c_between_training_runs_checkpoints_the_finished_ones(tmp_path, mo
     assert again.history == done[0].history and wd.fits[0]["steps"] == 0  # restored at its end: no step trained
     for a, b in zip(jax.tree.leaves(done[0].state.params), jax.tree.leaves(again.state.params)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_handles_reads_the_installed_handlers():
+    """interrupt.handles: True once a handler is installed for the signal, False with the default one, for
+    a process that does not exist and for a signal not caught."""
+    old = signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    try:
+        assert not interrupt.handles(os.getpid(), signal.SIGUSR2)
+        signal.signal(signal.SIGUSR2, lambda *_: None)
+        assert interrupt.handles(os.getpid(), signal.SIGUSR2)
+    finally:
+        signal.signal(signal.SIGUSR2, old)
+    assert not interrupt.handles(2 ** 22 + 1)  # above Linux's pid_max: no such process

@@ -62,6 +62,18 @@ class InterruptFlag:
 _ACTIVE: list[InterruptFlag] = []  # the flags of the installed handlers, innermost last
 
 
+def handles(pid: int, signum: int = signal.SIGTERM) -> bool:
+    """Whether process `pid` has a handler installed for `signum` (Linux: the SigCgt mask of
+    /proc/PID/status); False where that cannot be read. For tests and scripts that signal a command
+    only once it listens."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    except (OSError, StopIteration, ValueError):
+        return False
+    return bool(caught & (1 << (int(signum) - 1)))
+
+
 def active() -> InterruptFlag | None:
     """The flag of the innermost installed `graceful_interrupt`, or None (no handler: a notebook, a
     library call outside the command line)."""
