@@ -11,10 +11,17 @@ fraction of grid points near the minimum where the 2-D surface's finite-differen
 negative eigenvalue (Li et al. map |lambda_min / lambda_max|; here of the 2-D slice); the number
 of local minima in the grid is reported too. Each seed trains both nets (vmapped) and draws its own
 pair of directions; the claim compares the two nets' non-convex fractions paired over the seeds.
-The quick preset narrows the nets (4/8/16 filters), the images (8x8 crops) and the training
-(1000 steps) to fit a 2-core CPU.
+Every preset keeps the paper's depth (56). The `paper` preset is the paper's scale (16/32/64
+filters, 32x32 crops, 4000 steps at batch 128, 3 seeds, a 31x31 grid on 1024 examples; for an
+accelerator, ~111 h on a CPU). The quick and full presets narrow the nets (4/8/16 filters) and
+the images (8x8 crops) to run on a 2-core CPU: quick trains 1000 steps and maps a 21x21 grid on
+256 examples with 3 seeds (about 5 minutes); full trains 2000 steps and maps a 31x31 grid on 512
+examples with 6 seeds (about half an hour on one core; experiments/benchmarks/README.md, "Loss
+landscape: the full preset's scale").
 
     nnbasics run loss_landscape --quick
+    nnbasics run loss_landscape            # full: about half an hour on one CPU core
+    nnbasics run loss_landscape --paper    # the paper's scale, for an accelerator
     nnbasics run loss_landscape --config.depth=110 --config.grid_points=41
 """
 
@@ -80,7 +87,25 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     # filter normalization assumes | eval: the running statistics (fixed: a bigger filter is a bigger signal)
     c.bn_mode = "train"
     c.radius = 0.5  # the claim counts the grid points within this distance of the trained weights
-    if preset == "quick":
+    # "paper" is the above: the paper's widths (16/32/64), 32x32 images, batch 128 (an accelerator's preset).
+    if preset == "full":
+        # what one CPU core runs in about half an hour (experiments/benchmarks/README.md, "Loss landscape: the
+        # full preset's scale"): the quick preset's nets (depth 56, 4/8/16 filters) and 8x8 crops, twice its
+        # training, six seeds instead of three, a 31x31 grid (the paper's is 51x51) on 512 examples; the grid
+        # costs most of it (961 forward passes of 512 examples per net and seed)
+        c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8, "seed": 0})
+        c.width = 4
+        c.batch_size = 32
+        c.optimizer.learning_rate = 0.025  # 0.1 at batch 128, scaled to batch 32
+        c.steps = 2000
+        c.eval_every = 500
+        c.seeds = (0, 1, 2, 3, 4, 5)
+        c.grid_points = 31
+        c.landscape_examples = 512
+        c.landscape_conv_impl = "patches"
+        c.conv_impl = "patches"
+        c.scan_blocks = False
+    elif preset == "quick":
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8, "seed": 0})
         c.width = 4
         c.batch_size = 32

@@ -109,3 +109,22 @@ def test_experiment_smoke(tmp_path):
     assert not np.allclose(surf["plain8"][0], surf["plain8"][1])
     np.testing.assert_allclose(surf["plain8"][:, 2, 2], m["center_loss_plain8"], rtol=1e-6)
     assert (tmp_path / "figures" / "loss_landscape.png").exists()
+
+
+def test_paper_preset_is_the_papers_scale_and_full_is_between_quick_and_paper():
+    """paper: ResNet-56 at the paper's widths on 32x32 crops (an accelerator's preset); full: the paper's
+    depth at the quick preset's widths and images, with more seeds, a finer grid, more examples, more steps."""
+    from nnbasics.runs.experiment import get_config
+
+    quick, full, paper = (get_config("loss_landscape", p) for p in ("quick", "full", "paper"))
+    assert (int(paper.depth), int(paper.width), int(paper.data_kwargs.size)) == (56, 16, 32)
+    assert (int(paper.steps), int(paper.batch_size), int(paper.grid_points), int(paper.landscape_examples)) == \
+        (4000, 128, 31, 1024)
+    assert int(full.depth) == int(paper.depth) == int(quick.depth) == 56
+    assert full.to_dict() not in (quick.to_dict(), paper.to_dict())
+    assert len(full.seeds) >= 5 and len(full.seeds) > len(quick.seeds)
+    assert int(full.grid_points) > int(quick.grid_points)
+    assert int(full.landscape_examples) > int(quick.landscape_examples)
+    assert int(full.steps) > int(quick.steps)
+    # the claim's rule is one for every preset
+    assert (full.radius, full.grid_radius, full.bn_mode) == (quick.radius, quick.grid_radius, quick.bn_mode)

@@ -1,8 +1,9 @@
-"""Measured step rates at the full presets' shapes, for the experiments too long to run here.
+"""Measured step rates at the shapes of the presets too long to run here (residual's and loss_landscape's
+paper presets, cifar10_resnet's full and quick ones).
 
-Times `nnbasics.fit` on the full preset's model, batch size and image size, one seed, twice (k and
+Times `nnbasics.fit` on the preset's model, batch size and image size, one seed, twice (k and
 3k steps of one chunk length: the difference is 2k steps plus two tiny evaluations, the compilation
-cancels), and a forward pass where the experiment evaluates a loss surface. The full preset's time
+cancels), and a forward pass where the experiment evaluates a loss surface. The preset's time
 is then the measured rate times its step count and members (vmapped seeds cost in proportion at
 these compute-bound shapes), plus the evaluations (a forward pass costs about 1/3 of a training
 step per example). Also a FLOP count for an accelerator.
@@ -75,7 +76,7 @@ def _small_photos(size: int):
 
 
 def residual(k: int) -> dict:
-    cfg = exp.get_config("residual", "full")
+    cfg = exp.get_config("residual", "paper")
     size, width, depths = int(cfg.data_kwargs.size), int(cfg.width), [int(d) for d in cfg.depths]
     data = _small_photos(size)
     tc = TrainConfig.from_config(cfg)
@@ -95,7 +96,7 @@ def residual(k: int) -> dict:
 
 
 def loss_landscape(k: int) -> dict:
-    cfg = exp.get_config("loss_landscape", "full")
+    cfg = exp.get_config("loss_landscape", "paper")
     size, width, depth = int(cfg.data_kwargs.size), int(cfg.width), int(cfg.depth)
     data = _small_photos(size)
     tc = TrainConfig.from_config(cfg)
@@ -118,7 +119,7 @@ def loss_landscape(k: int) -> dict:
 
 
 def cifar10_resnet(k: int, rates: dict, preset: str = "full") -> dict:
-    """The same nets and shapes as residual's full preset (width 16, 32x32, batch 128): its rates."""
+    """The same nets and shapes as residual's paper preset (width 16, 32x32, batch 128): its rates."""
     cfg = exp.get_config("cifar10_resnet", preset)
     members, steps = len(cfg.seeds), int(cfg.steps)
     evals = steps // int(cfg.eval_every)
@@ -140,9 +141,9 @@ def main() -> None:
     args = ap.parse_args()
     t0, c0 = time.perf_counter(), time.process_time()
     res = residual(args.steps)
-    out = {"residual": {"full": res},
+    out = {"residual": {"paper": res},
            "cifar10_resnet": {p: cifar10_resnet(args.steps, res, p) for p in ("full", "quick")},
-           "loss_landscape": {"full": loss_landscape(args.steps)}}
+           "loss_landscape": {"paper": loss_landscape(args.steps)}}
     for presets in out.values():
         for v in presets.values():
             v["accelerator_seconds"] = v["flops"] / ASSUMED_ACCELERATOR_FLOPS

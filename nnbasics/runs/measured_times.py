@@ -129,12 +129,19 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                               'wall_seconds': 307.2,
                                               'cpu_seconds': 300.1,
                                               'how': 'a finished run (runs/loss_landscape-quick: 1/1 claims pass)'},
-                                    'full': {'seconds': 400571.3,
-                                             'how': 'measured step rate x 4000 steps x 3 seeds x 2 nets (width 16, '
-                                                    '32x32, batch 128) + measured forward pass x 31^2 grid points x 3 '
-                                                    'seeds x 2 nets on 1024 examples',
-                                             'accelerator_seconds': 189.7,
-                                             'flops': 3790000000000000.0}},
+                                    'full': {'seconds': 1896.0,
+                                             'wall_seconds': 1985.8,
+                                             'cpu_seconds': 1896.0,
+                                             'how': 'a finished run (ll-runs/full, `nnbasics --cpu-threads 1 run '
+                                                    'loss_landscape` under taskset -c 0, commit 0d3e980 + this '
+                                                    'preset: 1/1 claims pass; machine: 2-core Intel Xeon (AVX-512), '
+                                                    'shared, one core)'},
+                                    'paper': {'seconds': 400571.3,
+                                              'how': 'measured step rate x 4000 steps x 3 seeds x 2 nets (width 16, '
+                                                     '32x32, batch 128) + measured forward pass x 31^2 grid points x 3 '
+                                                     'seeds x 2 nets on 1024 examples',
+                                              'accelerator_seconds': 189.7,
+                                              'flops': 3790000000000000.0}},
                  'cifar10_resnet': {'full': {'seconds': 5190996.8,
                                              'how': "residual's measured step rates (same nets and shapes) x 64000 "
                                                     "steps x 5 seeds x 2 nets; CIFAR-10's input pipeline not included",
