@@ -133,9 +133,9 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                              'wall_seconds': 1985.8,
                                              'cpu_seconds': 1896.0,
                                              'how': 'a finished run (ll-runs/full, `nnbasics --cpu-threads 1 run '
-                                                    'loss_landscape` under taskset -c 0, commit 0d3e980 + this '
-                                                    'preset: 1/1 claims pass; machine: 2-core Intel Xeon (AVX-512), '
-                                                    'shared, one core)'},
+                                                    'loss_landscape` under taskset -c 0, commit 0d3e980 + this preset: '
+                                                    '1/1 claims pass; machine: 2-core Intel Xeon (AVX-512), shared, '
+                                                    'one core)'},
                                     'paper': {'seconds': 400571.3,
                                               'how': 'measured step rate x 4000 steps x 3 seeds x 2 nets (width 16, '
                                                      '32x32, batch 128) + measured forward pass x 31^2 grid points x 3 '
@@ -152,25 +152,29 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                                      "steps x 3 seeds x 1 nets; CIFAR-10's input pipeline not included",
                                               'accelerator_seconds': 9.3,
                                               'flops': 187000000000000.0}},
-                 'normalizers': {'quick': {'seconds': 98.0,
-                                           'wall_seconds': 98.4,
-                                           'cpu_seconds': 98.0,
-                                           'how': 'a finished run (runs/normalizers-quick: 2/2 claims pass)'},
-                                 'full': {'seconds': 186.9,
-                                          'wall_seconds': 460.5,
-                                          'cpu_seconds': 186.9,
-                                          'how': 'a finished run (runs-full/normalizers: 0/4 claims pass)'}},
+                 'normalizers': {'quick': {'seconds': 125.0,
+                                           'wall_seconds': 134.2,
+                                           'cpu_seconds': 125.0,
+                                           'how': 'a finished run (runs/normalizers-quick: 6/6 claims pass; one core '
+                                                  'of a shared 2-core Intel Xeon (AVX-512), --cpu-threads 1, '
+                                                  '2026-12-07)'},
+                                 'full': {'seconds': 879.0,
+                                          'wall_seconds': 1629.7,
+                                          'cpu_seconds': 879.0,
+                                          'how': 'a finished run (runs-full/normalizers at seed offset 100: 6/6 claims '
+                                                 'pass; one core of a shared 2-core Intel Xeon (AVX-512), '
+                                                 '--cpu-threads 1, 2026-12-07; the wall time counts other jobs)'}},
                  'signal_propagation': {'quick': {'seconds': 41.0,
                                                   'wall_seconds': 41.5,
                                                   'cpu_seconds': 41.0,
                                                   'how': 'a finished run of commit f0b62d5 on the same machine, one '
-                                                         'core, cold cache (5/5 claims pass); the table\'s earlier '
-                                                         'run, 73 s, measured the seeds vmapped'},
+                                                         "core, cold cache (5/5 claims pass); the table's earlier run, "
+                                                         '73 s, measured the seeds vmapped'},
                                         'full': {'seconds': 50.5,
                                                  'wall_seconds': 51.0,
                                                  'cpu_seconds': 50.5,
-                                                 'how': 'a finished run of commit f0b62d5 on the same machine; '
-                                                        'the earlier 169 s measured the seeds vmapped'}},
+                                                 'how': 'a finished run of commit f0b62d5 on the same machine; the '
+                                                        'earlier 169 s measured the seeds vmapped'}},
                  'agc': {'quick': {'seconds': 123.7,
                                    'wall_seconds': 124.3,
                                    'cpu_seconds': 123.7,
@@ -178,4 +182,14 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                          'full': {'seconds': 986.4,
                                   'wall_seconds': 1675.7,
                                   'cpu_seconds': 986.4,
-                                  'how': 'a finished run (runs-full/agc: 3/3 claims pass)'}}}}
+                                  'how': 'a finished run (runs-full/agc: 3/3 claims pass)'}},
+                 'losses': {'quick': {'seconds': 6.6,
+                                      'wall_seconds': 6.7,
+                                      'cpu_seconds': 6.6,
+                                      'how': 'a finished run (runs/losses-quick: 4/4 claims pass; one core of a shared '
+                                             '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)'},
+                            'full': {'seconds': 8.5,
+                                     'wall_seconds': 23.3,
+                                     'cpu_seconds': 8.5,
+                                     'how': 'a finished run (runs-full/losses: 4/4 claims pass; one core of a shared '
+                                            '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)'}}}}
