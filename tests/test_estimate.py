@@ -207,3 +207,20 @@ def test_quieted_restores_the_setting():
     assert progress._QUIET == before
     with progress.quieted(False):
         assert progress._QUIET == before
+
+
+def test_an_entry_measured_elsewhere_names_its_own_machine(monkeypatch):
+    """A row measured later on another machine carries `machine`; run's estimate line and the long-run
+    warning name it instead of the table's."""
+    from nnbasics.runs import estimate as E
+
+    fake = {"machine": "the table's CPU", "date": "2026-01-01", "commit": "x", "experiments": {
+        "a": {"quick": {"seconds": 10.0, "how": "h"},
+              "full": {"seconds": 7200.0, "how": "h", "machine": "one core of another CPU, measured 2026-02-02"}}}}
+    monkeypatch.setattr(E, "table", lambda: fake)
+    assert E.machine() == "the table's CPU, measured 2026-01-01"
+    assert E.machine("a", "quick") == "the table's CPU, measured 2026-01-01"
+    assert E.machine("a", "full") == "one core of another CPU, measured 2026-02-02"
+    assert "(one core of another CPU, measured 2026-02-02)" in E.run_lines("a", "full")[0]
+    warning = E.long_run_warning("a", "full")
+    assert "~2.0 h on a CPU (one core of another CPU" in warning and "--quick` takes ~10 s" in warning

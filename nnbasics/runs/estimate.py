@@ -51,7 +51,12 @@ def format_duration(s: float | None) -> str:
     return f"~{h:.1f} h" if h < 10 else f"~{round(h)} h"
 
 
-def machine() -> str:
+def machine(name: str | None = None, preset: str | None = None) -> str:
+    """The machine the table was measured on, or where one entry names its own (a row measured
+    later, elsewhere), that entry's."""
+    e = estimate(name, preset) if name and preset else None
+    if e and e.get("machine"):
+        return str(e["machine"])
     t = table()
     return f"{t['machine']}, measured {t['date']}"
 
@@ -61,7 +66,7 @@ def long_run_warning(name: str, preset: str, backend: str = "cpu") -> str | None
     s = seconds(name, preset)
     if backend != "cpu" or s is None or s <= LONG_RUN_SECONDS:
         return None
-    msg = f"warning: the {preset} preset of {name} is estimated at {format_duration(s)} on a CPU ({machine()})."
+    msg = f"warning: the {preset} preset of {name} is estimated at {format_duration(s)} on a CPU ({machine(name, preset)})."
     q = seconds(name, "quick")
     if preset != "quick" and q is not None:
         msg += f" `nnbasics run {name} --quick` takes {format_duration(q)}."
@@ -73,7 +78,7 @@ def run_lines(name: str, preset: str, backend: str = "cpu", overrides: Iterable[
     e = estimate(name, preset)
     if e is None:
         return [f"{name} ({preset}): no measured time estimate"]
-    lines = [f"{name} ({preset}): estimated {format_duration(e['seconds'])} on a CPU ({machine()})"
+    lines = [f"{name} ({preset}): estimated {format_duration(e['seconds'])} on a CPU ({machine(name, preset)})"
              + ("; the --config overrides may change it" if list(overrides) else "")]
     if backend != "cpu" and e.get("accelerator_seconds"):
         lines.append(f"  on an accelerator, from its FLOPs: {format_duration(e['accelerator_seconds'])} "

@@ -135,7 +135,9 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                              'how': 'a finished run (ll-runs/full, `nnbasics --cpu-threads 1 run '
                                                     'loss_landscape` under taskset -c 0, commit 0d3e980 + this preset: '
                                                     '1/1 claims pass; machine: 2-core Intel Xeon (AVX-512), shared, '
-                                                    'one core)'},
+                                                    'one core)',
+                                             'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                        '2026-12-07'},
                                     'paper': {'seconds': 400571.3,
                                               'how': 'measured step rate x 4000 steps x 3 seeds x 2 nets (width 16, '
                                                      '32x32, batch 128) + measured forward pass x 31^2 grid points x 3 '
@@ -157,13 +159,17 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                            'cpu_seconds': 125.0,
                                            'how': 'a finished run (runs/normalizers-quick: 6/6 claims pass; one core '
                                                   'of a shared 2-core Intel Xeon (AVX-512), --cpu-threads 1, '
-                                                  '2026-12-07)'},
+                                                  '2026-12-07)',
+                                           'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                      '2026-12-07'},
                                  'full': {'seconds': 879.0,
                                           'wall_seconds': 1629.7,
                                           'cpu_seconds': 879.0,
                                           'how': 'a finished run (runs-full/normalizers at seed offset 100: 6/6 claims '
                                                  'pass; one core of a shared 2-core Intel Xeon (AVX-512), '
-                                                 '--cpu-threads 1, 2026-12-07; the wall time counts other jobs)'}},
+                                                 '--cpu-threads 1, 2026-12-07; the wall time counts other jobs)',
+                                          'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                     '2026-12-07'}},
                  'signal_propagation': {'quick': {'seconds': 41.0,
                                                   'wall_seconds': 41.5,
                                                   'cpu_seconds': 41.0,
@@ -187,9 +193,13 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                       'wall_seconds': 6.7,
                                       'cpu_seconds': 6.6,
                                       'how': 'a finished run (runs/losses-quick: 4/4 claims pass; one core of a shared '
-                                             '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)'},
+                                             '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)',
+                                      'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                 '2026-12-07'},
                             'full': {'seconds': 8.5,
                                      'wall_seconds': 23.3,
                                      'cpu_seconds': 8.5,
                                      'how': 'a finished run (runs-full/losses: 4/4 claims pass; one core of a shared '
-                                            '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)'}}}}
+                                            '2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)',
+                                     'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                '2026-12-07'}}}}
