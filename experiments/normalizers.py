@@ -43,6 +43,8 @@ VARIANTS = {  # name -> (normalizer, weight standardization)
     "group": ("group", False),
     "group+ws": ("group", True),
 }
+# one colour per normalizer in both panels (the paper's panel draws BN, GN, LN, IN in these colours too)
+COLORS = {"none": "C0", "batch": "C1", "layer": "C2", "instance": "C3", "group": "C4", "group+ws": "C5"}
 LABELS = {"none": "no norm", "batch": "BatchNorm", "layer": "LayerNorm", "instance": "InstanceNorm",
           "group": "GroupNorm", "group+ws": "GroupNorm + WS"}
 # Wu & He 2018, ResNet-50 on ImageNet, top-1 validation error (%): Table 2 (batch size per GPU)
@@ -301,7 +303,7 @@ def _error_figure(workdir, errors, config, sizes, claims) -> None:
         stats = [C.interval(errors[(v, b)]) for b in bs]
         m = np.array([s["mean"] for s in stats])
         style = {"marker": "o", "lw": 2 if v in ("batch", "group") else 1, "ms": 5 if len(bs) > 1 else 7}
-        (line,) = ax.plot(bs, m, label=LABELS[v], **style)
+        (line,) = ax.plot(bs, m, label=LABELS[v], color=COLORS[v], **style)
         if len(errors[(v, bs[0])]) > 1:
             lo, hi = np.array([s["ci"] for s in stats]).T
             ax.errorbar(bs, m, yerr=[m - lo, hi - m], fmt="none", color=line.get_color(), capsize=3, lw=1)
@@ -314,14 +316,15 @@ def _error_figure(workdir, errors, config, sizes, claims) -> None:
     ax.set_title(f"this study: {config.data}, {len(config.seeds)} seeds (mean, 95% interval)\n"
                  f"BN {bn[0]:.1f}% -> {bn[-1]:.1f}% ({verdict_bn}), "
                  f"GN {gn[0]:.1f}% -> {gn[-1]:.1f}% ({verdict_gn})", fontsize=9)
-    for v, color, dy in (("batch", "C1", 7), ("group", "C4", -12)):
-        for b, e in zip(PAPER_BATCH_SIZES, PAPER_ERROR[v]):
+    for v, other in (("batch", "group"), ("group", "batch")):
+        for b, e, e_other in zip(PAPER_BATCH_SIZES, PAPER_ERROR[v], PAPER_ERROR[other]):
+            dy = 7 if e >= e_other else -12  # the higher curve's number above it, the lower's below
             axp.annotate(f"{e:g}", (b, e), textcoords="offset points", xytext=(0, dy), ha="center", fontsize=7,
-                         color=color)
-    for v, color in (("batch", "C1"), ("group", "C4")):
-        axp.plot(PAPER_BATCH_SIZES, PAPER_ERROR[v], "o-", color=color, lw=2, label=LABELS[v])
-    for v, color in (("layer", "C2"), ("instance", "C3")):
-        axp.plot([32], [PAPER_ERROR_AT_32[v]], "s", color=color, label=f"{LABELS[v]} (batch 32 only)")
+                         color=COLORS[v])
+    for v in ("batch", "group"):
+        axp.plot(PAPER_BATCH_SIZES, PAPER_ERROR[v], "o-", color=COLORS[v], lw=2, label=LABELS[v])
+    for v in ("layer", "instance"):
+        axp.plot([32], [PAPER_ERROR_AT_32[v]], "s", color=COLORS[v], label=f"{LABELS[v]} (batch 32 only)")
     axp.set_title("Wu & He 2018 (Fig. 1, Tables 1-2):\nResNet-50, ImageNet validation error", fontsize=9)
     for a, ticks in ((ax, sizes), (axp, PAPER_BATCH_SIZES)):
         a.set_xscale("log", base=2)
