@@ -116,10 +116,13 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                         'wall_seconds': 288.3,
                                         'cpu_seconds': 280.9,
                                         'how': 'a finished run (runs/residual-quick: 3/3 claims pass)'},
-                              'full': {'seconds': 1702.0,
-                                       'cpu_seconds': 1702.0,
-                                       'how': 'measured CPU seconds of the 4 nets x 3 seeds x 8000 steps on one core '
-                                              '(1021 s, issue 31 scale search, a loaded machine) x 5/3 for 5 seeds'},
+                              'full': {'seconds': 1367.0,
+                                       'wall_seconds': 1383.8,
+                                       'cpu_seconds': 1367.0,
+                                       'how': 'a finished run (runs-full/residual: 3/3 claims pass; one core of a '
+                                              'shared 2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)',
+                                       'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
+                                                  '2026-12-07'},
                               'paper': {'seconds': 644879.5,
                                         'how': 'measured step rate x 4000 steps x 5 seeds x 4 nets (plain/residual '
                                                '20/56, width 16, 32x32, batch 128)',
