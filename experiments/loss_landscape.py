@@ -88,35 +88,30 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.bn_mode = "train"
     c.radius = 0.5  # the claim counts the grid points within this distance of the trained weights
     # "paper" is the above: the paper's widths (16/32/64), 32x32 images, batch 128 (an accelerator's preset).
-    if preset == "full":
-        # what one CPU core runs in about half an hour (experiments/benchmarks/README.md, "Loss landscape: the
-        # full preset's scale"): the quick preset's nets (depth 56, 4/8/16 filters) and 8x8 crops, twice its
-        # training, six seeds instead of three, a 31x31 grid (the paper's is 51x51) on 512 examples; the grid
-        # costs most of it (961 forward passes of 512 examples per net and seed)
+    if preset in ("full", "quick"):
+        # the CPU scale: ResNet-56 and plain-56 at 4/8/16 filters on 8x8 crops, the rate of batch 128 scaled to 32,
+        # unrolled blocks on the patch-matrix conv (ResNet-56 trains 1.7x faster on one core than scanned "auto")
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8, "seed": 0})
         c.width = 4
         c.batch_size = 32
         c.optimizer.learning_rate = 0.025  # 0.1 at batch 128, scaled to batch 32
-        c.steps = 2000
         c.eval_every = 500
-        c.seeds = (0, 1, 2, 3, 4, 5)
-        c.grid_points = 31
-        c.landscape_examples = 512
         c.landscape_conv_impl = "patches"
         c.conv_impl = "patches"
         c.scan_blocks = False
-    elif preset == "quick":
-        c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8, "seed": 0})
-        c.width = 4
-        c.batch_size = 32
-        c.optimizer.learning_rate = 0.025  # 0.1 at batch 128, scaled to batch 32
-        c.steps = 1000
-        c.eval_every = 500
-        c.grid_points = 21
-        c.landscape_examples = 256
-        c.landscape_conv_impl = "patches"
-        c.conv_impl = "patches"  # unrolled blocks on the patch-matrix conv: ResNet-56 trains 1.7x faster on one core
-        c.scan_blocks = False
+        if preset == "quick":
+            c.steps = 1000
+            c.grid_points = 21
+            c.landscape_examples = 256
+        else:
+            # what one CPU core runs in about half an hour (experiments/benchmarks/README.md, "Loss landscape:
+            # the full preset's scale"): twice quick's training, six seeds instead of three, a 31x31 grid (the
+            # paper's is 51x51) on 512 examples; the grid costs most of it (961 forward passes of 512 examples
+            # per net and seed)
+            c.steps = 2000
+            c.seeds = (0, 1, 2, 3, 4, 5)
+            c.grid_points = 31
+            c.landscape_examples = 512
     elif preset == "smoke":
         c.conv_impl = "patches"
         c.scan_blocks = False
