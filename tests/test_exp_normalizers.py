@@ -92,3 +92,29 @@ def test_fit_claims_from_hand_made_losses():
     assert "not claimed here" in bn["claim"]  # without the test-error claims, the claim says so
     with_errors, _ = _fit_claims(fit, errors, sizes, test_error_claimed=True)
     assert "not claimed" not in with_errors["claim"] and with_errors["verdict"] == "pass"
+
+
+def test_step_schedule_divides_the_rate_at_the_same_fractions_of_every_batch_size():
+    """Wu & He's schedule: the rate / 10 at 30, 60 and 90% of each batch size's own steps (equal epochs), read
+    back from the optimizer's own learning-rate schedule; a constant schedule, and bad values refused."""
+    import pytest
+
+    from experiments.normalizers import optimizer_config
+    from nnbasics.engine import optim
+    from nnbasics.runs.experiment import validate
+
+    cfg = get_config("normalizers", "full")
+    for lr, steps in ((0.1, 2000), (0.00625, 32000)):
+        o = optimizer_config(cfg, lr, steps)
+        assert o["decay_steps"] == (round(0.3 * steps), round(0.6 * steps), round(0.9 * steps))
+        sched = optim.learning_rate_schedule(o, steps)
+        at = [0, round(0.3 * steps), round(0.6 * steps), round(0.9 * steps), steps - 1]
+        np.testing.assert_allclose([float(sched(s)) for s in at], [lr, lr / 10, lr / 100, lr / 1000, lr / 1000],
+                                   rtol=1e-5)
+    cfg.schedule = "constant"
+    assert "schedule" not in optimizer_config(cfg, 0.1, 100)
+    for key, bad in (("schedule", "cosine"), ("decay_at", (0.6, 0.3))):
+        c = get_config("normalizers", "full")
+        c[key] = bad
+        with pytest.raises(ValueError, match=f"config.{key}"):
+            validate("normalizers", c)
