@@ -89,41 +89,36 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
     c.conv_impl = "auto"
     c.scan_blocks = True
     # "paper" is the above: the paper's widths (16/32/64), 32x32 images, batch 128 (an accelerator's preset).
-    if preset == "full":
-        # what a 2-core CPU trains within the hour (experiments/benchmarks/README.md, "Residual depth: the scale
-        # search (issue 31)"): 8x8 crops of 5-20% of a photo's side (a harder task than quick's 15-50%, so the
-        # nets underfit it), 20,000 of them, the quick preset's narrow nets and rate, ten times its steps.
-        # At this scale ResNet-56 does not yet train below ResNet-20 (it ties it), so the claim stays at paper.
-        c.data_kwargs = ml_collections.ConfigDict({"n_train": 20000, "n_test": 500, "size": 8, "min_frac": 0.05,
-                                                   "max_frac": 0.2, "seed": 0})
+    if preset in ("full", "quick"):
+        # the CPU scale: 8x8 crops and 4/8/16 filters keep a 56-layer net cheap on a 2-core CPU; the learning
+        # rate is the paper's 0.1 at batch 128 scaled to batch 32, divided by 10 at 50% and 75%; unrolled blocks
+        # on the patch-matrix conv train ResNet-56 1.7x faster on one CPU core than scanned blocks on "auto"
+        # (experiments/benchmarks/README.md)
         c.width = 4
         c.batch_size = 32
         c.optimizer.learning_rate = 0.025
+        c.response_examples = 128
+        c.conv_impl = "patches"
+        c.scan_blocks = False
+    if preset == "full":
+        # what a 2-core CPU trains within the hour (experiments/benchmarks/README.md, "Residual depth: the scale
+        # search (issue 31)"): 8x8 crops of 5-20% of a photo's side (a harder task than quick's 15-50%, so the
+        # nets underfit it), 20,000 of them, ten times quick's steps. At this scale ResNet-56 does not yet train
+        # below ResNet-20 (it ties it), so the claim stays at paper.
+        c.data_kwargs = ml_collections.ConfigDict({"n_train": 20000, "n_test": 500, "size": 8, "min_frac": 0.05,
+                                                   "max_frac": 0.2, "seed": 0})
         c.optimizer.decay_steps = (4000, 6000)
         c.steps = 8000
         c.eval_every = 800
         c.seeds = (0, 1, 2, 3, 4)
-        c.response_examples = 128
-        c.conv_impl = "patches"
-        c.scan_blocks = False
     if preset == "quick":
-        # 8x8 crops and 4/8/16 filters keep a 56-layer net cheap on a 2-core CPU; the learning rate
-        # is the paper's 0.1 at batch 128 scaled to batch 32, divided by 10 at 50% and 75%. Six
-        # seeds for 800 steps cost less than two for 3000 and decide the paired comparisons (the
-        # seed-count rule, docs/seed_counts.md: the response-ratio claim asks for 6 over offsets 0-700).
+        # Six seeds for 800 steps cost less than two for 3000 and decide the paired comparisons (the seed-count
+        # rule, docs/seed_counts.md: the response-ratio claim asks for 6 over offsets 0-700).
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 2000, "n_test": 500, "size": 8, "seed": 0})
-        c.width = 4
-        c.batch_size = 32
-        c.optimizer.learning_rate = 0.025
         c.optimizer.decay_steps = (400, 600)
         c.steps = 800
         c.eval_every = 80
         c.seeds = (0, 1, 2, 3, 4, 5)
-        c.response_examples = 128
-        # the seeds' 8x8 maps with 4-16 channels: unrolled blocks on the patch-matrix conv train ResNet-56
-        # 1.7x faster on one CPU core than scanned blocks on "auto" (experiments/benchmarks/README.md)
-        c.conv_impl = "patches"
-        c.scan_blocks = False
     elif preset == "smoke":
         c.conv_impl = "patches"
         c.scan_blocks = False
