@@ -16,7 +16,8 @@ import pathlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-LONG_RUN_SECONDS = 30 * 60  # above this on a CPU, `run` and `reproduce` name the --quick alternative
+LONG_RUN_SECONDS = 60 * 60  # above this on a CPU, `run` and `reproduce` name the --quick alternative
+# (the hour a full preset may take on a 2-core CPU: a full preset within it runs without a warning)
 TABLE_PATH = pathlib.Path(__file__).with_name("measured_times.py")
 
 
@@ -62,7 +63,7 @@ def machine(name: str | None = None, preset: str | None = None) -> str:
 
 
 def long_run_warning(name: str, preset: str, backend: str = "cpu") -> str | None:
-    """The warning printed before a run estimated at more than 30 minutes on a CPU (None otherwise)."""
+    """The warning printed before a run estimated at more than an hour on a CPU (None otherwise)."""
     s = seconds(name, preset)
     if backend != "cpu" or s is None or s <= LONG_RUN_SECONDS:
         return None
