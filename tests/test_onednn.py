@@ -144,12 +144,77 @@ def test_conv_module_auto_uses_onednn_when_switched_on(built):
     assert not uses_ffi(lambda p: layer.apply(p, x), params)
     conv.use_onednn(True)
     assert conv.choose_implementation(2, 1, 8, "cpu") == "onednn"
-    assert conv.choose_implementation(1, 1, 8, "cpu") == "patches"  # 1-D convs keep their path
+    assert conv.choose_implementation(1, 1, 8, "cpu") == "onednn"  # 1-D: a one-row 2-D conv
+    assert conv.choose_implementation(2, 2, 8, "cpu") == "xla"  # grouped: not oneDNN's (nor chunked's)
     assert conv.choose_implementation(2, 1, 8, "gpu") == "xla"
     assert uses_ffi(lambda p: layer.apply(p, x), params)
     close(layer.apply(params, x), y_off)
     hlo = jax.jit(lambda p: layer.apply(p, x)).lower(params).as_text()
     assert re.search(rf"threads = {cpu_threads()} : i64", hlo), "oneDNN's threads must be XLA:CPU's"
+
+
+# 1-D convs (batch, length, cin, cout, kernel, stride, padding): MNIST-1D's CNN layers, the
+# normalizers' 3-tap convs, a 1x1, a VALID and an asymmetric padding
+CASES_1D = [
+    (6, 40, 1, 25, 5, 2, [(1, 1)]),
+    (6, 20, 25, 25, 3, 2, [(1, 1)]),
+    (6, 40, 16, 32, 3, 1, "SAME"),
+    (6, 17, 8, 4, 1, 1, "VALID"),
+    (6, 23, 3, 5, 4, 3, [(2, 0)]),
+]
+
+
+@pytest.mark.parametrize("case", CASES_1D, ids=[f"{c[1]}x{c[2]}-{c[3]}_k{c[4]}_s{c[5]}_{c[6]}" for c in CASES_1D])
+def test_1d_values_and_gradients(built, case):
+    """A 1-D conv on oneDNN (a one-row 2-D conv) equals lax.conv: output, input and kernel gradients."""
+    n, length, cin, cout, k, stride, padding = case
+    kx, kw, kg = jax.random.split(jax.random.key(7), 3)
+    x = jax.random.normal(kx, (n, length, cin))
+    w = jax.random.normal(kw, (k, cin, cout)) / np.sqrt(k * cin)
+    pads = conv.explicit_padding(padding, x.shape[1:2], w.shape[:1], (stride,), (1,))
+
+    def ref(x, w):
+        return lax.conv_general_dilated(x, w, (stride,), pads, dimension_numbers=("NWC", "WIO", "NWC"))
+
+    def mine(x, w):
+        return conv.conv_general(x, w, stride, padding, impl="onednn")
+
+    assert uses_ffi(mine, x, w)
+    g = jax.random.normal(kg, ref(x, w).shape)
+    close(jax.jit(mine)(x, w), ref(x, w))
+    got = jax.jit(jax.grad(lambda x, w: jnp.sum(mine(x, w) * g), (0, 1)))(x, w)
+    want = jax.grad(lambda x, w: jnp.sum(ref(x, w) * g), (0, 1))(x, w)
+    for a, b in zip(got, want):
+        close(a, b)
+    # members with their own kernels and data, as fit vmaps seeds
+    xs, ws = jnp.stack([x, 2 * x]), jnp.stack([w, -w])
+    got = jax.jit(jax.vmap(jax.grad(lambda x, w: jnp.sum(mine(x, w) ** 2), (0, 1))))(xs, ws)
+    want = jax.vmap(jax.grad(lambda x, w: jnp.sum(ref(x, w) ** 2), (0, 1)))(xs, ws)
+    for a, b in zip(got, want):
+        close(a, b)
+
+
+def test_switch_moves_every_cpu_formulation_but_xla(built, monkeypatch):
+    """Switched on, the CPU formulations a preset names for speed ('patches', 'chunked', 'auto') run
+    on oneDNN, 1-D and 2-D, with the same values; 'xla' stays XLA's own; off, none of them does; and on
+    another backend the switch changes nothing."""
+    x2, w2 = jax.random.normal(jax.random.key(0), (8, 8, 8, 4)), jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    x1, w1 = x2[:, 0], w2[0]
+    for x, w in ((x2, w2), (x1, w1)):
+        for impl in conv.IMPLEMENTATIONS:
+            def f(x, w, impl=impl):  # a new function for each switch position: the switch is read at trace time
+                return conv.conv_general(x, w, 2, "SAME", impl=impl)
+
+            conv.use_onednn(False)
+            off = f(x, w)
+            assert uses_ffi(lambda x, w: f(x, w), x, w) == (impl == "onednn"), (x.ndim, impl, "off")
+            conv.use_onednn(True)
+            assert uses_ffi(lambda x, w: f(x, w), x, w) == (impl != "xla"), (x.ndim, impl, "on")
+            close(f(x, w), off)
+    conv.use_onednn(True)
+    monkeypatch.setattr(conv.jax, "default_backend", lambda: "gpu")
+    for impl in ("auto", "patches", "chunked"):
+        assert not uses_ffi(lambda x, w, impl=impl: conv.conv_general(x, w, impl=impl), x2, w2), impl
 
 
 def test_unsupported_convolutions_fall_back(built):
@@ -162,7 +227,8 @@ def test_unsupported_convolutions_fall_back(built):
         ({"feature_group_count": 2}, (x, w[:, :, :2])),
         ({"padding": [(-1, 0), (0, 0)]}, (x, w)),
         ({}, (x.astype(jnp.bfloat16), w.astype(jnp.bfloat16))),
-        ({}, (x[:, :, 0], w[:, 0])),  # 1-D
+        ({"dilation": 2}, (x[:, :, 0], w[:, 0])),  # 1-D, dilated
+        ({}, (x[..., None], jnp.ones((3, 3, 3, 1, 2)))),  # 3-D
     ]:
         f = lambda x, w, kwargs=kwargs: conv.conv_general(x, w, **kwargs)  # noqa: E731
         assert not uses_ffi(f, *args), kwargs
@@ -205,3 +271,14 @@ def test_extension_absent_falls_back_with_one_warning(monkeypatch):
     assert "not installed" in onednn.error()
     close(y, conv.conv_general(x, w, impl="xla"))
     close(y2, y)
+
+
+def test_a_run_records_whether_its_convolutions_ran_on_onednn(built, monkeypatch):
+    """A run's `versions` name the oneDNN version when the switch was on (the robustness table shows it),
+    and say nothing when it was off: the numbers are then XLA's own."""
+    from nnbasics.runs import experiment
+
+    conv.use_onednn(False)
+    assert "onednn" not in experiment._versions()
+    conv.use_onednn(True)
+    assert experiment._versions()["onednn"] == onednn.onednn_paths()[2]

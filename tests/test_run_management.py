@@ -260,6 +260,9 @@ def test_robustness_table_counts_verdicts(tmp_path, capsys):
     # the threads XLA ran the operations on (what the numbers depend on), not the cores the process had
     r["versions"]["cpus"], r["cores"] = "2", 1
     assert "| one thread | 0 | 8 | 1 | avx2 |" in robustness_table([("one thread", {"experiments": [r]})])
+    r["versions"]["onednn"] = "2023.2.0"  # a run whose convolutions ran on the oneDNN extra says so
+    assert "| onednn | 0 | 8 | 1 | avx2, oneDNN 2023.2.0 convs |" in robustness_table([("onednn", {"experiments": [r]})])
+    del r["versions"]["onednn"]
     exp.write_reports(tmp_path, [_result(n) for n in exp.experiment_names()], exp.experiment_names())
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:begin -->\n<!-- results:end -->\n<!-- robustness:begin -->\nold\n<!-- robustness:end -->\n")

@@ -17,13 +17,19 @@ layouts, and so do its gradients; only the way they are computed changes:
   channel-major, (kernel offsets x channels, positions), so each product is a plain matrix
   product with the positions contiguous (2-3x the rate of the positions-major product on XLA:CPU).
 - "onednn": oneDNN's convolution primitives (forward, input gradient, weight gradient) through
-  `jax.ffi`, for float32 2-D convs without groups or dilation and with non-negative padding; an
-  optional extra (`pip install -e ".[onednn]"`, a C++ compiler, built on first use: see
-  `nnbasics.nn.onednn`). OFF unless switched on with `use_onednn(True)` or NNBASICS_ONEDNN=1;
-  whatever it does not support, or where it cannot be built, takes the path "auto" takes without it.
-- "auto": "xla" on GPU/TPU; on CPU "onednn" for the 2-D convs it supports when switched on, else
-  "patches" for 1-D convs, "chunked" for 2-D convs with a batch of at least two chunks, else "xla".
-  See `choose_implementation`.
+  `jax.ffi`, for float32 1-D and 2-D convs without groups or dilation and with non-negative padding
+  (a 1-D conv runs as the 2-D conv of a one-row image); an optional extra
+  (`pip install -e ".[onednn]"`, a C++ compiler, built on first use: see `nnbasics.nn.onednn`).
+  OFF unless switched on with `use_onednn(True)` or NNBASICS_ONEDNN=1; whatever it does not
+  support, or where it cannot be built, takes the path "auto" takes without it.
+- "auto": "xla" on GPU/TPU; on CPU "patches" for 1-D convs, "chunked" for 2-D convs with a batch
+  of at least two chunks, else "xla". See `choose_implementation`.
+
+The switch: with oneDNN switched on, every CPU formulation ("auto", "patches", "chunked": the
+choices a model or preset makes for speed on a CPU) becomes "onednn" for the convs it supports, so
+a preset that names "patches" (fastest without the extra on its small maps) runs on oneDNN too;
+"xla" stays XLA's own convolution, and GPUs/TPUs are never affected. Switched off (the default),
+every program is the one it was before the extra existed.
 
 Measured on a 2-core AMD EPYC (see experiments/benchmarks/README.md): the MNIST-1D CNN trains
 4.4x faster with "patches" than with "xla"; a ResNet-20 training step runs 1.3-1.5x faster with
@@ -49,6 +55,9 @@ from nnbasics.nn import onednn as _onednn
 
 PaddingLike = str | int | Sequence[int] | Sequence[tuple[int, int]]
 IMPLEMENTATIONS = ("auto", "xla", "patches", "chunked", "onednn")
+# The CPU formulations a model or preset names for speed on a CPU without the extra; with the oneDNN
+# switch on, each of them becomes "onednn" for the convs it supports ("xla" stays XLA's own).
+CPU_FORMULATIONS = ("auto", "patches", "chunked")
 # Images per weight-gradient chunk: 4 images of 32x32x16 make a 4096 x 144 patch matrix (2.4 MB, in
 # cache). Larger chunks for the later (smaller) stages measured no faster on the 2-core EPYC.
 WGRAD_CHUNK = 4
@@ -321,14 +330,14 @@ def choose_implementation(
 ) -> str:
     """The implementation 'auto' resolves to for this backend and convolution.
 
-    GPU/TPU: "xla". CPU: "onednn" for ungrouped 2-D convs when `onednn` (default: `onednn_enabled()`;
+    GPU/TPU: "xla". CPU: "onednn" for ungrouped 1-D and 2-D convs when `onednn` (default: `onednn_enabled()`;
     the caller checks dtype, dilation and padding with `onednn_supports`); else "patches" for 1-D convs
     (measured fastest for MNIST-1D), "chunked" for ungrouped 2-D convs with a batch of at least two
     weight-gradient chunks, "xla" otherwise."""
     backend = backend or jax.default_backend()
     if backend != "cpu":
         return "xla"
-    if nd == 2 and groups == 1 and (onednn if onednn is not None else onednn_enabled()):
+    if nd in (1, 2) and groups == 1 and (onednn if onednn is not None else onednn_enabled()):
         return "onednn"
     if nd == 1:
         return "patches"
@@ -364,11 +373,16 @@ def conv_general(
     strides = _tuple(strides, nd, "strides")
     dilation = _tuple(dilation, nd, "dilation")
     pads = tuple(explicit_padding(padding, x.shape[1:-1], kernel.shape[:nd], strides, dilation))
-    if impl == "auto":
-        impl = choose_implementation(nd, groups, x.shape[0])
+    if impl in CPU_FORMULATIONS and jax.default_backend() == "cpu" and onednn_enabled():
+        impl = "onednn"  # the switch: oneDNN for what it supports, whichever CPU formulation was named
+    elif impl == "auto":
+        impl = choose_implementation(nd, groups, x.shape[0], onednn=False)
     if impl == "onednn":
         if onednn_supports(x, kernel, groups, dilation, pads) and _onednn.load():
             return _conv_onednn(x, kernel, strides, pads)
+        if nd == 1 and onednn_supports(x[:, None], kernel[None], groups, (1, dilation[0]), ((0, 0), pads[0])) and _onednn.load():
+            # a 1-D conv is the 2-D conv of a one-row image with a one-row kernel
+            return _conv_onednn(x[:, None], kernel[None], (1, strides[0]), ((0, 0), pads[0]))[:, 0]
         impl = choose_implementation(nd, groups, x.shape[0], onednn=False)
     if impl == "patches":
         return _conv_patches(x, kernel, strides, pads, dilation, groups)

@@ -489,7 +489,23 @@ def _versions() -> dict[str, str]:
         "devices": str(jax.device_count()),
         "cpus": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
         "cpu_flags": _cpu_flags(),
+        **_onednn_version(),
     }
+
+
+def _onednn_version() -> dict[str, str]:
+    """{"onednn": version} where the run's CPU convolutions ran on the oneDNN extra (switched on and
+    loaded: `nnbasics.nn.conv`), else {} (the numbers are XLA's own, as before the extra)."""
+    import jax
+
+    from nnbasics.nn import conv
+
+    if jax.default_backend() != "cpu" or not conv.onednn_enabled():
+        return {}
+    try:
+        return {"onednn": conv._onednn.onednn_paths()[2]}
+    except conv._onednn.BuildError:  # loaded from the cache, wheels gone since: still oneDNN's numbers
+        return {"onednn": "unknown version"}
 
 
 def reproduce(

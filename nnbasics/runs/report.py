@@ -428,7 +428,8 @@ ROBUST_END = "<!-- robustness:end -->"
 def robustness_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
     """One row per reproduction (label, combined claims document): seed offset, JAX's device count, the threads XLA:CPU ran
     each experiment's operations on (1 when `--jobs` gave each worker one core or with `--cpu-threads 1`;
-    documents without it: the cores the process could use), the CPU's vector extensions, the pass /
+    documents without it: the cores the process could use), the CPU's vector extensions (and the oneDNN
+    extra where the convolutions ran on it), the pass /
     fail / inconclusive counts and the time, all read from the documents."""
     lines = ["| run | seed offset | devices | XLA threads | CPU | claims pass | fail | inconclusive | time |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -437,8 +438,12 @@ def robustness_table(runs: Sequence[tuple[str, Mapping[str, Any]]]) -> str:
         verdicts = [c["verdict"] for r in results for c in r["claims"]]
         versions = next((r.get("versions") for r in results if r.get("versions")), {}) or {}
         threads = sorted({str(r["cores"]) for r in results if r.get("cores")}) or [versions.get("cpus", "?")]
+        cpu = versions.get("cpu_flags", "?")
+        onednn = sorted({r["versions"]["onednn"] for r in results if (r.get("versions") or {}).get("onednn")})
+        if onednn:  # the CPU convolutions ran on the oneDNN extra (NNBASICS_ONEDNN=1)
+            cpu += f", oneDNN {'/'.join(onednn)} convs"
         lines.append(f"| {label} | {doc.get('seed_offset', 0)} | {versions.get('devices', '?')} | {'/'.join(threads)} | "
-                     f"{versions.get('cpu_flags', '?')} | {verdicts.count('pass')} of {len(verdicts)} | "
+                     f"{cpu} | {verdicts.count('pass')} of {len(verdicts)} | "
                      f"{verdicts.count('fail')} | {verdicts.count('inconclusive')} | {_time_text(results)} |")
     return "\n".join(lines)
 
