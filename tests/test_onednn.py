@@ -282,3 +282,21 @@ def test_a_run_records_whether_its_convolutions_ran_on_onednn(built, monkeypatch
     assert "onednn" not in experiment._versions()
     conv.use_onednn(True)
     assert experiment._versions()["onednn"] == onednn.onednn_paths()[2]
+
+
+def test_model_analyses_see_the_same_function_with_the_switch_on(built):
+    """Multiply-adds, receptive field and XLA's flop count read the traced program's convolutions:
+    with oneDNN switched on they still count the model's own (traced with the switch off), equal to
+    the numbers without it, and the switch is back on afterwards."""
+    from nnbasics.analysis import model_stats
+    from nnbasics.models import get_model
+
+    model = get_model("resnet20", num_classes=10)
+    conv.use_onednn(False)
+    off = (model_stats.count_macs(model, (32, 32, 3)), model_stats.receptive_field(model, (32, 32, 3)),
+           model_stats.compiled_flops(model, (32, 32, 3)))
+    conv.use_onednn(True)
+    on = (model_stats.count_macs(model, (32, 32, 3)), model_stats.receptive_field(model, (32, 32, 3)),
+          model_stats.compiled_flops(model, (32, 32, 3)))
+    assert on == off and off[0] > 40e6  # ResNet-20: 41 M multiply-adds
+    assert conv.onednn_enabled()

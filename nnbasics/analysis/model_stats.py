@@ -31,6 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
 
+from nnbasics.nn import conv
+
 
 def param_count(params: Any) -> int:
     """Number of scalars in a pytree of arrays (or ShapeDtypeStructs)."""
@@ -52,7 +54,8 @@ def forward_jaxpr(model: Any, input_shape: Sequence[int], batch: int = 1) -> jco
     """The jaxpr of one evaluation-mode forward pass on abstract inputs."""
     variables = abstract_variables(model, input_shape, batch)
     x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
-    return jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
+    with conv.onednn_switch(False):  # the convolutions as `conv_general_dilated` equations, whatever the switch
+        return jax.make_jaxpr(lambda v, x: model.apply(v, x, train=False))(variables, x)
 
 
 # ------------------------------------------------------------------------------------ multiply-adds
@@ -114,7 +117,8 @@ def compiled_flops(model: Any, input_shape: Sequence[int]) -> float:
     """XLA's flop count of the compiled forward pass of one example (all ops, not only multiply-adds)."""
     variables = abstract_variables(model, input_shape)
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
-    compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
+    with conv.onednn_switch(False):  # XLA counts no flops in a foreign call: its own convolutions
+        compiled = jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile()
     cost = compiled.cost_analysis()
     if isinstance(cost, (list, tuple)):
         cost = cost[0] if cost else {}

@@ -39,6 +39,7 @@ AVX-512 Xeon, one core): the step 1.2x faster than the earlier chunked version, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
@@ -299,6 +300,20 @@ def use_onednn(on: bool | None = True) -> None:
     """Switch the oneDNN convolutions on (True) or off (False) for convolutions traced from now on;
     None goes back to the environment (NNBASICS_ONEDNN=1 turns them on). Default: off."""
     _onednn_switch["on"] = on
+
+
+@contextlib.contextmanager
+def onednn_switch(on: bool | None):
+    """The switch set to `on` for what is traced inside the block, then back to what it was. The
+    analyses that read a traced program's convolutions (`nnbasics.analysis.model_stats`: multiply-adds,
+    receptive fields, XLA's flop count) trace with it off: they describe the function, which is the
+    same whichever implementation computes it, and they read `conv_general_dilated` equations."""
+    before = _onednn_switch["on"]
+    _onednn_switch["on"] = on
+    try:
+        yield
+    finally:
+        _onednn_switch["on"] = before
 
 
 def onednn_enabled() -> bool:
