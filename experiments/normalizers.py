@@ -331,6 +331,8 @@ def _error_figure(workdir, errors, config, sizes, claims) -> None:
         axp.plot(PAPER_BATCH_SIZES, PAPER_ERROR[v], "o-", color=COLORS[v], lw=2, label=LABELS[v])
     for v in ("layer", "instance"):
         axp.plot([32], [PAPER_ERROR_AT_32[v]], "s", color=COLORS[v], label=f"{LABELS[v]} (batch 32 only)")
+    paper_values = [*PAPER_ERROR["batch"], *PAPER_ERROR["group"], *PAPER_ERROR_AT_32.values()]
+    axp.set_ylim(min(paper_values) - 1.5, max(paper_values) + 2.5)  # room for the numbers above and below
     axp.set_title("Wu & He 2018 (Fig. 1, Tables 1-2):\nResNet-50, ImageNet validation error", fontsize=9)
     for a, ticks in ((ax, sizes), (axp, PAPER_BATCH_SIZES)):
         a.set_xscale("log", base=2)
