@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XLA:CPU runs each operation on N threads (default: one per core; 1 is faster for the "
                         "small MNIST-1D models and gives the numbers of a one-core machine); compiling still "
                         "uses every core. Workers of `reproduce --jobs N` (N > 1) run on one core each")
+    p.add_argument("--onednn", action="store_true",
+                   help="CPU convolutions on oneDNN (the optional extra: pip install -e \".[onednn]\" and a C++ "
+                        "compiler; the same as NNBASICS_ONEDNN=1, also for `reproduce --jobs` workers); refused "
+                        "before anything runs when the extra cannot be built or loaded")
     g = p.add_argument_group("multi-host (JAX's distributed runtime; automatic under SLURM / TPU pods)")
     g.add_argument("--multihost", action="store_true", help="call jax.distributed.initialize() first")
     g.add_argument("--coordinator", default=None, metavar="HOST:PORT", help="address of process 0")
@@ -202,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
         return 2
+    if args.onednn:
+        from nnbasics.nn import onednn
+
+        if not onednn.load(warn=False):
+            parser.error(f"--onednn: the oneDNN extra cannot be used here ({shorten(onednn.error() or '')}); "
+                         "install it with pip install -e \".[onednn]\" (needs g++), or leave --onednn out")
+        os.environ["NNBASICS_ONEDNN"] = "1"  # read by nnbasics.nn.conv, inherited by `reproduce --jobs` workers
     from nnbasics.config import ConfigError
     from nnbasics.engine.checkpoint import CheckpointMismatch
     from nnbasics.engine.interrupt import TrainingInterrupted

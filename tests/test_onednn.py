@@ -300,3 +300,22 @@ def test_model_analyses_see_the_same_function_with_the_switch_on(built):
           model_stats.compiled_flops(model, (32, 32, 3)))
     assert on == off and off[0] > 40e6  # ResNet-20: 41 M multiply-adds
     assert conv.onednn_enabled()
+
+
+def test_cli_onednn_flag_switches_on_or_refuses_before_running(monkeypatch, capsys):
+    """`nnbasics --onednn ...` switches the convolutions on for the process and its `--jobs` workers
+    (the environment), and where the extra cannot be loaded it stops with exit 2 and one line naming
+    why and how to install it, before anything runs."""
+    from nnbasics.cli import main
+
+    monkeypatch.setenv("NNBASICS_ONEDNN", "0")  # restored after the test
+    monkeypatch.setattr(onednn, "load", lambda warn=True: False)
+    monkeypatch.setattr(onednn, "error", lambda: "BuildError: the onednn-cpu-gomp wheel is not installed")
+    with pytest.raises(SystemExit) as e:
+        main(["--onednn", "config", "residual", "--smoke"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--onednn" in err and "wheel is not installed" in err and 'pip install -e ".[onednn]"' in err
+    assert conv.os.environ["NNBASICS_ONEDNN"] == "0"
+    monkeypatch.setattr(onednn, "load", lambda warn=True: True)
+    assert main(["--onednn", "config", "residual", "--smoke"]) == 0
+    assert conv.os.environ["NNBASICS_ONEDNN"] == "1"
