@@ -243,3 +243,16 @@ def test_small_resnet_step_benchmark_prints_every_setting(capsys):
     assert len(rows) == len(settings)
     assert rows[0].startswith("| auto | scan |") and rows[0].endswith("| 1.00x |")
     assert all(float(r.split("|")[4]) > 0 for r in rows)
+
+
+def test_conv1d_step_benchmark_times_patches_and_onednn(capsys):
+    """The 1-D benchmark runs end to end (1 member, 2 steps): a positive rate for the patch-matrix conv,
+    1.00x against itself, and a oneDNN row where the extra loads."""
+    from experiments.benchmarks import conv1d_step
+    from nnbasics.nn import onednn
+
+    rates = conv1d_step.main(members=1, steps=2, batch=4, repeats=1)
+    out = capsys.readouterr().out
+    assert rates["patches"] > 0 and "| patches |" in out and out.count("| 1.00x |") >= 1
+    assert ("onednn" in rates) == onednn.load(warn=False)
+    assert all(r > 0 for r in rates.values())

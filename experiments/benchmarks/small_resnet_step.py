@@ -9,6 +9,7 @@ each stage's repeated blocks are one `nn.scan` ("scan") or unrolled ("unrolled")
     python -m experiments.benchmarks.small_resnet_step                 # depth 56 and 20, 5 members
     python -m experiments.benchmarks.small_resnet_step --depths 56 --members 3 --steps 40
     taskset -c 0 python -m experiments.benchmarks.small_resnet_step    # one core, as reproduce's workers
+    python -m experiments.benchmarks.small_resnet_step --settings patches:unrolled onednn:unrolled  # the oneDNN extra
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ import numpy as np
 from nnbasics.engine import optim
 from nnbasics.engine.state import create_state, train_step
 from nnbasics.models.resnet import cifar_resnet
+from nnbasics.nn.conv import IMPLEMENTATIONS, use_onednn
 
 SETTINGS = (("auto", True), ("xla", True), ("patches", True), ("auto", False), ("patches", False))
+# The settings are compared in one process; "onednn" runs oneDNN's convolutions whatever the switch says.
 
 
 def _program(depth: int, impl: str, scan: bool, members: int, steps: int, batch: int):
@@ -48,6 +51,7 @@ def _program(depth: int, impl: str, scan: bool, members: int, steps: int, batch:
 
 def main(depths: list[int], members: int, steps: int, repeats: int, batch: int = 32,
          settings: tuple[tuple[str, bool], ...] = SETTINGS) -> None:
+    use_onednn(False)  # each setting is the implementation it names (the switch would move "patches" to oneDNN)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}, {members} members x {steps} steps, batch {batch}, "
           f"CPU seconds, best of {repeats} interleaved rounds")
     for depth in depths:
@@ -60,8 +64,10 @@ def main(depths: list[int], members: int, steps: int, repeats: int, batch: int =
                 t = time.process_time()
                 jax.block_until_ready(run(state, idx))
                 best[s] = min(best[s], time.process_time() - t)
-        base = members * steps / best[("auto", True)]
-        print(f"\nResNet-{depth} (width 4)\n| conv | blocks | compile CPU s | member-steps / CPU s | vs auto + scan |")
+        first = settings[0]
+        base = members * steps / best[first]
+        print(f"\nResNet-{depth} (width 4)\n| conv | blocks | compile CPU s | member-steps / CPU s | "
+              f"vs {first[0]} + {'scan' if first[1] else 'unrolled'} |")
         print("| --- | --- | --- | --- | --- |")
         for (impl, scan), (_, _, _, compile_s) in programs.items():
             rate = members * steps / best[(impl, scan)]
@@ -74,5 +80,17 @@ if __name__ == "__main__":
     p.add_argument("--members", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--settings", nargs="+", default=None, metavar="IMPL:BLOCKS",
+                   help="e.g. patches:unrolled onednn:unrolled onednn:scan auto:scan (blocks: scan or unrolled; "
+                        "'onednn' needs the extra); the first is the baseline of the last column")
     a = p.parse_args()
-    main(a.depths, a.members, a.steps, a.repeats)
+    settings = SETTINGS
+    if a.settings:
+        parsed = [tuple(s.split(":")) for s in a.settings]
+        bad = [s for s, q in zip(a.settings, parsed)
+               if len(q) != 2 or q[0] not in IMPLEMENTATIONS or q[1] not in ("scan", "unrolled")]
+        if bad:
+            p.error(f"--settings {' '.join(bad)}: each must be IMPL:BLOCKS with IMPL one of {', '.join(IMPLEMENTATIONS)} "
+                    "and BLOCKS scan or unrolled")
+        settings = tuple((impl, blocks == "scan") for impl, blocks in parsed)
+    main(a.depths, a.members, a.steps, a.repeats, settings=settings)
