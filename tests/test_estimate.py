@@ -228,3 +228,24 @@ def test_an_entry_measured_elsewhere_names_its_own_machine(monkeypatch):
     assert "(one core of another CPU, measured 2026-02-02)" in E.run_lines("a", "full")[0]
     warning = E.long_run_warning("a", "full")
     assert "~2.0 h on a CPU (one core of another CPU" in warning and "--quick` takes ~10 s" in warning
+
+
+def test_the_accelerator_estimate_names_the_assumed_rate_and_a_rebuild_keeps_it():
+    # the committed table carries the assumption its accelerator seconds were computed with
+    assumed = estimate.table()["assumed_accelerator_flops"]
+    assert assumed == 20e12
+    e = estimate.estimate("residual", "paper")
+    assert e["accelerator_seconds"] == pytest.approx(e["flops"] / assumed, rel=0.01)
+    lines = estimate.run_lines("residual", "paper", backend="gpu")
+    assert any("at an assumed 20 TFLOP/s" in line for line in lines), lines
+    # a rebuild without new probe rates keeps the old table's assumption; new rates replace it
+    from nnbasics.runs import time_table
+    args = dict(quick_root="/nonexistent", full_root="/nonexistent", machine_name="m", date="d", commit="c")
+    kept = time_table.build_table(rates=None, old=estimate.table(), **args)
+    assert kept["assumed_accelerator_flops"] == assumed
+    new = time_table.build_table(rates={"experiments": {}, "assumed_accelerator_flops": 1e14}, old=estimate.table(),
+                                 **args)
+    assert new["assumed_accelerator_flops"] == 1e14
+    row = next(r for r in time_table.full_preset_table("/nonexistent/claims.json").splitlines()
+               if r.startswith("| cifar10_resnet |"))
+    assert "at an assumed 20 TFLOP/s" in row, row

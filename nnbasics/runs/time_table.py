@@ -62,8 +62,11 @@ def build_table(quick_root: str, full_root: str, rates: Mapping[str, Any] | None
             row["full"] = {**row["quick"], "how": row["quick"]["how"] + "; the full preset is the quick one"}
         out[name] = row
     doc = {"machine": machine_name, "date": date, "commit": commit, "experiments": out}
-    if rates and "assumed_accelerator_flops" in rates:
-        doc["assumed_accelerator_flops"] = rates["assumed_accelerator_flops"]
+    # the accelerator's assumed rate travels with the table: a rebuild without new probe rates keeps the old one
+    # (it once dropped it, and every GPU estimate then read "at an assumed 0 TFLOP/s")
+    assumed = (rates or {}).get("assumed_accelerator_flops", old.get("assumed_accelerator_flops"))
+    if assumed:
+        doc["assumed_accelerator_flops"] = assumed
     return doc
 
 
