@@ -319,3 +319,47 @@ def test_cli_onednn_flag_switches_on_or_refuses_before_running(monkeypatch, caps
     monkeypatch.setattr(onednn, "load", lambda warn=True: True)
     assert main(["--onednn", "config", "residual", "--smoke"]) == 0
     assert conv.os.environ["NNBASICS_ONEDNN"] == "1"
+
+
+EIGHT_DEVICES_SCRIPT = r"""
+import warnings
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from nnbasics.nn import conv, onednn
+assert jax.device_count() == 8 and onednn.load(warn=False), onednn.error()
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jax.random.normal(jax.random.key(0), (64, 8, 8, 16)), NamedSharding(mesh, P("data")))
+k = jax.device_put(jax.random.normal(jax.random.key(1), (3, 3, 16, 16)) * 0.1, NamedSharding(mesh, P()))
+grad = lambda impl: jax.jit(jax.grad(lambda x, k: jnp.sum(conv.conv_general(x, k, 1, "SAME", impl=impl) ** 2),
+                                     argnums=(0, 1)))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    conv.use_onednn(True)
+    on = [conv.onednn_enabled() for _ in range(3)]
+    hlo = grad("patches").lower(x, k).compile().as_text()
+warned = [str(c.message) for c in caught if "oneDNN" in str(c.message)]
+# the explicit impl still computes the right numbers (every device gathering the whole batch)
+forced = grad("onednn")
+forced_hlo = forced.lower(x, k).compile().as_text()
+want = grad("xla")(x, k)
+err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b))) for a, b in zip(forced(x, k), want))
+print("RESULT", on, len(warned), "8 devices" in warned[0], "nnbasics_onednn" in hlo,
+      "nnbasics_onednn" in forced_hlo and "all-gather" in forced_hlo, err < 1e-4)
+"""
+
+
+def test_the_switch_stands_down_on_several_devices(built):
+    """With 8 devices the switch gives XLA's convolutions (one warning): the FFI calls have no sharding
+    rule, so XLA would gather the whole batch onto every device (the forced impl="onednn" shows the
+    all-gather) and compute every convolution 8 times; the forced path's numbers are still right."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    env.pop("NNBASICS_ONEDNN", None)
+    out = subprocess.run([sys.executable, "-c", EIGHT_DEVICES_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=300)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line is not None, out.stderr[-2000:]
+    assert line.split(None, 1)[1] == "[False, False, False] 1 True False True True", line

@@ -27,7 +27,8 @@ layouts, and so do its gradients; only the way they are computed changes:
 
 The switch: with oneDNN switched on, every CPU formulation ("auto", "patches", "chunked": the
 choices a model or preset makes for speed on a CPU) becomes "onednn" for the convs it supports, so
-a preset that names "patches" (fastest without the extra on its small maps) runs on oneDNN too;
+a preset that names "patches" (fastest without the extra on its small maps) runs on oneDNN too
+(in a one-device job: with several devices the switch stands down, see `onednn_enabled`);
 "xla" stays XLA's own convolution, and GPUs/TPUs are never affected. Switched off (the default),
 every program is the one it was before the extra existed.
 
@@ -44,6 +45,7 @@ import functools
 import itertools
 import math
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -316,12 +318,29 @@ def onednn_switch(on: bool | None):
         _onednn_switch["on"] = before
 
 
+_multi_device_warned: list[bool] = []
+
+
 def onednn_enabled() -> bool:
-    """Whether "auto" uses oneDNN for the 2-D convs it supports: switched on, and the extension builds
-    and loads (the first call builds it; a failure warns once and answers False from then on)."""
+    """Whether the CPU formulations use oneDNN for the convs it supports: switched on, one device in the
+    job, and the extension builds and loads (the first call builds it; a failure warns once and answers
+    False from then on).
+
+    With several devices (`--xla_force_host_platform_device_count`, several hosts) the switch stands
+    down with one warning: XLA's partitioner knows no sharding rule for the FFI calls, so it gathers the
+    whole batch onto every device and each computes all of it (measured: 8 devices, every conv 8 times),
+    where XLA's own convolutions are split by the batch. The explicit `impl="onednn"` still computes
+    the right numbers there, at that cost."""
     on = _onednn_switch["on"]
     if on is None:
         on = os.environ.get("NNBASICS_ONEDNN", "").strip().lower() in ("1", "true", "yes", "on")
+    if on and jax.device_count() > 1:
+        if not _multi_device_warned:
+            _multi_device_warned.append(True)
+            warnings.warn(f"oneDNN convolutions stand down with {jax.device_count()} devices (no sharding rule "
+                          "for their FFI calls: every device would compute the whole batch); using XLA's",
+                          stacklevel=3)
+        return False
     return bool(on) and _onednn.load()
 
 
