@@ -12,49 +12,24 @@ Reports each program's compile CPU seconds and member-steps per CPU second (best
 from __future__ import annotations
 
 import argparse
-import time
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-
+from experiments.benchmarks._member_loop import best_cpu_seconds, compiled_member_loop
 from nnbasics.engine import optim
-from nnbasics.engine.state import create_state, train_step
 from nnbasics.models.cnn1d import MNIST1DCNN
 from nnbasics.nn import conv
 
 
 def _program(impl: str, members: int, steps: int, batch: int, length: int = 40):
     """A compiled vmapped loop of `steps` training steps of the CNN on `impl`, its inputs, its compile CPU s."""
-    model = MNIST1DCNN(impl=impl)
     tx = optim.make_optimizer({"name": "adam", "learning_rate": 1e-2})
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(4000, length, 1)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, size=(4000,)), jnp.int32)
-    state = jax.tree.map(lambda *a: jnp.stack(a), *[create_state(model, tx, jax.random.key(k), x[:1])
-                                                    for k in range(members)])
-    idx = jnp.asarray(rng.integers(0, 4000, size=(members, steps, batch)), jnp.int32)
-
-    def step(st, ix):
-        return train_step(st, x[ix], y[ix])
-
-    t = time.process_time()
-    compiled = jax.jit(jax.vmap(lambda st, ixs: jax.lax.scan(step, st, ixs))).lower(state, idx).compile()
-    return compiled, state, idx, time.process_time() - t
+    return compiled_member_loop(MNIST1DCNN(impl=impl), tx, (length, 1), members, steps, batch, n_examples=4000)
 
 
 def main(members: int, steps: int, batch: int, repeats: int) -> dict[str, float]:
     conv.use_onednn(False)  # "patches" is the patch-matrix conv, whatever NNBASICS_ONEDNN says
     impls = ["patches"] + (["onednn"] if conv._onednn.load() else [])
     programs = {impl: _program(impl, members, steps, batch) for impl in impls}
-    best = dict.fromkeys(impls, float("inf"))
-    for run, state, idx, _ in programs.values():
-        jax.block_until_ready(run(state, idx))  # first call: allocation, caches
-    for _ in range(repeats):
-        for impl, (run, state, idx, _) in programs.items():
-            t = time.process_time()
-            jax.block_until_ready(run(state, idx))
-            best[impl] = min(best[impl], time.process_time() - t)
+    best = best_cpu_seconds(programs, repeats)
     rates = {impl: members * steps / best[impl] for impl in impls}
     print(f"MNIST-1D CNN, {members} members x {steps} steps, batch {batch}, CPU seconds, best of {repeats} interleaved rounds")
     print("| conv | compile CPU s | member-steps / CPU s | vs patches |\n| --- | --- | --- | --- |")

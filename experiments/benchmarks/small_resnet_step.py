@@ -15,14 +15,11 @@ each stage's repeated blocks are one `nn.scan` ("scan") or unrolled ("unrolled")
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
+from experiments.benchmarks._member_loop import best_cpu_seconds, compiled_member_loop
 from nnbasics.engine import optim
-from nnbasics.engine.state import create_state, train_step
 from nnbasics.models.resnet import cifar_resnet
 from nnbasics.nn.conv import IMPLEMENTATIONS, use_onednn
 
@@ -34,19 +31,7 @@ def _program(depth: int, impl: str, scan: bool, members: int, steps: int, batch:
     """A compiled vmapped loop of `steps` training steps and its inputs."""
     model = cifar_resnet(depth, 10, width=4, scan_blocks=scan, conv_impl=impl)
     tx = optim.make_optimizer({"name": "momentum", "learning_rate": 0.025, "momentum": 0.9, "weight_decay": 1e-4})
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2000, 8, 8, 3)), jnp.float32)
-    y = jnp.asarray(rng.integers(0, 10, size=(2000,)), jnp.int32)
-    state = jax.tree.map(lambda *a: jnp.stack(a), *[create_state(model, tx, jax.random.key(k), x[:1])
-                                                    for k in range(members)])
-    idx = jnp.asarray(rng.integers(0, 2000, size=(members, steps, batch)), jnp.int32)
-
-    def step(st, ix):
-        return train_step(st, x[ix], y[ix])
-
-    t = time.process_time()
-    compiled = jax.jit(jax.vmap(lambda st, ixs: jax.lax.scan(step, st, ixs))).lower(state, idx).compile()
-    return compiled, state, idx, time.process_time() - t
+    return compiled_member_loop(model, tx, (8, 8, 3), members, steps, batch)
 
 
 def main(depths: list[int], members: int, steps: int, repeats: int, batch: int = 32,
@@ -56,14 +41,7 @@ def main(depths: list[int], members: int, steps: int, repeats: int, batch: int =
           f"CPU seconds, best of {repeats} interleaved rounds")
     for depth in depths:
         programs = {s: _program(depth, *s, members, steps, batch) for s in settings}
-        best = dict.fromkeys(settings, float("inf"))
-        for s, (run, state, idx, _) in programs.items():
-            jax.block_until_ready(run(state, idx))  # first call: allocation, caches
-        for _ in range(repeats):
-            for s, (run, state, idx, _) in programs.items():
-                t = time.process_time()
-                jax.block_until_ready(run(state, idx))
-                best[s] = min(best[s], time.process_time() - t)
+        best = best_cpu_seconds(programs, repeats)
         first = settings[0]
         base = members * steps / best[first]
         print(f"\nResNet-{depth} (width 4)\n| conv | blocks | compile CPU s | member-steps / CPU s | "
