@@ -135,7 +135,7 @@ def test_nested_vmap(built):
 
 
 def test_conv_module_auto_uses_onednn_when_switched_on(built):
-    x = jax.random.normal(jax.random.key(0), (8, 8, 8, 3))
+    x = jax.random.normal(jax.random.key(0), (32, 8, 8, 3))  # 32 x 4 x 4 = 512 output rows: above the size rule
     layer = conv.Conv(4, (3, 3), strides=2)
     params = layer.init(jax.random.key(1), x)
     conv.use_onednn(False)
@@ -198,8 +198,9 @@ def test_switch_moves_every_cpu_formulation_but_xla(built, monkeypatch):
     """Switched on, the CPU formulations a preset names for speed ('patches', 'chunked', 'auto') run
     on oneDNN, 1-D and 2-D, with the same values; 'xla' stays XLA's own; off, none of them does; and on
     another backend the switch changes nothing."""
-    x2, w2 = jax.random.normal(jax.random.key(0), (8, 8, 8, 4)), jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
-    x1, w1 = x2[:, 0], w2[0]
+    # output rows (batch x positions) at or above conv.ONEDNN_MIN_ROWS, so the size rule lets the switch act
+    x2, w2 = jax.random.normal(jax.random.key(0), (32, 8, 8, 4)), jax.random.normal(jax.random.key(1), (3, 3, 4, 4))
+    x1, w1 = jax.random.normal(jax.random.key(2), (64, 8, 4)), w2[0]
     for x, w in ((x2, w2), (x1, w1)):
         for impl in conv.IMPLEMENTATIONS:
             def f(x, w, impl=impl):  # a new function for each switch position: the switch is read at trace time
@@ -363,3 +364,31 @@ def test_the_switch_stands_down_on_several_devices(built):
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
     assert line is not None, out.stderr[-2000:]
     assert line.split(None, 1)[1] == "[False, False, False] 1 True False True True", line
+
+
+def test_the_switch_leaves_small_convolutions_on_their_formulation(built):
+    """Below conv.ONEDNN_MIN_ROWS output rows per call (a member's batch x output positions, as traced:
+    under vmap, a member's) the switch keeps the named CPU formulation, where oneDNN's fixed cost per
+    call loses (experiments/benchmarks/small_conv_calls.py); at the threshold it moves the conv; the
+    explicit impl="onednn" ignores the rule; the values agree either way."""
+    rows = conv.ONEDNN_MIN_ROWS
+    assert rows == 256
+    w2 = jax.random.normal(jax.random.key(1), (3, 3, 8, 8))
+    conv.use_onednn(True)
+    for batch, side, moved in ((rows // 16 - 1, 4, False), (rows // 16, 4, True), (2, 8, False), (4, 8, True)):
+        x = jax.random.normal(jax.random.key(0), (batch, side, side, 8))  # SAME, stride 1: side^2 positions
+        for impl in ("auto", "patches", "chunked"):
+            f = lambda x, w, impl=impl: conv.conv_general(x, w, 1, "SAME", impl=impl)  # noqa: E731
+            assert uses_ffi(f, x, w2) == moved, (batch, side, impl)
+        assert uses_ffi(lambda x, w: conv.conv_general(x, w, impl="onednn"), x, w2)
+        close(conv.conv_general(x, w2), conv.conv_general(x, w2, impl="xla"))
+    # 1-D: batch x output length; stride 2 halves the positions
+    w1 = w2[0]
+    assert not uses_ffi(lambda x, w: conv.conv_general(x, w, 2), jnp.ones((31, 16, 8)), w1)  # 31 x 8 = 248
+    assert uses_ffi(lambda x, w: conv.conv_general(x, w, 2), jnp.ones((32, 16, 8)), w1)  # 32 x 8 = 256
+    # under vmap the rule sees a member's batch: 6 members of batch 2 stay on the patch matrix
+    xs = jax.random.normal(jax.random.key(3), (6, 2, 40, 8))
+    g = jax.vmap(lambda x: conv.conv_general(x, w1, 1, "SAME", impl="patches"))
+    assert not uses_ffi(g, xs)
+    assert uses_ffi(jax.vmap(lambda x: conv.conv_general(x, w1, 1, "SAME", impl="patches")),
+                    jnp.tile(xs, (1, 4, 1, 1)))  # batch 8 x 40 = 320 rows

@@ -28,7 +28,8 @@ layouts, and so do its gradients; only the way they are computed changes:
 The switch: with oneDNN switched on, every CPU formulation ("auto", "patches", "chunked": the
 choices a model or preset makes for speed on a CPU) becomes "onednn" for the convs it supports, so
 a preset that names "patches" (fastest without the extra on its small maps) runs on oneDNN too
-(in a one-device job: with several devices the switch stands down, see `onednn_enabled`);
+(in a one-device job: with several devices the switch stands down, see `onednn_enabled`; and only
+where a call has ONEDNN_MIN_ROWS output rows or more: below, oneDNN's fixed cost per call loses);
 "xla" stays XLA's own convolution, and GPUs/TPUs are never affected. Switched off (the default),
 every program is the one it was before the extra existed.
 
@@ -344,6 +345,22 @@ def onednn_enabled() -> bool:
     return bool(on) and _onednn.load()
 
 
+# The switch leaves a convolution on its CPU formulation when a member's batch times its output positions is
+# below this: there oneDNN's fixed cost per call (~15-20 us a member for the forward and both gradients, one
+# core) outweighs its faster kernels. Measured by experiments/benchmarks/small_conv_calls.py (6 members,
+# one core): oneDNN / patch matrix 1.8-3.5x at 8-160 rows (1-D and 2-D, batch 2-8), 0.3-0.9x at 512 rows and
+# more; at 320 rows 0.75x (1-D, 32 -> 64 channels) and 1.22x (1 -> 16). The explicit impl="onednn" ignores it.
+ONEDNN_MIN_ROWS = 256
+
+
+def onednn_worthwhile(x, kernel, strides, pads, dilation) -> bool:
+    """Whether the switch moves this convolution to oneDNN: at least ONEDNN_MIN_ROWS output rows (batch
+    times output positions) per call, as traced (under vmap, a member's)."""
+    nd = x.ndim - 2
+    out = output_shape(x.shape[1:-1], kernel.shape[:nd], strides, pads, dilation)
+    return x.shape[0] * math.prod(out) >= ONEDNN_MIN_ROWS
+
+
 def onednn_supports(x, kernel, groups: int, dilation: Sequence[int], pads: Sequence[tuple[int, int]]) -> bool:
     """Whether the oneDNN path computes this convolution: float32, 2-D, no groups, no dilation,
     non-negative padding, a non-empty output."""
@@ -407,7 +424,9 @@ def conv_general(
     strides = _tuple(strides, nd, "strides")
     dilation = _tuple(dilation, nd, "dilation")
     pads = tuple(explicit_padding(padding, x.shape[1:-1], kernel.shape[:nd], strides, dilation))
-    if impl in CPU_FORMULATIONS and jax.default_backend() == "cpu" and onednn_enabled():
+    if (impl in CPU_FORMULATIONS and jax.default_backend() == "cpu" and onednn_worthwhile(x, kernel, strides, pads,
+                                                                                        dilation)
+            and onednn_enabled()):
         impl = "onednn"  # the switch: oneDNN for what it supports, whichever CPU formulation was named
     elif impl == "auto":
         impl = choose_implementation(nd, groups, x.shape[0], onednn=False)
