@@ -347,10 +347,13 @@ def onednn_enabled() -> bool:
 
 # The switch leaves a convolution on its CPU formulation when a member's batch times its output positions is
 # below this: there oneDNN's fixed cost per call (~15-20 us a member for the forward and both gradients, one
-# core) outweighs its faster kernels. Measured by experiments/benchmarks/small_conv_calls.py (6 members,
-# one core): oneDNN / patch matrix 1.8-3.5x at 8-160 rows (1-D and 2-D, batch 2-8), 0.3-0.9x at 512 rows and
-# more; at 320 rows 0.75x (1-D, 32 -> 64 channels) and 1.22x (1 -> 16). The explicit impl="onednn" ignores it.
-ONEDNN_MIN_ROWS = 256
+# core) outweighs its faster kernels. Measured on one core (experiments/benchmarks/README.md, round eight):
+# single convs (small_conv_calls.py, 6 members) 1.8-3.5x slower on oneDNN at 8-80 rows, 0.2-0.9x at 512 and
+# more, mixed at 128-320; whole training steps, interleaved: the normalizers' 1-D net at batch 2 trains 1.55x
+# slower on oneDNN without the rule and as fast as without the extra with it (threshold 128 or 256), at batch
+# 32 1.67x faster with 128 (1.44x with 256); the quick ResNet-20 loses 5% with 256 (its 2x2 stage) and
+# nothing with 128. The explicit impl="onednn" ignores it.
+ONEDNN_MIN_ROWS = 128
 
 
 def onednn_worthwhile(x, kernel, strides, pads, dilation) -> bool:
