@@ -256,3 +256,20 @@ def test_conv1d_step_benchmark_times_patches_and_onednn(capsys):
     assert rates["patches"] > 0 and "| patches |" in out and out.count("| 1.00x |") >= 1
     assert ("onednn" in rates) == onednn.load(warn=False)
     assert all(r > 0 for r in rates.values())
+
+
+def test_small_conv_calls_benchmark_times_both_per_case(capsys, monkeypatch):
+    """The small-conv benchmark (it set conv.ONEDNN_MIN_ROWS) runs end to end on two cases: a row per case
+    and batch with its output rows, positive times for both implementations and their ratio."""
+    from experiments.benchmarks import small_conv_calls
+    from nnbasics.nn import onednn
+
+    if not onednn.load(warn=False):
+        pytest.skip(f"oneDNN extension unavailable: {onednn.error()}")
+    monkeypatch.setattr(small_conv_calls, "CALLS", 2)
+    monkeypatch.setattr(small_conv_calls, "CASES", [((10,), 2, 3), ((4, 4), 2, 3)])
+    out = small_conv_calls.main(batches=(2,), members=1)
+    assert [r["rows"] for r in out] == [20, 32]
+    assert all(r["patches"] > 0 and r["onednn"] > 0 for r in out)
+    printed = capsys.readouterr().out
+    assert "| 1-D 10, 2 -> 3 | 2 | 20 |" in printed and "| 2-D 4x4, 2 -> 3 | 2 | 32 |" in printed

@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments.benchmarks._member_loop import best_cpu_seconds
 from nnbasics.nn import conv
 
+CALLS = 100  # convolutions (forward and both gradients) per timed program
 # (spatial size, cin, cout): the 1-D CNNs of MNIST-1D / normalizers, the quick ResNets' 2-D stages
 CASES = [((40,), 1, 16), ((20,), 16, 32), ((10,), 32, 64), ((8, 8), 4, 4), ((4, 4), 8, 8), ((2, 2), 16, 16)]
 
 
-def per_call_us(impl: str, spatial: tuple[int, ...], cin: int, cout: int, batch: int, members: int) -> float:
+def _program(impl: str, spatial: tuple[int, ...], cin: int, cout: int, batch: int, members: int):
+    """(compiled loop of 100 calls, kernel, input, None): the tuple `best_cpu_seconds` times."""
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(members, batch, *spatial, cin)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(members, *(3,) * len(spatial), cin, cout)) * 0.1, jnp.float32)
@@ -34,27 +36,21 @@ def per_call_us(impl: str, spatial: tuple[int, ...], cin: int, cout: int, batch:
     def body(_, c):
         return jax.tree.map(lambda a, g: a + 1e-6 * g, c, grads(*c))
 
-    loop = jax.jit(lambda k, x: jax.lax.fori_loop(0, 100, body, (k, x)))
-    jax.block_until_ready(loop(k, x))
-    best = float("inf")
-    for _ in range(5):
-        t = time.process_time()
-        jax.block_until_ready(loop(k, x))
-        best = min(best, time.process_time() - t)
-    return best / 100 * 1e6
+    return jax.jit(lambda k, x: jax.lax.fori_loop(0, CALLS, body, (k, x))), k, x, None
 
 
 def main(batches=(2, 8, 32, 128), members: int = 6) -> list[dict]:
     conv.use_onednn(False)  # each impl is what it names
     if not conv._onednn.load(warn=False):
         raise SystemExit(f"the oneDNN extra is not available: {conv._onednn.error()}")
-    print(f"{members} members vmapped, forward + both gradients, CPU us per call (best of 5 x 100 calls)")
+    print(f"{members} members vmapped, forward + both gradients, CPU us per call (best of 5 interleaved rounds x 100 calls)")
     print("| conv | batch | rows / member | patches us | oneDNN us | oneDNN / patches |\n|---|---|---|---|---|---|")
     out = []
     for spatial, cin, cout in CASES:
         for b in batches:
-            p = per_call_us("patches", spatial, cin, cout, b, members)
-            o = per_call_us("onednn", spatial, cin, cout, b, members)
+            best = best_cpu_seconds({impl: _program(impl, spatial, cin, cout, b, members)
+                                     for impl in ("patches", "onednn")}, repeats=5)
+            p, o = (best[impl] / CALLS * 1e6 for impl in ("patches", "onednn"))
             rows = b * math.prod(spatial)
             out.append({"spatial": spatial, "cin": cin, "cout": cout, "batch": b, "rows": rows, "patches": p, "onednn": o})
             shape = "x".join(map(str, spatial))

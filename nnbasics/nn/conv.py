@@ -427,9 +427,8 @@ def conv_general(
     strides = _tuple(strides, nd, "strides")
     dilation = _tuple(dilation, nd, "dilation")
     pads = tuple(explicit_padding(padding, x.shape[1:-1], kernel.shape[:nd], strides, dilation))
-    if (impl in CPU_FORMULATIONS and jax.default_backend() == "cpu" and onednn_worthwhile(x, kernel, strides, pads,
-                                                                                        dilation)
-            and onednn_enabled()):
+    on_cpu = impl in CPU_FORMULATIONS and jax.default_backend() == "cpu"
+    if on_cpu and onednn_worthwhile(x, kernel, strides, pads, dilation) and onednn_enabled():
         impl = "onednn"  # the switch: oneDNN for what it supports, whichever CPU formulation was named
     elif impl == "auto":
         impl = choose_implementation(nd, groups, x.shape[0], onednn=False)

@@ -28,6 +28,11 @@ def table() -> Mapping[str, Any]:
     return MEASURED
 
 
+def assumed_tflops() -> float:
+    """The accelerator rate (TFLOP/s, an assumption, not a measurement) the table's GPU seconds were computed with."""
+    return table()["assumed_accelerator_flops"] / 1e12
+
+
 def estimate(name: str, preset: str) -> dict[str, Any] | None:
     """{seconds, cpu_seconds, how, accelerator_seconds?} of `name`'s `preset` on the reference CPU,
     or None where nothing was measured (a smoke preset, a new experiment)."""
@@ -83,7 +88,7 @@ def run_lines(name: str, preset: str, backend: str = "cpu", overrides: Iterable[
              + ("; the --config overrides may change it" if list(overrides) else "")]
     if backend != "cpu" and e.get("accelerator_seconds"):
         lines.append(f"  on an accelerator, from its FLOPs: {format_duration(e['accelerator_seconds'])} "
-                     f"(at an assumed {table().get('assumed_accelerator_flops', 0) / 1e12:g} TFLOP/s sustained)")
+                     f"(at an assumed {assumed_tflops():g} TFLOP/s sustained)")
     w = long_run_warning(name, preset, backend)
     return lines + ([w] if w else [])
 

@@ -16,7 +16,7 @@ import pprint
 from typing import Any, Mapping
 
 from nnbasics.runs import experiment as exp
-from nnbasics.runs.estimate import TABLE_PATH, estimate, format_duration, machine, seconds, table
+from nnbasics.runs.estimate import TABLE_PATH, assumed_tflops, estimate, format_duration, machine, seconds, table
 
 
 def _claims_seconds(path: pathlib.Path) -> dict[str, Any] | None:
@@ -94,8 +94,8 @@ def full_preset_table(claims_path: str | pathlib.Path, reasons: Mapping[str, str
                         f"{format_duration(r['seconds'])} | {where} |")
         else:
             e = estimate(name, "full") or {}
-            tflops = table().get("assumed_accelerator_flops", 0) / 1e12
-            acc = (f"; on a GPU {format_duration(e['accelerator_seconds'])} from its FLOPs at an assumed {tflops:g} TFLOP/s"
+            acc = (f"; on a GPU {format_duration(e['accelerator_seconds'])} from its FLOPs at an assumed "
+                   f"{assumed_tflops():g} TFLOP/s"
                    if e.get("accelerator_seconds") else "")
             why = (reasons or {}).get(name, "")
             rows.append(f"| {name} | not run here{': ' + why if why else ''} | estimated "
