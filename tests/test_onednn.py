@@ -124,6 +124,37 @@ def test_vmap_shared_operand(built, axes):
         close(a, b)
 
 
+@pytest.mark.parametrize("threads,members,side_by_side", [(2, 4, True), (4, 4, True), (2, 3, True), (3, 7, True),
+                                                           (4, 3, True), (2, 4, False)])
+def test_members_side_by_side_equal_one_after_another(built, monkeypatch, threads, members, side_by_side):
+    """With more than one thread, members with their own kernels run side by side (one single-threaded
+    primitive each) when their convolutions are small and there are at least as many as threads, else one
+    after another on every thread (`side_by_side` False: the row limit set below these convolutions):
+    both give the one-thread values. The thread count is the call's attribute, so any machine runs this."""
+    xs = jax.random.normal(jax.random.key(0), (members, 4, 10, 10, 5))
+    ws = jax.random.normal(jax.random.key(1), (members, 3, 3, 5, 6)) / 6
+    f = jax.vmap(jax.value_and_grad(_loss("onednn"), (0, 1)))
+    monkeypatch.setattr(onednn, "SIDE_BY_SIDE_MAX_ROWS", onednn.SIDE_BY_SIDE_MAX_ROWS if side_by_side else 10)
+
+    def compiled(n):  # a new function each time: jit's trace cache would keep the first thread count
+        monkeypatch.setattr("nnbasics.threads._pool_threads", n)
+        g = jax.jit(lambda a, b: f(a, b))
+        text = g.lower(xs, ws).as_text()
+        assert f"threads = {n} : i64" in text
+        assert f"side_by_side_rows = {onednn.SIDE_BY_SIDE_MAX_ROWS} : i64" in text
+        return g
+
+    one = compiled(1)(xs, ws)
+    before = onednn.side_by_side_calls()
+    many = jax.block_until_ready(compiled(threads)(xs, ws))
+    # three calls (forward, both gradients) ran side by side, or none
+    assert onednn.side_by_side_calls() - before == (3 if side_by_side and members >= threads else 0)
+    want = jax.vmap(jax.value_and_grad(_loss(None), (0, 1)))(xs, ws)
+    for a, b, c in zip(jax.tree.leaves(one), jax.tree.leaves(many), jax.tree.leaves(want)):
+        close(b, c)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def test_nested_vmap(built):
     xs = jax.random.normal(jax.random.key(0), (2, 3, 2, 8, 8, 4))
     ws = jax.random.normal(jax.random.key(1), (2, 3, 3, 4, 5)) / 6

@@ -14,7 +14,10 @@ usual path.
 Under `jax.vmap` the calls use jax.ffi's vmap_method="expand_dims": the handler sees the vmapped
 axes in front and loops over members, or, where every member shares the kernel, runs them as one
 larger batch. oneDNN's OpenMP threads are set on every call to XLA:CPU's thread count
-(`nnbasics.threads.cpu_threads()`), so the two never oversubscribe the process's cores.
+(`nnbasics.threads.cpu_threads()`), so the two never oversubscribe the process's cores. With more than
+one thread, members with their own kernels whose convolutions have at most SIDE_BY_SIDE_MAX_ROWS
+output rows each run side by side, one thread and one single-threaded primitive per member (at least
+as many members as threads); larger ones run one after another, each split over every thread.
 """
 
 from __future__ import annotations
@@ -38,6 +41,13 @@ TARGETS = {
     "weight_grad": ("nnbasics_onednn_conv_weight_grad", "NnbOnednnConvBackwardWeights"),
 }
 ONEDNN_WHEELS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
+
+# Members side by side up to this many output rows (batch x output positions) per member's convolution:
+# measured on 2 threads, 8 and 5 members, forward + both gradients (experiments/benchmarks/onednn_threads.py):
+# side by side 1.3-2.2x faster at 512 and 2k rows, 1.04-1.13x at 8k, 0.92-1.07x at 33k, 0.94-0.97x at 131k (large
+# convolutions compete for the caches); a whole quick ResNet-56 step 2.1x faster. Set between 8k and 33k rows
+# from that table, not tuned on any claim.
+SIDE_BY_SIDE_MAX_ROWS = 16384
 
 _lock = threading.Lock()
 _state: dict = {"loaded": None, "error": None, "lib": None, "path": None}
@@ -164,6 +174,15 @@ def implementation(kind: str, geometry: Sequence[int]) -> str:
     return buf.value.decode()
 
 
+def side_by_side_calls() -> int:
+    """How many handler calls in this process ran their members side by side (for tests; 0 when not loaded)."""
+    if not load(warn=False):
+        return 0
+    fn = _state["lib"].nnb_onednn_side_by_side_calls
+    fn.restype = ctypes.c_int64
+    return int(fn())
+
+
 # ------------------------------------------------------------------------------- the JAX calls
 
 
@@ -174,7 +193,8 @@ def _attrs(strides, pads) -> dict:
 
     (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
     return {"stride_h": np.int64(sh), "stride_w": np.int64(sw), "pad_top": np.int64(pt), "pad_bottom": np.int64(pb),
-            "pad_left": np.int64(pl), "pad_right": np.int64(pr), "threads": np.int64(cpu_threads())}
+            "pad_left": np.int64(pl), "pad_right": np.int64(pr), "threads": np.int64(cpu_threads()),
+            "side_by_side_rows": np.int64(SIDE_BY_SIDE_MAX_ROWS)}
 
 
 def _call(kind: str, shape, a, b, strides, pads):

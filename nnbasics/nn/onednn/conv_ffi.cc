@@ -10,7 +10,9 @@
 // Primitives are built once per shape (a cache keyed on the geometry) and executed with a user
 // scratchpad, so concurrent calls from several XLA threads never share a buffer. Each call sets
 // OpenMP's thread count (of the calling thread) to the `threads` attribute, which Python sets to
-// XLA:CPU's thread count.
+// XLA:CPU's thread count. Vmapped members with their own kernels run side by side, one thread and one
+// single-threaded primitive each, when their convolutions are small (`across_members`); otherwise one
+// after another, each primitive on every thread.
 //
 // Built by nnbasics/nn/onednn/__init__.py (g++ -O2 -shared against jax.ffi.include_dir() and the
 // onednn-devel-cpu-gomp wheel).
@@ -18,6 +20,7 @@
 #include <omp.h>
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -37,12 +40,14 @@ namespace {
 
 enum Kind : int64_t { kForward = 0, kBackwardData = 1, kBackwardWeights = 2 };
 
-// n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind
-using Key = std::array<int64_t, 16>;
+// n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind, threads the primitive was built for
+using Key = std::array<int64_t, 17>;
 
 struct Geometry {
   int64_t n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr;
-  Key key(Kind kind) const { return {n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind}; }
+  Key key(Kind kind, int64_t threads) const {
+    return {n, h, w, c, f, kh, kw, oh, ow, sh, sw, pt, pb, pl, pr, kind, threads};
+  }
   memory::desc act(int64_t batch) const { return memory::desc({batch, c, h, w}, memory::data_type::f32, tag::nhwc); }
   memory::desc out(int64_t batch) const { return memory::desc({batch, f, oh, ow}, memory::data_type::f32, tag::nhwc); }
   memory::desc hwio() const { return memory::desc({f, c, kh, kw}, memory::data_type::f32, tag::hwio); }
@@ -115,10 +120,12 @@ std::shared_ptr<Entry> build(const Geometry& g, Kind kind) {
   return e;
 }
 
+// oneDNN sizes a primitive's work split for the threads it may use when it is built (omp_get_max_threads()
+// of the building thread), so the cache keeps one per thread count.
 std::shared_ptr<Entry> lookup(const Geometry& g, Kind kind) {
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<Entry>> cache;
-  Key key = g.key(kind);
+  Key key = g.key(kind, omp_get_max_threads());
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);
@@ -234,6 +241,18 @@ void run(const Geometry& g, Kind kind, float* act, float* wt, float* out) {
   s.wait();
 }
 
+// How many threads run the members side by side (1: one after another, each on `threads` threads). Side
+// by side when there are at least as many members as threads and each member's convolution has at most
+// `side_by_side_rows` output rows (its batch x output positions): a small convolution split over threads
+// pays OpenMP's hand-over on every call, while a large one split within is faster than two large ones
+// competing for the caches (benchmarks: experiments/benchmarks/README.md, "oneDNN threads").
+std::atomic<int64_t> side_by_side_calls{0};  // for tests: how many calls ran their members side by side
+
+int across_members(int64_t members, int64_t threads, int64_t rows, int64_t side_by_side_rows) {
+  if (threads <= 1 || members < threads || rows > side_by_side_rows) return 1;
+  return static_cast<int>(threads);
+}
+
 void set_threads(int64_t threads) {
   if (threads > 0 && omp_get_max_threads() != threads) omp_set_num_threads(static_cast<int>(threads));
 }
@@ -242,7 +261,8 @@ void set_threads(int64_t threads) {
 // one of them is the result.
 ffi::Error convolve(Kind kind, ffi::Span<const int64_t> act_dims, float* act, ffi::Span<const int64_t> wt_dims,
                     float* wt, ffi::Span<const int64_t> out_dims, float* out, ffi::Span<const int64_t> result_dims,
-                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+                    int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads,
+                    int64_t side_by_side_rows) {
   auto m = members_of(result_dims);
   if (m.has_error()) return m.error();
   size_t r = act_dims.size();
@@ -270,6 +290,28 @@ ffi::Error convolve(Kind kind, ffi::Span<const int64_t> act_dims, float* act, ff
       run(big, kind, act, wt, out);
       return ffi::Error::Success();
     }
+    int team = across_members(m->count, threads, g.n * g.oh * g.ow, side_by_side_rows);
+    if (team > 1) {
+      side_by_side_calls.fetch_add(1, std::memory_order_relaxed);
+      // Members side by side, one thread each, every primitive single-threaded: a member's convolution is
+      // too small to split well (the small nets' per-call cost is OpenMP's hand-over, not arithmetic), and
+      // the members are independent and equal in work. Exceptions cannot leave the parallel region.
+      std::vector<std::string> failed(m->count);
+#pragma omp parallel for num_threads(team) schedule(static)
+      for (int64_t k = 0; k < m->count; ++k) {
+        omp_set_num_threads(1);
+        try {
+          run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
+        } catch (const dnnl::error& err) {
+          failed[k] = std::string("oneDNN: ") + err.what();
+        } catch (const std::exception& err) {
+          failed[k] = err.what();
+        }
+      }
+      for (const auto& f : failed)
+        if (!f.empty()) return ffi::Error::Internal(f);
+      return ffi::Error::Success();
+    }
     for (int64_t k = 0; k < m->count; ++k) {
       run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
     }
@@ -282,21 +324,21 @@ ffi::Error convolve(Kind kind, ffi::Span<const int64_t> act_dims, float* act, ff
 }
 
 ffi::Error Forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y, int64_t sh,
-                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+                   int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t side_by_side_rows) {
   return convolve(kForward, x.dimensions(), x.typed_data(), w.dimensions(), w.typed_data(), y->dimensions(),
-                  y->typed_data(), y->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+                  y->typed_data(), y->dimensions(), sh, sw, pt, pb, pl, pr, threads, side_by_side_rows);
 }
 
 ffi::Error BackwardData(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> dx, int64_t sh,
-                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+                        int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t side_by_side_rows) {
   return convolve(kBackwardData, dx->dimensions(), dx->typed_data(), w.dimensions(), w.typed_data(), g.dimensions(),
-                  g.typed_data(), dx->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+                  g.typed_data(), dx->dimensions(), sh, sw, pt, pb, pl, pr, threads, side_by_side_rows);
 }
 
 ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi::ResultBuffer<ffi::F32> dw,
-                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads) {
+                           int64_t sh, int64_t sw, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t threads, int64_t side_by_side_rows) {
   return convolve(kBackwardWeights, x.dimensions(), x.typed_data(), dw->dimensions(), dw->typed_data(),
-                  g.dimensions(), g.typed_data(), dw->dimensions(), sh, sw, pt, pb, pl, pr, threads);
+                  g.dimensions(), g.typed_data(), dw->dimensions(), sh, sw, pt, pb, pl, pr, threads, side_by_side_rows);
 }
 
 }  // namespace
@@ -308,7 +350,8 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi
       .Attr<int64_t>("pad_bottom") \
       .Attr<int64_t>("pad_left")  \
       .Attr<int64_t>("pad_right") \
-      .Attr<int64_t>("threads")
+      .Attr<int64_t>("threads")   \
+      .Attr<int64_t>("side_by_side_rows")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnConvForward, Forward,
                               ffi::Ffi::Bind()
@@ -341,3 +384,6 @@ extern "C" int nnb_onednn_impl(int64_t kind, const int64_t* geometry, char* out,
     return 1;
   }
 }
+
+// For tests: how many calls so far ran their members side by side.
+extern "C" int64_t nnb_onednn_side_by_side_calls() { return side_by_side_calls.load(); }
