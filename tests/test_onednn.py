@@ -423,3 +423,24 @@ def test_the_switch_leaves_small_convolutions_on_their_formulation(built):
     assert not uses_ffi(g, xs)
     assert uses_ffi(jax.vmap(lambda x: conv.conv_general(x, w1, 1, "SAME", impl="patches")),
                     jnp.tile(xs, (1, 4, 1, 1)))  # batch 8 x 40 = 320 rows
+
+
+def test_threads_benchmark_compares_both_paths(built, monkeypatch, capsys):
+    """The benchmark that set SIDE_BY_SIDE_MAX_ROWS runs end to end on a tiny case: its programs carry the
+    limit it asks for (0 for one after another), the module's limit is restored, every time is positive."""
+    from experiments.benchmarks import onednn_threads
+
+    monkeypatch.setattr(onednn_threads, "CALLS", 2)
+    monkeypatch.setattr(onednn_threads, "CONV_CASES", [(2, 4, 3)])
+    limit = onednn.SIDE_BY_SIDE_MAX_ROWS
+    with onednn_threads.side_by_side(False):
+        assert onednn.SIDE_BY_SIDE_MAX_ROWS == 0
+        assert "side_by_side_rows = 0 : i64" in onednn_threads._conv_program(2, 4, 3, 2)[0].as_text()
+    assert onednn.SIDE_BY_SIDE_MAX_ROWS == limit
+    out = onednn_threads.main([2], [8], steps=2, repeats=1)
+    assert [r["rows"] for r in out if "rows" in r] == [32]
+    assert {r["setting"] for r in out if "setting" in r} == {
+        "patches (no extra)", "oneDNN, one after another", "oneDNN, side by side"}
+    assert all(v > 0 for r in out for k, v in r.items() if k.endswith(("_us", "_per_s")))
+    assert "| 2 x 4x4 x 3 | 32 |" in capsys.readouterr().out
+

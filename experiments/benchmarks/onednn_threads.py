@@ -64,7 +64,7 @@ def _step_program(depth: int, impl: str, members: int, steps: int):
     return compiled_member_loop(model, tx, (8, 8, 3), members, steps, 32)
 
 
-def main(members: list[int], depths: list[int], steps: int = 40, repeats: int = 5) -> None:
+def main(members: list[int], depths: list[int], steps: int = 40, repeats: int = 5) -> list[dict]:
     conv.use_onednn(False)  # each setting is what it names
     if not onednn.load(warn=False):
         raise SystemExit(f"the oneDNN extra is not available: {onednn.error()}")
@@ -73,6 +73,7 @@ def main(members: list[int], depths: list[int], steps: int = 40, repeats: int = 
           f"interleaved rounds; side by side up to {onednn.SIDE_BY_SIDE_MAX_ROWS} rows per member")
     if threads < 2:
         print("(one thread: both settings run one member after another; nothing to compare)")
+    out = []
     for m in members:
         print(f"\n{m} members: one 3x3 convolution, forward + both gradients, wall us per call\n"
               "| batch x positions x channels | rows / member | one after another | side by side | speed-up |\n"
@@ -84,6 +85,7 @@ def main(members: list[int], depths: list[int], steps: int = 40, repeats: int = 
                     programs[on] = _conv_program(b, s, ch, m)
             best = best_cpu_seconds(programs, repeats, clock=time.perf_counter)
             a, t = (best[k] / CALLS * 1e6 for k in (False, True))
+            out.append({"members": m, "rows": b * s * s, "one_after_another_us": a, "side_by_side_us": t})
             print(f"| {b} x {s}x{s} x {ch} | {b * s * s} | {a:.0f} | {t:.0f} | {a / t:.2f}x |", flush=True)
     for depth in depths:
         for m in members:
@@ -97,6 +99,8 @@ def main(members: list[int], depths: list[int], steps: int = 40, repeats: int = 
                   "| conv | member-steps / s |\n|---|---|")
             for key, sec in best.items():
                 print(f"| {key} | {m * steps / sec:.0f} |", flush=True)
+                out.append({"members": m, "depth": depth, "setting": key, "member_steps_per_s": m * steps / sec})
+    return out
 
 
 if __name__ == "__main__":

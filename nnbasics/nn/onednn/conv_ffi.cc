@@ -241,13 +241,13 @@ void run(const Geometry& g, Kind kind, float* act, float* wt, float* out) {
   s.wait();
 }
 
+std::atomic<int64_t> side_by_side_calls{0};  // for tests: how many calls ran their members side by side
+
 // How many threads run the members side by side (1: one after another, each on `threads` threads). Side
 // by side when there are at least as many members as threads and each member's convolution has at most
 // `side_by_side_rows` output rows (its batch x output positions): a small convolution split over threads
 // pays OpenMP's hand-over on every call, while a large one split within is faster than two large ones
-// competing for the caches (benchmarks: experiments/benchmarks/README.md, "oneDNN threads").
-std::atomic<int64_t> side_by_side_calls{0};  // for tests: how many calls ran their members side by side
-
+// competing for the caches (experiments/benchmarks/README.md, round nine).
 int across_members(int64_t members, int64_t threads, int64_t rows, int64_t side_by_side_rows) {
   if (threads <= 1 || members < threads || rows > side_by_side_rows) return 1;
   return static_cast<int>(threads);
