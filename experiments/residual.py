@@ -14,7 +14,8 @@ the quick and full presets narrow the nets (4/8/16 filters), the images (8x8 cro
 (800 and 8000 steps) to run on a 2-core CPU, and there the deeper ResNet has not caught up with the
 shallower one (at quick it trails it; at full it ties it); at 32,000 steps it trains below it
 (experiments/benchmarks/README.md, "Residual depth: the scale search"; 80 CPU minutes for 8 seeds
-with the oneDNN extra, twice that without). With
+with the oneDNN extra on one core, 62 minutes on both cores of an idle 2-core CPU, about twice that
+without the extra). With
 `--config.depths=20,32,44,56` (the `depths` sweep) the ordering over the whole sweep is claimed too:
 the slope of the final training loss against depth, per seed, positive for the plain nets and
 negative for the ResNets.
@@ -48,7 +49,8 @@ PAPER_WIDTH = 16  # the paper's filters in the first stage; narrower nets do not
 # below ResNet-20 (experiments/benchmarks/README.md, "Residual depth: the scale search"): at 8,000 and 16,000
 # steps the two tie (+0.004, -0.003, intervals across 0); at 32,000 (the rate divided by 10 at 16k and 24k)
 # -0.017 [-0.037, +0.004] with 5 of 5 seeds below at seed offset 0, and -0.016 [-0.023, -0.009] with 7 of 8
-# below at offset 100. From this many steps the narrow nets make the paper's claim too.
+# below at offset 100, -0.014 [-0.024, -0.004] with 6 of 8 below at offset 200. From this many steps the
+# narrow nets make the paper's claim too.
 RESNET_GAP_CPU_STEPS = 32000
 
 THRESHOLDS = {
