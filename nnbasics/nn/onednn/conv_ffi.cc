@@ -291,30 +291,25 @@ ffi::Error convolve(Kind kind, ffi::Span<const int64_t> act_dims, float* act, ff
       return ffi::Error::Success();
     }
     int team = across_members(m->count, threads, g.n * g.oh * g.ow, side_by_side_rows);
-    if (team > 1) {
-      side_by_side_calls.fetch_add(1, std::memory_order_relaxed);
-      // Members side by side, one thread each, every primitive single-threaded: a member's convolution is
-      // too small to split well (the small nets' per-call cost is OpenMP's hand-over, not arithmetic), and
-      // the members are independent and equal in work. Exceptions cannot leave the parallel region.
-      std::vector<std::string> failed(m->count);
-#pragma omp parallel for num_threads(team) schedule(static)
-      for (int64_t k = 0; k < m->count; ++k) {
-        omp_set_num_threads(1);
-        try {
-          run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
-        } catch (const dnnl::error& err) {
-          failed[k] = std::string("oneDNN: ") + err.what();
-        } catch (const std::exception& err) {
-          failed[k] = err.what();
-        }
-      }
-      for (const auto& f : failed)
-        if (!f.empty()) return ffi::Error::Internal(f);
-      return ffi::Error::Success();
-    }
+    if (team > 1) side_by_side_calls.fetch_add(1, std::memory_order_relaxed);
+    // Side by side (team > 1): one thread a member, every primitive single-threaded, since a member's
+    // convolution is too small to split well and the members are independent and equal in work. Otherwise
+    // one member after another on the calling thread, each primitive on every thread. Exceptions cannot
+    // leave a parallel region, so each member's failure is kept and the first returned.
+    std::vector<std::string> failed(m->count);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
     for (int64_t k = 0; k < m->count; ++k) {
-      run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
+      if (team > 1) omp_set_num_threads(1);
+      try {
+        run(g, kind, act + (*act_off)[k], wt + (*wt_off)[k], out + (*out_off)[k]);
+      } catch (const dnnl::error& err) {
+        failed[k] = std::string("oneDNN: ") + err.what();
+      } catch (const std::exception& err) {
+        failed[k] = err.what();
+      }
     }
+    for (const auto& f : failed)
+      if (!f.empty()) return ffi::Error::Internal(f);
   } catch (const dnnl::error& err) {
     return ffi::Error::Internal(std::string("oneDNN: ") + err.what());
   } catch (const std::exception& err) {
