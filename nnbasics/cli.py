@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="XLA:CPU runs each operation on N threads (default: one per core; 1 is faster for the "
                         "small MNIST-1D models and gives the numbers of a one-core machine); compiling still "
                         "uses every core. Workers of `reproduce --jobs N` (N > 1) run on one core each")
+    p.add_argument("--cpu-devices", type=_cpu_devices, default=None, metavar="N",
+                   help="the CPU shows N devices (XLA's --xla_force_host_platform_device_count) and each run's "
+                        "members (seeds x settings) are split over them, every device training its own at "
+                        "once; with --onednn on a multi-core CPU the way to keep every core busy on small "
+                        "nets (see the README's speed section); 8 tries what an 8-device machine runs")
     p.add_argument("--onednn", action="store_true",
                    help="CPU convolutions on oneDNN (the optional extra: pip install -e \".[onednn]\" and a C++ "
                         "compiler; the same as NNBASICS_ONEDNN=1, also for `reproduce --jobs` workers); refused "
@@ -156,6 +161,17 @@ def _cpu_threads(text: str) -> int:
     return n
 
 
+def _cpu_devices(text: str) -> int:
+    """--cpu-devices N: a whole number from 1 to 1024."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 1024:
+        raise argparse.ArgumentTypeError(f"--cpu-devices wants a whole number from 1 to 1024, got {text!r}")
+    return n
+
+
 def _presets(sp: argparse.ArgumentParser, default: str = "full") -> None:
     g = sp.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the small preset (minutes on a 2-core CPU)")
@@ -202,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         _start(args)
+    except ValueError as e:  # --cpu-devices against XLA_FLAGS
+        parser.error(str(e))
     except RuntimeError as e:  # JAX_PLATFORMS naming a backend this machine lacks, a coordinator not reached, ...
         print(f"nnbasics: error: JAX could not start: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
               file=sys.stderr)
@@ -289,12 +307,16 @@ def _own_warnings_always_show() -> None:
 
 
 def _start(args: argparse.Namespace) -> None:
-    """Quiet mode, the compilation cache, (with --multihost/--coordinator) JAX's distributed runtime and
-    (with --cpu-threads) the size of XLA's CPU thread pools."""
+    """Quiet mode, (with --cpu-devices) the CPU's device count, the compilation cache, (with
+    --multihost/--coordinator) JAX's distributed runtime and (with --cpu-threads) the size of XLA's CPU
+    thread pools."""
     set_quiet(args.quiet)
     warnings.formatwarning = _format_warning
     _own_warnings_always_show()
-    from nnbasics.threads import patient_collectives
+    from nnbasics.threads import patient_collectives, set_cpu_devices
+
+    if args.cpu_devices is not None:
+        set_cpu_devices(args.cpu_devices)  # before JAX starts; a contradicting XLA_FLAGS: ValueError
 
     patient_collectives()  # several simulated CPU devices: collectives wait for a slow device, not abort
     from nnbasics import enable_compilation_cache

@@ -83,6 +83,31 @@ def set_cpu_threads(n: int) -> bool:
     return True
 
 
+DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def set_cpu_devices(n: int, environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
+    """Before JAX creates its backends: make the CPU backend show `n` devices (XLA_FLAGS gets
+    --xla_force_host_platform_device_count=n; inherited by worker processes). On a multi-core CPU,
+    `fit` then trains its members (seeds x settings) split over them, each device's members as a
+    program of its own, all devices at once (see `nnbasics.engine.parallel`). Raises ValueError for an
+    `n` below 1 or an XLA_FLAGS that already asks for another count, RuntimeError once the backends
+    exist."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"cpu devices must be a whole number of at least 1, got {n!r}")
+    env = os.environ if environ is None else environ
+    flags = env.get("XLA_FLAGS", "").split()
+    given = [f for f in flags if f.startswith(DEVICE_COUNT_FLAG + "=")]
+    if given and given[-1] != f"{DEVICE_COUNT_FLAG}={n}":
+        raise ValueError(f"XLA_FLAGS already sets {given[-1]}; it and {n} CPU devices cannot both hold: leave one out")
+    if given:
+        return
+    if environ is None and _backend_exists():
+        raise RuntimeError("set_cpu_devices must run before JAX creates its backends (before the first JAX "
+                           "computation or jax.devices())")
+    env["XLA_FLAGS"] = " ".join([*flags, f"{DEVICE_COUNT_FLAG}={n}"])
+
+
 # XLA:CPU aborts the whole process when one simulated device waits more than 40 s (its default) for the
 # others at a collective. With more simulated devices than cores (8 on a 2-core laptop, or several runs
 # side by side) a device thread can fall that far behind without anything being wrong: seen once in a

@@ -42,6 +42,7 @@ from nnbasics.engine.run_directory import check_run_directory
 from nnbasics.engine.state import TrainState, create_state, evaluate
 from nnbasics.engine.state import train_step as default_train_step
 from nnbasics.nn.losses import Loss, get_loss, loss_key
+from nnbasics.nn.onednn import per_device_program
 from nnbasics.progress import progress
 
 # "rbg" keys: XLA's RngBitGenerator compiles in a fraction of the time of threefry on CPU (measured:
@@ -394,14 +395,17 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
                               member_overrides=[m["overrides"] for m in members],
                               accumulate=None if counts == {1} else min(counts))
 
+    inner = None if parallel.members_only(mesh) else mesh  # a members-only split: each device's own program
+
     def init_member(seed, values):
         key = jax.random.key(seed, impl=PRNG_IMPL)  # inside the program: no eager key programs to compile
-        state = create_state(model, tx, jax.random.fold_in(key, 0), sample, model_args=values["model"])
+        with per_device_program(1):  # one member on one device, whatever the mesh
+            state = create_state(model, tx, jax.random.fold_in(key, 0), sample, model_args=values["model"])
         state = state.replace(opt_state=optim.set_member(state.opt_state, values["overrides"], values["accumulate"]))
         return jax.tree.map(lambda a: a[None], state)  # a member axis of 1: no stacking for one member
 
     def step(st, batch):
-        return train_step(st, *parallel.shard_batch_constraint(batch, mesh), loss)
+        return train_step(st, *parallel.shard_batch_constraint(batch, inner), loss)
 
     def member_chunk(state, idx, xs, ys, length):
         """The first `length` steps of idx (steps, batch): the batches are gathered from the on-device
@@ -426,13 +430,13 @@ def _programs(model: nn.Module, example_shape: tuple[int, ...], tc: TrainConfig,
         return jax.lax.scan(step, state, (xs, ys))
 
     def member_eval(st, xte, yte, xtr, ytr):
-        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, loss, tc.eval_batch_size, mesh).items()}
+        out = {f"test_{k}": v for k, v in evaluate(st, xte, yte, loss, tc.eval_batch_size, inner).items()}
         if tc.eval_train:
             out.update({f"train_full_{k}": v for k, v in evaluate(st, xtr, ytr, loss, tc.eval_batch_size,
-                                                                   mesh).items()})
+                                                                   inner).items()})
         return {**out, **{name: f(st) for name, f in eval_fns.items()}}
 
-    donate, vmap = functools.partial(jax.jit, donate_argnums=(0,)), parallel.vmap_members
+    donate, vmap = functools.partial(jax.jit, donate_argnums=(0,)), parallel.map_members
     return {
         "init_one": light_jit(init_member),  # compiled once, called per member: cheaper than a vmapped init
         "run_chunk": donate(vmap(member_chunk, (0, 0, None, None, None), mesh)),

@@ -7,6 +7,11 @@ statistics stay global). `training_mesh` picks the two sizes from what divides: 
 devices when it divides, otherwise the members, otherwise the largest mesh that fits (with one line
 saying which devices stay idle). On-device data sets are replicated. The same code runs on one CPU,
 all local accelerators, or many hosts after `initialize_distributed()`.
+
+A mesh that splits the members alone runs each device's members as its own program (`map_members`, a
+`shard_map`): nothing for the partitioner to split, no collective, and the CPU convolution switch can
+use oneDNN there. With that switch on, on CPU devices, `training_mesh` prefers that split among meshes
+of one size (`preferred_split`).
 """
 
 from __future__ import annotations
@@ -34,13 +39,16 @@ def _divisors(n: int) -> list[int]:
     return [k for k in range(1, n + 1) if n % k == 0]
 
 
-def mesh_shape(devices: int, members: int, batch_size: int, whole: bool = False) -> tuple[int, int]:
+def mesh_shape(devices: int, members: int, batch_size: int, whole: bool = False,
+               prefer: str = "data") -> tuple[int, int]:
     """(members axis, data axis) sizes for `members` vmapped members with batches of `batch_size` on
     `devices` devices: the data axis divides the batch, the members axis divides the members, and
     their product is at most `devices` (exactly `devices` when `whole`, as several processes need).
-    The largest product wins; among equals the larger data axis (the batch is split first). Returns
-    (0, 0) when `whole` and nothing fits."""
-    best = (0, 0)
+    The largest product wins; among equals the larger data axis (the batch is split first), or with
+    prefer="members" the larger members axis. Returns (0, 0) when `whole` and nothing fits."""
+    if prefer not in ("data", "members"):
+        raise ValueError(f"prefer must be 'data' or 'members', got {prefer!r}")
+    best, best_key = (0, 0), (0, 0)
     for d in _divisors(batch_size):
         if d > devices:
             break
@@ -48,9 +56,19 @@ def mesh_shape(devices: int, members: int, batch_size: int, whole: bool = False)
             used = m * d
             if used > devices or (whole and used != devices):
                 continue
-            if (used, d) > (best[0] * best[1], best[1]):
-                best = (m, d)
+            key = (used, d if prefer == "data" else m)
+            if key > best_key:
+                best, best_key = (m, d), key
     return best
+
+
+def preferred_split() -> str:
+    """Which axis `training_mesh` fills first among meshes of one size: the members on CPU devices
+    with the oneDNN convolution switch on (a members-only split keeps it on: `map_members`), else the
+    batch."""
+    from nnbasics.nn.conv import onednn_switched_on
+
+    return "members" if jax.default_backend() == "cpu" and onednn_switched_on() else "data"
 
 
 def valid_batch_sizes(devices: int, near: int, members: int = 1) -> list[int]:
@@ -82,7 +100,7 @@ def training_mesh(members: int, batch_size: int, devices: Sequence[jax.Device] |
     if n == 1:
         return None
     multi = jax.process_count() > 1
-    m, d = mesh_shape(n, members, batch_size, whole=multi)
+    m, d = mesh_shape(n, members, batch_size, whole=multi, prefer=preferred_split())
     if m == 0:
         raise ValueError(
             f"batch_size={batch_size} with {members} member(s) cannot use all {n} devices of {jax.process_count()} "
@@ -141,6 +159,42 @@ def vmap_members(fun: Any, in_axes: Any, mesh: Mesh | None) -> Any:
     if mesh is not None and MEMBERS_AXIS in mesh.axis_names:
         return jax.vmap(fun, in_axes=in_axes, spmd_axis_name=MEMBERS_AXIS)
     return jax.vmap(fun, in_axes=in_axes)
+
+
+def members_only(mesh: Mesh | None) -> bool:
+    """Whether the mesh splits the members alone (a members axis of 2 or more, no batch split): each
+    device then trains its own members whole, and `map_members` runs them as a per-device program."""
+    return axis_size(mesh, MEMBERS_AXIS) > 1 and axis_size(mesh, DATA_AXIS) == 1
+
+
+def local_mesh_devices(mesh: Mesh) -> int:
+    """How many of the mesh's devices belong to this process (they share its cores)."""
+    return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
+
+
+def map_members(fun: Any, in_axes: Sequence[int | None], mesh: Mesh | None) -> Any:
+    """`fun` mapped over members (arguments with in_axes 0 carry a leading member axis, None ones are
+    shared; every output carries the member axis).
+
+    On a members-only mesh (`members_only`) this is a `jax.shard_map`: each device runs `fun` vmapped
+    over its own members as an ordinary one-device program (no partitioner, no collective), traced
+    inside `nnbasics.nn.onednn.per_device_program`, so the CPU convolution switch may call oneDNN there
+    with its share of the cores. `fun` must then not ask for shardings itself (build it with mesh=None).
+    On any other mesh, `vmap_members` (XLA's partitioner splits the batch); without a mesh, `jax.vmap`."""
+    if not members_only(mesh):
+        return vmap_members(fun, in_axes, mesh)
+    from nnbasics.nn.onednn import per_device_program
+
+    inner, share = jax.vmap(fun, in_axes=in_axes), local_mesh_devices(mesh)
+
+    def body(*args):
+        with per_device_program(share):
+            return inner(*args)
+
+    specs = tuple(P(MEMBERS_AXIS) if a == 0 else P() for a in in_axes)
+    # check_vma=False: the oneDNN convolution's custom VJP returns values without the varying-axis
+    # annotation shard_map's checker expects; every output here is split by members anyway
+    return jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=P(MEMBERS_AXIS), check_vma=False)
 
 
 def shard_batch_constraint(tree: Any, mesh: Mesh | None) -> Any:

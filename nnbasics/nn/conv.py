@@ -28,7 +28,7 @@ layouts, and so do its gradients; only the way they are computed changes:
 The switch: with oneDNN switched on, every CPU formulation ("auto", "patches", "chunked": the
 choices a model or preset makes for speed on a CPU) becomes "onednn" for the convs it supports, so
 a preset that names "patches" (fastest without the extra on its small maps) runs on oneDNN too
-(in a one-device job: with several devices the switch stands down, see `onednn_enabled`; and only
+(in a one-device job or a members-only split over several: see `onednn_enabled`; and only
 where a call has ONEDNN_MIN_ROWS output rows or more: below, oneDNN's fixed cost per call loses);
 "xla" stays XLA's own convolution, and GPUs/TPUs are never affected. Switched off (the default),
 every program is the one it was before the extra existed.
@@ -322,24 +322,36 @@ def onednn_switch(on: bool | None):
 _multi_device_warned: list[bool] = []
 
 
-def onednn_enabled() -> bool:
-    """Whether the CPU formulations use oneDNN for the convs it supports: switched on, one device in the
-    job, and the extension builds and loads (the first call builds it; a failure warns once and answers
-    False from then on).
-
-    With several devices (`--xla_force_host_platform_device_count`, several hosts) the switch stands
-    down with one warning: XLA's partitioner knows no sharding rule for the FFI calls, so it gathers the
-    whole batch onto every device and each computes all of it (measured: 8 devices, every conv 8 times),
-    where XLA's own convolutions are split by the batch. The explicit `impl="onednn"` still computes
-    the right numbers there, at that cost."""
+def onednn_switched_on() -> bool:
+    """Whether the switch asks for oneDNN (`use_onednn`, else NNBASICS_ONEDNN), whether or not it can
+    be used here (that is `onednn_enabled`)."""
     on = _onednn_switch["on"]
     if on is None:
         on = os.environ.get("NNBASICS_ONEDNN", "").strip().lower() in ("1", "true", "yes", "on")
-    if on and jax.device_count() > 1:
+    return bool(on)
+
+
+def onednn_enabled() -> bool:
+    """Whether the CPU formulations use oneDNN for the convs it supports: switched on, one device in the
+    job or a per-device program (below), and the extension builds and loads (the first call builds it;
+    a failure warns once and answers False from then on).
+
+    With several devices (`--xla_force_host_platform_device_count`, several hosts) the switch stands
+    down with one warning in any program that XLA's partitioner may split (e.g. the batch over a
+    `data` axis; any program traced outside a per-device one, as tracing cannot see the shardings):
+    it knows no sharding rule for the FFI calls, so it gathers the whole batch onto every device and
+    each computes all of it (measured: 8 devices, every conv 8 times), where XLA's own convolutions are
+    split by the batch. Inside a per-device program (`nnbasics.nn.onednn.per_device_program`: the
+    members-only split of `fit`, a `shard_map` in which each device trains its own members whole) there
+    is nothing to partition and the switch stays on. The explicit `impl="onednn"` computes the right
+    numbers everywhere, at that cost where it is partitioned."""
+    on = onednn_switched_on()
+    if on and jax.device_count() > 1 and _onednn.per_device_devices() is None:
         if not _multi_device_warned:
             _multi_device_warned.append(True)
-            warnings.warn(f"oneDNN convolutions stand down with {jax.device_count()} devices (no sharding rule "
-                          "for their FFI calls: every device would compute the whole batch); using XLA's",
+            warnings.warn(f"oneDNN convolutions stand down with {jax.device_count()} devices outside a training run "
+                          "split by members alone (XLA's partitioner has no sharding rule for their FFI calls: "
+                          "split by the batch, every device would compute all of it); using XLA's there",
                           stacklevel=3)
         return False
     return bool(on) and _onednn.load()

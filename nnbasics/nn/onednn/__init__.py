@@ -18,6 +18,11 @@ larger batch. oneDNN's OpenMP threads are set on every call to XLA:CPU's thread 
 one thread, members with their own kernels whose convolutions have at most SIDE_BY_SIDE_MAX_ROWS
 output rows each run side by side, one thread and one single-threaded primitive per member (at least
 as many members as threads); larger ones run one after another, each split over every thread.
+
+In a program that runs on one device of several on the same cores (the members-only split of
+`nnbasics.engine.parallel.map_members`: a `shard_map` in which each device trains its own members), the
+calls are traced inside `per_device_program(k)` and take XLA's thread count divided by the k devices
+that share this process's cores, so k devices calling oneDNN at once never oversubscribe them either.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import contextlib
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 SOURCE = pathlib.Path(__file__).with_name("conv_ffi.cc")
 TARGETS = {
@@ -186,14 +192,44 @@ def side_by_side_calls() -> int:
 # ------------------------------------------------------------------------------- the JAX calls
 
 
+_per_device = threading.local()  # .devices: how many devices share the cores while a per-device body is traced
+
+
+@contextlib.contextmanager
+def per_device_program(devices: int) -> Iterator[None]:
+    """Trace, inside the block, the body of a program that runs on each of `devices` devices of this
+    process at once (a `shard_map` body): the convolution switch may use oneDNN there (each device
+    calls it on its own shard, so no partitioner has to split an FFI call) and each call takes
+    XLA's thread count divided by `devices` (at least one)."""
+    if isinstance(devices, bool) or not isinstance(devices, int) or devices < 1:
+        raise ValueError(f"devices must be a whole number of at least 1, got {devices!r}")
+    before = getattr(_per_device, "devices", None)
+    _per_device.devices = devices
+    try:
+        yield
+    finally:
+        _per_device.devices = before
+
+
+def per_device_devices() -> int | None:
+    """Inside `per_device_program(k)`: k; elsewhere None."""
+    return getattr(_per_device, "devices", None)
+
+
+def call_threads() -> int:
+    """The OpenMP threads a call traced now takes: XLA:CPU's thread count, shared out among the devices
+    of a per-device program."""
+    from nnbasics.threads import cpu_threads
+
+    return max(1, cpu_threads() // (per_device_devices() or 1))
+
+
 def _attrs(strides, pads) -> dict:
     import numpy as np
 
-    from nnbasics.threads import cpu_threads
-
     (sh, sw), ((pt, pb), (pl, pr)) = strides, pads
     return {"stride_h": np.int64(sh), "stride_w": np.int64(sw), "pad_top": np.int64(pt), "pad_bottom": np.int64(pb),
-            "pad_left": np.int64(pl), "pad_right": np.int64(pr), "threads": np.int64(cpu_threads()),
+            "pad_left": np.int64(pl), "pad_right": np.int64(pr), "threads": np.int64(call_threads()),
             "side_by_side_rows": np.int64(SIDE_BY_SIDE_MAX_ROWS)}
 
 
