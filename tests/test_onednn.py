@@ -444,3 +444,80 @@ def test_threads_benchmark_compares_both_paths(built, monkeypatch, capsys):
     assert all(v > 0 for r in out for k, v in r.items() if k.endswith(("_us", "_per_s")))
     assert "| 2 x 4x4 x 3 | 32 |" in capsys.readouterr().out
 
+
+
+MEMBERS_SPLIT_SCRIPT = r"""
+import json, sys, warnings
+import jax, numpy as np
+from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit, parallel
+from nnbasics.engine import loop
+from nnbasics.models.resnet import cifar_resnet
+from nnbasics.nn import conv, onednn
+from nnbasics.progress import set_quiet
+set_quiet(True)
+assert onednn.load(warn=False), onednn.error()
+conv.use_onednn(True)
+model = cifar_resnet(8, 10, width=4, conv_impl="patches")
+data = load_dataset("digits")
+tc = TrainConfig(steps=6, batch_size=16, eval_every=3, seeds=(0, 1, 2, 3),
+                 optimizer={"name": "momentum", "learning_rate": 0.05, "momentum": 0.9})
+mesh = parallel.training_mesh(4, 16)
+shape = [parallel.axis_size(mesh, a) for a in (parallel.MEMBERS_AXIS, parallel.DATA_AXIS)]
+run = loop._setup(model, data, tc, mesh, None)
+state, _ = loop._initial_state(run)
+idx = parallel.shard_members(np.zeros((4, 3, 16), np.int32), mesh)
+hlo = run.run_chunk.lower(state, idx, run.arrays[0], run.arrays[1], np.int32(3)).as_text()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    r = fit(model, data, tc)
+print("RESULT " + json.dumps({
+    "devices": jax.device_count(), "mesh": shape, "ffi": hlo.count("nnbasics_onednn_conv"),
+    "warned": [str(c.message) for c in caught if "oneDNN" in str(c.message)],
+    "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(r.state.params)],
+    "loss": r.history[-1]["train_loss"]}))
+"""
+
+
+def _members_split(devices: int) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    env.pop("NNBASICS_ONEDNN", None)
+    out = subprocess.run([sys.executable, "-c", MEMBERS_SPLIT_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=600)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    return json.loads(line[len("RESULT "):])
+
+
+def test_members_split_over_devices_keeps_onednn_and_the_numbers(built):
+    """On 4 simulated devices with the switch on, `fit` splits 4 seeds one per device (the members axis
+    is preferred over the batch), each device's program calls oneDNN (its StableHLO holds the FFI calls)
+    with no stand-down warning, and the trained parameters and losses equal the one-device run's."""
+    one, four = _members_split(1), _members_split(4)
+    assert (one["devices"], one["mesh"]) == (1, [1, 1]) and (four["devices"], four["mesh"]) == (4, [4, 1])
+    assert one["ffi"] > 0 and four["ffi"] == one["ffi"], (one["ffi"], four["ffi"])
+    assert one["warned"] == [] and four["warned"] == [], four["warned"]
+    for a, b in zip(four["params"], one["params"]):
+        close(a, b, rtol=1e-5)
+    np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-5)
+
+
+def test_per_device_program_shares_the_threads():
+    """Inside `per_device_program(k)` a call takes XLA's thread count divided by k (at least one);
+    outside, all of it; nesting restores; bad counts are refused."""
+    assert onednn.per_device_devices() is None and onednn.call_threads() == cpu_threads()
+    with onednn.per_device_program(2):
+        assert onednn.per_device_devices() == 2 and onednn.call_threads() == max(1, cpu_threads() // 2)
+        with onednn.per_device_program(10 ** 6):
+            assert onednn.call_threads() == 1
+        assert onednn.per_device_devices() == 2
+    assert onednn.per_device_devices() is None
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="devices must be a whole number of at least 1"):
+            with onednn.per_device_program(bad):
+                pass

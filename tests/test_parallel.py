@@ -69,6 +69,60 @@ def test_mesh_shape_rule():
                            for dd in range(1, batch + 1) if batch % dd == 0 and mm * dd <= devices)
 
 
+def test_mesh_shape_members_first():
+    """prefer="members" fills the members axis first among meshes of one size (the split that keeps
+    the oneDNN convolutions on); the largest mesh still wins; anything else is refused."""
+    assert mesh_shape(8, 8, 32, prefer="members") == (8, 1)  # data first: (1, 8)
+    assert mesh_shape(8, 8, 32) == (1, 8)
+    assert mesh_shape(2, 8, 32, prefer="members") == (2, 1)
+    assert mesh_shape(8, 4, 32, prefer="members") == (4, 2)  # 4 members cannot fill 8: the batch takes the rest
+    assert mesh_shape(2, 3, 32, prefer="members") == (1, 2)  # 3 members do not split over 2: the batch does
+    assert mesh_shape(8, 3, 7, prefer="members") == (1, 7)  # the largest mesh first, whichever axis
+    for devices in (2, 3, 4, 8):
+        for members in range(1, 10):
+            for batch in range(1, 20):
+                m, d = mesh_shape(devices, members, batch, prefer="members")
+                dm, dd = mesh_shape(devices, members, batch)
+                assert members % m == 0 and batch % d == 0 and m * d == dm * dd and m >= dm
+    with pytest.raises(ValueError, match="prefer must be 'data' or 'members', got 'batch'"):
+        mesh_shape(8, 8, 32, prefer="batch")
+
+
+def test_set_cpu_devices_writes_xla_flags():
+    from nnbasics.threads import set_cpu_devices
+
+    env = {"XLA_FLAGS": "--xla_cpu_use_thunk_runtime=true"}
+    set_cpu_devices(2, env)
+    assert env["XLA_FLAGS"] == "--xla_cpu_use_thunk_runtime=true --xla_force_host_platform_device_count=2"
+    set_cpu_devices(2, env)  # the same count again: unchanged
+    assert env["XLA_FLAGS"].count("device_count") == 1
+    with pytest.raises(ValueError, match="XLA_FLAGS already sets --xla_force_host_platform_device_count=2; it and 8"):
+        set_cpu_devices(8, env)
+    empty: dict = {}
+    set_cpu_devices(1, empty)
+    assert empty == {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="cpu devices must be a whole number of at least 1"):
+            set_cpu_devices(bad, {})
+
+
+def test_cli_cpu_devices(tmp_path):
+    """--cpu-devices N trains on N CPU devices (the members split over them); a bad N or one that
+    contradicts XLA_FLAGS is refused with the reason, before anything runs."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    run = lambda *a, **kw: subprocess.run([sys.executable, "-m", "nnbasics.cli", *a], capture_output=True,  # noqa: E731
+                                          text=True, timeout=600, env={**env, **kw}, cwd=os.path.dirname(HERE))
+    bad = run("--cpu-devices", "0", "list")
+    assert bad.returncode == 2 and "--cpu-devices wants a whole number from 1 to 1024, got '0'" in bad.stderr
+    clash = run("--cpu-devices", "2", "list", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    assert clash.returncode == 2 and "XLA_FLAGS already sets --xla_force_host_platform_device_count=8" in clash.stderr
+    out = run("--cpu-devices", "2", "--quiet", "run", "perceptron_xor", "--smoke", "--workdir", str(tmp_path / "w"))
+    assert out.returncode in (0, 1), out.stderr[-2000:]
+    result = json.loads((tmp_path / "w" / "claims.json").read_text())
+    assert result["versions"]["devices"] == "2", result["versions"]
+
+
 def test_batch_must_divide_over_devices():
     import jax
 
