@@ -14,8 +14,9 @@ the quick and full presets narrow the nets (4/8/16 filters), the images (8x8 cro
 (800 and 8000 steps) to run on a 2-core CPU, and there the deeper ResNet has not caught up with the
 shallower one (at quick it trails it; at full it ties it); at 32,000 steps it trains below it
 (experiments/benchmarks/README.md, "Residual depth: the scale search"; 80 CPU minutes for 8 seeds
-with the oneDNN extra on one core, 62 minutes on both cores of an idle 2-core CPU, about twice that
-without the extra). With
+with the oneDNN extra on one core, 62 minutes on both cores of an idle 2-core CPU and 44 with the
+seeds split over two CPU devices (`nnbasics --cpu-devices 2 --onednn run residual ...`), about twice
+that without the extra). With
 `--config.depths=20,32,44,56` (the `depths` sweep) the ordering over the whole sweep is claimed too:
 the slope of the final training loss against depth, per seed, positive for the plain nets and
 negative for the ResNets.

@@ -142,3 +142,37 @@ def test_batch_must_divide_over_devices():
 
     with pytest.raises(ValueError, match="3 member.*do not divide evenly over the 4 devices of the mesh's 'members'"):
         check_mesh(FakeMembersMesh, 3, 100)
+
+
+COMPILE_COUNT_SCRIPT = r"""
+import jax, numpy as np
+from jax import monitoring
+events = []
+monitoring.register_event_duration_secs_listener(
+    lambda name, secs, **kw: events.append(name) if "backend_compile" in name else None)
+from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, loop, parallel
+from nnbasics.models import get_model
+model = get_model("mlp", num_classes=10, hidden=(32,))
+tc = TrainConfig(steps=6, batch_size=11, eval_every=3, seeds=(0, 1, 2, 3), optimizer={"name": "sgd", "learning_rate": 0.1})
+run = loop._setup(model, load_dataset("digits"), tc, parallel.training_mesh(4, 11), None)
+state, seconds = loop._initial_state(run)
+before = len(events)
+state, _ = run.run_chunk(state, parallel.shard_members(np.zeros((4, 3, 11), np.int32), run.mesh), run.arrays[0],
+                         run.arrays[1], np.int32(3))
+jax.block_until_ready(run.run_eval(state, run.arrays[2], run.arrays[3], run.arrays[0], run.arrays[1]))
+print("RESULT", dict(run.mesh.shape), before, len(events) - before, seconds > 0)
+"""
+
+
+def test_members_split_compiles_side_by_side_once():
+    """On a members-only mesh (4 seeds, batch 11, 4 devices) the init, the training chunk and the
+    evaluation are compiled side by side before training, with the members' sharding, and the real
+    calls compile nothing more."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env.pop("NNBASICS_SERIAL_COMPILE", None)
+    out = subprocess.run([sys.executable, "-c", COMPILE_COUNT_SCRIPT], capture_output=True, text=True, env=env,
+                         timeout=600, cwd=os.path.dirname(HERE))
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
+    assert line is not None, out.stderr[-3000:]
+    assert line == "RESULT {'members': 4, 'data': 1} 3 0 True", line

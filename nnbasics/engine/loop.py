@@ -456,21 +456,24 @@ def _seeds(members: list[dict[str, Any]]) -> tuple[np.ndarray, list[dict[str, An
 
 
 def _initial_state(run: _Run) -> tuple[TrainState, float]:
-    """Every member's initial state, stacked (and replicated over the mesh); on one CPU device the
-    init, the first chunk and the evaluation are compiled side by side first. Returns (state, the
-    seconds spent compiling side by side)."""
+    """Every member's initial state, stacked (and split over the mesh); on one CPU device, or a mesh
+    that splits the members alone in one process, the init, the first chunk and the evaluation are
+    compiled side by side first. Returns (state, the seconds spent compiling side by side)."""
     seeds, values = _seeds(run.members)
     seconds = 0.0
-    if run.mesh is None and not run.streaming and not os.environ.get("NNBASICS_SERIAL_COMPILE"):
+    split = run.mesh is not None and parallel.members_only(run.mesh) and jax.process_count() == 1
+    if (run.mesh is None or split) and not run.streaming and not os.environ.get("NNBASICS_SERIAL_COMPILE"):
         t0 = time.perf_counter()
+        # on a members-only mesh the shapes carry the members' sharding, as the real arguments will
+        where = {"sharding": parallel.members_sharding(run.mesh)} if split else {}
         one = jax.eval_shape(run.init_one, seeds[0], values[0])
-        shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(run.members), *a.shape[1:]), a.dtype), one)
+        shape = jax.tree.map(lambda a: jax.ShapeDtypeStruct((len(run.members), *a.shape[1:]), a.dtype, **where), one)
         chunk = min(int(run.tc.eval_every), int(run.tc.steps))
-        idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32)
+        idx = jax.ShapeDtypeStruct((len(run.members), chunk, int(run.tc.batch_size)), np.int32, **where)
         x_train, y_train, x_test, y_test = run.arrays
         train = ((lambda: run.run_chunk.lower(shape, idx, x_train, y_train, np.int32(chunk))) if run.tc.step_mode == "chunk"
-                 else (lambda: run.run_step.lower(shape, jax.ShapeDtypeStruct((idx.shape[0], idx.shape[2]), np.int32),
-                                                  x_train, y_train)))
+                 else (lambda: run.run_step.lower(shape, jax.ShapeDtypeStruct((idx.shape[0], idx.shape[2]), np.int32,
+                                                                              **where), x_train, y_train)))
         # the training program first (the longest compile); each compile starts as soon as it is lowered
         compile_side_by_side(lower() for lower in (train, lambda: run.init_one.lower(seeds[0], values[0]),
                                                    lambda: run.run_eval.lower(shape, x_test, y_test, x_train, y_train)))

@@ -242,9 +242,8 @@ def _call(kind: str, shape, a, b, strides, pads):
 
 def conv_forward(x, kernel, strides, pads):
     """y (N, OH, OW, F) of x (N, H, W, C) and kernel (KH, KW, C, F), float32, pads ((top, bottom), (left, right))."""
-    from nnbasics.nn.conv import output_shape
-
-    oh, ow = output_shape(x.shape[1:3], kernel.shape[:2], strides, pads, (1, 1))
+    # floor((in + pads - kernel) / stride) + 1 (no dilation here); nnbasics.nn.conv.output_shape in general
+    oh, ow = ((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip(x.shape[1:3], kernel.shape[:2], strides, pads))
     return _call("forward", (x.shape[0], oh, ow, kernel.shape[-1]), x, kernel, strides, pads)
 
 
