@@ -27,6 +27,7 @@ that share this process's cores, so k devices calling oneDNN at once never overs
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -35,7 +36,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import contextlib
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
