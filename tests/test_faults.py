@@ -144,15 +144,23 @@ def test_sigint_is_a_request_checked_after_each_chunk(tmp_path):
 
     _fit = fit  # the library installs no signal handler (the command line does): our own request flag
 
-    before = signal.getsignal(signal.SIGINT)
-    with graceful_interrupt("test") as flag, listening(flag):  # a training loop listens (fit does, as here)
-        if flag.installed:  # pytest may have its own handler: then nothing is changed, by design
-            # raised in this (main) thread, its handler run before raise_signal returns (os.kill to the
-            # process may land on another thread, the handler then running a moment later: flaky under load)
-            signal.raise_signal(signal.SIGINT)
+    # Python's own Ctrl-C handler for this check, whatever an earlier test or the test runner's worker left
+    # there (a handler that is not Python's default is left alone by design: that is checked below)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        with graceful_interrupt("test") as flag, listening(flag):  # a training loop listens (fit does, as here)
+            assert flag.installed
+            signal.raise_signal(signal.SIGINT)  # in this (main) thread: the handler has run when it returns
             assert flag.requested
             assert signal.getsignal(signal.SIGINT) is not before  # ours stays: a second Ctrl-C stops at once
-    assert signal.getsignal(signal.SIGINT) is before
+        assert signal.getsignal(signal.SIGINT) is before
+        mine = lambda signum, frame: None  # noqa: E731 - a program's own handler: graceful_interrupt keeps it
+        signal.signal(signal.SIGINT, mine)
+        with graceful_interrupt("test"):
+            assert signal.getsignal(signal.SIGINT) is mine
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
     requested = InterruptFlag()
     requested.requested = True  # as if Ctrl-C came while compiling: one chunk runs, then it stops
