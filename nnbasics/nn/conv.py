@@ -277,13 +277,18 @@ _conv_chunked.defvjp(_conv_chunked_fwd, _conv_chunked_bwd)
 # ------------------------------------------------------------------ oneDNN through jax.ffi (custom VJP)
 
 
+def _onednn_forward(x, kernel, strides, pads):
+    out_hw = output_shape(x.shape[1:3], kernel.shape[:2], strides, pads, (1, 1))
+    return _onednn.conv_forward(x, kernel, out_hw, strides, pads)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _conv_onednn(x, kernel, strides, pads):
-    return _onednn.conv_forward(x, kernel, strides, pads)
+    return _onednn_forward(x, kernel, strides, pads)
 
 
 def _conv_onednn_fwd(x, kernel, strides, pads):
-    return _onednn.conv_forward(x, kernel, strides, pads), (x, kernel)
+    return _onednn_forward(x, kernel, strides, pads), (x, kernel)
 
 
 def _conv_onednn_bwd(strides, pads, res, g):

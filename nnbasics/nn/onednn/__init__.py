@@ -240,10 +240,10 @@ def _call(kind: str, shape, a, b, strides, pads):
     return call(a, b, **_attrs(strides, pads))
 
 
-def conv_forward(x, kernel, strides, pads):
-    """y (N, OH, OW, F) of x (N, H, W, C) and kernel (KH, KW, C, F), float32, pads ((top, bottom), (left, right))."""
-    # floor((in + pads - kernel) / stride) + 1 (no dilation here); nnbasics.nn.conv.output_shape in general
-    oh, ow = ((size + lo + hi - k) // s + 1 for size, k, s, (lo, hi) in zip(x.shape[1:3], kernel.shape[:2], strides, pads))
+def conv_forward(x, kernel, out_hw, strides, pads):
+    """y (N, OH, OW, F) of x (N, H, W, C) and kernel (KH, KW, C, F), float32, pads ((top, bottom), (left, right));
+    out_hw = (OH, OW), as the caller computed it (`nnbasics.nn.conv.output_shape`)."""
+    oh, ow = out_hw
     return _call("forward", (x.shape[0], oh, ow, kernel.shape[-1]), x, kernel, strides, pads)
 
 
