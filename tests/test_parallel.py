@@ -176,3 +176,81 @@ def test_members_split_compiles_side_by_side_once():
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT")), None)
     assert line is not None, out.stderr[-3000:]
     assert line == "RESULT {'members': 4, 'data': 1} 3 0 True", line
+
+
+def test_padded_members_rule():
+    """Where whole members are preferred, copies of the last member fill the devices when they cost at most
+    a quarter of the work; never with the batch preferred, several processes, or fewer members than devices."""
+    from nnbasics.engine.parallel import MAX_PADDING, padded_members
+
+    assert padded_members(2, 5, 32, prefer="members") == 6  # 1 copy in 6
+    assert padded_members(2, 3, 32, prefer="members") == 4  # 1 in 4: at the limit
+    assert padded_members(4, 6, 32, prefer="members") == 8  # (2, 2) would split the batch: 2 copies in 8
+    assert padded_members(8, 9, 32, prefer="members") == 9  # 7 copies in 16: too many
+    assert padded_members(2, 8, 32, prefer="members") == 8  # already divides
+    assert padded_members(2, 1, 32, prefer="members") == 1  # fewer members than devices
+    assert padded_members(2, 5, 32, prefer="data") == 5
+    assert padded_members(2, 5, 32, prefer="members", processes=2) == 5
+    assert padded_members(1, 5, 32, prefer="members") == 5
+    for devices in (2, 3, 4, 8):
+        for members in range(1, 20):
+            n = padded_members(devices, members, 32, prefer="members")
+            assert n == members or (n % devices == 0 and 0 < n - members <= MAX_PADDING * n and members >= devices)
+
+
+PADDING_SCRIPT = r"""
+import json, os, shutil, sys
+import jax, numpy as np
+from nnbasics.data import load_dataset
+from nnbasics.engine import TrainConfig, fit, parallel
+from nnbasics.models import get_model
+from nnbasics.progress import set_quiet
+set_quiet(True)
+parallel.preferred_split = lambda: "members"  # as with the oneDNN switch on (needs the extra): whole members first
+model = get_model("norm_cnn", num_classes=10)
+tc = TrainConfig(steps=6, batch_size=16, eval_every=2, seeds=(0, 1, 2), checkpoint_every=2,
+                 optimizer={"name": "momentum", "learning_rate": 0.05, "momentum": 0.9})
+data = load_dataset("digits")
+ckpt = sys.argv[1]
+r = fit(model, data, tc, checkpoint_dir=ckpt)
+out = {"devices": jax.device_count(), "members": r.members, "trained": r.steps_trained,
+       "rows": [row["seed"] for row in r.history],
+       "loss": [row["train_loss"] for row in r.history], "acc": r.history[-1]["test_accuracy"],
+       "leading": sorted({int(a.shape[0]) for a in jax.tree.leaves(r.state)}),
+       "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(r.state.params)]}
+shutil.rmtree(os.path.join(ckpt, "run", "6"))  # the last checkpoint lost: the next run resumes from step 4
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _padding_run(devices: int, ckpt: str) -> tuple[dict, str]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    out = subprocess.run([sys.executable, "-c", PADDING_SCRIPT, ckpt], capture_output=True, text=True, env=env,
+                         timeout=600, cwd=os.path.dirname(HERE))
+    line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert line is not None, out.stderr[-3000:]
+    return json.loads(line[len("RESULT "):]), out.stderr
+
+
+def test_padded_members_equal_one_device_and_resume_anywhere(tmp_path):
+    """3 seeds on 2 devices with whole members preferred: a copy of the last seed makes 4 (one mesh of (2, 1)),
+    one line says so, and the results (rows, state, parameters) hold the 3 seeds, equal to one device's. The
+    checkpoints hold the 3 seeds too: a run on one device resumes the 2-device run's checkpoint, and the
+    2-device run resumes the one-device run's, each to the same numbers."""
+    (one, err1), (two, err2) = _padding_run(1, str(tmp_path / "one")), _padding_run(2, str(tmp_path / "two"))
+    assert (one["devices"], two["devices"]) == (1, 2)
+    assert "1 copy(ies) of the last one" in err2 and "copy" not in err1, err2[-2000:]
+    for r in (one, two):
+        assert [m["seed"] for m in r["members"]] == [0, 1, 2] and r["leading"] == [3] and r["trained"] == 6
+        assert r["rows"] == [[0, 1, 2]] * 3
+    for a, b in zip(two["params"], one["params"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
+    np.testing.assert_allclose(two["acc"], one["acc"], atol=1e-6)
+    # crossed over: each resumes the other's checkpoint at step 4 and trains steps 5-6
+    (two_from_one, _), (one_from_two, _) = _padding_run(2, str(tmp_path / "one")), _padding_run(1, str(tmp_path / "two"))
+    for r in (two_from_one, one_from_two):
+        assert r["leading"] == [3] and r["rows"] == [[0, 1, 2]] * 3 and r["trained"] == 2  # resumed at step 4
+        for a, b in zip(r["params"], one["params"]):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(r["loss"], one["loss"], rtol=1e-5)

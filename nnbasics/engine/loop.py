@@ -365,6 +365,12 @@ class _Run:
     run_stream_chunk: Callable  # (state, xs, ys) -> (state, per-step metrics)
     run_eval: Callable  # (state, x_test, y_test, x_train, y_train) -> metrics per member
     stream: Any = None  # the streaming iterator, opened at the first chunk
+    padding: int = 0  # copies of the last member trained so that the devices divide the members (dropped after)
+
+    @property
+    def real(self) -> list[dict[str, Any]]:
+        """The members asked for (without the padding copies)."""
+        return self.members[:len(self.members) - self.padding]
 
     @property
     def streaming(self) -> bool:
@@ -481,9 +487,38 @@ def _initial_state(run: _Run) -> tuple[TrainState, float]:
     parts = [run.init_one(s, v) for s, v in zip(seeds, values)]
     state = stack_members(parts)
     if run.mesh is not None:  # members split over the mesh (host values, so it also works across processes)
-        raw = parallel.shard_members(jax.device_get(state.replace(rng=jax.random.key_data(state.rng))), run.mesh)
-        state = raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
+        state = _spread(run, _host_state(state))
     return state, seconds
+
+
+def _host_state(state: TrainState) -> TrainState:
+    """The state as host (numpy) arrays, the PRNG keys as their raw data."""
+    return jax.device_get(state.replace(rng=jax.random.key_data(state.rng)))
+
+
+def _spread(run: _Run, host: TrainState) -> TrainState:
+    """A host state (`_host_state`) of every member, split over the run's mesh."""
+    raw = parallel.shard_members(host, run.mesh)
+    return raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
+
+
+def _real_state(run: _Run, state: TrainState) -> TrainState:
+    """The state of the members asked for: without the padding copies (on one device), else `state` itself.
+    Results and checkpoints hold this, so a checkpoint resumes on any device count."""
+    if not run.padding:
+        return state
+    n = len(run.real)
+    host = jax.tree.map(lambda a: np.asarray(a)[:n], _host_state(state))
+    real = jax.device_put(host)
+    return real.replace(rng=jax.random.wrap_key_data(real.rng, impl=PRNG_IMPL))
+
+
+def _padded_state(run: _Run, state: TrainState) -> TrainState:
+    """The inverse of `_real_state`: the padding copies (of the last member) appended again, split over the mesh."""
+    if not run.padding:
+        return state
+    host = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], run.padding, axis=0)]), _host_state(state))
+    return _spread(run, host)
 
 
 def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Array]:
@@ -540,8 +575,10 @@ def _check_finite(losses: np.ndarray, step: int, members: list[dict[str, Any]], 
 def _row(run: _Run, step: int, tag: str | None, metrics: dict[str, np.ndarray], ev: Mapping[str, Any],
          seconds: float) -> dict[str, Any]:
     """One metrics row: the step, the members, the chunk's mean train loss (and accuracy), the evaluation."""
-    row: dict[str, Any] = {"step": step, **({"run": tag} if tag else {}), "seed": [m["seed"] for m in run.members]}
-    summaries = [member_summary(m) for m in run.members]
+    n = len(run.real)  # (padding copies dropped)
+    metrics, ev = {k: np.asarray(v)[:n] for k, v in metrics.items()}, {k: np.asarray(v)[:n] for k, v in ev.items()}
+    row: dict[str, Any] = {"step": step, **({"run": tag} if tag else {}), "seed": [m["seed"] for m in run.real]}
+    summaries = [member_summary(m) for m in run.real]
     for key in dict.fromkeys(k for s in summaries for k in s if k != "seed"):
         values = [s.get(key, {"accumulate": 1, "model": {}}.get(key)) for s in summaries]
         if key != "learning_rate" or len(set(values)) > 1 or run.tc.learning_rates is not None:
@@ -552,7 +589,7 @@ def _row(run: _Run, step: int, tag: str | None, metrics: dict[str, np.ndarray], 
         row["train_accuracy"] = np.mean(metrics["accuracy"], axis=1).tolist()
     for k, v in ev.items():
         v = np.asarray(v, np.float64)
-        row[k] = v.tolist() if v.ndim <= 1 else v.reshape(len(run.members), -1).tolist()
+        row[k] = v.tolist() if v.ndim <= 1 else v.reshape(n, -1).tolist()
     row["seconds"] = round(seconds, 3)
     return row
 
@@ -569,6 +606,7 @@ def _evaluation_row(run: _Run, step: int, tag: str | None, metrics: dict[str, np
 
 def _checkpointer(run: _Run, model: nn.Module, state: TrainState, directory: Any, tag: str | None) -> Any:
     """An Orbax checkpointer under directory/tag whose fingerprint refuses another run's checkpoints."""
+    state = _real_state(run, state)  # what the checkpoints hold
     return _checkpointer_for(_fingerprint(run, model, state, tag), state, directory, tag, run.tc.keep_checkpoints)
 
 
@@ -577,7 +615,7 @@ def _fingerprint(run: _Run, model: nn.Module, state: TrainState, tag: str | None
     x_shape = [1, *run.data.example_shape] if run.streaming else list(np.shape(run.data.x_train))
     return {
         "tag": tag, "model": " ".join(repr(model).replace("# attributes", "").split()),
-        "members": [member_summary(m) for m in run.members],
+        "members": [member_summary(m) for m in run.real],
         "optimizer": optim.resolve(tc.optimizer), "steps": int(tc.steps), "eval_every": int(tc.eval_every),
         "batch_size": int(tc.batch_size), "loss": loss_key(tc.loss),
         "data": [getattr(run.data, "name", "?"), x_shape, list(np.shape(run.data.x_test))],
@@ -632,9 +670,19 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
         validate_train_config(tc, data=data, model=model)
         if streaming and tc.eval_train:
             raise ValueError("eval_train needs the whole training set on the device; not available for streaming data")
-        members = _members(tc)
-        if mesh == "auto":  # the devices split the batch where it divides, else whole members (parallel.py)
-            mesh = parallel.training_mesh(len(members), int(tc.batch_size)) if tc.data_parallel else None
+        members, padding = _members(tc), 0
+        if mesh == "auto" and tc.data_parallel:  # the devices split the batch where it divides, else whole members
+            # (parallel.py); where whole members are preferred, copies of the last fill the devices
+            padding = parallel.padded_members(jax.device_count(), len(members), int(tc.batch_size),
+                                              processes=jax.process_count()) - len(members)
+            if padding:
+                parallel.say_once(f"{len(members)} members (seeds x settings) on {jax.device_count()} devices: "
+                                  f"{padding} copy(ies) of the last one trained alongside and dropped from the results, "
+                                  "so that each device trains whole members")
+                members = members + [dict(members[-1]) for _ in range(padding)]
+            mesh = parallel.training_mesh(len(members), int(tc.batch_size))
+        elif mesh == "auto":
+            mesh = None
         parallel.check_mesh(mesh, len(members), int(tc.batch_size))
     except ConfigError:
         raise
@@ -642,7 +690,7 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
         raise ConfigError(f"{tag + ': ' if tag else ''}{e}") from None
     example_shape = data.example_shape if streaming else tuple(np.shape(data.x_train)[1:])
     return _Run(tc, members, mesh, data, _place(data, tc, mesh),
-                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {}), train_step))
+                **_programs(model, example_shape, tc, mesh, members, dict(eval_fns or {}), train_step), padding=padding)
 
 
 # --------------------------------------------------------------------------------------- fit
@@ -713,7 +761,9 @@ def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, workdi
     ckpt, history, step, total = None, [], 0, int(tc.steps)
     if checkpoint_dir is not None:
         ckpt = _checkpointer(run, model, state, checkpoint_dir, tag)
-        state, history = ckpt.restore(state) or (state, [])
+        restored = ckpt.restore(_real_state(run, state))
+        if restored is not None:
+            state, history = _padded_state(run, restored[0]), restored[1]
         step = int(history[-1]["step"]) if history else 0
         if metrics_writer is not None and jax.process_index() == 0:  # the run's rows become the checkpoint's
             metrics_writer.restore(tag, history)
@@ -734,7 +784,7 @@ def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, workdi
             step += length
             history.append(_evaluation_row(run, step, tag, metrics, time.perf_counter() - t0, metrics_writer, state))
             if ckpt is not None and (step == total or (tc.checkpoint_every and step - last_saved >= tc.checkpoint_every)):
-                ckpt.save(state, history)
+                ckpt.save(_real_state(run, state), history)
                 last_saved = step
             bar.update(length)
             if interrupt.requested:  # also after the last chunk: the request is kept, never dropped
@@ -744,7 +794,7 @@ def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, workdi
                 checkpoint_finished_runs(workdir)
             if ckpt is None or last_saved != step:
                 ckpt = ckpt or _checkpointer(run, model, state, interrupt_dir, tag)
-                ckpt.save(state, history)
+                ckpt.save(_real_state(run, state), history)
             raise TrainingInterrupted(
                 f"{tag + ': ' if tag else ''}interrupted at step {step} of {total}"
                 f"{' (its training had just finished)' if step == total else ''}; checkpoint written to "
@@ -755,7 +805,7 @@ def _train(model: nn.Module, data: Any, tc: TrainConfig, tag: str | None, workdi
         if ckpt is not None:
             ckpt.close()
     jax.block_until_ready(state)
-    result = TrainResult(history, state, [member_summary(m) for m in run.members], time.perf_counter() - t0,
+    result = TrainResult(history, _real_state(run, state), [member_summary(m) for m in run.real], time.perf_counter() - t0,
                          compile_seconds, first_chunk if total > first else 0.0, steps_trained=total - first)
     if checkpoint_dir is None and interrupt.installed:  # checkpoints off: kept for a stop signal later on
         _keep_for_a_stop(workdir, run, model, result, tag)

@@ -11,7 +11,8 @@ all local accelerators, or many hosts after `initialize_distributed()`.
 A mesh that splits the members alone runs each device's members as its own program (`map_members`, a
 `shard_map`): nothing for the partitioner to split, no collective, and the CPU convolution switch can
 use oneDNN there. With that switch on, on CPU devices, `training_mesh` prefers that split among meshes
-of one size (`preferred_split`).
+of one size (`preferred_split`), and `fit` pads a member count that the devices do not divide with
+copies of its last member (`padded_members`), which it drops from every result.
 """
 
 from __future__ import annotations
@@ -85,10 +86,30 @@ def valid_batch_sizes(devices: int, near: int, members: int = 1) -> list[int]:
 _told: set[str] = set()
 
 
-def _say_once(line: str) -> None:
+def say_once(line: str) -> None:
     if line not in _told:
         _told.add(line)
         print(f"nnbasics: {line}", file=sys.stderr, flush=True)
+
+
+# the most of the work that copies of a member may take so that the devices divide the members (see `padded_members`)
+MAX_PADDING = 0.25
+
+
+def padded_members(devices: int, members: int, batch_size: int, prefer: str | None = None, processes: int = 1) -> int:
+    """How many members to train so that the members alone split over all `devices`: `members` where they
+    already do, where the batch is preferred (`preferred_split`), with several processes, with fewer members
+    than devices, or where the copies would be more than MAX_PADDING of the work; otherwise the next multiple
+    of `devices` (`fit` trains copies of its last member there and drops them from every result). Without it
+    a member count that the devices do not divide (5 seeds on 2 devices) would split the batch instead, where
+    the CPU's oneDNN convolution stands down."""
+    prefer = preferred_split() if prefer is None else prefer
+    if prefer != "members" or processes > 1 or devices < 2 or members < devices:
+        return members
+    if mesh_shape(devices, members, batch_size, prefer="members") == (devices, 1):
+        return members
+    padded = -(-members // devices) * devices
+    return padded if padded - members <= MAX_PADDING * padded else members
 
 
 def training_mesh(members: int, batch_size: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
@@ -108,7 +129,7 @@ def training_mesh(members: int, batch_size: int, devices: Sequence[jax.Device] |
             f"{' or '.join(map(str, valid_batch_sizes(n, batch_size, members)))}, or a member count (seeds x "
             f"settings) that {n} divides")
     if m * d < n:
-        _say_once(f"training on {m * d} of {n} devices (members split {m} ways, each batch {d} ways): batch_size="
+        say_once(f"training on {m * d} of {n} devices (members split {m} ways, each batch {d} ways): batch_size="
                   f"{batch_size} and {members} member(s) do not fill {n}; a batch size of "
                   f"{' or '.join(map(str, valid_batch_sizes(n, batch_size, members)))} would use every device")
     return Mesh(np.asarray(devices[:m * d]).reshape(m, d), (MEMBERS_AXIS, DATA_AXIS))
