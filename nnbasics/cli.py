@@ -151,24 +151,22 @@ def _cpu_threads(text: str) -> int:
     from nnbasics.runs.jobs import available_cores
 
     cores = len(available_cores())
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= cores:
-        raise argparse.ArgumentTypeError(f"--cpu-threads wants a whole number from 1 to {cores} (the cores this "
-                                         f"process may use), got {text!r}")
-    return n
+    return _whole_number("--cpu-threads", text, cores, f"{cores} (the cores this process may use)")
 
 
 def _cpu_devices(text: str) -> int:
     """--cpu-devices N: a whole number from 1 to 1024."""
+    return _whole_number("--cpu-devices", text, 1024, "1024")
+
+
+def _whole_number(option: str, text: str, most: int, most_text: str) -> int:
+    """An option's value as a whole number from 1 to `most`, else argparse's error naming what is valid."""
     try:
         n = int(text)
     except ValueError:
         n = 0
-    if not 1 <= n <= 1024:
-        raise argparse.ArgumentTypeError(f"--cpu-devices wants a whole number from 1 to 1024, got {text!r}")
+    if not 1 <= n <= most:
+        raise argparse.ArgumentTypeError(f"{option} wants a whole number from 1 to {most_text}, got {text!r}")
     return n
 
 

@@ -86,6 +86,13 @@ def set_cpu_threads(n: int) -> bool:
 DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
 
 
+def xla_flags_device_count(flags: str) -> str | None:
+    """The CPU device count that an XLA_FLAGS string asks for (its last DEVICE_COUNT_FLAG's value, as
+    written), or None where it asks for none."""
+    given = [f for f in flags.split() if f.startswith(DEVICE_COUNT_FLAG + "=")]
+    return given[-1].split("=", 1)[1] if given else None
+
+
 def set_cpu_devices(n: int, environ: "os._Environ[str] | dict[str, str] | None" = None) -> None:
     """Before JAX creates its backends: make the CPU backend show `n` devices (XLA_FLAGS gets
     --xla_force_host_platform_device_count=n; inherited by worker processes). On a multi-core CPU,
@@ -96,16 +103,17 @@ def set_cpu_devices(n: int, environ: "os._Environ[str] | dict[str, str] | None" 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"cpu devices must be a whole number of at least 1, got {n!r}")
     env = os.environ if environ is None else environ
-    flags = env.get("XLA_FLAGS", "").split()
-    given = [f for f in flags if f.startswith(DEVICE_COUNT_FLAG + "=")]
-    if given and given[-1] != f"{DEVICE_COUNT_FLAG}={n}":
-        raise ValueError(f"XLA_FLAGS already sets {given[-1]}; it and {n} CPU devices cannot both hold: leave one out")
-    if given:
+    flags = env.get("XLA_FLAGS", "")
+    given = xla_flags_device_count(flags)
+    if given is not None and given != str(n):
+        raise ValueError(f"XLA_FLAGS already sets {DEVICE_COUNT_FLAG}={given}; it and {n} CPU devices cannot both hold: "
+                         "leave one out")
+    if given is not None:
         return
     if environ is None and _backend_exists():
         raise RuntimeError("set_cpu_devices must run before JAX creates its backends (before the first JAX "
                            "computation or jax.devices())")
-    env["XLA_FLAGS"] = " ".join([*flags, f"{DEVICE_COUNT_FLAG}={n}"])
+    env["XLA_FLAGS"] = " ".join([*flags.split(), f"{DEVICE_COUNT_FLAG}={n}"])
 
 
 # XLA:CPU aborts the whole process when one simulated device waits more than 40 s (its default) for the
@@ -142,7 +150,7 @@ def patient_collectives(environ: "os._Environ[str] | dict[str, str] | None" = No
     (unless the user set them, or this XLA does not know them). Returns whether it added them."""
     env = os.environ if environ is None else environ
     flags = env.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags or "collective_call_terminate" in flags:
+    if xla_flags_device_count(flags) in (None, "1") or "collective_call_terminate" in flags:
         return False
     if env.get("JAX_PLATFORMS", "cpu").split(",")[0] not in ("", "cpu"):
         return False

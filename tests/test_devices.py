@@ -79,7 +79,11 @@ def test_patient_collectives_flags():
     mine = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_collective_call_terminate_timeout_seconds=5"}
     assert not patient_collectives(dict(mine))
     assert not patient_collectives({})
+    assert not patient_collectives({"XLA_FLAGS": "--xla_force_host_platform_device_count=1"})  # one device: no peers
     assert not patient_collectives({"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cuda"})
+    # the last count given is the one XLA uses
+    assert patient_collectives({"XLA_FLAGS": "--xla_force_host_platform_device_count=1 "
+                                             "--xla_force_host_platform_device_count=2"})
 
 
 def test_patient_collectives_accepted_by_this_xla():
