@@ -460,26 +460,26 @@ assert onednn.load(warn=False), onednn.error()
 conv.use_onednn(True)
 model = cifar_resnet(8, 10, width=4, conv_impl="patches")
 data = load_dataset("digits")
-tc = TrainConfig(steps=6, batch_size=16, eval_every=3, seeds=(0, 1, 2, 3),
+tc = TrainConfig(steps=6, batch_size=16, eval_every=3, seeds=tuple(range(int(sys.argv[1]))),
                  optimizer={"name": "momentum", "learning_rate": 0.05, "momentum": 0.9})
-mesh = parallel.training_mesh(4, 16)
-shape = [parallel.axis_size(mesh, a) for a in (parallel.MEMBERS_AXIS, parallel.DATA_AXIS)]
-run = loop._setup(model, data, tc, mesh, None)
+run = loop._setup(model, data, tc, "auto", None)  # the mesh (and padding) that fit chooses
+shape = [parallel.axis_size(run.mesh, a) for a in (parallel.MEMBERS_AXIS, parallel.DATA_AXIS)]
 state, _ = loop._initial_state(run)
-idx = parallel.shard_members(np.zeros((4, 3, 16), np.int32), mesh)
+idx = parallel.shard_members(np.zeros((len(run.members), 3, 16), np.int32), run.mesh)
 hlo = run.run_chunk.lower(state, idx, run.arrays[0], run.arrays[1], np.int32(3)).as_text()
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     r = fit(model, data, tc)
 print("RESULT " + json.dumps({
-    "devices": jax.device_count(), "mesh": shape, "ffi": hlo.count("nnbasics_onednn_conv"),
+    "devices": jax.device_count(), "mesh": shape, "ffi": hlo.count("nnbasics_onednn_conv"), "padding": run.padding,
+    "seeds": [m["seed"] for m in r.members],
     "warned": [str(c.message) for c in caught if "oneDNN" in str(c.message)],
     "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(r.state.params)],
     "loss": r.history[-1]["train_loss"]}))
 """
 
 
-def _members_split(devices: int) -> dict:
+def _members_split(devices: int, seeds: int = 4) -> dict:
     import json
     import os
     import subprocess
@@ -487,7 +487,7 @@ def _members_split(devices: int) -> dict:
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     env.pop("NNBASICS_ONEDNN", None)
-    out = subprocess.run([sys.executable, "-c", MEMBERS_SPLIT_SCRIPT], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, "-c", MEMBERS_SPLIT_SCRIPT, str(seeds)], capture_output=True, text=True, env=env,
                          timeout=600)
     line = next((x for x in out.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert line is not None, out.stderr[-3000:]
@@ -505,6 +505,20 @@ def test_members_split_over_devices_keeps_onednn_and_the_numbers(built):
     for a, b in zip(four["params"], one["params"]):
         close(a, b, rtol=1e-5)
     np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-5)
+
+
+def test_members_padded_over_devices_keep_onednn_and_the_numbers(built):
+    """3 seeds on 2 simulated devices with the switch on: a copy of the last seed makes 4, split (2, 1), each
+    device's program calls oneDNN with no stand-down warning, and the 3 seeds' parameters and losses equal the
+    one-device run's (without the padding the batch would be split and oneDNN would stand down)."""
+    one, two = _members_split(1, seeds=3), _members_split(2, seeds=3)
+    assert (one["mesh"], one["padding"]) == ([1, 1], 0) and (two["mesh"], two["padding"]) == ([2, 1], 1)
+    assert one["seeds"] == two["seeds"] == [0, 1, 2]
+    assert one["ffi"] > 0 and two["ffi"] == one["ffi"], (one["ffi"], two["ffi"])
+    assert one["warned"] == [] and two["warned"] == [], two["warned"]
+    for a, b in zip(two["params"], one["params"]):
+        close(a, b, rtol=1e-5)
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5)
 
 
 def test_per_device_program_shares_the_threads():
