@@ -239,7 +239,8 @@ def test_padded_members_equal_one_device_and_resume_anywhere(tmp_path):
     2-device run resumes the one-device run's, each to the same numbers."""
     (one, err1), (two, err2) = _padding_run(1, str(tmp_path / "one")), _padding_run(2, str(tmp_path / "two"))
     assert (one["devices"], two["devices"]) == (1, 2)
-    assert "1 copy(ies) of the last one" in err2 and "copy" not in err1, err2[-2000:]
+    assert "3 members (seeds x settings) on 2 devices: 1 copy of the last one train alongside" in err2, err2[-2000:]
+    assert "each device trains 2 whole members" in err2 and "copy" not in err1
     for r in (one, two):
         assert [m["seed"] for m in r["members"]] == [0, 1, 2] and r["leading"] == [3] and r["trained"] == 6
         assert r["rows"] == [[0, 1, 2]] * 3

@@ -676,9 +676,10 @@ def _setup(model: nn.Module, data: Any, tc: TrainConfig, mesh: Any, eval_fns: An
             padding = parallel.padded_members(jax.device_count(), len(members), int(tc.batch_size),
                                               processes=jax.process_count()) - len(members)
             if padding:
-                parallel.say_once(f"{len(members)} members (seeds x settings) on {jax.device_count()} devices: "
-                                  f"{padding} copy(ies) of the last one trained alongside and dropped from the results, "
-                                  "so that each device trains whole members")
+                copies = "1 copy" if padding == 1 else f"{padding} copies"
+                parallel.say_once(f"{len(members)} members (seeds x settings) on {jax.device_count()} devices: {copies} "
+                                  f"of the last one train alongside, left out of every result, so that each device "
+                                  f"trains {(len(members) + padding) // jax.device_count()} whole members")
                 members = members + [dict(members[-1]) for _ in range(padding)]
             mesh = parallel.training_mesh(len(members), int(tc.batch_size))
         elif mesh == "auto":
