@@ -45,6 +45,9 @@ TOPIC = "architectures"
 ORDER = 51
 SOURCE = "He, Zhang, Ren & Sun 2016, Deep Residual Learning, Fig. 1, Fig. 6 and Fig. 7 (CIFAR-10)"
 PAPER_WIDTH = 16  # the paper's filters in the first stage; narrower nets do not get the ResNet depth claim
+# He et al. 2016, Table 6: CIFAR-10 test error (%) of the ResNets (16/32/64 filters, 64k iterations); the
+# figure prints them beside the measured ordering (the paper's training-error curves, Fig. 6, have no table)
+PAPER_RESNET_TEST_ERROR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43}
 
 # The narrow CPU scale (4/8/16 filters, the full preset's 8x8 hard crops, batch 32) at which ResNet-56 trains
 # below ResNet-20 (experiments/benchmarks/README.md, "Residual depth: the scale search"): at 8,000 and 16,000
@@ -334,7 +337,7 @@ def _figures(results, final, depths, workdir) -> None:
     """He et al. Fig. 6's two panels (plain, ResNet) and the deep-minus-shallow gap of each, per seed."""
     from matplotlib.ticker import ScalarFormatter
 
-    fig, axes = subplots(1, 3, size=(4.3, 3.6))
+    fig, axes = subplots(1, 4, size=(4.3, 3.6), gridspec_kw={"wspace": 0.4})
     shallow, deep = depths[0], depths[-1]
     for ax, kind, title in ((axes[0], "plain", "plain nets"), (axes[1], "resnet", "ResNets")):
         for d in depths:
@@ -364,8 +367,32 @@ def _figures(results, final, depths, workdir) -> None:
     ax.text(0.98, 0.97, "bar: mean; error bar: 95% interval;\ndots: seeds", transform=ax.transAxes, ha="right",
             va="top", fontsize=7)
     ax.grid(alpha=0.3, axis="y")
+    _depth_panel(axes[3], final, depths)
     fig.suptitle(f"Training loss, {len(final[f'plain{deep}'])} seeds (band: min-max) (He et al. 2016 Fig. 6 layout)", y=1.02)
     workdir.save_figure(fig, "training_loss")
+
+
+def _depth_panel(ax, final, depths) -> None:
+    """The final training loss against depth, per family (mean over seeds, 95% interval), with He et al.'s
+    ordering and Table 6's ResNet test errors written beside it."""
+    for kind, color, label in (("plain", "C3", "plain"), ("resnet", "C0", "ResNet")):
+        means, lo, hi = [], [], []
+        for d in depths:
+            v = np.asarray(final[f"{kind}{d}"], float)
+            ci = interval(v)["ci"] if len(v) > 1 else [v[0], v[0]]
+            means.append(float(np.mean(v)))
+            lo.append(means[-1] - ci[0])
+            hi.append(ci[1] - means[-1])
+        ax.errorbar(depths, means, yerr=[lo, hi], color=color, marker="o", capsize=4, label=label)
+    ax.set(xlabel="depth (layers)", xticks=list(depths), ylabel="final training loss",
+           title="final loss against depth (95% interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    sweep = (20, 32, 44, 56)
+    ax.text(0.0, -0.2, "He et al. 2016 (CIFAR-10, 16/32/64 filters): the plain nets'\ntraining error rises with depth, "
+            "the ResNets' falls (Fig. 6);\nResNet-" + "/".join(map(str, sweep)) + " test error "
+            + " / ".join(f"{PAPER_RESNET_TEST_ERROR[d]:g}" for d in sweep) + "% (Table 6)", transform=ax.transAxes,
+            ha="left", va="top", fontsize=7.5)
 
 
 def _response_figure(responses, workdir) -> None:
