@@ -358,7 +358,7 @@ def _figures(results, final, depths, workdir) -> None:
     ax = axes[2]
     for i, kind in enumerate(("plain", "resnet")):
         gap = final[f"{kind}{deep}"] - final[f"{kind}{shallow}"]
-        ci = interval(gap)["ci"] if len(gap) > 1 else [gap[0], gap[0]]
+        ci = _ci(gap)
         ax.bar(i, np.mean(gap), color=("C3", "C0")[i], alpha=0.6)
         ax.errorbar(i, np.mean(gap), yerr=[[np.mean(gap) - ci[0]], [ci[1] - np.mean(gap)]], color="k", capsize=6)
         ax.plot(np.full(len(gap), i) + np.linspace(-0.15, 0.15, len(gap)), gap, "k.", ms=5)
@@ -373,6 +373,11 @@ def _figures(results, final, depths, workdir) -> None:
     workdir.save_figure(fig, "training_loss")
 
 
+def _ci(values) -> list[float]:
+    """The 95% interval of the mean over seeds (the one value itself for a single seed)."""
+    return interval(values)["ci"] if len(values) > 1 else [values[0], values[0]]
+
+
 def _depth_panel(ax, final, depths) -> None:
     """The final training loss against depth, per family (mean over seeds, 95% interval), with He et al.'s
     ordering and Table 6's ResNet test errors written beside it."""
@@ -380,7 +385,7 @@ def _depth_panel(ax, final, depths) -> None:
         means, lo, hi = [], [], []
         for d in depths:
             v = np.asarray(final[f"{kind}{d}"], float)
-            ci = interval(v)["ci"] if len(v) > 1 else [v[0], v[0]]
+            ci = _ci(v)
             means.append(float(np.mean(v)))
             lo.append(means[-1] - ci[0])
             hi.append(ci[1] - means[-1])

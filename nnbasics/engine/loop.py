@@ -487,7 +487,7 @@ def _initial_state(run: _Run) -> tuple[TrainState, float]:
     parts = [run.init_one(s, v) for s, v in zip(seeds, values)]
     state = stack_members(parts)
     if run.mesh is not None:  # members split over the mesh (host values, so it also works across processes)
-        state = _spread(run, _host_state(state))
+        state = _placed(_host_state(state), run.mesh)
     return state, seconds
 
 
@@ -496,9 +496,9 @@ def _host_state(state: TrainState) -> TrainState:
     return jax.device_get(state.replace(rng=jax.random.key_data(state.rng)))
 
 
-def _spread(run: _Run, host: TrainState) -> TrainState:
-    """A host state (`_host_state`) of every member, split over the run's mesh."""
-    raw = parallel.shard_members(host, run.mesh)
+def _placed(host: TrainState, mesh: Any) -> TrainState:
+    """A host state (`_host_state`) on the devices: its members split over `mesh`, or on the default device."""
+    raw = jax.device_put(host) if mesh is None else parallel.shard_members(host, mesh)
     return raw.replace(rng=jax.random.wrap_key_data(raw.rng, impl=PRNG_IMPL))
 
 
@@ -508,9 +508,7 @@ def _real_state(run: _Run, state: TrainState) -> TrainState:
     if not run.padding:
         return state
     n = len(run.real)
-    host = jax.tree.map(lambda a: np.asarray(a)[:n], _host_state(state))
-    real = jax.device_put(host)
-    return real.replace(rng=jax.random.wrap_key_data(real.rng, impl=PRNG_IMPL))
+    return _placed(jax.tree.map(lambda a: np.asarray(a)[:n], _host_state(state)), None)
 
 
 def _padded_state(run: _Run, state: TrainState) -> TrainState:
@@ -518,7 +516,7 @@ def _padded_state(run: _Run, state: TrainState) -> TrainState:
     if not run.padding:
         return state
     host = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], run.padding, axis=0)]), _host_state(state))
-    return _spread(run, host)
+    return _placed(host, run.mesh)
 
 
 def _stream_chunk(run: _Run, start: int, length: int) -> tuple[jax.Array, jax.Array]:
