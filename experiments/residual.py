@@ -137,9 +137,9 @@ def get_config(preset: str = "full") -> ml_collections.ConfigDict:
         # al.'s init the deeper ResNet ties the shallower one at this many steps (it pulls ahead from 32,000);
         # with the residual branches starting at zero it is ahead at 8,000 (RESNET_GAP_ZERO_INIT_STEPS), so the
         # full preset's ResNets start so and every claim of Fig. 6 is made. Six seeds: what one core trains within
-        # the hour (8 nets x 6 seeds); the ResNet depth slope measured at offset 0 (-0.84e-3 per layer, std 0.46e-3
-        # over 8 seeds) is decided by 6 (expected 95% half-width 0.48e-3), short of the seed-count rule's 8
-        # (docs/seed_counts.md: half-width at most half the distance to the threshold).
+        # the hour (8 nets x 6 seeds: 44 min at offset 100). The seed-count rule (docs/seed_counts.md), pooled over
+        # offsets 0 and 100, asks 7 for ResNet-56 - ResNet-20 and 8 for the ResNet depth slope (8 seeds: ~58 min
+        # on one core, the hour's edge); 6 decided both at both offsets, every seed on the paper's side.
         c.data_kwargs = ml_collections.ConfigDict({"n_train": 20000, "n_test": 500, "size": 8, "min_frac": 0.05,
                                                    "max_frac": 0.2, "seed": 0})
         c.depths = (20, 32, 44, 56)

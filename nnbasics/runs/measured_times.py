@@ -117,13 +117,14 @@ MEASURED = {'machine': '2-core AMD EPYC (AVX2), shared with other jobs',
                                         'wall_seconds': 288.3,
                                         'cpu_seconds': 280.9,
                                         'how': 'a finished run (runs/residual-quick: 3/3 claims pass)'},
-                              'full': {'seconds': 1367.0,
-                                       'wall_seconds': 1383.8,
-                                       'cpu_seconds': 1367.0,
-                                       'how': 'a finished run (runs-full/residual: 3/3 claims pass; one core of a '
-                                              'shared 2-core Intel Xeon (AVX-512), --cpu-threads 1, 2026-12-07)',
-                                       'machine': 'one core of a shared 2-core Intel Xeon (AVX-512), measured '
-                                                  '2026-12-07'},
+                              'full': {'seconds': 2613.4,
+                                       'wall_seconds': 2639.4,
+                                       'cpu_seconds': 2613.4,
+                                       'how': 'a finished run (runs/residual-seed100: 6/6 claims pass; taskset -c 1 '
+                                              'nnbasics --cpu-threads 1 run residual --seed-offset 100, commit '
+                                              'cb82bf5, 2026-12-07; on both cores with no flags, offset 0: 2,496 s)',
+                                       'machine': 'one core of a 2-core Intel Xeon (AVX-512), the other core running '
+                                                  'the test suite, measured 2026-12-07'},
                               'paper': {'seconds': 644879.5,
                                         'how': 'measured step rate x 4000 steps x 5 seeds x 4 nets (plain/residual '
                                                '20/56, width 16, 32x32, batch 128)',
