@@ -123,8 +123,37 @@ assert ratio["plain"] > ratio["residual"]
 # nets are hard to train.
 
 # %% [markdown]
+# ### Starting every block as the identity
+#
+# If the last BatchNorm of each residual branch starts with scale 0 (Goyal et al. 2017; `zero_init_residual=True`),
+# then $F(x) = 0$ at initialization and a block passes its (post-ReLU, so non-negative) input on unchanged: a
+# 56-layer ResNet starts as a very shallow net, and depth costs nothing at the start. Fixup, SkipInit and the
+# NF-ResNets (the normalization notebook) start their residual branches at zero for the same reason; a plain block
+# has no identity path, so there is nothing to start from.
+#
+# It matters at the lecture's depth comparison. On the CPU scale of the experiment `residual` (4/8/16 filters, 8x8
+# crops, 8,000 steps), with He et al.'s init ResNet-56 only *ties* ResNet-20 (+0.014 [-0.006, +0.034] in final
+# training loss); with the branches starting at zero it trains below it (-0.033 [-0.055, -0.011], every seed), and
+# 20 > 32 > 44 > 56 orders as in He et al.'s Fig. 6. The full preset (`nnbasics run residual`) trains its ResNets so.
+# The price at that budget: both ResNets train slower than with He et al.'s init (ResNet-20 0.27 against 0.225), the
+# shallow one more. With He et al.'s init the deeper net pulls ahead too, from 32,000 steps.
+
+# %%
+block = BasicBlock(width, residual=True, norm="batch", zero_init_residual=True)
+x = jax.nn.relu(x0)  # a block's input is the previous block's ReLU output
+p = block.init(jax.random.key(1), x, True)
+y = block.apply(p, x, True, mutable=["batch_stats", "intermediates"])[0]
+he = BasicBlock(width, residual=True, norm="batch")
+y_he = he.apply(he.init(jax.random.key(1), x, True), x, True, mutable=["batch_stats", "intermediates"])[0]
+print(f"max |block(x) - x| at initialization: zero-initialized branch {float(jnp.abs(y - x).max()):.2g}, "
+      f"He init {float(jnp.abs(y_he - x).max()):.2g}")
+assert float(jnp.abs(y - x).max()) < 1e-6 < float(jnp.abs(y_he - x).max())
+
+# %% [markdown]
 # **Try this**
 # - `depth = 40`, or `norm="none"` (no BatchNorm, and the residual net's signal grows block after block): how do the
 #   two nets' curves change?
 # - The degradation experiment below trains plain and residual nets of growing depth: the deeper plain net ends with
 #   a *higher training error*, which is not overfitting but an optimization difficulty the shortcuts remove.
+# - Rerun the forward/backward plot with `BasicBlock(width, residual=residual, norm="batch", zero_init_residual=True)`:
+#   the residual net's cosine stays where the first block's ReLU puts it, block after block.
