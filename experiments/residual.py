@@ -188,12 +188,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{key} must be True or False, got {config.get(key)!r}")
 
 
+def _zero_init(config) -> bool:
+    """Whether the ResNets' residual branches start at zero (a config written before the field existed: no)."""
+    return bool(config.get("zero_init_residual", False))
+
+
 def _model(kind: str, depth: int, num_classes: int, config):
     from nnbasics.models.resnet import cifar_resnet
 
     return cifar_resnet(depth, num_classes=num_classes, residual=(kind == "resnet"), width=int(config.width),
                         norm=config.norm, activation=config.activation, scan_blocks=bool(config.scan_blocks),
-                        conv_impl=config.conv_impl, zero_init_residual=bool(config.get("zero_init_residual", False)))
+                        conv_impl=config.conv_impl, zero_init_residual=_zero_init(config))
 
 
 def response_apply(model):
@@ -253,8 +258,8 @@ def run(config: ml_collections.ConfigDict, workdir) -> list[dict]:
     final = {n: final_losses(r, float(config.final_fraction)) for n, r in results.items()}
     out = _claims(config, final, responses, depths[0], depths[-1])
     if len(depths) >= 3:
-        zero_init = bool(config.get("zero_init_residual", False))
-        out += depth_order_claims(final, depths, " (residual branches starting at zero, Goyal et al. 2017)" * zero_init)
+        out += depth_order_claims(final, depths,
+                                  " (residual branches starting at zero, Goyal et al. 2017)" * _zero_init(config))
     for o in out:
         o["measured"]["train_seconds"] = float(sum(r.seconds for r in results.values()))
     _figures(results, final, depths, workdir)
@@ -269,7 +274,7 @@ def _claims(config, final, responses, shallow: int, deep: int) -> list[dict]:
     # ResNet-56 below ResNet-20 is claimed at the paper's widths, and at the narrow CPU scale from the number of
     # steps at which the scale search found it (RESNET_GAP_CPU_STEPS with He et al.'s init,
     # RESNET_GAP_ZERO_INIT_STEPS with the branches starting at zero); below that the deeper ResNet ties or trails
-    zero_init = bool(config.get("zero_init_residual", False))
+    zero_init = _zero_init(config)
     deep_enough = paper_width or int(config.steps) >= (RESNET_GAP_ZERO_INIT_STEPS if zero_init else RESNET_GAP_CPU_STEPS)
     w = int(config.width)
     narrow = "" if paper_width else f" (narrowed: {w}/{2 * w}/{4 * w} filters)"
