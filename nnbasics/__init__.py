@@ -14,9 +14,17 @@ Names are imported on first use, so `import nnbasics` stays cheap (no JAX import
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
+from nnbasics import allocator as _allocator
+
 __version__ = "0.1.0"
+
+try:  # before JAX starts its threads: XLA:CPU's per-step buffers reuse their pages (nnbasics/allocator.py)
+    _allocator.keep_freed_memory()
+except ValueError as _e:
+    warnings.warn(f"{_e}; glibc's malloc defaults kept", stacklevel=2)
 
 # public name -> (module, attribute); every one has a docstring (tested)
 _API = {

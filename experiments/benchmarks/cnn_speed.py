@@ -81,7 +81,20 @@ def forward_flops(model, variables, x) -> float:
 
 
 def nnbasics_trainer(conv_impl: str, batch: int = BATCH):
-    """(run(k) -> loss, compile seconds, params, variables, x) for the nnbasics ResNet-20 step."""
+    """(run(k) -> loss, compile seconds, params, variables, x) for the nnbasics ResNet-20 step.
+
+    conv_impl "onednn" is the oneDNN switch (`nnbasics --onednn`): the convolutions and the training-mode
+    BatchNorms on the extra; "onednn-conv" the convolutions alone on it (BatchNorm on XLA, as before
+    round eleven)."""
+    from nnbasics.nn import conv
+
+    if conv_impl in ("onednn", "onednn-conv"):
+        with conv.onednn_switch(conv_impl == "onednn"):
+            return nnbasics_trainer_traced("onednn", batch)
+    return nnbasics_trainer_traced(conv_impl, batch)
+
+
+def nnbasics_trainer_traced(conv_impl: str, batch: int = BATCH):
     import jax
     import jax.numpy as jnp
 
@@ -143,7 +156,8 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True, with_onednn
           f"{len(os.sched_getaffinity(0))}; ", end="")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with {torch.get_num_threads()} "
           f"threads; f32 matmul 1024^3: XLA {rate['xla']:.0f} GFLOP/s, torch {rate['torch']:.0f} GFLOP/s", flush=True)
-    impls = ["auto"] + (["onednn"] if with_onednn and onednn_available() else []) + (["xla"] if with_xla else [])
+    impls = (["auto"] + (["onednn", "onednn-conv"] if with_onednn and onednn_available() else [])
+             + (["xla"] if with_xla else []))
     runners, compile_s = {}, {}
     for impl in impls:
         run, compile_s[impl], params, model, x = nnbasics_trainer(impl)

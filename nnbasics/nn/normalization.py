@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nnbasics.nn import onednn as _onednn
 from nnbasics.nn.conv import PaddingLike, conv_general
 from nnbasics.registry import Registry
 
@@ -131,6 +132,68 @@ def _batch_standardize_bwd(epsilon, res, cts):
 batch_standardize.defvjp(_batch_standardize_fwd, _batch_standardize_bwd)
 
 
+def _as_nhwc(x: jax.Array) -> jax.Array:
+    """x (N, ..., C) as the (N, positions, 1, C) activation oneDNN's batch normalization reads (same memory)."""
+    return x.reshape(x.shape[0], math.prod(x.shape[1:-1]), 1, x.shape[-1])
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def onednn_batch_norm(x: jax.Array, scale: jax.Array, shift: jax.Array, epsilon: float = 1e-5
+                      ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """BatchNorm in training on oneDNN's primitives (the optional extra, CPU, float32): (y, mean, var) with
+    y = scale * (x - mean) / sqrt(var + eps) + shift, mean and (biased) variance over every axis but the
+    last, x of rank >= 2. The same values as `batch_standardize` followed by the affine map, to float32
+    rounding, and the same gradients (the textbook backward pass, in oneDNN; the cotangents of the
+    returned mean and variance added when a loss uses them). Reverse mode only; works under jit and vmap
+    (each member its own statistics). `BatchNorm` takes this path when the oneDNN switch is on
+    (`onednn_norm_worthwhile`)."""
+    y, mean, var = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon)
+    return y.reshape(x.shape), mean, var
+
+
+def _onednn_batch_norm_fwd(x, scale, shift, epsilon):
+    x, scale, shift = x.value, scale.value, shift.value  # symbolic_zeros: CustomVJPPrimal
+    y, mean, var = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon)
+    return (y.reshape(x.shape), mean, var), (x, mean, var, scale)
+
+
+def _onednn_batch_norm_bwd(epsilon, res, cts):
+    x, mean, var, scale = res
+    g, g_mean, g_var = cts
+    zero = jax.custom_derivatives.SymbolicZero
+    if isinstance(g, zero):
+        g = jnp.zeros(x.shape, x.dtype)
+    dx, dscale, dshift = _onednn.batch_norm_backward(_as_nhwc(x), _as_nhwc(g), mean, var, scale, epsilon)
+    dx = dx.reshape(x.shape)
+    count = math.prod(x.shape[:-1])
+    if not isinstance(g_mean, zero):  # a loss that uses the batch mean
+        dx = dx + g_mean / count
+    if not isinstance(g_var, zero):  # ... or the batch variance
+        dx = dx + (2.0 / count) * g_var * (x - mean)
+    return dx, dscale, dshift
+
+
+onednn_batch_norm.defvjp(_onednn_batch_norm_fwd, _onednn_batch_norm_bwd, symbolic_zeros=True)
+
+# The oneDNN switch moves a training-mode BatchNorm onto `onednn_batch_norm` from this many rows (a member's
+# batch x positions) per call; below, its fixed cost per call loses. Measured on one core, forward + backward,
+# 6 vmapped members (experiments/benchmarks/README.md, round eleven): 16 channels, oneDNN / XLA 2.33x at 16
+# rows, 0.85x at 64, 0.61x at 128, 0.34-0.36x at 1k-4k; 64 channels 0.87x at 16, 0.52x at 64.
+ONEDNN_NORM_MIN_ROWS = 64
+
+
+def onednn_norm_worthwhile(x: jax.Array) -> bool:
+    """Whether the oneDNN switch moves this training-mode BatchNorm onto oneDNN: on a CPU, float32, rank
+    >= 2, at least ONEDNN_NORM_MIN_ROWS rows (batch x positions, as traced: under vmap, a member's), and
+    the switch on and usable here (`nnbasics.nn.conv.onednn_enabled`: one device, or a per-device
+    program)."""
+    from nnbasics.nn.conv import onednn_enabled
+
+    return (x.ndim >= 2 and x.dtype == jnp.float32 and x.shape[-1] > 0
+            and math.prod(x.shape[:-1]) >= ONEDNN_NORM_MIN_ROWS
+            and jax.default_backend() == "cpu" and onednn_enabled())
+
+
 class BatchNorm(_Affine):
     """Batch Normalization (Ioffe & Szegedy 2015): statistics over every axis but the channel.
 
@@ -159,19 +222,28 @@ class BatchNorm(_Affine):
         c = x.shape[-1]
         ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if self.train and self.fused_backward and onednn_norm_worthwhile(x):  # the oneDNN switch
+            scale = self.param("scale", self.scale_init, (c,)) if self.use_scale else jnp.ones((c,), x.dtype)
+            bias = self.param("bias", self.bias_init, (c,)) if self.use_bias else jnp.zeros((c,), x.dtype)
+            y, mean, var = onednn_batch_norm(x, scale, bias, self.epsilon)
+            self._update_running(ra_mean, ra_var, mean, var, x)
+            return y
         if self.train:
             if self.fused_backward:
                 y, mean, var = batch_standardize(x, self.epsilon)
             else:  # the formula, differentiated by JAX (forward mode works)
                 y, mean, var, _ = _batch_statistics(x, self.epsilon)
-            if not self.is_initializing():
-                m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * mean
-                ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(
-                    var, math.prod(x.shape[:-1]), self.unbiased_running_var)
+            self._update_running(ra_mean, ra_var, mean, var, x)
         else:
             y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
         return self.affine(y)
+
+    def _update_running(self, ra_mean, ra_var, mean, var, x) -> None:
+        if not self.is_initializing():
+            m = self.momentum
+            ra_mean.value = m * ra_mean.value + (1 - m) * mean
+            ra_var.value = m * ra_var.value + (1 - m) * running_var_estimate(
+                var, math.prod(x.shape[:-1]), self.unbiased_running_var)
 
 
 class LayerNorm(_Affine):

@@ -46,6 +46,10 @@ TARGETS = {
     "input_grad": ("nnbasics_onednn_conv_input_grad", "NnbOnednnConvBackwardData"),
     "weight_grad": ("nnbasics_onednn_conv_weight_grad", "NnbOnednnConvBackwardWeights"),
 }
+BN_TARGETS = {
+    "forward": ("nnbasics_onednn_batch_norm_forward", "NnbOnednnBatchNormForward"),
+    "backward": ("nnbasics_onednn_batch_norm_backward", "NnbOnednnBatchNormBackward"),
+}
 ONEDNN_WHEELS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 
 # Members side by side up to this many output rows (batch x output positions) per member's convolution:
@@ -151,7 +155,7 @@ def load(warn: bool = True) -> bool:
 
             path = build()
             lib = ctypes.CDLL(str(path))
-            for target, symbol in TARGETS.values():
+            for target, symbol in [*TARGETS.values(), *BN_TARGETS.values()]:
                 jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
             _state.update(loaded=True, lib=lib, path=path)
         except (BuildError, OSError, AttributeError, ValueError, RuntimeError) as e:
@@ -176,6 +180,20 @@ def implementation(kind: str, geometry: Sequence[int]) -> str:
     buf = ctypes.create_string_buffer(256)
     arr = (ctypes.c_int64 * 15)(*[int(v) for v in geometry])
     if fn(list(TARGETS).index(kind), arr, buf, 256):
+        return ""
+    return buf.value.decode()
+
+
+def batch_norm_implementation(kind: str, shape: Sequence[int]) -> str:
+    """The oneDNN implementation (e.g. 'bnorm_jit:avx512_core') of batch normalization `kind` ('forward',
+    'backward') for an (n, h, w, c) activation."""
+    if not load(warn=False):
+        return ""
+    fn = _state["lib"].nnb_onednn_bn_impl
+    fn.argtypes = [ctypes.c_int64, ctypes.POINTER(ctypes.c_int64), ctypes.c_char_p, ctypes.c_int64]
+    buf = ctypes.create_string_buffer(256)
+    arr = (ctypes.c_int64 * 4)(*[int(v) for v in shape])
+    if fn(list(BN_TARGETS).index(kind), arr, buf, 256):
         return ""
     return buf.value.decode()
 
@@ -233,9 +251,16 @@ def _attrs(strides, pads) -> dict:
             "side_by_side_rows": np.int64(SIDE_BY_SIDE_MAX_ROWS)}
 
 
+def _require() -> None:
+    """Load the extension for a call being traced; BuildError with the reason when it cannot be."""
+    if not load(warn=False):
+        raise BuildError(f"the oneDNN extension is unavailable: {error()}")
+
+
 def _call(kind: str, shape, a, b, strides, pads):
     import jax
 
+    _require()
     call = jax.ffi.ffi_call(TARGETS[kind][0], jax.ShapeDtypeStruct(shape, a.dtype), vmap_method="expand_dims")
     return call(a, b, **_attrs(strides, pads))
 
@@ -255,3 +280,33 @@ def conv_input_grad(g, kernel, x_shape, strides, pads):
 def conv_weight_grad(x, g, kernel_shape, strides, pads):
     """d(loss)/d(kernel) (kernel_shape) from x and g = d(loss)/dy."""
     return _call("weight_grad", tuple(kernel_shape), x, g, strides, pads)
+
+
+def _bn_attrs(epsilon: float) -> dict:
+    import numpy as np
+
+    return {"epsilon": np.float32(epsilon), "threads": np.int64(call_threads()),
+            "side_by_side_rows": np.int64(SIDE_BY_SIDE_MAX_ROWS)}
+
+
+def batch_norm_forward(x, scale, shift, epsilon: float):
+    """(y, mean, var) of batch normalization in training: x (N, H, W, C) float32, statistics over N, H, W
+    (the variance biased), y = scale * (x - mean) / sqrt(var + epsilon) + shift; scale, shift (C,)."""
+    import jax
+
+    _require()
+    c = jax.ShapeDtypeStruct((x.shape[-1],), x.dtype)
+    call = jax.ffi.ffi_call(BN_TARGETS["forward"][0], (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c),
+                            vmap_method="expand_dims")
+    return call(x, scale, shift, **_bn_attrs(epsilon))
+
+
+def batch_norm_backward(x, dy, mean, var, scale, epsilon: float):
+    """(dx, dscale, dshift) of `batch_norm_forward`'s y from dy = d(loss)/dy and the saved mean and var."""
+    import jax
+
+    _require()
+    c = jax.ShapeDtypeStruct((x.shape[-1],), x.dtype)
+    call = jax.ffi.ffi_call(BN_TARGETS["backward"][0], (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c),
+                            vmap_method="expand_dims")
+    return call(x, dy, mean, var, scale, **_bn_attrs(epsilon))

@@ -1,4 +1,5 @@
-// oneDNN's 2-D convolutions as three XLA FFI handlers (forward, input gradient, weight gradient).
+// oneDNN's 2-D convolutions as three XLA FFI handlers (forward, input gradient, weight gradient), and its
+// batch normalization in training as two (forward with the batch statistics, backward; at the end).
 //
 // Layouts are JAX's channels-last: x (..., N, H, W, C), kernel (..., KH, KW, C, F), y (..., N, OH, OW, F),
 // float32, any stride, explicit non-negative (low, high) padding, no dilation, no groups. Leading
@@ -150,10 +151,10 @@ struct Members {
   int64_t count = 1;
 };
 
-ffi::ErrorOr<Members> members_of(ffi::Span<const int64_t> result_dims) {
+ffi::ErrorOr<Members> members_of(ffi::Span<const int64_t> result_dims, size_t inner_rank = 4) {
   Members m;
-  if (result_dims.size() < 4) return ffi::Unexpected(ffi::Error::InvalidArgument("expected rank >= 4"));
-  for (size_t i = 0; i + 4 < result_dims.size(); ++i) {
+  if (result_dims.size() < inner_rank) return ffi::Unexpected(ffi::Error::InvalidArgument("expected rank >= 4"));
+  for (size_t i = 0; i + inner_rank < result_dims.size(); ++i) {
     m.dims.push_back(result_dims[i]);
     m.count *= result_dims[i];
   }
@@ -162,9 +163,9 @@ ffi::ErrorOr<Members> members_of(ffi::Span<const int64_t> result_dims) {
 
 // Element offsets of every member's slice of an operand with dimensions `dims` (inner size `inner`).
 ffi::ErrorOr<std::vector<int64_t>> offsets(const Members& m, ffi::Span<const int64_t> dims, int64_t inner,
-                                           const char* what) {
+                                           const char* what, size_t inner_rank = 4) {
   size_t lead = m.dims.size();
-  if (dims.size() != lead + 4) {
+  if (dims.size() != lead + inner_rank) {
     return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(what) + ": rank differs from the result's"));
   }
   std::vector<int64_t> stride(lead);
@@ -336,6 +337,186 @@ ffi::Error BackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g, ffi
                   g.dimensions(), g.typed_data(), dw->dimensions(), sh, sw, pt, pb, pl, pr, threads, side_by_side_rows);
 }
 
+
+// ------------------------------------------------------------------ batch normalization in training
+//
+// x (..., N, H, W, C) channels-last; scale, shift, mean, var (..., C); leading dimensions vmapped as above.
+// Each member's statistics are over its N, H, W (the variance biased: divided by N*H*W), y = scale * (x -
+// mean) / sqrt(var + eps) + shift; the backward pass returns dx, dscale, dshift from x, dy and the saved mean
+// and variance. oneDNN's primitives read and write each activation once or twice, where XLA:CPU runs the
+// same formula as several fusions with the intermediates written out (experiments/benchmarks/README.md).
+
+enum BnKind : int64_t { kBnForward = 0, kBnBackward = 1 };
+
+struct BnGeometry {
+  int64_t n, h, w, c;
+  float eps;
+  memory::desc act() const { return memory::desc({n, c, h, w}, memory::data_type::f32, tag::nhwc); }
+  memory::desc vec() const { return memory::desc({c}, memory::data_type::f32, tag::a); }
+};
+
+struct BnEntry {
+  dnnl::primitive prim;
+  memory::desc scratch;
+  std::string impl;
+};
+
+const dnnl::normalization_flags kBnFlags =
+    dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+
+dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const BnGeometry& g, const dnnl::primitive_attr& attr) {
+  return dnnl::batch_normalization_forward::primitive_desc(engine(), dnnl::prop_kind::forward_training, g.act(),
+                                                           g.act(), g.eps, kBnFlags, attr);
+}
+
+std::shared_ptr<BnEntry> bn_lookup(const BnGeometry& g, BnKind kind) {
+  static std::mutex mu;
+  static std::map<std::array<int64_t, 7>, std::shared_ptr<BnEntry>> cache;
+  int32_t eps_bits;
+  std::memcpy(&eps_bits, &g.eps, sizeof eps_bits);
+  std::array<int64_t, 7> key{g.n, g.h, g.w, g.c, eps_bits, kind, omp_get_max_threads()};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto e = std::make_shared<BnEntry>();
+  if (kind == kBnForward) {
+    auto pd = bn_forward_pd(g, user_scratchpad());
+    e->prim = dnnl::batch_normalization_forward(pd);
+    e->scratch = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  } else {
+    auto hint = bn_forward_pd(g, dnnl::primitive_attr());
+    auto pd = dnnl::batch_normalization_backward::primitive_desc(engine(), dnnl::prop_kind::backward, g.act(), g.act(),
+                                                                 g.act(), g.eps, kBnFlags, hint, user_scratchpad());
+    e->prim = dnnl::batch_normalization_backward(pd);
+    e->scratch = pd.scratchpad_desc();
+    e->impl = pd.impl_info_str();
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  return cache.emplace(key, e).first->second;
+}
+
+// Runs fn(k) for every member k, side by side on `team` threads (each single-threaded) or one after another;
+// the first failure is returned.
+template <typename Fn>
+ffi::Error for_members(int64_t count, int team, Fn fn) {
+  std::vector<std::string> failed(count);
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+  for (int64_t k = 0; k < count; ++k) {
+    if (team > 1) omp_set_num_threads(1);
+    try {
+      fn(k);
+    } catch (const dnnl::error& err) {
+      failed[k] = std::string("oneDNN: ") + err.what();
+    } catch (const std::exception& err) {
+      failed[k] = err.what();
+    }
+  }
+  for (const auto& f : failed)
+    if (!f.empty()) return ffi::Error::Internal(f);
+  return ffi::Error::Success();
+}
+
+// Member offsets of the activations (rank lead + 4) and of the per-channel vectors (rank lead + 1).
+struct BnLayout {
+  Members m;
+  BnGeometry g;
+  std::vector<int64_t> act, vec;  // offsets of this operand (shared operands: 0 for every member)
+};
+
+ffi::ErrorOr<BnLayout> bn_layout(ffi::Span<const int64_t> result_dims, float eps) {
+  auto m = members_of(result_dims);
+  if (m.has_error()) return ffi::Unexpected(m.error());
+  size_t r = result_dims.size();
+  BnLayout l{*m, {result_dims[r - 4], result_dims[r - 3], result_dims[r - 2], result_dims[r - 1], eps}, {}, {}};
+  if (l.g.n <= 0 || l.g.h <= 0 || l.g.w <= 0 || l.g.c <= 0)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("empty batch normalization"));
+  if (!(eps > 0.0f)) return ffi::Unexpected(ffi::Error::InvalidArgument("epsilon must be positive"));
+  return l;
+}
+
+ffi::ErrorOr<std::vector<int64_t>> act_offsets(const BnLayout& l, ffi::Span<const int64_t> dims, const char* what) {
+  size_t r = dims.size();
+  if (r < 4 || dims[r - 4] != l.g.n || dims[r - 3] != l.g.h || dims[r - 2] != l.g.w || dims[r - 1] != l.g.c)
+    return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(what) + ": shape differs from the result's"));
+  return offsets(l.m, dims, l.g.n * l.g.h * l.g.w * l.g.c, what);
+}
+
+ffi::ErrorOr<std::vector<int64_t>> vec_offsets(const BnLayout& l, ffi::Span<const int64_t> dims, const char* what) {
+  if (dims.size() == 0 || dims[dims.size() - 1] != l.g.c)
+    return ffi::Unexpected(ffi::Error::InvalidArgument(std::string(what) + ": not one value per channel"));
+  return offsets(l.m, dims, l.g.c, what, 1);
+}
+
+#define NNB_TRY(var, expr)                      \
+  auto var = (expr);                            \
+  if (var.has_error()) return var.error();
+
+ffi::Error BnForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+                     float epsilon, int64_t threads, int64_t side_by_side_rows) {
+  NNB_TRY(l, bn_layout(y->dimensions(), epsilon));
+  NNB_TRY(xo, act_offsets(*l, x.dimensions(), "x"));
+  NNB_TRY(so, vec_offsets(*l, scale.dimensions(), "scale"));
+  NNB_TRY(ho, vec_offsets(*l, shift.dimensions(), "shift"));
+  NNB_TRY(mo, vec_offsets(*l, mean->dimensions(), "mean"));
+  set_threads(threads);
+  const BnGeometry g = l->g;
+  const int64_t inner = g.n * g.h * g.w * g.c;
+  int team = across_members(l->m.count, threads, g.n * g.h * g.w, side_by_side_rows);
+  float *xp = x.typed_data(), *sp = scale.typed_data(), *hp = shift.typed_data();
+  float *yp = y->typed_data(), *mp = mean->typed_data(), *vp = var->typed_data();
+  return for_members(l->m.count, team, [&](int64_t k) {
+    auto e = bn_lookup(g, kBnForward);
+    dnnl::stream s(engine());
+    memory scratch(e->scratch, engine(), thread_buffer(0, e->scratch.get_size() + 1));
+    e->prim.execute(s, {{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
+                        {DNNL_ARG_DST, memory(g.act(), engine(), yp + k * inner)},
+                        {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
+                        {DNNL_ARG_SHIFT, memory(g.vec(), engine(), hp + (*ho)[k])},
+                        {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
+                        {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*mo)[k])},
+                        {DNNL_ARG_SCRATCHPAD, scratch}});
+    s.wait();
+  });
+}
+
+ffi::Error BnBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> mean,
+                      ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
+                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
+                      int64_t threads, int64_t side_by_side_rows) {
+  NNB_TRY(l, bn_layout(dx->dimensions(), epsilon));
+  NNB_TRY(xo, act_offsets(*l, x.dimensions(), "x"));
+  NNB_TRY(go, act_offsets(*l, dy.dimensions(), "dy"));
+  NNB_TRY(mo, vec_offsets(*l, mean.dimensions(), "mean"));
+  NNB_TRY(vo, vec_offsets(*l, var.dimensions(), "var"));
+  NNB_TRY(so, vec_offsets(*l, scale.dimensions(), "scale"));
+  NNB_TRY(ro, vec_offsets(*l, dscale->dimensions(), "dscale"));
+  set_threads(threads);
+  const BnGeometry g = l->g;
+  const int64_t inner = g.n * g.h * g.w * g.c;
+  int team = across_members(l->m.count, threads, g.n * g.h * g.w, side_by_side_rows);
+  float *xp = x.typed_data(), *gp = dy.typed_data(), *mp = mean.typed_data(), *vp = var.typed_data();
+  float *sp = scale.typed_data(), *dxp = dx->typed_data(), *dsp = dscale->typed_data(), *dhp = dshift->typed_data();
+  return for_members(l->m.count, team, [&](int64_t k) {
+    auto e = bn_lookup(g, kBnBackward);
+    dnnl::stream s(engine());
+    memory scratch(e->scratch, engine(), thread_buffer(0, e->scratch.get_size() + 1));
+    e->prim.execute(s, {{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
+                        {DNNL_ARG_DIFF_DST, memory(g.act(), engine(), gp + (*go)[k])},
+                        {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
+                        {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*vo)[k])},
+                        {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
+                        {DNNL_ARG_DIFF_SRC, memory(g.act(), engine(), dxp + k * inner)},
+                        {DNNL_ARG_DIFF_SCALE, memory(g.vec(), engine(), dsp + (*ro)[k])},
+                        {DNNL_ARG_DIFF_SHIFT, memory(g.vec(), engine(), dhp + (*ro)[k])},
+                        {DNNL_ARG_SCRATCHPAD, scratch}});
+    s.wait();
+  });
+}
+
 }  // namespace
 
 #define NNB_ATTRS                 \
@@ -382,3 +563,39 @@ extern "C" int nnb_onednn_impl(int64_t kind, const int64_t* geometry, char* out,
 
 // For tests: how many calls so far ran their members side by side.
 extern "C" int64_t nnb_onednn_side_by_side_calls() { return side_by_side_calls.load(); }
+
+#define NNB_BN_ATTRS .Attr<float>("epsilon").Attr<int64_t>("threads").Attr<int64_t>("side_by_side_rows")
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnBatchNormForward, BnForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_BN_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnBatchNormBackward, BnBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_BN_ATTRS);
+
+// For tests and benchmarks: the oneDNN implementation of batch normalization (kind 0 forward, 1 backward) of
+// an (n, h, w, c) activation ("" on failure).
+extern "C" int nnb_onednn_bn_impl(int64_t kind, const int64_t* shape, char* out, int64_t size) {
+  try {
+    BnGeometry g{shape[0], shape[1], shape[2], shape[3], 1e-5f};
+    std::string impl = bn_lookup(g, static_cast<BnKind>(kind))->impl;
+    std::strncpy(out, impl.c_str(), size - 1);
+    out[size - 1] = 0;
+    return 0;
+  } catch (...) {
+    return 1;
+  }
+}
