@@ -32,6 +32,7 @@ import time
 
 import numpy as np
 
+import nnbasics  # noqa: F401  (first: tunes malloc before JAX starts its threads, nnbasics/allocator.py)
 from experiments.benchmarks.mnist1d_speed import spread, torch_available
 
 BATCH = 128
@@ -155,7 +156,8 @@ def resnet_benchmark(rounds: int, steps: int, with_xla: bool = True, with_onednn
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores, this process on "
           f"{len(os.sched_getaffinity(0))}; ", end="")
     print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} with {torch.get_num_threads()} "
-          f"threads; f32 matmul 1024^3: XLA {rate['xla']:.0f} GFLOP/s, torch {rate['torch']:.0f} GFLOP/s", flush=True)
+          f"threads; f32 matmul 1024^3: XLA {rate['xla']:.0f} GFLOP/s, torch {rate['torch']:.0f} GFLOP/s; malloc: "
+          f"{'freed memory kept (nnbasics.allocator)' if nnbasics.allocator.applied() else 'glibc defaults'}", flush=True)
     impls = (["auto"] + (["onednn", "onednn-conv"] if with_onednn and onednn_available() else [])
              + (["xla"] if with_xla else []))
     runners, compile_s = {}, {}

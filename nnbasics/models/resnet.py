@@ -45,6 +45,22 @@ def resolve_norm(norm: str | NormFactory, train: bool) -> Callable[..., Any]:
     return get_norm(str(norm), train)
 
 
+def norm_act(module: nn.Module, norm: Any, activation: Any, train: bool, name: str, y: jax.Array,
+             sow: bool = False) -> jax.Array:
+    """activation(norm(y)) for the layer `name`. A BatchNorm followed by ReLU is one layer,
+    `BatchNorm(relu=True)`: the same parameters and values, and with the oneDNN switch one fused pass
+    (`nnbasics.nn.normalization.onednn_batch_norm`). `sow`: the norm's output, before the activation, is
+    sown as a "response" intermediate; then, when the intermediates are collected, the two stay apart."""
+    make = resolve_norm(norm, train)
+    collecting = sow and module.is_mutable_collection("intermediates")
+    if norm == "batch" and activation == "relu" and not collecting:
+        return make(name=name, relu=True)(y)
+    y = make(name=name)(y)
+    if sow:
+        module.sow("intermediates", "response", y)
+    return get_activation(activation)(y)
+
+
 def _conv(features: int, kernel: int, strides: int, impl: str, name: str) -> Conv:
     """A bias-free conv with PyTorch-style symmetric padding (k // 2), He-initialized."""
     p = kernel // 2
@@ -106,9 +122,7 @@ class BasicBlock(_Block):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm, act = resolve_norm(self.norm, train), get_activation(self.activation)
         y = _conv(self.features, 3, self.strides, self.conv_impl, "conv1")(x)
-        y = norm(name="norm1")(y)
-        self.sow("intermediates", "response", y)
-        y = act(y)
+        y = norm_act(self, self.norm, self.activation, train, "norm1", y, sow=True)
         y = _conv(self.features, 3, 1, self.conv_impl, "conv2")(y)
         y = norm(name="norm2", **self.last_norm_kw())(y)
         self.sow("intermediates", "response", y)
@@ -126,11 +140,9 @@ class BottleneckBlock(_Block):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         norm, act = resolve_norm(self.norm, train), get_activation(self.activation)
-        y = act(norm(name="norm1")(_conv(self.features, 1, 1, self.conv_impl, "conv1")(x)))
+        y = norm_act(self, self.norm, self.activation, train, "norm1", _conv(self.features, 1, 1, self.conv_impl, "conv1")(x))
         y = _conv(self.features, 3, self.strides, self.conv_impl, "conv2")(y)
-        y = norm(name="norm2")(y)
-        self.sow("intermediates", "response", y)
-        y = act(y)
+        y = norm_act(self, self.norm, self.activation, train, "norm2", y, sow=True)
         y = norm(name="norm3", **self.last_norm_kw())(_conv(self.out_features(), 1, 1, self.conv_impl, "conv3")(y))
         return act(self.add_shortcut(x, y, train))
 
@@ -181,13 +193,12 @@ class ResNet(nn.Module):
             raise ValueError(f"block must be 'basic' or 'bottleneck', got {self.block!r}")
         if self.shortcut not in ("A", "B", "C"):
             raise ValueError(f"shortcut must be 'A', 'B' or 'C', got {self.shortcut!r}")
-        norm, act = resolve_norm(self.norm, train), get_activation(self.activation)
         if self.stem == "cifar":
             x = _conv(self.widths[0], 3, 1, self.conv_impl, "stem_conv")(x)
-            x = act(norm(name="stem_norm")(x))
+            x = norm_act(self, self.norm, self.activation, train, "stem_norm", x)
         elif self.stem == "imagenet":
             x = _conv(64, 7, 2, self.conv_impl, "stem_conv")(x)
-            x = act(norm(name="stem_norm")(x))
+            x = norm_act(self, self.norm, self.activation, train, "stem_norm", x)
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         else:
             raise ValueError(f"stem must be 'cifar' or 'imagenet', got {self.stem!r}")

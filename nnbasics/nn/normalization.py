@@ -137,33 +137,34 @@ def _as_nhwc(x: jax.Array) -> jax.Array:
     return x.reshape(x.shape[0], math.prod(x.shape[1:-1]), 1, x.shape[-1])
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def onednn_batch_norm(x: jax.Array, scale: jax.Array, shift: jax.Array, epsilon: float = 1e-5
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def onednn_batch_norm(x: jax.Array, scale: jax.Array, shift: jax.Array, epsilon: float = 1e-5, relu: bool = False
                       ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """BatchNorm in training on oneDNN's primitives (the optional extra, CPU, float32): (y, mean, var) with
     y = scale * (x - mean) / sqrt(var + eps) + shift, mean and (biased) variance over every axis but the
     last, x of rank >= 2. The same values as `batch_standardize` followed by the affine map, to float32
     rounding, and the same gradients (the textbook backward pass, in oneDNN; the cotangents of the
-    returned mean and variance added when a loss uses them). Reverse mode only; works under jit and vmap
-    (each member its own statistics). `BatchNorm` takes this path when the oneDNN switch is on
+    returned mean and variance added when a loss uses them). `relu`: y = max(0, ...) computed in the same
+    pass (oneDNN's fused ReLU, whose mask the backward pass reads). Reverse mode only; works under jit and
+    vmap (each member its own statistics). `BatchNorm` takes this path when the oneDNN switch is on
     (`onednn_norm_worthwhile`)."""
-    y, mean, var = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon)
+    y, mean, var, *_ = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon, relu)
     return y.reshape(x.shape), mean, var
 
 
-def _onednn_batch_norm_fwd(x, scale, shift, epsilon):
+def _onednn_batch_norm_fwd(x, scale, shift, epsilon, relu):
     x, scale, shift = x.value, scale.value, shift.value  # symbolic_zeros: CustomVJPPrimal
-    y, mean, var = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon)
-    return (y.reshape(x.shape), mean, var), (x, mean, var, scale)
+    y, mean, var, *mask = _onednn.batch_norm_forward(_as_nhwc(x), scale, shift, epsilon, relu)
+    return (y.reshape(x.shape), mean, var), (x, mean, var, scale, mask[0] if mask else None)
 
 
-def _onednn_batch_norm_bwd(epsilon, res, cts):
-    x, mean, var, scale = res
+def _onednn_batch_norm_bwd(epsilon, relu, res, cts):
+    x, mean, var, scale, mask = res
     g, g_mean, g_var = cts
     zero = jax.custom_derivatives.SymbolicZero
     if isinstance(g, zero):
         g = jnp.zeros(x.shape, x.dtype)
-    dx, dscale, dshift = _onednn.batch_norm_backward(_as_nhwc(x), _as_nhwc(g), mean, var, scale, epsilon)
+    dx, dscale, dshift = _onednn.batch_norm_backward(_as_nhwc(x), _as_nhwc(g), mean, var, scale, epsilon, mask)
     dx = dx.reshape(x.shape)
     count = math.prod(x.shape[:-1])
     if not isinstance(g_mean, zero):  # a loss that uses the batch mean
@@ -216,6 +217,7 @@ class BatchNorm(_Affine):
     epsilon: float = 1e-5
     unbiased_running_var: bool = True
     fused_backward: bool = True
+    relu: bool = False  # max(0, .) after the affine map (fused into oneDNN's pass when the switch is on)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -225,7 +227,7 @@ class BatchNorm(_Affine):
         if self.train and self.fused_backward and onednn_norm_worthwhile(x):  # the oneDNN switch
             scale = self.param("scale", self.scale_init, (c,)) if self.use_scale else jnp.ones((c,), x.dtype)
             bias = self.param("bias", self.bias_init, (c,)) if self.use_bias else jnp.zeros((c,), x.dtype)
-            y, mean, var = onednn_batch_norm(x, scale, bias, self.epsilon)
+            y, mean, var = onednn_batch_norm(x, scale, bias, self.epsilon, self.relu)
             self._update_running(ra_mean, ra_var, mean, var, x)
             return y
         if self.train:
@@ -236,7 +238,8 @@ class BatchNorm(_Affine):
             self._update_running(ra_mean, ra_var, mean, var, x)
         else:
             y = (x - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
-        return self.affine(y)
+        y = self.affine(y)
+        return jax.nn.relu(y) if self.relu else y
 
     def _update_running(self, ra_mean, ra_var, mean, var, x) -> None:
         if not self.is_initializing():

@@ -49,6 +49,8 @@ TARGETS = {
 BN_TARGETS = {
     "forward": ("nnbasics_onednn_batch_norm_forward", "NnbOnednnBatchNormForward"),
     "backward": ("nnbasics_onednn_batch_norm_backward", "NnbOnednnBatchNormBackward"),
+    "relu_forward": ("nnbasics_onednn_batch_norm_relu_forward", "NnbOnednnBatchNormReluForward"),
+    "relu_backward": ("nnbasics_onednn_batch_norm_relu_backward", "NnbOnednnBatchNormReluBackward"),
 }
 ONEDNN_WHEELS = ("onednn-cpu-gomp", "onednn-devel-cpu-gomp")
 
@@ -198,6 +200,19 @@ def batch_norm_implementation(kind: str, shape: Sequence[int]) -> str:
     return buf.value.decode()
 
 
+def batch_norm_relu_workspace_bytes(shape: Sequence[int]) -> int:
+    """Bytes of the ReLU mask oneDNN keeps for the backward pass of a batch norm with a fused ReLU, for
+    an (n, h, w, c) activation (a bit per value where its jit kernel runs, a byte otherwise)."""
+    _require()
+    fn = _state["lib"].nnb_onednn_bn_relu_workspace_bytes
+    fn.argtypes = [ctypes.POINTER(ctypes.c_int64)]
+    fn.restype = ctypes.c_int64
+    size = int(fn((ctypes.c_int64 * 4)(*[int(v) for v in shape])))
+    if size < 0:
+        raise BuildError(f"oneDNN has no batch normalization with a fused ReLU for shape {tuple(shape)}")
+    return size
+
+
 def side_by_side_calls() -> int:
     """How many handler calls in this process ran their members side by side (for tests; 0 when not loaded)."""
     if not load(warn=False):
@@ -289,24 +304,33 @@ def _bn_attrs(epsilon: float) -> dict:
             "side_by_side_rows": np.int64(SIDE_BY_SIDE_MAX_ROWS)}
 
 
-def batch_norm_forward(x, scale, shift, epsilon: float):
+def batch_norm_forward(x, scale, shift, epsilon: float, relu: bool = False):
     """(y, mean, var) of batch normalization in training: x (N, H, W, C) float32, statistics over N, H, W
-    (the variance biased), y = scale * (x - mean) / sqrt(var + epsilon) + shift; scale, shift (C,)."""
+    (the variance biased), y = scale * (x - mean) / sqrt(var + epsilon) + shift; scale, shift (C,).
+    relu: y = max(0, ...) in the same pass, and a fourth result, the mask `batch_norm_backward` needs
+    (uint8, `batch_norm_relu_workspace_bytes`)."""
     import jax
+    import jax.numpy as jnp
 
     _require()
     c = jax.ShapeDtypeStruct((x.shape[-1],), x.dtype)
-    call = jax.ffi.ffi_call(BN_TARGETS["forward"][0], (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c),
-                            vmap_method="expand_dims")
+    results = (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c)
+    if relu:
+        results += (jax.ShapeDtypeStruct((batch_norm_relu_workspace_bytes(x.shape),), jnp.uint8),)
+    call = jax.ffi.ffi_call(BN_TARGETS["relu_forward" if relu else "forward"][0], results, vmap_method="expand_dims")
     return call(x, scale, shift, **_bn_attrs(epsilon))
 
 
-def batch_norm_backward(x, dy, mean, var, scale, epsilon: float):
-    """(dx, dscale, dshift) of `batch_norm_forward`'s y from dy = d(loss)/dy and the saved mean and var."""
+def batch_norm_backward(x, dy, mean, var, scale, epsilon: float, workspace=None):
+    """(dx, dscale, dshift) of `batch_norm_forward`'s y from dy = d(loss)/dy and the saved mean and var
+    (and, for a fused ReLU, its `workspace`: dy is then the gradient of the ReLU's output)."""
     import jax
 
     _require()
     c = jax.ShapeDtypeStruct((x.shape[-1],), x.dtype)
-    call = jax.ffi.ffi_call(BN_TARGETS["backward"][0], (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c),
-                            vmap_method="expand_dims")
-    return call(x, dy, mean, var, scale, **_bn_attrs(epsilon))
+    results = (jax.ShapeDtypeStruct(x.shape, x.dtype), c, c)
+    if workspace is None:
+        call = jax.ffi.ffi_call(BN_TARGETS["backward"][0], results, vmap_method="expand_dims")
+        return call(x, dy, mean, var, scale, **_bn_attrs(epsilon))
+    call = jax.ffi.ffi_call(BN_TARGETS["relu_backward"][0], results, vmap_method="expand_dims")
+    return call(x, dy, mean, var, scale, workspace, **_bn_attrs(epsilon))

@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
@@ -351,6 +352,11 @@ enum BnKind : int64_t { kBnForward = 0, kBnBackward = 1 };
 struct BnGeometry {
   int64_t n, h, w, c;
   float eps;
+  bool relu = false;  // y = max(0, batch norm): oneDNN's fuse_norm_relu, with a workspace (the mask) for backward
+  dnnl::normalization_flags flags() const {
+    auto f = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    return relu ? f | dnnl::normalization_flags::fuse_norm_relu : f;
+  }
   memory::desc act() const { return memory::desc({n, c, h, w}, memory::data_type::f32, tag::nhwc); }
   memory::desc vec() const { return memory::desc({c}, memory::data_type::f32, tag::a); }
 };
@@ -358,23 +364,21 @@ struct BnGeometry {
 struct BnEntry {
   dnnl::primitive prim;
   memory::desc scratch;
+  memory::desc workspace;  // with relu: the mask the backward pass reads
   std::string impl;
 };
 
-const dnnl::normalization_flags kBnFlags =
-    dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-
 dnnl::batch_normalization_forward::primitive_desc bn_forward_pd(const BnGeometry& g, const dnnl::primitive_attr& attr) {
   return dnnl::batch_normalization_forward::primitive_desc(engine(), dnnl::prop_kind::forward_training, g.act(),
-                                                           g.act(), g.eps, kBnFlags, attr);
+                                                           g.act(), g.eps, g.flags(), attr);
 }
 
 std::shared_ptr<BnEntry> bn_lookup(const BnGeometry& g, BnKind kind) {
   static std::mutex mu;
-  static std::map<std::array<int64_t, 7>, std::shared_ptr<BnEntry>> cache;
+  static std::map<std::array<int64_t, 8>, std::shared_ptr<BnEntry>> cache;
   int32_t eps_bits;
   std::memcpy(&eps_bits, &g.eps, sizeof eps_bits);
-  std::array<int64_t, 7> key{g.n, g.h, g.w, g.c, eps_bits, kind, omp_get_max_threads()};
+  std::array<int64_t, 8> key{g.n, g.h, g.w, g.c, eps_bits, g.relu, kind, omp_get_max_threads()};
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);
@@ -385,13 +389,15 @@ std::shared_ptr<BnEntry> bn_lookup(const BnGeometry& g, BnKind kind) {
     auto pd = bn_forward_pd(g, user_scratchpad());
     e->prim = dnnl::batch_normalization_forward(pd);
     e->scratch = pd.scratchpad_desc();
+    e->workspace = pd.workspace_desc();
     e->impl = pd.impl_info_str();
   } else {
     auto hint = bn_forward_pd(g, dnnl::primitive_attr());
     auto pd = dnnl::batch_normalization_backward::primitive_desc(engine(), dnnl::prop_kind::backward, g.act(), g.act(),
-                                                                 g.act(), g.eps, kBnFlags, hint, user_scratchpad());
+                                                                 g.act(), g.eps, g.flags(), hint, user_scratchpad());
     e->prim = dnnl::batch_normalization_backward(pd);
     e->scratch = pd.scratchpad_desc();
+    e->workspace = pd.workspace_desc();
     e->impl = pd.impl_info_str();
   }
   std::lock_guard<std::mutex> lock(mu);
@@ -454,10 +460,27 @@ ffi::ErrorOr<std::vector<int64_t>> vec_offsets(const BnLayout& l, ffi::Span<cons
   auto var = (expr);                            \
   if (var.has_error()) return var.error();
 
-ffi::Error BnForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
-                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
-                     float epsilon, int64_t threads, int64_t side_by_side_rows) {
+// The workspace operand of a fused ReLU: one member's mask is `bytes` long (oneDNN's workspace size).
+ffi::ErrorOr<std::vector<int64_t>> workspace_offsets(const BnLayout& l, ffi::Span<const int64_t> dims) {
+  auto e = bn_lookup(l.g, kBnForward);
+  int64_t bytes = static_cast<int64_t>(e->workspace.get_size());
+  if (dims.size() == 0 || dims[dims.size() - 1] != bytes)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("workspace: size differs from oneDNN's (" +
+                                                       std::to_string(bytes) + " bytes a member)"));
+  return offsets(l.m, dims, bytes, "workspace", 1);
+}
+
+ffi::Error bn_forward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                      ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+                      uint8_t* ws, ffi::Span<const int64_t> ws_dims, float epsilon, int64_t threads,
+                      int64_t side_by_side_rows) {
   NNB_TRY(l, bn_layout(y->dimensions(), epsilon));
+  l->g.relu = ws != nullptr;
+  std::vector<int64_t> wo;
+  if (ws) {
+    NNB_TRY(w, workspace_offsets(*l, ws_dims));
+    wo = *w;
+  }
   NNB_TRY(xo, act_offsets(*l, x.dimensions(), "x"));
   NNB_TRY(so, vec_offsets(*l, scale.dimensions(), "scale"));
   NNB_TRY(ho, vec_offsets(*l, shift.dimensions(), "shift"));
@@ -472,22 +495,45 @@ ffi::Error BnForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::
     auto e = bn_lookup(g, kBnForward);
     dnnl::stream s(engine());
     memory scratch(e->scratch, engine(), thread_buffer(0, e->scratch.get_size() + 1));
-    e->prim.execute(s, {{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
-                        {DNNL_ARG_DST, memory(g.act(), engine(), yp + k * inner)},
-                        {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
-                        {DNNL_ARG_SHIFT, memory(g.vec(), engine(), hp + (*ho)[k])},
-                        {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
-                        {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*mo)[k])},
-                        {DNNL_ARG_SCRATCHPAD, scratch}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
+                                         {DNNL_ARG_DST, memory(g.act(), engine(), yp + k * inner)},
+                                         {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
+                                         {DNNL_ARG_SHIFT, memory(g.vec(), engine(), hp + (*ho)[k])},
+                                         {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
+                                         {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*mo)[k])},
+                                         {DNNL_ARG_SCRATCHPAD, scratch}};
+    if (ws) args.emplace(DNNL_ARG_WORKSPACE, memory(e->workspace, engine(), ws + wo[k]));
+    e->prim.execute(s, args);
     s.wait();
   });
 }
 
-ffi::Error BnBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> mean,
-                      ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
-                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
-                      int64_t threads, int64_t side_by_side_rows) {
+ffi::Error BnForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                     ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean, ffi::ResultBuffer<ffi::F32> var,
+                     float epsilon, int64_t threads, int64_t side_by_side_rows) {
+  return bn_forward(x, scale, shift, y, mean, var, nullptr, {}, epsilon, threads, side_by_side_rows);
+}
+
+ffi::Error BnReluForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                         ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean,
+                         ffi::ResultBuffer<ffi::F32> var, ffi::ResultBuffer<ffi::U8> ws, float epsilon,
+                         int64_t threads, int64_t side_by_side_rows) {
+  return bn_forward(x, scale, shift, y, mean, var, ws->typed_data(), ws->dimensions(), epsilon, threads,
+                    side_by_side_rows);
+}
+
+ffi::Error bn_backward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> mean,
+                       ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, const uint8_t* ws,
+                       ffi::Span<const int64_t> ws_dims, ffi::ResultBuffer<ffi::F32> dx,
+                       ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
+                       int64_t threads, int64_t side_by_side_rows) {
   NNB_TRY(l, bn_layout(dx->dimensions(), epsilon));
+  l->g.relu = ws != nullptr;
+  std::vector<int64_t> wo;
+  if (ws) {
+    NNB_TRY(w, workspace_offsets(*l, ws_dims));
+    wo = *w;
+  }
   NNB_TRY(xo, act_offsets(*l, x.dimensions(), "x"));
   NNB_TRY(go, act_offsets(*l, dy.dimensions(), "dy"));
   NNB_TRY(mo, vec_offsets(*l, mean.dimensions(), "mean"));
@@ -504,17 +550,35 @@ ffi::Error BnBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Bu
     auto e = bn_lookup(g, kBnBackward);
     dnnl::stream s(engine());
     memory scratch(e->scratch, engine(), thread_buffer(0, e->scratch.get_size() + 1));
-    e->prim.execute(s, {{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
-                        {DNNL_ARG_DIFF_DST, memory(g.act(), engine(), gp + (*go)[k])},
-                        {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
-                        {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*vo)[k])},
-                        {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
-                        {DNNL_ARG_DIFF_SRC, memory(g.act(), engine(), dxp + k * inner)},
-                        {DNNL_ARG_DIFF_SCALE, memory(g.vec(), engine(), dsp + (*ro)[k])},
-                        {DNNL_ARG_DIFF_SHIFT, memory(g.vec(), engine(), dhp + (*ro)[k])},
-                        {DNNL_ARG_SCRATCHPAD, scratch}});
+    std::unordered_map<int, memory> args{{DNNL_ARG_SRC, memory(g.act(), engine(), xp + (*xo)[k])},
+                                         {DNNL_ARG_DIFF_DST, memory(g.act(), engine(), gp + (*go)[k])},
+                                         {DNNL_ARG_MEAN, memory(g.vec(), engine(), mp + (*mo)[k])},
+                                         {DNNL_ARG_VARIANCE, memory(g.vec(), engine(), vp + (*vo)[k])},
+                                         {DNNL_ARG_SCALE, memory(g.vec(), engine(), sp + (*so)[k])},
+                                         {DNNL_ARG_DIFF_SRC, memory(g.act(), engine(), dxp + k * inner)},
+                                         {DNNL_ARG_DIFF_SCALE, memory(g.vec(), engine(), dsp + (*ro)[k])},
+                                         {DNNL_ARG_DIFF_SHIFT, memory(g.vec(), engine(), dhp + (*ro)[k])},
+                                         {DNNL_ARG_SCRATCHPAD, scratch}};
+    if (ws) args.emplace(DNNL_ARG_WORKSPACE, memory(e->workspace, engine(), const_cast<uint8_t*>(ws) + wo[k]));
+    e->prim.execute(s, args);
     s.wait();
   });
+}
+
+ffi::Error BnBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> mean,
+                      ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::ResultBuffer<ffi::F32> dx,
+                      ffi::ResultBuffer<ffi::F32> dscale, ffi::ResultBuffer<ffi::F32> dshift, float epsilon,
+                      int64_t threads, int64_t side_by_side_rows) {
+  return bn_backward(x, dy, mean, var, scale, nullptr, {}, dx, dscale, dshift, epsilon, threads, side_by_side_rows);
+}
+
+ffi::Error BnReluBackward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> mean,
+                          ffi::Buffer<ffi::F32> var, ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::U8> ws,
+                          ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dscale,
+                          ffi::ResultBuffer<ffi::F32> dshift, float epsilon, int64_t threads,
+                          int64_t side_by_side_rows) {
+  return bn_backward(x, dy, mean, var, scale, ws.typed_data(), ws.dimensions(), dx, dscale, dshift, epsilon, threads,
+                     side_by_side_rows);
 }
 
 }  // namespace
@@ -585,6 +649,39 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnBatchNormBackward, BnBackward,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>() NNB_BN_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnBatchNormReluForward, BnReluForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>() NNB_BN_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(NnbOnednnBatchNormReluBackward, BnReluBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>() NNB_BN_ATTRS);
+
+// For tests and the JAX side: the bytes of one member's ReLU mask (the workspace of a fused ReLU) for an
+// (n, h, w, c) activation; -1 on failure.
+extern "C" int64_t nnb_onednn_bn_relu_workspace_bytes(const int64_t* shape) {
+  try {
+    BnGeometry g{shape[0], shape[1], shape[2], shape[3], 1e-5f, true};
+    return static_cast<int64_t>(bn_lookup(g, kBnForward)->workspace.get_size());
+  } catch (...) {
+    return -1;
+  }
+}
 
 // For tests and benchmarks: the oneDNN implementation of batch normalization (kind 0 forward, 1 backward) of
 // an (n, h, w, c) activation ("" on failure).
