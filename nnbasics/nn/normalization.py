@@ -210,7 +210,10 @@ class BatchNorm(_Affine):
     In training the standardization's backward pass is hand-written (`batch_standardize`: fewer
     passes over the activation than autodiff of the formula, the same values to float32 rounding);
     it supports reverse mode only, so `fused_backward=False` differentiates the formula instead
-    (forward mode, `jax.jvp`/`jax.jacfwd`, through a training-mode BatchNorm)."""
+    (forward mode, `jax.jvp`/`jax.jacfwd`, through a training-mode BatchNorm). With the oneDNN switch
+    on (the optional extra, CPU) a training-mode BatchNorm of at least ONEDNN_NORM_MIN_ROWS rows runs
+    on oneDNN's batch normalization (`onednn_batch_norm`); `relu=True` (max(0, .) after the affine
+    map, as the ResNets' `norm_act` builds it) is then the same oneDNN pass."""
 
     train: bool = True
     momentum: float = 0.9

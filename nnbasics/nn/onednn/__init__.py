@@ -9,7 +9,10 @@ the `onednn-devel-cpu-gomp` / `onednn-cpu-gomp` wheels, into `$NNBASICS_CACHE/on
 nnbasics is imported; `nnbasics.nn.conv` asks `load()` only when the switch is on
 (`nnbasics.nn.conv.use_onednn(True)` or NNBASICS_ONEDNN=1). Any failure (no compiler, no oneDNN,
 a failed build) makes `load()` return False with one warning, and the convolution keeps its
-usual path.
+usual path. The same file holds oneDNN's batch normalization in training (forward with the batch
+statistics, optionally with a fused ReLU whose bit mask the backward pass reads; backward with the
+scale and shift gradients): `batch_norm_forward` / `batch_norm_backward` here, the differentiable
+`nnbasics.nn.normalization.onednn_batch_norm` on top.
 
 Under `jax.vmap` the calls use jax.ffi's vmap_method="expand_dims": the handler sees the vmapped
 axes in front and loops over members, or, where every member shares the kernel, runs them as one
